@@ -1,0 +1,347 @@
+//! The DMA-capable data buffer pool.
+//!
+//! Two size classes (small and large, as SPDK's iobuf), each one contiguous region mapped once:
+//! hugepage-backed when the machine has free hugepages, ordinary page-aligned memory otherwise
+//! (locked with `mlock` when the limit allows). Buffers are handed out through a lock-free
+//! global queue with a per-thread cache in front. Every region is listed by [`regions`] so
+//! that a driver needing virtual→IOVA translation (the NVMe driver) can map them all up front.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::error::{BdevError, ErrorKind, Result};
+
+/// Pool sizes. Set with [`configure`] before the first buffer is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufPoolConfig {
+    /// Bytes per small buffer.
+    pub small_size: usize,
+    /// Number of small buffers.
+    pub small_count: usize,
+    /// Bytes per large buffer.
+    pub large_size: usize,
+    /// Number of large buffers.
+    pub large_count: usize,
+    /// Buffers each thread keeps in its cache, per class.
+    pub cache_size: usize,
+}
+
+impl Default for BufPoolConfig {
+    fn default() -> Self {
+        Self {
+            small_size: 8 * 1024,
+            small_count: 8192,
+            large_size: 128 * 1024,
+            large_count: 1024,
+            cache_size: 64,
+        }
+    }
+}
+
+/// A memory region backing a pool class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// Start address.
+    pub addr: usize,
+    /// Length in bytes.
+    pub len: usize,
+    /// True if backed by hugepages.
+    pub hugepages: bool,
+}
+
+struct Class {
+    size: usize,
+    count: usize,
+    region: Region,
+    free: ArrayQueue<usize>,
+}
+
+struct Pool {
+    cfg: BufPoolConfig,
+    classes: [Class; 2],
+    gets: AtomicU64,
+    waits: AtomicU64,
+}
+
+static CONFIG: OnceLock<BufPoolConfig> = OnceLock::new();
+static POOL: OnceLock<std::result::Result<Pool, String>> = OnceLock::new();
+
+/// Sets the pool sizes. Fails if the pool already exists (first buffer taken) with other sizes.
+pub fn configure(cfg: BufPoolConfig) -> Result<()> {
+    if cfg.small_count == 0
+        || cfg.large_count == 0
+        || cfg.small_size == 0
+        || cfg.large_size < cfg.small_size
+    {
+        return Err(BdevError::new(
+            ErrorKind::InvalidArgument,
+            format!("invalid buffer pool sizes {cfg:?}"),
+        ));
+    }
+    let set = *CONFIG.get_or_init(|| cfg);
+    if set != cfg {
+        return Err(BdevError::new(
+            ErrorKind::Busy,
+            "buffer pool is already configured with other sizes",
+        ));
+    }
+    Ok(())
+}
+
+fn map_region(len: usize) -> std::result::Result<Region, String> {
+    let layout = Layout::from_size_align(len, 4096).map_err(|e| e.to_string())?;
+    // Hugepages first, only when the kernel reports free ones (the crate's mmap would fail).
+    if free_hugepages() * hugepage_size() >= len {
+        // SAFETY: layout has a non-zero size; a null result is handled.
+        let p = unsafe { hugepage_rs::alloc(layout) };
+        if !p.is_null() {
+            return Ok(Region {
+                addr: p as usize,
+                len,
+                hugepages: true,
+            });
+        }
+    }
+    // SAFETY: anonymous private mapping with no address hint; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!(
+            "mmap of {len} bytes for the buffer pool failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // Best effort: locked memory keeps physical addresses stable for DMA. Failure (memlock
+    // limit) is not an error for backends that do not DMA.
+    // SAFETY: p..p+len is the mapping just created.
+    let _ = unsafe { libc::mlock(p, len) };
+    Ok(Region {
+        addr: p as usize,
+        len,
+        hugepages: false,
+    })
+}
+
+fn meminfo_value(key: &str) -> usize {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_hugepages() -> usize {
+    meminfo_value("HugePages_Free:")
+}
+
+fn hugepage_size() -> usize {
+    meminfo_value("Hugepagesize:") * 1024
+}
+
+fn build(cfg: BufPoolConfig) -> std::result::Result<Pool, String> {
+    let mk = |size: usize, count: usize| -> std::result::Result<Class, String> {
+        let size = size.next_multiple_of(4096);
+        let region = map_region(size * count)?;
+        let free = ArrayQueue::new(count);
+        for i in 0..count {
+            let _ = free.push(region.addr + i * size);
+        }
+        Ok(Class {
+            size,
+            count,
+            region,
+            free,
+        })
+    };
+    Ok(Pool {
+        cfg,
+        classes: [
+            mk(cfg.small_size, cfg.small_count)?,
+            mk(cfg.large_size, cfg.large_count)?,
+        ],
+        gets: AtomicU64::new(0),
+        waits: AtomicU64::new(0),
+    })
+}
+
+fn pool() -> Result<&'static Pool> {
+    let cfg = *CONFIG.get_or_init(BufPoolConfig::default);
+    POOL.get_or_init(|| build(cfg))
+        .as_ref()
+        .map_err(|e| BdevError::new(ErrorKind::NoMemory, e.clone()))
+}
+
+/// Regions backing the pool (creating it if needed), for drivers that must map them for DMA.
+pub fn regions() -> Result<Vec<Region>> {
+    Ok(pool()?.classes.iter().map(|c| c.region).collect())
+}
+
+/// Pool statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufStats {
+    /// Size of a small buffer.
+    pub small_size: usize,
+    /// Small buffers in total / free in the global queue (thread caches not counted).
+    pub small_total: usize,
+    /// Free small buffers in the global queue.
+    pub small_free: usize,
+    /// Size of a large buffer.
+    pub large_size: usize,
+    /// Large buffers in total.
+    pub large_total: usize,
+    /// Free large buffers in the global queue.
+    pub large_free: usize,
+    /// Buffers handed out since start.
+    pub gets: u64,
+    /// Times a request had to wait for a buffer.
+    pub waits: u64,
+    /// True if hugepage-backed.
+    pub hugepages: bool,
+}
+
+/// Current pool statistics.
+pub fn stats() -> Result<BufStats> {
+    let p = pool()?;
+    Ok(BufStats {
+        small_size: p.classes[0].size,
+        small_total: p.classes[0].count,
+        small_free: p.classes[0].free.len(),
+        large_size: p.classes[1].size,
+        large_total: p.classes[1].count,
+        large_free: p.classes[1].free.len(),
+        gets: p.gets.load(Ordering::Relaxed),
+        waits: p.waits.load(Ordering::Relaxed),
+        hugepages: p.classes.iter().all(|c| c.region.hugepages),
+    })
+}
+
+pub(crate) fn note_wait() {
+    if let Ok(p) = pool() {
+        p.waits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An owned, page-aligned data buffer from the pool; returned to it when dropped.
+pub struct DmaBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    class: u8,
+}
+
+// SAFETY: a DmaBuf is the unique owner of its slice of the pool's mapping, like a Box<[u8]>.
+unsafe impl Send for DmaBuf {}
+
+impl std::fmt::Debug for DmaBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DmaBuf({:p}, {})", self.ptr, self.len)
+    }
+}
+
+impl DmaBuf {
+    /// Takes a buffer of at least `len` bytes, or `None` if the pool is exhausted (try again
+    /// when buffers return). Errors only if `len` exceeds the large size or the pool could not
+    /// be created. Any thread; uses the calling lightweight thread's cache when there is one.
+    pub fn get(len: usize) -> Result<Option<DmaBuf>> {
+        let p = pool()?;
+        let class = if len <= p.classes[0].size {
+            0
+        } else if len <= p.classes[1].size {
+            1
+        } else {
+            return Err(BdevError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "buffer of {len} bytes exceeds the largest pool buffer ({})",
+                    p.classes[1].size
+                ),
+            ));
+        };
+        let addr = crate::thread::cache_get(class).or_else(|| p.classes[class as usize].free.pop());
+        Ok(addr.and_then(|a| {
+            p.gets.fetch_add(1, Ordering::Relaxed);
+            NonNull::new(a as *mut u8).map(|ptr| DmaBuf { ptr, len, class })
+        }))
+    }
+
+    /// Length requested.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if zero-length.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Raw pointer to the start.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the buffer is at least `len` bytes of our exclusive mapping.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Changes the length within the class size.
+    pub fn set_len(&mut self, len: usize) -> Result<()> {
+        let p = pool()?;
+        if len > p.classes[self.class as usize].size {
+            return Err(BdevError::new(
+                ErrorKind::InvalidArgument,
+                "length beyond buffer capacity",
+            ));
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        let addr = self.ptr.as_ptr() as usize;
+        if crate::thread::cache_put(self.class, addr) {
+            return;
+        }
+        if let Ok(p) = pool() {
+            let _ = p.classes[self.class as usize].free.push(addr);
+        }
+    }
+}
+
+pub(crate) fn cache_limit() -> usize {
+    CONFIG
+        .get()
+        .map(|c| c.cache_size)
+        .unwrap_or(BufPoolConfig::default().cache_size)
+}
+
+pub(crate) fn release_to_global(class: u8, addr: usize) {
+    if let Ok(p) = pool() {
+        let _ = p.classes[class as usize].free.push(addr);
+    }
+}
+
+pub(crate) fn pool_cfg() -> BufPoolConfig {
+    pool().map(|p| p.cfg).unwrap_or_default()
+}

@@ -1,0 +1,420 @@
+//! Per-(bdev, thread) channel state and the generic I/O path: validation, accounting, buffer
+//! supply, splitting, emulation, quiesce parking, NOMEM retry and completion.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::{Arc, Weak};
+
+use ferrite_reactor::{clock, ForEachCont, IoChannel};
+
+use crate::bdev::{BackendChannel, Bdev};
+use crate::buf::DmaBuf;
+use crate::io::{BdevIo, Parent, FLAG_AUTO_BUF, FLAG_BYPASS_LOCK, FLAG_COUNTED};
+use crate::stats::IoStats;
+use crate::types::{IoStatus, IoType};
+
+pub(crate) const FLAG_CHILD: u32 = 8;
+pub(crate) const FLAG_DRAINABLE: u32 = 16;
+
+/// Channel state for one bdev on one thread. Reached from in-flight I/O by pointer; freed only
+/// when idle (see `ChannelCtx`'s drop).
+pub(crate) struct ChannelState {
+    pub(crate) bdev: Arc<Bdev>,
+    backend: RefCell<Box<dyn BackendChannel>>,
+    pub(crate) stats: RefCell<IoStats>,
+    inflight: Cell<u32>,
+    drainable: Cell<u32>,
+    nomem: RefCell<VecDeque<Box<BdevIo>>>,
+    parked: RefCell<VecDeque<Box<BdevIo>>>,
+    pub(crate) frozen: Cell<bool>,
+    drain_waiter: RefCell<Option<ForEachCont>>,
+    in_retry: Cell<bool>,
+    thread_id: u64,
+}
+
+impl ChannelState {
+    pub(crate) fn is_idle(&self) -> bool {
+        self.inflight.get() == 0
+            && self.nomem.borrow().is_empty()
+            && self.parked.borrow().is_empty()
+            && !self.in_retry.get()
+    }
+
+    /// Freezes the channel and calls `cont.finish` once nothing drainable is in flight.
+    pub(crate) fn freeze_and_drain(&self, cont: ForEachCont) {
+        self.frozen.set(true);
+        if self.drainable.get() == 0 {
+            cont.finish(0);
+        } else {
+            *self.drain_waiter.borrow_mut() = Some(cont);
+        }
+    }
+
+    /// Unfreezes and resubmits parked I/O in order.
+    pub(crate) fn thaw(&self) {
+        self.frozen.set(false);
+        let parked: VecDeque<Box<BdevIo>> = std::mem::take(&mut *self.parked.borrow_mut());
+        for io in parked {
+            self.dispatch(io);
+        }
+    }
+
+    fn ptr(&self) -> NonNull<ChannelState> {
+        NonNull::from(self)
+    }
+
+    /// Entry of a validated, counted I/O into the channel.
+    pub(crate) fn dispatch(&self, mut io: Box<BdevIo>) {
+        if self.frozen.get() && io.flags & FLAG_BYPASS_LOCK == 0 {
+            self.parked.borrow_mut().push_back(io);
+            return;
+        }
+        if io.flags & FLAG_DRAINABLE == 0
+            && io.flags & FLAG_BYPASS_LOCK == 0
+            && !matches!(
+                io.io_type,
+                IoType::Reset | IoType::CompareAndWrite | IoType::Abort
+            )
+        {
+            io.flags |= FLAG_DRAINABLE;
+            self.drainable.set(self.drainable.get() + 1);
+        }
+        let b = &*self.bdev;
+        match io.io_type {
+            IoType::Read if io.iovs.is_empty() => {
+                if !supply_buf(&mut io) {
+                    crate::thread::park_for_buf(io);
+                    return;
+                }
+            }
+            IoType::Reset => return crate::emulate::reset(self, io),
+            IoType::Abort => return self.abort(io),
+            IoType::WriteZeroes if !b.native(IoType::WriteZeroes) => {
+                return crate::emulate::write_zeroes(self, io)
+            }
+            IoType::Compare if !b.native(IoType::Compare) => {
+                return crate::emulate::compare(self, io)
+            }
+            IoType::CompareAndWrite if !b.native(IoType::CompareAndWrite) => {
+                return crate::emulate::compare_and_write(self, io)
+            }
+            _ => {}
+        }
+        if b.split_on_boundary && b.optimal_io_boundary > 0 && io.flags & FLAG_CHILD == 0 {
+            let bound = u64::from(b.optimal_io_boundary);
+            if io.num_blocks > 0
+                && io.offset_blocks / bound != (io.offset_blocks + io.num_blocks - 1) / bound
+            {
+                return crate::split::split(self, io);
+            }
+        }
+        self.backend.borrow_mut().submit(io);
+    }
+
+    /// Submits an internal child I/O (split piece, emulation step) on this channel.
+    /// Children bypass a freeze: their parent is already counted as in flight, and parking
+    /// them would keep a drain waiting for that parent forever.
+    pub(crate) fn submit_child(&self, mut child: Box<BdevIo>) {
+        child.flags |= FLAG_CHILD | FLAG_COUNTED | FLAG_BYPASS_LOCK;
+        child.chan = Some(self.ptr());
+        child.thread_id = self.thread_id;
+        child.block_size = self.bdev.block_size;
+        child.submit_tsc = clock::ticks();
+        self.inflight.set(self.inflight.get() + 1);
+        self.dispatch(child);
+    }
+
+    /// Submits a child straight to the backend, bypassing the type routing of `dispatch`.
+    pub(crate) fn submit_backend_child(&self, mut child: Box<BdevIo>) {
+        child.flags |= FLAG_CHILD | FLAG_COUNTED | FLAG_BYPASS_LOCK;
+        child.chan = Some(self.ptr());
+        child.thread_id = self.thread_id;
+        child.block_size = self.bdev.block_size;
+        child.submit_tsc = clock::ticks();
+        self.inflight.set(self.inflight.get() + 1);
+        self.backend.borrow_mut().submit(child);
+    }
+
+    fn abort(&self, mut io: Box<BdevIo>) {
+        let tag = io.abort_tag;
+        let mut found = 0;
+        for q in [&self.nomem, &self.parked] {
+            let mut keep = VecDeque::new();
+            let taken: VecDeque<Box<BdevIo>> = std::mem::take(&mut *q.borrow_mut());
+            for victim in taken {
+                if victim.user[0] == tag && victim.flags & FLAG_CHILD == 0 {
+                    found += 1;
+                    victim.complete(IoStatus::Aborted);
+                } else {
+                    keep.push_back(victim);
+                }
+            }
+            q.borrow_mut().extend(keep);
+        }
+        io.status = if found > 0 {
+            IoStatus::Success
+        } else {
+            IoStatus::Failed
+        };
+        let st = io.status;
+        io.complete(st);
+    }
+
+    #[inline]
+    fn on_complete(&self, io: &BdevIo) {
+        self.inflight.set(self.inflight.get() - 1);
+        if io.flags & FLAG_DRAINABLE != 0 {
+            let d = self.drainable.get() - 1;
+            self.drainable.set(d);
+            if d == 0 {
+                let w = self.drain_waiter.borrow_mut().take();
+                if let Some(w) = w {
+                    w.finish(0);
+                }
+            }
+        }
+        if io.flags & FLAG_CHILD == 0 {
+            let lat = clock::ticks().wrapping_sub(io.submit_tsc);
+            let bytes = io.num_blocks * u64::from(io.block_size);
+            let mut s = self.stats.borrow_mut();
+            s.record(io.io_type, bytes, lat, io.status.is_success());
+            if io.status == IoStatus::Miscompare {
+                s.miscompares += 1;
+            }
+        }
+        if !self.nomem.borrow().is_empty() && !self.in_retry.get() {
+            self.in_retry.set(true);
+            crate::thread::schedule_retry(self.ptr());
+        }
+    }
+
+    pub(crate) fn park_nomem(&self, mut io: Box<BdevIo>) {
+        io.status = IoStatus::Pending;
+        self.stats.borrow_mut().nomem_retries += 1;
+        self.nomem.borrow_mut().push_back(io);
+        if !self.in_retry.get() {
+            self.in_retry.set(true);
+            crate::thread::schedule_retry(self.ptr());
+        }
+    }
+}
+
+/// The object the reactor keeps per (bdev, thread). Dropping it with I/O still in flight hands
+/// the state to the thread's zombie list, freed once idle, so in-flight pointers stay valid.
+pub(crate) struct ChannelCtx {
+    state: Option<Box<ChannelState>>,
+}
+
+impl ChannelCtx {
+    pub(crate) fn new(bdev: Weak<Bdev>) -> Self {
+        let Some(bdev) = bdev.upgrade() else {
+            return Self { state: None };
+        };
+        let backend = bdev.backend.create_channel();
+        let frozen = bdev.quiesced.load(std::sync::atomic::Ordering::Acquire);
+        let thread_id = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
+        Self {
+            state: Some(Box::new(ChannelState {
+                bdev,
+                backend: RefCell::new(backend),
+                stats: RefCell::new(IoStats::default()),
+                inflight: Cell::new(0),
+                drainable: Cell::new(0),
+                nomem: RefCell::new(VecDeque::new()),
+                parked: RefCell::new(VecDeque::new()),
+                frozen: Cell::new(frozen),
+                drain_waiter: RefCell::new(None),
+                in_retry: Cell::new(false),
+                thread_id,
+            })),
+        }
+    }
+
+    pub(crate) fn state(&self) -> Option<&ChannelState> {
+        self.state.as_deref()
+    }
+}
+
+impl Drop for ChannelCtx {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            if !s.is_idle() {
+                let _ = ferrite_reactor::with_local(|t: &crate::thread::BdevThread| {
+                    t.zombies.borrow_mut().push(s);
+                });
+            }
+        }
+    }
+}
+
+/// A thread's handle for submitting I/O to one bdev through one descriptor.
+///
+/// Thread contract: created on a lightweight thread (with [`crate::Desc::channel`]) and used
+/// only there; `submit` never runs the callback before returning.
+pub struct BdevChannel {
+    pub(crate) ch: IoChannel<ChannelCtx>,
+    pub(crate) writable: bool,
+    pub(crate) bdev: Arc<Bdev>,
+}
+
+impl BdevChannel {
+    /// The bdev.
+    pub fn bdev(&self) -> &Arc<Bdev> {
+        &self.bdev
+    }
+
+    /// Takes an I/O object from this thread's pool (see [`crate::alloc_io`]).
+    pub fn alloc_io(&self) -> Option<Box<BdevIo>> {
+        crate::thread::alloc_io()
+    }
+
+    /// Submits `io`. Validation failures (range, read-only descriptor, unsupported type,
+    /// segment length) complete it with `IoStatus::Invalid`; out-of-resources conditions park
+    /// and retry it. The callback runs on this thread after this returns.
+    #[inline]
+    pub fn submit(&self, mut io: Box<BdevIo>) {
+        let Some(st) = self.ch.state() else {
+            io.complete(IoStatus::Invalid);
+            return;
+        };
+        let b = &*st.bdev;
+        io.block_size = b.block_size;
+        io.thread_id = st.thread_id;
+        if let Some(bad) = self.validate(&io, b) {
+            tracing::debug!("bdev '{}': rejected {:?}: {bad}", b.name, io);
+            io.complete(IoStatus::Invalid);
+            return;
+        }
+        io.submit_tsc = clock::ticks();
+        io.chan = Some(st.ptr());
+        io.flags |= FLAG_COUNTED;
+        st.inflight.set(st.inflight.get() + 1);
+        st.dispatch(io);
+    }
+
+    #[inline]
+    fn validate(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
+        let t = io.io_type;
+        if t.is_write() && !self.writable {
+            return Some("descriptor is read-only");
+        }
+        if !b.io_type_supported(t) {
+            return Some("I/O type not supported");
+        }
+        if matches!(t, IoType::Reset | IoType::Abort) {
+            return None;
+        }
+        let end = io.offset_blocks.checked_add(io.num_blocks)?;
+        if end > b.num_blocks() || (io.num_blocks == 0 && t != IoType::Flush) {
+            return Some("range outside the bdev");
+        }
+        if t.has_data() {
+            let want = io.num_blocks.checked_mul(u64::from(b.block_size))?;
+            let have = io.iovs.iter().map(|v| v.len as u64).sum::<u64>();
+            let auto_read = t == IoType::Read && io.iovs.is_empty();
+            if !auto_read && have != want {
+                return Some("segments do not match the block count");
+            }
+            if t == IoType::CompareAndWrite {
+                let cmp = io.cmp_iovs.iter().map(|v| v.len as u64).sum::<u64>();
+                if cmp != want {
+                    return Some("compare segments do not match the block count");
+                }
+            }
+        }
+        None
+    }
+
+    /// I/O submitted on this channel and not yet completed.
+    pub fn inflight(&self) -> u32 {
+        self.ch.state().map(|s| s.inflight.get()).unwrap_or(0)
+    }
+}
+
+fn supply_buf(io: &mut BdevIo) -> bool {
+    let len = (io.num_blocks * u64::from(io.block_size)) as usize;
+    match DmaBuf::get(len) {
+        Ok(Some(b)) => {
+            io.flags |= FLAG_AUTO_BUF;
+            io.attach_buf(b);
+            true
+        }
+        Ok(None) => false,
+        Err(_) => {
+            // Larger than the largest pool buffer: allocate nothing, fail the read clearly.
+            io.flags |= FLAG_AUTO_BUF;
+            true
+        }
+    }
+}
+
+/// Retries an I/O parked for a buffer; false if there is still none (it is parked again).
+pub(crate) fn retry_buf(mut io: Box<BdevIo>) -> bool {
+    let len = (io.num_blocks * u64::from(io.block_size)) as usize;
+    match DmaBuf::get(len) {
+        Ok(Some(b)) => {
+            io.attach_buf(b);
+            io.flags |= FLAG_AUTO_BUF;
+            match io.chan {
+                // SAFETY: a counted I/O keeps its channel state alive (freed only when idle).
+                Some(ch) => unsafe { ch.as_ref() }.dispatch(io),
+                None => io.complete(IoStatus::Failed),
+            }
+            true
+        }
+        Ok(None) => {
+            crate::thread::park_for_buf_front(io);
+            false
+        }
+        Err(_) => {
+            io.complete(IoStatus::Failed);
+            true
+        }
+    }
+}
+
+/// Resubmits I/O a module refused with NOMEM; returns how many went out.
+pub(crate) fn retry_nomem(ch: NonNull<ChannelState>) -> usize {
+    // SAFETY: a channel is in the retry list only while `in_retry` is set, which keeps it from
+    // being freed (is_idle is false).
+    let st = unsafe { ch.as_ref() };
+    st.in_retry.set(false);
+    let n = st.nomem.borrow().len();
+    let mut sent = 0;
+    for _ in 0..n {
+        let io = st.nomem.borrow_mut().pop_front();
+        if let Some(io) = io {
+            st.dispatch(io);
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// Runs on the completion poller for every completed I/O.
+pub(crate) fn finish_io(mut io: Box<BdevIo>) {
+    if io.flags & FLAG_COUNTED != 0 {
+        if let Some(ch) = io.chan {
+            // SAFETY: counted I/O keeps the channel state alive until `on_complete` below.
+            let st = unsafe { ch.as_ref() };
+            if io.status == IoStatus::NoMem {
+                st.park_nomem(io);
+                return;
+            }
+            st.on_complete(&io);
+        }
+        io.flags &= !(FLAG_COUNTED | FLAG_DRAINABLE);
+        io.chan = None;
+    }
+    if io.flags & FLAG_AUTO_BUF != 0 && !io.status.is_success() {
+        io.buf = None;
+    }
+    if let Parent::Split(_) = io.parent {
+        return crate::split::child_done(io);
+    }
+    match io.cb {
+        Some(cb) => cb(io),
+        None => crate::thread::free_io(io),
+    }
+}

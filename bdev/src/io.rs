@@ -1,0 +1,340 @@
+//! The I/O object. A `Box<BdevIo>` is taken from the calling thread's pool, filled, submitted
+//! on a channel, owned by the bdev (module) while in flight, and handed back to the submitter's
+//! callback on completion; dropping it returns it to the pool (no heap allocation in steady
+//! state).
+
+use std::ptr::NonNull;
+
+use crate::buf::DmaBuf;
+use crate::types::{IoStatus, IoType};
+
+/// One data segment. The memory must stay valid, and not be touched by the submitter, until the
+/// I/O completes (see [`BdevIo::set_iovs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoVec {
+    /// Start of the segment.
+    pub base: *mut u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// Completion callback: receives the finished I/O on the submitting thread, after the submit
+/// call has returned.
+pub type IoCallback = fn(Box<BdevIo>);
+
+/// Who gets an I/O back when it completes.
+pub(crate) enum Parent {
+    /// The submitter's callback.
+    None,
+    /// A stacked module forwarded this I/O on behalf of a parent it owns.
+    Owned(Box<BdevIo>),
+    /// One child of a split parent; the parent is leaked until its last child completes.
+    Split(NonNull<BdevIo>),
+}
+
+/// Inline capacity kept in every pooled I/O for its segments.
+pub const IOV_PREALLOC: usize = 8;
+
+/// A block I/O request and, once completed, its result.
+pub struct BdevIo {
+    pub(crate) io_type: IoType,
+    pub(crate) offset_blocks: u64,
+    pub(crate) num_blocks: u64,
+    pub(crate) iovs: Vec<IoVec>,
+    pub(crate) cmp_iovs: Vec<IoVec>,
+    pub(crate) status: IoStatus,
+    pub(crate) cb: Option<IoCallback>,
+    /// Two words for the submitter (job index, tag, ...). `user[0]` is what `Abort` matches.
+    pub user: [u64; 2],
+    /// Scratch space for the module that owns the I/O while it is in flight.
+    pub driver_ctx: [u64; 8],
+    pub(crate) parent: Parent,
+    pub(crate) chan: Option<NonNull<crate::channel::ChannelState>>,
+    pub(crate) thread_id: u64,
+    pub(crate) submit_tsc: u64,
+    pub(crate) block_size: u32,
+    pub(crate) buf: Option<DmaBuf>,
+    pub(crate) flags: u32,
+    pub(crate) split_remaining: u32,
+    pub(crate) split_status: IoStatus,
+    pub(crate) abort_tag: u64,
+}
+
+pub(crate) const FLAG_BYPASS_LOCK: u32 = 1;
+pub(crate) const FLAG_AUTO_BUF: u32 = 2;
+pub(crate) const FLAG_COUNTED: u32 = 4;
+
+// SAFETY: a BdevIo is owned by exactly one party at a time. Its raw pointers (segments, channel
+// state, split parent) are only dereferenced on the thread recorded in `thread_id`, which
+// `complete` asserts; it moves between threads only as an owned Box (for modules whose
+// backends complete on other OS threads), never shared.
+unsafe impl Send for BdevIo {}
+
+impl Default for BdevIo {
+    fn default() -> Self {
+        Self {
+            io_type: IoType::Read,
+            offset_blocks: 0,
+            num_blocks: 0,
+            iovs: Vec::with_capacity(IOV_PREALLOC),
+            cmp_iovs: Vec::new(),
+            status: IoStatus::Pending,
+            cb: None,
+            user: [0; 2],
+            driver_ctx: [0; 8],
+            parent: Parent::None,
+            chan: None,
+            thread_id: 0,
+            submit_tsc: 0,
+            block_size: 0,
+            buf: None,
+            flags: 0,
+            split_remaining: 0,
+            split_status: IoStatus::Success,
+            abort_tag: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for BdevIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BdevIo")
+            .field("type", &self.io_type)
+            .field("offset_blocks", &self.offset_blocks)
+            .field("num_blocks", &self.num_blocks)
+            .field("iovcnt", &self.iovs.len())
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl BdevIo {
+    pub(crate) fn reset(&mut self) {
+        self.iovs.clear();
+        self.cmp_iovs.clear();
+        self.status = IoStatus::Pending;
+        self.cb = None;
+        self.user = [0; 2];
+        self.parent = Parent::None;
+        self.chan = None;
+        self.buf = None;
+        self.flags = 0;
+        self.split_remaining = 0;
+        self.split_status = IoStatus::Success;
+        self.abort_tag = 0;
+    }
+
+    fn prep(
+        &mut self,
+        t: IoType,
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+    ) -> &mut Self {
+        self.io_type = t;
+        self.offset_blocks = offset_blocks;
+        self.num_blocks = num_blocks;
+        self.cb = Some(cb);
+        self.status = IoStatus::Pending;
+        self
+    }
+
+    /// Prepares a read of `num_blocks` at `offset_blocks`. Without segments (no
+    /// [`BdevIo::set_iovs`] / [`BdevIo::attach_buf`]) the bdev layer supplies a pool buffer,
+    /// which the callback finds in [`BdevIo::buf`].
+    pub fn prep_read(&mut self, offset_blocks: u64, num_blocks: u64, cb: IoCallback) -> &mut Self {
+        self.prep(IoType::Read, offset_blocks, num_blocks, cb)
+    }
+
+    /// Prepares a write; attach data with [`BdevIo::attach_buf`] or [`BdevIo::set_iovs`].
+    pub fn prep_write(&mut self, offset_blocks: u64, num_blocks: u64, cb: IoCallback) -> &mut Self {
+        self.prep(IoType::Write, offset_blocks, num_blocks, cb)
+    }
+
+    /// Prepares a compare against the attached data.
+    pub fn prep_compare(
+        &mut self,
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+    ) -> &mut Self {
+        self.prep(IoType::Compare, offset_blocks, num_blocks, cb)
+    }
+
+    /// Prepares a compare-and-write: compare with `set_cmp_iovs` data, write the attached data.
+    pub fn prep_compare_and_write(
+        &mut self,
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+    ) -> &mut Self {
+        self.prep(IoType::CompareAndWrite, offset_blocks, num_blocks, cb)
+    }
+
+    /// Prepares an unmap.
+    pub fn prep_unmap(&mut self, offset_blocks: u64, num_blocks: u64, cb: IoCallback) -> &mut Self {
+        self.prep(IoType::Unmap, offset_blocks, num_blocks, cb)
+    }
+
+    /// Prepares a write-zeroes.
+    pub fn prep_write_zeroes(
+        &mut self,
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+    ) -> &mut Self {
+        self.prep(IoType::WriteZeroes, offset_blocks, num_blocks, cb)
+    }
+
+    /// Prepares a flush of the range.
+    pub fn prep_flush(&mut self, offset_blocks: u64, num_blocks: u64, cb: IoCallback) -> &mut Self {
+        self.prep(IoType::Flush, offset_blocks, num_blocks, cb)
+    }
+
+    /// Prepares a reset of the whole bdev.
+    pub fn prep_reset(&mut self, cb: IoCallback) -> &mut Self {
+        self.prep(IoType::Reset, 0, 0, cb)
+    }
+
+    /// Prepares an abort of queued I/O on this channel whose `user[0] == tag`.
+    pub fn prep_abort(&mut self, tag: u64, cb: IoCallback) -> &mut Self {
+        self.abort_tag = tag;
+        self.prep(IoType::Abort, 0, 0, cb)
+    }
+
+    /// Sets the data segments.
+    ///
+    /// # Safety
+    /// Every segment must be valid for reads and writes of its length until the I/O completes,
+    /// and must not be accessed by anyone else meanwhile.
+    pub unsafe fn set_iovs(&mut self, iovs: &[IoVec]) -> &mut Self {
+        self.iovs.clear();
+        self.iovs.extend_from_slice(iovs);
+        self
+    }
+
+    /// Sets the compare segments of a compare-and-write.
+    ///
+    /// # Safety
+    /// As [`BdevIo::set_iovs`].
+    pub unsafe fn set_cmp_iovs(&mut self, iovs: &[IoVec]) -> &mut Self {
+        self.cmp_iovs.clear();
+        self.cmp_iovs.extend_from_slice(iovs);
+        self
+    }
+
+    /// Gives the I/O an owned buffer and points its single segment at the first `len` bytes
+    /// (the buffer's length). The buffer comes back with the I/O ([`BdevIo::take_buf`]).
+    pub fn attach_buf(&mut self, buf: DmaBuf) -> &mut Self {
+        self.iovs.clear();
+        self.iovs.push(IoVec {
+            base: buf.as_ptr(),
+            len: buf.len(),
+        });
+        self.buf = Some(buf);
+        self
+    }
+
+    /// The buffer attached to (or supplied for) this I/O.
+    pub fn buf(&self) -> Option<&DmaBuf> {
+        self.buf.as_ref()
+    }
+
+    /// Mutable access to the attached buffer.
+    pub fn buf_mut(&mut self) -> Option<&mut DmaBuf> {
+        self.buf.as_mut()
+    }
+
+    /// Takes the attached buffer back.
+    pub fn take_buf(&mut self) -> Option<DmaBuf> {
+        let b = self.buf.take();
+        if b.is_some() {
+            self.iovs.clear();
+        }
+        b
+    }
+
+    /// For a stacked module: makes this (fresh) I/O a copy of `parent`'s request (type, range,
+    /// segments, abort tag) that will carry `parent` along, to be taken back with
+    /// [`BdevIo::take_parent`] in this I/O's callback. The segments are the parent's: the
+    /// submitter's guarantee covers them until the parent completes, which is after this I/O.
+    pub fn forward(&mut self, parent: Box<BdevIo>, cb: IoCallback) -> &mut Self {
+        self.io_type = parent.io_type;
+        self.offset_blocks = parent.offset_blocks;
+        self.num_blocks = parent.num_blocks;
+        self.iovs.clear();
+        self.iovs.extend_from_slice(&parent.iovs);
+        self.cmp_iovs.clear();
+        self.cmp_iovs.extend_from_slice(&parent.cmp_iovs);
+        self.abort_tag = parent.abort_tag;
+        self.cb = Some(cb);
+        self.status = IoStatus::Pending;
+        self.parent = Parent::Owned(parent);
+        self
+    }
+
+    /// Takes back the parent given to [`BdevIo::forward`].
+    pub fn take_parent(&mut self) -> Option<Box<BdevIo>> {
+        match std::mem::replace(&mut self.parent, Parent::None) {
+            Parent::Owned(p) => Some(p),
+            other => {
+                self.parent = other;
+                None
+            }
+        }
+    }
+
+    /// I/O type.
+    pub fn io_type(&self) -> IoType {
+        self.io_type
+    }
+
+    /// First block.
+    pub fn offset_blocks(&self) -> u64 {
+        self.offset_blocks
+    }
+
+    /// Number of blocks.
+    pub fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+
+    /// Block size of the bdev it was submitted to (set at submit).
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Data segments.
+    pub fn iovs(&self) -> &[IoVec] {
+        &self.iovs
+    }
+
+    /// Compare segments (compare-and-write).
+    pub fn cmp_iovs(&self) -> &[IoVec] {
+        &self.cmp_iovs
+    }
+
+    /// Final status (valid in the completion callback).
+    pub fn status(&self) -> IoStatus {
+        self.status
+    }
+
+    /// Ticks at submission (for latency).
+    pub fn submit_tsc(&self) -> u64 {
+        self.submit_tsc
+    }
+
+    /// Total bytes of the data segments.
+    pub fn iov_len(&self) -> usize {
+        self.iovs.iter().map(|v| v.len).sum()
+    }
+
+    /// Completes the I/O with `status`. Module side: call on the thread the I/O was submitted
+    /// on (asserted), from a poller or callback — or even inside `submit`: the bdev layer never
+    /// runs the submitter's callback inside this call; the I/O goes onto the thread's completion
+    /// queue and the callback runs on a later poll.
+    pub fn complete(mut self: Box<Self>, status: IoStatus) {
+        self.status = status;
+        crate::thread::enqueue_completion(self);
+    }
+}

@@ -1,0 +1,315 @@
+//! The registry of bdevs and modules: registration with examine, lookup by name, alias or
+//! UUID, and unregistration (hot-remove) that waits for every descriptor to close.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crate::bdev::{deliver_event, Bdev, BdevBackend, BdevProps, Status};
+use crate::error::{BdevError, ErrorKind, Result};
+use crate::module::{BdevModule, ExamineDone};
+use crate::types::BdevEvent;
+use crate::uuid::Uuid;
+
+/// Longest bdev name or alias accepted.
+pub const MAX_NAME_LEN: usize = 255;
+
+type Waiter = Box<dyn FnOnce() + Send>;
+
+struct Registry {
+    bdevs: Vec<Arc<Bdev>>,
+    modules: Vec<Arc<dyn BdevModule>>,
+    examine_waiters: Vec<Waiter>,
+}
+
+static REG: Mutex<Registry> = Mutex::new(Registry {
+    bdevs: Vec::new(),
+    modules: Vec::new(),
+    examine_waiters: Vec::new(),
+});
+
+fn reg() -> std::sync::MutexGuard<'static, Registry> {
+    REG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Adds a module (its examine hooks see every bdev registered afterwards). Idempotent by name.
+pub fn register_module(m: Arc<dyn BdevModule>) {
+    let mut r = reg();
+    if !r.modules.iter().any(|x| x.name() == m.name()) {
+        r.modules.push(m);
+    }
+}
+
+/// Registered modules, in registration order.
+pub fn modules() -> Vec<Arc<dyn BdevModule>> {
+    reg().modules.clone()
+}
+
+fn name_taken(r: &Registry, name: &str) -> bool {
+    r.bdevs.iter().any(|b| {
+        b.name == name || b.aliases().iter().any(|a| a == name) || b.uuid.to_string() == name
+    })
+}
+
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(|c| c.is_control()) {
+        return Err(BdevError::new(
+            ErrorKind::InvalidArgument,
+            format!("invalid {kind} '{name}': must be 1 to {MAX_NAME_LEN} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Registers a bdev and runs every module's examine on it. Fails if the name, an alias or
+/// the UUID is taken, or the geometry is invalid (block size a non-zero multiple of 512, at
+/// least one block). Call on a lightweight thread (the app thread): examine hooks run on it
+/// before this returns, and asynchronous examines finish later.
+pub fn register(props: BdevProps, backend: Arc<dyn BdevBackend>) -> Result<Arc<Bdev>> {
+    check_name("bdev name", &props.name)?;
+    for a in &props.aliases {
+        check_name("alias", a)?;
+    }
+    if props.block_size == 0 || props.block_size % 512 != 0 {
+        return Err(BdevError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "bdev '{}': block size {} is not a non-zero multiple of 512",
+                props.name, props.block_size
+            ),
+        ));
+    }
+    if props.num_blocks == 0 {
+        return Err(BdevError::new(
+            ErrorKind::InvalidArgument,
+            format!("bdev '{}': number of blocks must be at least 1", props.name),
+        ));
+    }
+    let (bdev, modules) = {
+        let mut r = reg();
+        for n in std::iter::once(&props.name).chain(props.aliases.iter()) {
+            if name_taken(&r, n) {
+                return Err(BdevError::new(
+                    ErrorKind::Exists,
+                    format!("bdev name '{n}' already exists"),
+                ));
+            }
+        }
+        if let Some(u) = props.uuid {
+            if r.bdevs.iter().any(|b| b.uuid == u) {
+                return Err(BdevError::new(
+                    ErrorKind::Exists,
+                    format!("bdev '{}': UUID {u} is already used", props.name),
+                ));
+            }
+        }
+        let bdev = Bdev::build(props, backend);
+        // Examine pending = one per module + one for the synchronous phase below.
+        bdev.examine_pending
+            .store(r.modules.len() as u32 + 1, Ordering::Release);
+        r.bdevs.push(bdev.clone());
+        (bdev, r.modules.clone())
+    };
+    tracing::info!(
+        "bdev '{}' registered ({} blocks of {} bytes, module {})",
+        bdev.name,
+        bdev.num_blocks(),
+        bdev.block_size,
+        bdev.module_name()
+    );
+    for m in &modules {
+        m.examine_config(&bdev);
+    }
+    let claimed = bdev.claim().is_some();
+    for m in &modules {
+        let done = ExamineDone {
+            bdev: Some(bdev.clone()),
+        };
+        if claimed {
+            done.finish();
+        } else {
+            m.examine_disk(&bdev, done);
+        }
+    }
+    ExamineDone {
+        bdev: Some(bdev.clone()),
+    }
+    .finish();
+    Ok(bdev)
+}
+
+pub(crate) fn examine_finished() {
+    let waiters: Vec<Waiter> = {
+        let mut r = reg();
+        if r.bdevs.iter().all(|b| b.is_examined()) {
+            std::mem::take(&mut r.examine_waiters)
+        } else {
+            Vec::new()
+        }
+    };
+    for w in waiters {
+        w();
+    }
+}
+
+/// Runs `done` once no bdev has an examine in progress (now, if none has).
+pub fn wait_for_examine(done: impl FnOnce() + Send + 'static) {
+    let now = {
+        let mut r = reg();
+        if r.bdevs.iter().all(|b| b.is_examined()) {
+            true
+        } else {
+            r.examine_waiters.push(Box::new(done));
+            return;
+        }
+    };
+    if now {
+        done();
+    }
+}
+
+/// Finds a registered bdev by name, alias or UUID.
+pub fn lookup(name: &str) -> Option<Arc<Bdev>> {
+    let r = reg();
+    let by_uuid = Uuid::parse(name).ok();
+    r.bdevs
+        .iter()
+        .find(|b| {
+            b.name == name || b.aliases().iter().any(|a| a == name) || Some(b.uuid) == by_uuid
+        })
+        .cloned()
+}
+
+/// Every registered bdev, in registration order.
+pub fn list() -> Vec<Arc<Bdev>> {
+    reg().bdevs.clone()
+}
+
+/// Adds an alias to a bdev.
+pub fn add_alias(bdev: &Arc<Bdev>, alias: &str) -> Result<()> {
+    check_name("alias", alias)?;
+    let r = reg();
+    if name_taken(&r, alias) {
+        return Err(BdevError::new(
+            ErrorKind::Exists,
+            format!("bdev name '{alias}' already exists"),
+        ));
+    }
+    bdev.aliases
+        .lock()
+        .map_err(|_| BdevError::new(ErrorKind::Busy, "alias list poisoned"))?
+        .push(alias.to_string());
+    Ok(())
+}
+
+/// Starts removing the bdev `name`: new opens fail, every open descriptor gets
+/// `BdevEvent::Remove` on its thread, and once the last one is closed the bdev leaves the
+/// registry, its backend is destructed, and `done(Ok(()))` runs (on the thread that closed the
+/// last descriptor, or before this returns if none was open). If `module` is given, the bdev
+/// must belong to it.
+pub fn unregister(
+    name: &str,
+    module: Option<&str>,
+    done: impl FnOnce(Result<()>) + Send + 'static,
+) {
+    let Some(bdev) = lookup(name) else {
+        return done(Err(BdevError::not_found(name)));
+    };
+    if let Some(m) = module {
+        if bdev.module_name() != m {
+            return done(Err(BdevError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "bdev '{name}' is not a {m} bdev (it belongs to module '{}')",
+                    bdev.module_name()
+                ),
+            )));
+        }
+    }
+    unregister_bdev(&bdev, done);
+}
+
+/// As [`unregister`], for a bdev in hand.
+pub fn unregister_bdev(bdev: &Arc<Bdev>, done: impl FnOnce(Result<()>) + Send + 'static) {
+    let (targets, finish_now) = {
+        let mut st = match bdev.state.lock() {
+            Ok(s) => s,
+            Err(_) => return done(Err(BdevError::new(ErrorKind::Busy, "bdev state poisoned"))),
+        };
+        match st.status {
+            Status::Gone => {
+                drop(st);
+                return done(Err(BdevError::not_found(&bdev.name)));
+            }
+            Status::Unregistering => {
+                st.unregister_done.push(Box::new(move || done(Ok(()))));
+                return;
+            }
+            Status::Registered => {}
+        }
+        st.status = Status::Unregistering;
+        st.unregister_done.push(Box::new(move || done(Ok(()))));
+        let t: Vec<_> = st
+            .descs
+            .iter()
+            .map(|d| (d.thread.clone(), d.event_cb.clone()))
+            .collect();
+        let empty = st.descs.is_empty();
+        (t, empty)
+    };
+    tracing::info!(
+        "bdev '{}' is being removed ({} open descriptor(s))",
+        bdev.name,
+        targets.len()
+    );
+    if finish_now {
+        finish_unregister(bdev);
+        return;
+    }
+    for (t, cb) in targets {
+        deliver_event(t, cb, BdevEvent::Remove);
+    }
+}
+
+pub(crate) fn finish_unregister(bdev: &Arc<Bdev>) {
+    let done = match bdev.state.lock() {
+        Ok(mut st) => {
+            if st.status == Status::Gone {
+                return;
+            }
+            st.status = Status::Gone;
+            std::mem::take(&mut st.unregister_done)
+        }
+        Err(_) => Vec::new(),
+    };
+    reg().bdevs.retain(|b| !Arc::ptr_eq(b, bdev));
+    bdev.device.unregister();
+    bdev.backend.destruct();
+    tracing::info!("bdev '{}' removed", bdev.name);
+    for d in done {
+        d();
+    }
+    examine_finished();
+}
+
+/// Removes every bdev, most recently registered first (virtual bdevs before their bases),
+/// one at a time, then runs `done`. Used at shutdown. Call on a lightweight thread.
+pub fn unregister_all(done: impl FnOnce() + Send + 'static) {
+    let next = reg().bdevs.last().cloned();
+    match next {
+        None => done(),
+        Some(b) => {
+            let this = ferrite_reactor::current();
+            unregister_bdev(&b, move |_| {
+                let cont = move || unregister_all(done);
+                match this {
+                    Some(t) => {
+                        if let Err(e) = t.send(cont) {
+                            tracing::error!("shutdown: cannot continue removing bdevs: {e}");
+                        }
+                    }
+                    None => cont(),
+                }
+            });
+        }
+    }
+}
