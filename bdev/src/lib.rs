@@ -22,6 +22,7 @@ mod iostat;
 mod module;
 pub mod quiesce;
 mod registry;
+pub mod rpc;
 mod split;
 pub mod stats;
 mod thread;

@@ -6,6 +6,9 @@
 
 mod control;
 mod io;
+mod rpc;
+
+pub use rpc::register_rpcs;
 mod mem;
 
 pub use control::{create, delete, MallocModule, MallocOpts};

@@ -6,5 +6,8 @@
 
 mod control;
 mod io;
+mod rpc;
+
+pub use rpc::register_rpcs;
 
 pub use control::{create, delete, resize, NullModule, NullOpts};

@@ -31,5 +31,8 @@
 
 mod control;
 mod io;
+mod rpc;
+
+pub use rpc::register_rpcs;
 
 pub use control::{create, delete, PassthruModule, PassthruOpts};

@@ -1,0 +1,24 @@
+//! The one place that knows every module: registers their bdev modules and RPC methods.
+
+use std::sync::Arc;
+
+use ferrite_reactor::ThreadHandle;
+use ferrite_rpc::Registry;
+
+/// Registers every bdev module (for examine) with the bdev layer.
+pub fn register_bdev_modules() {
+    ferrite_bdev::register_module(Arc::new(ferrite_null::NullModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_malloc::MallocModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_passthru::PassthruModule));
+}
+
+/// Registers the RPC methods of the bdev layer and of every module; handlers run on `app`.
+pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
+    ferrite_bdev::rpc::register_rpcs(reg, app);
+    ferrite_null::register_rpcs(reg, app);
+    ferrite_malloc::register_rpcs(reg, app);
+    ferrite_passthru::register_rpcs(reg, app);
+}
+
+/// Subsystems reported by `framework_get_subsystems`, with their dependencies.
+pub const SUBSYSTEMS: &[(&str, &[&str])] = &[("bdev", &[])];
