@@ -102,10 +102,11 @@ pub fn register(ctx: &FrameworkCtx) {
         match decode::<Q>(p) {
             Ok(q) => match crate::config::save::subsystem_config(&q.name) {
                 Some(c) => r.ok(c),
-                None => r.err(RpcError::from_errno(
-                    libc::ENOENT,
-                    format!("subsystem '{}' not found", q.name),
-                )),
+                // SPDK answers -32602 for an unknown subsystem.
+                None => r.err(RpcError::invalid_params(format!(
+                    "parameter 'name': subsystem '{}' not found",
+                    q.name
+                ))),
             },
             Err(e) => r.err(e),
         }

@@ -2,6 +2,7 @@
 //!
 //! With no arguments at all, `ferrite` starts the target on an embedded default configuration.
 
+mod bench_cmd;
 mod config;
 mod framework_rpc;
 mod logging;
@@ -24,6 +25,13 @@ enum Cmd {
     Tgt(tgt::TgtOptions),
     /// Call a JSON-RPC method on a running target.
     Rpc(rpc_client::RpcOptions),
+    /// Benchmark bdevs (bdevperf's options; `ferrite bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// bdevperf-style options.
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -49,6 +57,7 @@ fn main() {
             tgt::run(o, plain)
         }
         Some(Cmd::Rpc(o)) => rpc_client::run(o),
+        Some(Cmd::Bench { args }) => bench_cmd::run(args),
     };
     std::process::exit(code);
 }

@@ -22,6 +22,7 @@
 //! [`verify::check`], [`JobStats::record`]) never allocate.
 
 pub mod cpumask;
+pub mod engine;
 pub mod error;
 pub mod inflight;
 pub mod jobfile;

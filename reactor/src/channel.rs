@@ -140,6 +140,7 @@ impl<T: Send + 'static> IoDevice<T> {
             .unwrap_or_default();
         let walk = Arc::new(Walk {
             dev_id: self.inner.id,
+            name: self.inner.name.clone(),
             holders,
             f: Box::new(move |any: &dyn std::any::Any, c| {
                 if let Some(t) = any.downcast_ref::<T>() {
@@ -173,45 +174,32 @@ impl<T: Send + 'static> IoDevice<T> {
 }
 
 type VisitFn = dyn Fn(&dyn std::any::Any, ForEachCont) + Send + Sync;
+type DoneFn = Box<dyn FnOnce(i32) + Send>;
 
 struct Walk {
     dev_id: u64,
+    name: String,
     holders: Vec<ThreadHandle>,
     f: Box<VisitFn>,
-    done: Mutex<Option<Box<dyn FnOnce(i32) + Send>>>,
+    done: Mutex<Option<DoneFn>>,
     origin: ThreadHandle,
 }
 
 impl Walk {
-    fn step(walk: Arc<Walk>, mut idx: usize, status: i32) {
-        while status == 0 && idx < walk.holders.len() {
-            let w = walk.clone();
-            let i = idx;
-            let sent = walk.holders[idx].send(move || {
-                let Some(t) = current_inner() else { return };
-                let ptr = t
-                    .channels
-                    .borrow()
-                    .iter()
-                    // A channel whose last handle was put is waiting for its deferred
-                    // destroy: the thread no longer holds it.
-                    .find(|e| e.dev_id == w.dev_id && e.refs > 0)
-                    .map(|e| e.ctx.as_ref() as *const dyn std::any::Any);
-                let cont = ForEachCont {
-                    walk: w.clone(),
-                    next: i + 1,
-                };
-                match ptr {
-                    // SAFETY: the entry is boxed and only removed by a deferred destroy
-                    // message on this same thread, which cannot run during this call.
-                    Some(p) => (w.f)(unsafe { &*p }, cont),
-                    None => cont.finish(0),
+    /// Visits holder `idx` (or reports to `done` when the walk is over or `status != 0`).
+    fn step(walk: Arc<Walk>, idx: usize, status: i32) {
+        if status == 0 && idx < walk.holders.len() {
+            let visit = Visit {
+                walk: Some(walk.clone()),
+                idx,
+            };
+            if let Err(e) = walk.holders[idx].send(move || visit.run()) {
+                // The refused message dropped its Visit, which skipped this thread.
+                if e.kind() != ErrorKind::ThreadGone {
+                    tracing::error!("for_each_channel on '{}' skips a thread: {e}", walk.name);
                 }
-            });
-            match sent {
-                Ok(()) => return,
-                Err(_) => idx += 1, // thread gone: skip it
             }
+            return;
         }
         let done = walk.done.lock().ok().and_then(|mut d| d.take());
         if let Some(done) = done {
@@ -223,17 +211,84 @@ impl Walk {
     }
 }
 
+/// The message visiting one holder. Dropped without running (the thread was gone when it was
+/// sent, or exited with it still queued), it skips that thread so the walk still completes.
+struct Visit {
+    walk: Option<Arc<Walk>>,
+    idx: usize,
+}
+
+impl Visit {
+    fn run(mut self) {
+        let Some(w) = self.walk.take() else { return };
+        let next = self.idx + 1;
+        let Some(t) = current_inner() else {
+            Walk::step(w, next, 0);
+            return;
+        };
+        let ptr = t
+            .channels
+            .borrow()
+            .iter()
+            // A channel whose last handle was put is waiting for its deferred destroy: the
+            // thread no longer holds it.
+            .find(|e| e.dev_id == w.dev_id && e.refs > 0)
+            .map(|e| e.ctx.as_ref() as *const dyn std::any::Any);
+        let cont = ForEachCont {
+            walk: Some(w.clone()),
+            next,
+        };
+        match ptr {
+            // SAFETY: the entry is boxed and only removed by a deferred destroy message on
+            // this same thread (or its teardown), neither of which can run during this call.
+            Some(p) => (w.f)(unsafe { &*p }, cont),
+            None => cont.finish(0),
+        }
+    }
+}
+
+impl Drop for Visit {
+    fn drop(&mut self) {
+        if let Some(w) = self.walk.take() {
+            Walk::step(w, self.idx + 1, 0);
+        }
+    }
+}
+
 /// Continuation of a [`IoDevice::for_each_channel_async`] walk.
+///
+/// Dropped unfinished while its thread exits (for example parked in that thread's channel
+/// state), it skips the thread like any thread that exited during the walk. Dropped
+/// unfinished anywhere else, the walk is abandoned (and a warning logged): `done` never runs.
 pub struct ForEachCont {
-    walk: Arc<Walk>,
+    walk: Option<Arc<Walk>>,
     next: usize,
 }
 
 impl ForEachCont {
     /// Moves on to the next thread (status 0) or stops the walk and reports `status` to
     /// `done`. May be called on the visited thread at any later time.
-    pub fn finish(self, status: i32) {
-        Walk::step(self.walk, self.next, status);
+    pub fn finish(mut self, status: i32) {
+        if let Some(w) = self.walk.take() {
+            Walk::step(w, self.next, status);
+        }
+    }
+}
+
+impl Drop for ForEachCont {
+    fn drop(&mut self) {
+        let Some(w) = self.walk.take() else { return };
+        let exiting = current_inner()
+            .map(|t| t.exit_requested.get() || t.shared.exited.load(Ordering::Acquire))
+            .unwrap_or(false);
+        if exiting {
+            Walk::step(w, self.next, 0);
+        } else {
+            tracing::warn!(
+                "for_each_channel on '{}' abandoned: continuation dropped unfinished",
+                w.name
+            );
+        }
     }
 }
 
@@ -321,10 +376,10 @@ impl<T: 'static> Drop for IoChannel<T> {
                     let Some(t) = current_inner() else { return };
                     let entry = {
                         let mut chans = t.channels.borrow_mut();
-                        match chans.iter().position(|e| e.dev_id == dev && e.refs == 0) {
-                            Some(p) => Some(chans.swap_remove(p)),
-                            None => None,
-                        }
+                        chans
+                            .iter()
+                            .position(|e| e.dev_id == dev && e.refs == 0)
+                            .map(|p| chans.swap_remove(p))
                     };
                     if let Some(mut e) = entry {
                         if let Some(f) = e.on_destroy.take() {

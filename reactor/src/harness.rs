@@ -13,6 +13,8 @@ use crate::error::{ErrorKind, ReactorError, Result};
 use crate::thread::{Scheduler, ThreadHandle, ThreadInner, ThreadShared};
 
 struct HarnessSched {
+    // Boxed: a thread's address must stay stable while code runs on it.
+    #[allow(clippy::vec_box)]
     adopted: Mutex<Vec<Box<ThreadInner>>>,
     wakes: AtomicU64,
 }

@@ -344,6 +344,9 @@ struct ReactorLocal {
     shared: Arc<ReactorShared>,
     rt: Arc<RuntimeShared>,
     epoll: Epoll,
+    // Boxed: a thread's address must stay stable while code runs on it, and it moves
+    // between reactors.
+    #[allow(clippy::vec_box)]
     threads: Vec<Box<ThreadInner>>,
     registered: Vec<RawFd>,
 }
@@ -439,7 +442,7 @@ impl ReactorLocal {
     fn housekeeping(&mut self) {
         let mut i = 0;
         let mut changed = false;
-        let mut kept: Vec<Box<ThreadInner>> = Vec::new();
+        let mut outgoing: Vec<(Box<ThreadInner>, usize)> = Vec::new();
         while i < self.threads.len() {
             let t = &self.threads[i];
             if t.exit_requested.get() {
@@ -456,25 +459,35 @@ impl ReactorLocal {
                 let t = self.threads.swap_remove(i);
                 self.release_fds(&t);
                 changed = true;
-                if let Err((t, e)) = self.rt.try_place(t, target) {
-                    // Keep it here (a stopping runtime tears it down with this reactor's
-                    // threads) instead of dropping it without a teardown.
-                    tracing::error!(
-                        "thread '{}' could not move to reactor {target}: {e}",
-                        t.shared.name
-                    );
-                    kept.push(t);
-                }
+                outgoing.push((t, target));
                 continue;
             }
             i += 1;
         }
-        self.threads.append(&mut kept);
-        if changed {
-            self.publish_threads();
-            for t in &self.threads {
-                t.fds_changed.set(true);
+        if !changed {
+            return;
+        }
+        // Publish before handing threads over, so that no snapshot lists a moving thread on
+        // two reactors at once.
+        self.publish_threads();
+        let mut kept = false;
+        for (t, target) in outgoing {
+            if let Err((t, e)) = self.rt.try_place(t, target) {
+                // Keep it here (a stopping runtime tears it down with this reactor's threads)
+                // instead of dropping it without a teardown.
+                tracing::error!(
+                    "thread '{}' could not move to reactor {target}: {e}",
+                    t.shared.name
+                );
+                self.threads.push(t);
+                kept = true;
             }
+        }
+        if kept {
+            self.publish_threads();
+        }
+        for t in &self.threads {
+            t.fds_changed.set(true);
         }
     }
 

@@ -20,6 +20,16 @@ use ferrite_rpc::{Registry, Server, ServerConfig, ServerState, RUNTIME, STARTUP}
 
 pub use options::TgtOptions;
 
+/// Blocks SIGINT/SIGTERM in this and every later thread (see `signals`).
+pub fn block_signals() {
+    signals::block();
+}
+
+/// Waits up to `ms` for SIGINT/SIGTERM.
+pub fn wait_signal(ms: u64) -> Option<i32> {
+    signals::wait(ms)
+}
+
 use crate::config::{apply, parse_config, ApplyOptions, Persister};
 use crate::framework_rpc::{self, FrameworkCtx};
 

@@ -16,9 +16,8 @@ impl Epoll {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is fresh and owned by nobody else.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
     }
 
     pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {

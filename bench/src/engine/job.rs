@@ -1,0 +1,244 @@
+//! One job's data path on its core's lightweight thread: keep `queue_depth` I/O outstanding,
+//! record every completion, verify what verify jobs read back.
+//!
+//! Jobs live in the thread's [`BenchLocal`]; an I/O carries its job index in `user[0]` and its
+//! slot (buffer) index in `user[1]`. Nothing here allocates per I/O.
+
+use std::cell::RefCell;
+
+use ferrite_bdev::{BdevChannel, BdevIo, Desc, IoStatus, IoVec};
+use ferrite_reactor::clock;
+
+use super::buffers::SlotBuffers;
+use crate::inflight::InFlight;
+use crate::offsets::OffsetGen;
+use crate::opmix::{IoOp, OpMix};
+use crate::plan::JobPlan;
+use crate::report::JobStatus;
+use crate::stats::JobStats;
+use crate::verify;
+
+/// Fill byte used to poison a verify read's buffer, so a read that returns nothing is caught.
+const POISON: u8 = 0xA5;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Idle,
+    Io,
+    VerifyWrite,
+    VerifyRead,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    pub phase: Phase,
+    pub offset_slot: u64,
+    pub generation: u32,
+    pub submit_tsc: u64,
+    pub timed_out: bool,
+}
+
+/// A running job.
+pub(crate) struct Job {
+    /// Position in the run's job list (for results).
+    pub index: usize,
+    /// Position in this thread's job list (carried by every I/O).
+    pub local: usize,
+    pub plan: JobPlan,
+    // Field order is drop order: the channel goes before the descriptor.
+    pub ch: BdevChannel,
+    pub _desc: Desc,
+    pub gen: OffsetGen,
+    pub mix: OpMix,
+    pub stats: JobStats,
+    pub bufs: SlotBuffers,
+    pub slots: Vec<Slot>,
+    pub busy: InFlight,
+    pub outstanding: u32,
+    pub stopping: bool,
+    pub status: JobStatus,
+    pub generation: u32,
+    pub end_tsc: u64,
+    pub mismatch: Option<String>,
+    pub ns_mult: u128,
+}
+
+/// The jobs of one lightweight thread.
+#[derive(Default)]
+pub(crate) struct BenchLocal {
+    pub jobs: RefCell<Vec<Job>>,
+}
+
+impl Job {
+    #[inline]
+    fn ticks_to_ns(&self, t: u64) -> u64 {
+        ((u128::from(t) * self.ns_mult) >> 32) as u64
+    }
+
+    /// Prepares `io` for slot `s` and submits it; or retires it if the job is stopping.
+    #[inline]
+    pub(crate) fn submit_next(&mut self, mut io: Box<BdevIo>, s: usize) {
+        if self.stopping {
+            self.slots[s].phase = Phase::Idle;
+            self.outstanding -= 1;
+            if self.outstanding == 0 {
+                self.end_tsc = clock::ticks();
+            }
+            ferrite_bdev::free_io(io);
+            return;
+        }
+        let blocks = self.plan.io_blocks();
+        let buf = self.bufs.ptr(s);
+        let len = self.bufs.size();
+        io.user = [self.local as u64, s as u64];
+        if self.plan.workload.verifies() {
+            let slot = self.gen.next_free(&self.busy);
+            self.busy.insert(slot);
+            self.generation = self.generation.wrapping_add(1);
+            let off = self.plan.slot_offset(slot);
+            verify::fill(
+                self.bufs.slice_mut(s),
+                self.plan.block_size as usize,
+                off,
+                self.plan.verify_seed,
+                self.generation,
+            );
+            self.slots[s] = Slot {
+                phase: Phase::VerifyWrite,
+                offset_slot: slot,
+                generation: self.generation,
+                submit_tsc: 0,
+                timed_out: false,
+            };
+            io.prep_write(self.plan.slot_offset_blocks(slot), blocks, on_done);
+        } else {
+            let slot = self.gen.next();
+            let off = self.plan.slot_offset_blocks(slot);
+            self.slots[s].phase = Phase::Io;
+            self.slots[s].offset_slot = slot;
+            self.slots[s].timed_out = false;
+            match self.mix.next() {
+                IoOp::Read => io.prep_read(off, blocks, on_done),
+                IoOp::Write => io.prep_write(off, blocks, on_done),
+                IoOp::Unmap => io.prep_unmap(off, blocks, on_done),
+                IoOp::Flush => io.prep_flush(off, blocks, on_done),
+                IoOp::WriteZeroes => io.prep_write_zeroes(off, blocks, on_done),
+            };
+        }
+        if matches!(
+            io.io_type(),
+            ferrite_bdev::IoType::Read | ferrite_bdev::IoType::Write
+        ) {
+            let iov = [IoVec { base: buf, len }];
+            // SAFETY: slot `s`'s buffer belongs to this I/O until it completes; the job (and
+            // its buffers) outlives every I/O it submits (the job ends only at outstanding 0).
+            unsafe { io.set_iovs(&iov) };
+        }
+        self.slots[s].submit_tsc = clock::ticks();
+        self.ch.submit(io);
+    }
+
+    /// Handles a completion; returns the I/O for resubmission (or retires it).
+    #[inline]
+    fn complete(&mut self, mut io: Box<BdevIo>, s: usize) {
+        let now = clock::ticks();
+        let lat = self.ticks_to_ns(now.wrapping_sub(io.submit_tsc()));
+        let ok = io.status() == IoStatus::Success;
+        let bytes = self.plan.io_size;
+        self.stats.record(lat, bytes, ok);
+        if !ok && self.status == JobStatus::Finished {
+            self.status = JobStatus::Failed;
+        }
+        match self.slots[s].phase {
+            Phase::VerifyWrite if ok => {
+                // Read back what was just written, into a poisoned buffer.
+                let slot = self.slots[s].offset_slot;
+                self.bufs.slice_mut(s).fill(POISON);
+                self.slots[s].phase = Phase::VerifyRead;
+                io.prep_read(
+                    self.plan.slot_offset_blocks(slot),
+                    self.plan.io_blocks(),
+                    on_done,
+                );
+                let iov = [IoVec {
+                    base: self.bufs.ptr(s),
+                    len: self.bufs.size(),
+                }];
+                // SAFETY: as in submit_next.
+                unsafe { io.set_iovs(&iov) };
+                self.slots[s].submit_tsc = clock::ticks();
+                self.ch.submit(io);
+                return;
+            }
+            Phase::VerifyRead => {
+                let st = self.slots[s];
+                if ok {
+                    let off = self.plan.slot_offset(st.offset_slot);
+                    if let Err(m) = verify::check(
+                        self.bufs.slice(s),
+                        self.plan.block_size as usize,
+                        off,
+                        self.plan.verify_seed,
+                        st.generation,
+                    ) {
+                        if self.mismatch.is_none() {
+                            self.mismatch = Some(format!("bdev '{}': {m}", self.plan.bdev));
+                        }
+                        self.status = JobStatus::Failed;
+                        self.stopping = true;
+                    }
+                }
+                self.busy.remove(st.offset_slot);
+            }
+            Phase::VerifyWrite => {
+                let slot = self.slots[s].offset_slot;
+                self.busy.remove(slot);
+            }
+            _ => {}
+        }
+        self.submit_next(io, s);
+    }
+
+    /// Counts I/O outstanding longer than `limit_ticks` (once each).
+    pub(crate) fn check_timeouts(&mut self, limit_ticks: u64) -> usize {
+        let now = clock::ticks();
+        let mut n = 0;
+        for i in 0..self.slots.len() {
+            let sl = &mut self.slots[i];
+            if sl.phase != Phase::Idle
+                && !sl.timed_out
+                && now.wrapping_sub(sl.submit_tsc) > limit_ticks
+            {
+                sl.timed_out = true;
+                n += 1;
+            }
+        }
+        for _ in 0..n {
+            self.stats.record_timeout();
+        }
+        n
+    }
+}
+
+/// Completion callback of every bench I/O.
+pub(crate) fn on_done(io: Box<BdevIo>) {
+    let [job, slot] = io.user;
+    let handled = ferrite_reactor::with_local(|l: &BenchLocal| {
+        let mut jobs = l.jobs.borrow_mut();
+        match jobs.get_mut(job as usize) {
+            Some(j) => {
+                j.complete(io, slot as usize);
+                None
+            }
+            None => Some(io),
+        }
+    });
+    if let Some(Some(io)) = handled {
+        ferrite_bdev::free_io(io);
+    }
+}
+
+/// Completion of a periodic reset (reset workload).
+pub(crate) fn on_reset_done(io: Box<BdevIo>) {
+    ferrite_bdev::free_io(io);
+}
