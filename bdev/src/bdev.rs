@@ -136,6 +136,8 @@ pub struct Bdev {
     pub(crate) quiesce: Mutex<QuiesceState>,
     pub(crate) quiesced: AtomicBool,
     pub(crate) examine_pending: AtomicU32,
+    /// Figures of channels already destroyed (kept in the totals, as SPDK does).
+    pub(crate) retired_stats: Mutex<crate::stats::IoStats>,
 }
 
 impl std::fmt::Debug for Bdev {
@@ -181,6 +183,7 @@ impl Bdev {
                 }),
                 quiesced: AtomicBool::new(false),
                 examine_pending: AtomicU32::new(0),
+                retired_stats: Mutex::new(Default::default()),
             }
         })
     }

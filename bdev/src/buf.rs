@@ -320,12 +320,17 @@ impl DmaBuf {
 impl Drop for DmaBuf {
     fn drop(&mut self) {
         let addr = self.ptr.as_ptr() as usize;
-        if crate::thread::cache_put(self.class, addr) {
+        let Ok(p) = pool() else { return };
+        let class = &p.classes[self.class as usize];
+        // Cache on this thread only while the global queue holds at least half of the class:
+        // the caches together can then never hold more than half, and a thread waiting for a
+        // buffer is not starved by buffers stranded in the cache of an idle thread.
+        if class.free.len() >= (class.count / 2).max(1)
+            && crate::thread::cache_put(self.class, addr)
+        {
             return;
         }
-        if let Ok(p) = pool() {
-            let _ = p.classes[self.class as usize].free.push(addr);
-        }
+        let _ = class.free.push(addr);
     }
 }
 

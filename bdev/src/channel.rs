@@ -16,6 +16,10 @@ use crate::types::{IoStatus, IoType};
 
 pub(crate) const FLAG_CHILD: u32 = 8;
 pub(crate) const FLAG_DRAINABLE: u32 = 16;
+/// Set on a reset or emulated compare-and-write once it holds the bdev's quiesce: if it has to
+/// be retried (NOMEM) it resumes where it was instead of queueing behind its own quiesce, and
+/// it passes the freeze it caused.
+pub(crate) const FLAG_QUIESCE_HELD: u32 = 32;
 
 /// Channel state for one bdev on one thread. Reached from in-flight I/O by pointer; freed only
 /// when idle (see `ChannelCtx`'s drop).
@@ -30,6 +34,8 @@ pub(crate) struct ChannelState {
     pub(crate) frozen: Cell<bool>,
     drain_waiter: RefCell<Option<ForEachCont>>,
     in_retry: Cell<bool>,
+    cq: RefCell<VecDeque<Box<BdevIo>>>,
+    queued: Cell<bool>,
     thread_id: u64,
 }
 
@@ -39,6 +45,39 @@ impl ChannelState {
             && self.nomem.borrow().is_empty()
             && self.parked.borrow().is_empty()
             && !self.in_retry.get()
+    }
+
+    /// Queues a completed I/O; returns true if the channel must be added to the ready list.
+    #[inline]
+    pub(crate) fn push_completion(&self, io: Box<BdevIo>) -> bool {
+        self.cq.borrow_mut().push_back(io);
+        !self.queued.replace(true)
+    }
+
+    /// Finishes up to `max` queued completions; returns (done, more left). While this runs the
+    /// channel stays marked as queued, so completions that arrive meanwhile (a callback that
+    /// resubmits to a backend completing at once) join this drain instead of re-listing the
+    /// channel; if any are left the caller lists it again.
+    #[inline]
+    pub(crate) fn drain_completions(&self, max: usize) -> (usize, bool) {
+        debug_assert!(self.queued.get());
+        let mut n = 0;
+        while n < max {
+            let io = self.cq.borrow_mut().pop_front();
+            match io {
+                Some(io) => {
+                    finish_io(io);
+                    n += 1;
+                }
+                None => {
+                    self.queued.set(false);
+                    return (n, false);
+                }
+            }
+        }
+        let more = !self.cq.borrow().is_empty();
+        self.queued.set(more);
+        (n, more)
     }
 
     /// Freezes the channel and calls `cont.finish` once nothing drainable is in flight.
@@ -66,7 +105,15 @@ impl ChannelState {
 
     /// Entry of a validated, counted I/O into the channel.
     pub(crate) fn dispatch(&self, mut io: Box<BdevIo>) {
-        if self.frozen.get() && io.flags & FLAG_BYPASS_LOCK == 0 {
+        // I/O already marked drainable was accepted before the freeze and is being
+        // resubmitted (NOMEM retry, buffer wait): the drain is waiting for it, so parking it
+        // until the thaw would never let the drain finish.
+        // An abort only looks at this channel's queues (including the I/O parked here by the
+        // freeze), so it never waits for a thaw.
+        if self.frozen.get()
+            && io.flags & (FLAG_BYPASS_LOCK | FLAG_DRAINABLE | FLAG_QUIESCE_HELD) == 0
+            && io.io_type != IoType::Abort
+        {
             self.parked.borrow_mut().push_back(io);
             return;
         }
@@ -82,12 +129,12 @@ impl ChannelState {
         }
         let b = &*self.bdev;
         match io.io_type {
-            IoType::Read if io.iovs.is_empty() => {
-                if !supply_buf(&mut io) {
-                    crate::thread::park_for_buf(io);
-                    return;
-                }
-            }
+            IoType::Read if io.iovs.is_empty() => match supply_buf(&mut io) {
+                Some(true) => {}
+                Some(false) => return crate::thread::park_for_buf(io),
+                // Larger than the largest pool buffer: no buffer can ever be supplied.
+                None => return io.complete(IoStatus::Failed),
+            },
             IoType::Reset => return crate::emulate::reset(self, io),
             IoType::Abort => return self.abort(io),
             IoType::WriteZeroes if !b.native(IoType::WriteZeroes) => {
@@ -101,7 +148,12 @@ impl ChannelState {
             }
             _ => {}
         }
-        if b.split_on_boundary && b.optimal_io_boundary > 0 && io.flags & FLAG_CHILD == 0 {
+        // Every I/O but a split piece is checked, including the children the layer generates
+        // itself (emulation steps): the backend asked never to see I/O crossing a boundary.
+        if b.split_on_boundary
+            && b.optimal_io_boundary > 0
+            && !matches!(io.parent, Parent::Split(_))
+        {
             let bound = u64::from(b.optimal_io_boundary);
             if io.num_blocks > 0
                 && io.offset_blocks / bound != (io.offset_blocks + io.num_blocks - 1) / bound
@@ -143,7 +195,8 @@ impl ChannelState {
             let mut keep = VecDeque::new();
             let taken: VecDeque<Box<BdevIo>> = std::mem::take(&mut *q.borrow_mut());
             for victim in taken {
-                if victim.user[0] == tag && victim.flags & FLAG_CHILD == 0 {
+                // Not an I/O holding the bdev quiesced: it must finish to release it.
+                if victim.user[0] == tag && victim.flags & (FLAG_CHILD | FLAG_QUIESCE_HELD) == 0 {
                     found += 1;
                     victim.complete(IoStatus::Aborted);
                 } else {
@@ -162,7 +215,7 @@ impl ChannelState {
     }
 
     #[inline]
-    fn on_complete(&self, io: &BdevIo) {
+    fn on_complete(&self, io: &mut BdevIo) {
         self.inflight.set(self.inflight.get() - 1);
         if io.flags & FLAG_DRAINABLE != 0 {
             let d = self.drainable.get() - 1;
@@ -175,7 +228,8 @@ impl ChannelState {
             }
         }
         if io.flags & FLAG_CHILD == 0 {
-            let lat = clock::ticks().wrapping_sub(io.submit_tsc);
+            io.complete_tsc = clock::ticks();
+            let lat = io.complete_tsc.wrapping_sub(io.submit_tsc);
             let bytes = io.num_blocks * u64::from(io.block_size);
             let mut s = self.stats.borrow_mut();
             s.record(io.io_type, bytes, lat, io.status.is_success());
@@ -200,6 +254,15 @@ impl ChannelState {
     }
 }
 
+impl Drop for ChannelState {
+    fn drop(&mut self) {
+        // Keep this channel's figures in the bdev's totals (`collect_iostat`).
+        if let Ok(mut r) = self.bdev.retired_stats.lock() {
+            r.add(&self.stats.borrow());
+        }
+    }
+}
+
 /// The object the reactor keeps per (bdev, thread). Dropping it with I/O still in flight hands
 /// the state to the thread's zombie list, freed once idle, so in-flight pointers stay valid.
 pub(crate) struct ChannelCtx {
@@ -211,6 +274,7 @@ impl ChannelCtx {
         let Some(bdev) = bdev.upgrade() else {
             return Self { state: None };
         };
+        crate::thread::ensure_completion_poller();
         let backend = bdev.backend.create_channel();
         let frozen = bdev.quiesced.load(std::sync::atomic::Ordering::Acquire);
         let thread_id = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
@@ -226,6 +290,8 @@ impl ChannelCtx {
                 frozen: Cell::new(frozen),
                 drain_waiter: RefCell::new(None),
                 in_retry: Cell::new(false),
+                cq: RefCell::new(VecDeque::with_capacity(256)),
+                queued: Cell::new(false),
                 thread_id,
             })),
         }
@@ -240,7 +306,7 @@ impl Drop for ChannelCtx {
     fn drop(&mut self) {
         if let Some(s) = self.state.take() {
             if !s.is_idle() {
-                let _ = ferrite_reactor::with_local(|t: &crate::thread::BdevThread| {
+                let _ = crate::thread::with_local(|t| {
                     t.zombies.borrow_mut().push(s);
                 });
             }
@@ -305,12 +371,16 @@ impl BdevChannel {
         if matches!(t, IoType::Reset | IoType::Abort) {
             return None;
         }
-        let end = io.offset_blocks.checked_add(io.num_blocks)?;
+        let Some(end) = io.offset_blocks.checked_add(io.num_blocks) else {
+            return Some("range overflows");
+        };
         if end > b.num_blocks() || (io.num_blocks == 0 && t != IoType::Flush) {
             return Some("range outside the bdev");
         }
         if t.has_data() {
-            let want = io.num_blocks.checked_mul(u64::from(b.block_size))?;
+            let Some(want) = io.num_blocks.checked_mul(u64::from(b.block_size)) else {
+                return Some("range overflows");
+            };
             let have = io.iovs.iter().map(|v| v.len as u64).sum::<u64>();
             let auto_read = t == IoType::Read && io.iovs.is_empty();
             if !auto_read && have != want {
@@ -332,20 +402,18 @@ impl BdevChannel {
     }
 }
 
-fn supply_buf(io: &mut BdevIo) -> bool {
+/// Attaches a pool buffer: `Some(true)` done, `Some(false)` none free now, `None` never (the
+/// read is larger than the largest pool buffer).
+fn supply_buf(io: &mut BdevIo) -> Option<bool> {
     let len = (io.num_blocks * u64::from(io.block_size)) as usize;
     match DmaBuf::get(len) {
         Ok(Some(b)) => {
             io.flags |= FLAG_AUTO_BUF;
             io.attach_buf(b);
-            true
+            Some(true)
         }
-        Ok(None) => false,
-        Err(_) => {
-            // Larger than the largest pool buffer: allocate nothing, fail the read clearly.
-            io.flags |= FLAG_AUTO_BUF;
-            true
-        }
+        Ok(None) => Some(false),
+        Err(_) => None,
     }
 }
 
@@ -402,9 +470,9 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
                 st.park_nomem(io);
                 return;
             }
-            st.on_complete(&io);
+            st.on_complete(&mut io);
         }
-        io.flags &= !(FLAG_COUNTED | FLAG_DRAINABLE);
+        io.flags &= !(FLAG_COUNTED | FLAG_DRAINABLE | FLAG_QUIESCE_HELD);
         io.chan = None;
     }
     if io.flags & FLAG_AUTO_BUF != 0 && !io.status.is_success() {

@@ -110,7 +110,8 @@ impl Desc {
     /// - `ReadManyWriteOne`: no other claim, no other descriptor open for write; promotes.
     /// - `ReadManyWriteNone`: this descriptor read-only; no writer open; shares with other
     ///   `ReadManyWriteNone` claims.
-    /// - `ReadManyWriteShared(key)`: key non-zero; shares with claims of the same key; promotes.
+    /// - `ReadManyWriteShared(key)`: key non-zero; shares with claims of the same key; the
+    ///   first one needs no other descriptor open for write; promotes.
     pub fn claim(&self, kind: ClaimKind, module: &str) -> Result<()> {
         let b = &self.bdev;
         let mut st = b.state.lock().map_err(|_| poisoned(b))?;
@@ -181,6 +182,17 @@ impl Desc {
                 }
                 if let Some(c) = st.claims.iter().find(|c| c.kind != kind) {
                     return Err(conflict(c));
+                }
+                // As SPDK: the first shared claim needs no other writer (later ones share
+                // with the writers that the earlier claims promoted).
+                if st.claims.is_empty() && other_writer {
+                    return Err(BdevError::new(
+                        ErrorKind::Claimed,
+                        format!(
+                            "bdev '{}' is open for writing by another descriptor",
+                            b.name
+                        ),
+                    ));
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! backend never sees it, so the words are the bdev layer's to use).
 
 use crate::buf::DmaBuf;
-use crate::channel::ChannelState;
+use crate::channel::{ChannelState, FLAG_QUIESCE_HELD};
 use crate::io::{BdevIo, IoVec, Parent};
 use crate::types::{IoStatus, IoType};
 
@@ -129,7 +129,13 @@ fn read_for_compare(st: &ChannelState, io: Box<BdevIo>, cb: crate::io::IoCallbac
             io.status = IoStatus::NoMem;
             return st.park_nomem(io);
         }
-        Err(_) => return io.complete(IoStatus::Invalid),
+        Err(_) => {
+            // No buffer can hold the range. A compare-and-write holds the quiesce: release it.
+            if io.flags & FLAG_QUIESCE_HELD != 0 {
+                crate::quiesce::unquiesce(&st.bdev);
+            }
+            return io.complete(IoStatus::Invalid);
+        }
     };
     let (off, n) = (io.offset_blocks, io.num_blocks);
     let Some(mut c) = new_child(st, io) else {
@@ -176,10 +182,16 @@ fn compare_done(mut c: Box<BdevIo>) {
 
 // ---- compare-and-write -----------------------------------------------------------------------
 
-pub(crate) fn compare_and_write(st: &ChannelState, io: Box<BdevIo>) {
+pub(crate) fn compare_and_write(st: &ChannelState, mut io: Box<BdevIo>) {
+    if io.flags & FLAG_QUIESCE_HELD != 0 {
+        // Retried after NOMEM while already holding the quiesce: resume.
+        return read_for_compare(st, io, caw_compared);
+    }
     let bdev = st.bdev.clone();
-    crate::quiesce::quiesce(&bdev, move || {
+    crate::quiesce::quiesce(&bdev.clone(), move || {
+        io.flags |= FLAG_QUIESCE_HELD;
         let Some(st) = chan(&io).map(|s| s as *const ChannelState) else {
+            crate::quiesce::unquiesce(&bdev);
             return io.complete(IoStatus::Failed);
         };
         // SAFETY: the I/O is counted on that channel, which keeps it alive.
@@ -238,26 +250,35 @@ fn caw_written(mut c: Box<BdevIo>) {
 
 // ---- reset -----------------------------------------------------------------------------------
 
-pub(crate) fn reset(st: &ChannelState, io: Box<BdevIo>) {
+pub(crate) fn reset(st: &ChannelState, mut io: Box<BdevIo>) {
+    if io.flags & FLAG_QUIESCE_HELD != 0 {
+        // Retried after NOMEM while already holding the quiesce: resume.
+        return reset_quiesced(st, io);
+    }
     let bdev = st.bdev.clone();
-    crate::quiesce::quiesce(&bdev, move || {
+    crate::quiesce::quiesce(&bdev.clone(), move || {
+        io.flags |= FLAG_QUIESCE_HELD;
         let Some(st) = chan(&io).map(|s| s as *const ChannelState) else {
+            crate::quiesce::unquiesce(&bdev);
             return io.complete(IoStatus::Failed);
         };
         // SAFETY: counted I/O keeps the channel alive.
-        let st = unsafe { &*st };
-        if !st.bdev.native(IoType::Reset) {
-            crate::quiesce::unquiesce(&st.bdev);
-            return io.complete(IoStatus::Success);
-        }
-        let Some(mut c) = new_child(st, io) else {
-            return;
-        };
-        c.io_type = IoType::Reset;
-        c.cb = Some(reset_done);
-        // Straight to the backend: dispatch would route a reset back here.
-        st.submit_backend_child(c);
+        reset_quiesced(unsafe { &*st }, io);
     });
+}
+
+fn reset_quiesced(st: &ChannelState, io: Box<BdevIo>) {
+    if !st.bdev.native(IoType::Reset) {
+        crate::quiesce::unquiesce(&st.bdev);
+        return io.complete(IoStatus::Success);
+    }
+    let Some(mut c) = new_child(st, io) else {
+        return;
+    };
+    c.io_type = IoType::Reset;
+    c.cb = Some(reset_done);
+    // Straight to the backend: dispatch would route a reset back here.
+    st.submit_backend_child(c);
 }
 
 fn reset_done(mut c: Box<BdevIo>) {

@@ -52,6 +52,7 @@ pub struct BdevIo {
     pub(crate) chan: Option<NonNull<crate::channel::ChannelState>>,
     pub(crate) thread_id: u64,
     pub(crate) submit_tsc: u64,
+    pub(crate) complete_tsc: u64,
     pub(crate) block_size: u32,
     pub(crate) buf: Option<DmaBuf>,
     pub(crate) flags: u32,
@@ -86,6 +87,7 @@ impl Default for BdevIo {
             chan: None,
             thread_id: 0,
             submit_tsc: 0,
+            complete_tsc: 0,
             block_size: 0,
             buf: None,
             flags: 0,
@@ -322,6 +324,12 @@ impl BdevIo {
     /// Ticks at submission (for latency).
     pub fn submit_tsc(&self) -> u64 {
         self.submit_tsc
+    }
+
+    /// Ticks from submission to completion, as the bdev layer measured them for its
+    /// statistics (valid in the completion callback; 0 for I/O rejected at submit).
+    pub fn latency_ticks(&self) -> u64 {
+        self.complete_tsc.saturating_sub(self.submit_tsc)
     }
 
     /// Total bytes of the data segments.

@@ -5,15 +5,17 @@ use std::sync::{Arc, Mutex};
 use crate::bdev::Bdev;
 use crate::stats::IoStats;
 
-/// Sums the statistics of every channel of `bdev` (visiting each holding thread) and calls
-/// `done` with the total and the per-thread figures `(thread id, stats)`, on the calling
-/// thread. Must be called on a lightweight thread.
+/// Sums the statistics of every channel of `bdev` (visiting each holding thread), plus those
+/// of channels already closed, and calls `done` with the total and the per-thread figures of
+/// the open channels `(thread id, stats)`, on the calling thread. Must be called on a
+/// lightweight thread.
 pub fn collect_iostat(
     bdev: &Arc<Bdev>,
     done: impl FnOnce(IoStats, Vec<(u64, IoStats)>) + Send + 'static,
 ) {
     let acc: Arc<Mutex<Vec<(u64, IoStats)>>> = Arc::new(Mutex::new(Vec::new()));
     let a = acc.clone();
+    let b = bdev.clone();
     let r = bdev.device.for_each_channel(
         move |ctx| {
             if let Some(s) = ctx.state() {
@@ -25,7 +27,7 @@ pub fn collect_iostat(
         },
         move || {
             let per = acc.lock().map(|v| v.clone()).unwrap_or_default();
-            let mut total = IoStats::default();
+            let mut total = b.retired_stats.lock().map(|r| *r).unwrap_or_default();
             for (_, s) in &per {
                 total.add(s);
             }
@@ -37,9 +39,16 @@ pub fn collect_iostat(
     }
 }
 
-/// Resets statistics on every channel: everything (`maxmin_only == false`) or only the
-/// max/min latencies. `done` runs on the calling thread.
+/// Resets statistics on every channel (and those kept from closed channels): everything
+/// (`maxmin_only == false`) or only the max/min latencies. `done` runs on the calling thread.
 pub fn reset_iostat(bdev: &Arc<Bdev>, maxmin_only: bool, done: impl FnOnce() + Send + 'static) {
+    if let Ok(mut r) = bdev.retired_stats.lock() {
+        if maxmin_only {
+            r.reset_maxmin();
+        } else {
+            *r = IoStats::default();
+        }
+    }
     let r = bdev.device.for_each_channel(
         move |ctx| {
             if let Some(s) = ctx.state() {

@@ -13,7 +13,24 @@ pub fn quiesce(bdev: &Arc<Bdev>, then: impl FnOnce() + Send + 'static) {
     let start_now = match bdev.quiesce.lock() {
         Ok(mut q) => {
             if q.active {
-                q.waiters.push_back(Box::new(then));
+                // Started later by whichever thread unquiesces; the freeze (and so `then`)
+                // must still run on this thread, which is where the caller's I/O lives.
+                let origin = ferrite_reactor::current();
+                let weak = Arc::downgrade(bdev);
+                q.waiters.push_back(Box::new(move || {
+                    let start = move || match weak.upgrade() {
+                        Some(b) => start_freeze(&b, Box::new(then)),
+                        None => tracing::error!("quiesce: bdev gone before its turn"),
+                    };
+                    match origin {
+                        Some(t) if ferrite_reactor::current().as_ref() != Some(&t) => {
+                            if let Err(e) = t.send(start) {
+                                tracing::error!("quiesce: cannot start on its thread: {e}");
+                            }
+                        }
+                        _ => start(),
+                    }
+                }));
                 return;
             }
             q.active = true;
@@ -60,7 +77,8 @@ pub fn unquiesce(bdev: &Arc<Bdev>) {
                 n
             });
             if let Some(next) = next {
-                start_freeze(&b, next);
+                // Starts the freeze on the waiter's own thread.
+                next();
             }
         },
     );

@@ -86,8 +86,12 @@ pub fn register(props: BdevProps, backend: Arc<dyn BdevBackend>) -> Result<Arc<B
     }
     let (bdev, modules) = {
         let mut r = reg();
-        for n in std::iter::once(&props.name).chain(props.aliases.iter()) {
-            if name_taken(&r, n) {
+        let names: Vec<&String> = std::iter::once(&props.name)
+            .chain(props.aliases.iter())
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            // Taken by another bdev, or given twice in this registration.
+            if name_taken(&r, n) || names[..i].contains(n) {
                 return Err(BdevError::new(
                     ErrorKind::Exists,
                     format!("bdev name '{n}' already exists"),

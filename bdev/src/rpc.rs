@@ -243,6 +243,13 @@ fn get_iostat(app: &ThreadHandle, p: Params, r: Responder) {
         )));
     }
     let per_channel = req.per_channel.unwrap_or(false);
+    if per_channel && req.name.is_none() {
+        // SPDK answers -EINVAL: per-channel statistics are for one named bdev.
+        return r.err(RpcError::from_errno(
+            libc::EINVAL,
+            "parameter 'per_channel': requires parameter 'name' (per-channel statistics are for one bdev)",
+        ));
+    }
     on_thread(app, r, move |r| {
         let bdevs = match &req.name {
             Some(n) => match crate::registry::lookup(n) {
@@ -263,6 +270,17 @@ fn collect_all(
     r: Responder,
 ) {
     if rest.is_empty() {
+        // Per channel (one named bdev), SPDK's result is flat: {tick_rate, ticks, name,
+        // channels}; otherwise {tick_rate, ticks, bdevs: [..]}.
+        if per_channel {
+            if let Some(Value::Object(one)) = acc.pop() {
+                let mut m = serde_json::Map::new();
+                m.insert("tick_rate".into(), json!(clock::tick_rate()));
+                m.insert("ticks".into(), json!(clock::ticks()));
+                m.extend(one);
+                return r.ok(Value::Object(m));
+            }
+        }
         return r
             .ok(json!({"tick_rate": clock::tick_rate(), "ticks": clock::ticks(), "bdevs": acc}));
     }

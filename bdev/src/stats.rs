@@ -13,7 +13,7 @@ pub struct OpStats {
     pub latency_ticks: u64,
     /// Largest latency, ticks.
     pub max_latency_ticks: u64,
-    /// Smallest latency, ticks (u64::MAX until the first op).
+    /// Smallest latency, ticks (0 until the first op, and again after a max/min reset).
     pub min_latency_ticks: u64,
 }
 
@@ -26,7 +26,8 @@ impl OpStats {
         if lat > self.max_latency_ticks {
             self.max_latency_ticks = lat;
         }
-        if self.ops == 1 || lat < self.min_latency_ticks {
+        // 0 means "none yet": after a max/min reset `ops` is no longer 1 for the first op.
+        if self.min_latency_ticks == 0 || lat < self.min_latency_ticks {
             self.min_latency_ticks = lat;
         }
     }
@@ -35,10 +36,10 @@ impl OpStats {
         if o.ops == 0 {
             return;
         }
-        let min = if self.ops == 0 {
-            o.min_latency_ticks
-        } else {
-            self.min_latency_ticks.min(o.min_latency_ticks)
+        // A side with 0 has no latency since its last max/min reset.
+        let min = match (self.min_latency_ticks, o.min_latency_ticks) {
+            (0, m) | (m, 0) => m,
+            (a, b) => a.min(b),
         };
         self.ops += o.ops;
         self.bytes += o.bytes;

@@ -8,14 +8,16 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
-use ferrite_reactor::{register_poller_obj, with_local, Poll, PollerHandle};
+use ferrite_reactor::{register_poller_obj, LocalKey, Poll, PollerHandle};
 
 use crate::io::BdevIo;
 
 /// Most I/O objects a thread may have out at once (a limit on everything).
 pub const MAX_IOS_PER_THREAD: usize = 65_536;
 /// Most completions handled in one poll, so other pollers are not starved.
-const CQ_BATCH: usize = 4096;
+const CQ_BATCH: usize = 512;
+/// Rounds over the ready channels in one poll (stacked bdevs make more channels ready).
+const READY_ROUNDS: usize = 4;
 
 /// A channel state pointer parked in this thread's retry list.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -25,8 +27,19 @@ pub(crate) struct ChanPtr(pub std::ptr::NonNull<crate::channel::ChannelState>);
 // points to is freed only when idle, and a channel in the retry list is never idle.
 unsafe impl Send for ChanPtr {}
 
+static BDEV_THREAD: LocalKey<BdevThread> = LocalKey::new();
+
+/// Runs `f` with the calling thread's bdev state (`None` outside a lightweight thread).
+#[inline]
+pub(crate) fn with_local<R>(f: impl FnOnce(&BdevThread) -> R) -> Option<R> {
+    BDEV_THREAD.with(f)
+}
+
 #[derive(Default)]
 pub(crate) struct BdevThread {
+    /// Channels whose completion queue is non-empty, in the order they became so.
+    pub(crate) ready: RefCell<Vec<ChanPtr>>,
+    ready_spare: RefCell<Vec<ChanPtr>>,
     pool: RefCell<Vec<Box<BdevIo>>>,
     allocated: Cell<usize>,
     cq: RefCell<VecDeque<Box<BdevIo>>>,
@@ -54,7 +67,7 @@ impl Poll for CqPoller {
         drain()
     }
     fn can_sleep(&mut self) -> bool {
-        with_local(|t: &BdevThread| {
+        with_local(|t| {
             t.cq.borrow().is_empty()
                 && t.buf_waiters.borrow().is_empty()
                 && t.retry.borrow().is_empty()
@@ -76,7 +89,7 @@ fn ensure_poller(t: &BdevThread) {
 /// Takes an I/O object from the calling thread's pool. `None` outside a lightweight thread or
 /// when the thread already has [`MAX_IOS_PER_THREAD`] out.
 pub fn alloc_io() -> Option<Box<BdevIo>> {
-    with_local(|t: &BdevThread| {
+    with_local(|t| {
         ensure_poller(t);
         if let Some(mut io) = t.pool.borrow_mut().pop() {
             io.reset();
@@ -96,7 +109,7 @@ pub fn alloc_io() -> Option<Box<BdevIo>> {
 pub fn free_io(mut io: Box<BdevIo>) {
     io.buf = None;
     io.parent = crate::io::Parent::None;
-    let back = with_local(|t: &BdevThread| {
+    let back = with_local(|t| {
         t.pool.borrow_mut().push(io);
     });
     if back.is_none() {
@@ -104,36 +117,55 @@ pub fn free_io(mut io: Box<BdevIo>) {
     }
 }
 
+#[inline]
 pub(crate) fn enqueue_completion(io: Box<BdevIo>) {
-    let cur = ferrite_reactor::current().map(|h| h.id()).unwrap_or(0);
+    let cur = ferrite_reactor::current_id();
     assert!(
-        io.thread_id == 0 || io.thread_id == cur,
+        cur != 0 && (io.thread_id == 0 || io.thread_id == cur),
         "I/O completed on thread {cur}, but it was submitted on thread {}",
         io.thread_id
     );
-    let r = with_local(|t: &BdevThread| {
+    // Counted I/O go to their channel's queue: no thread-local lookup unless the channel was
+    // not already waiting to be drained.
+    if io.flags & crate::io::FLAG_COUNTED != 0 {
+        if let Some(ch) = io.chan {
+            // SAFETY: a counted I/O keeps its channel state alive (freed only when idle).
+            let st = unsafe { ch.as_ref() };
+            if st.push_completion(io) {
+                let _ = with_local(|t| t.ready.borrow_mut().push(ChanPtr(ch)));
+            }
+            return;
+        }
+    }
+    let r = with_local(|t| {
         ensure_poller(t);
         t.cq.borrow_mut().push_back(io);
     });
     assert!(r.is_some(), "I/O completed outside a lightweight thread");
 }
 
+/// Makes sure the completion poller of the calling thread exists (called when a channel is
+/// created, so the data path never has to).
+pub(crate) fn ensure_completion_poller() {
+    let _ = with_local(ensure_poller);
+}
+
 pub(crate) fn park_for_buf(io: Box<BdevIo>) {
     crate::buf::note_wait();
-    let _ = with_local(|t: &BdevThread| {
+    let _ = with_local(|t| {
         ensure_poller(t);
         t.buf_waiters.borrow_mut().push_back(io);
     });
 }
 
 pub(crate) fn park_for_buf_front(io: Box<BdevIo>) {
-    let _ = with_local(|t: &BdevThread| {
+    let _ = with_local(|t| {
         t.buf_waiters.borrow_mut().push_front(io);
     });
 }
 
 pub(crate) fn schedule_retry(ch: std::ptr::NonNull<crate::channel::ChannelState>) {
-    let _ = with_local(|t: &BdevThread| {
+    let _ = with_local(|t| {
         ensure_poller(t);
         let mut r = t.retry.borrow_mut();
         if !r.contains(&ChanPtr(ch)) {
@@ -143,9 +175,34 @@ pub(crate) fn schedule_retry(ch: std::ptr::NonNull<crate::channel::ChannelState>
 }
 
 fn drain() -> usize {
-    with_local(|t: &BdevThread| {
+    with_local(|t| {
         let mut work = 0;
-        // Completions first: they free resources the parked I/O waits for.
+        // Channels whose NOMEM retry was scheduled before this poll: retried at its end, so
+        // that I/O parked during this poll stays parked (and abortable) until the next one
+        // instead of bouncing off the backend in a tight loop.
+        let retry_chans: Vec<_> = std::mem::take(&mut *t.retry.borrow_mut());
+        // Channel completion queues first, in the order they became ready; completions may
+        // make more channels ready (stacked bdevs), handled in the next round (bounded).
+        for _ in 0..READY_ROUNDS {
+            let mut list = std::mem::take(&mut *t.ready_spare.borrow_mut());
+            std::mem::swap(&mut list, &mut *t.ready.borrow_mut());
+            if list.is_empty() {
+                *t.ready_spare.borrow_mut() = list;
+                break;
+            }
+            for ch in list.drain(..) {
+                // SAFETY: a channel is in the ready list only while its queue holds counted
+                // I/O, which keeps it alive.
+                let st = unsafe { ch.0.as_ref() };
+                let (n, more) = st.drain_completions(CQ_BATCH);
+                work += n;
+                if more {
+                    t.ready.borrow_mut().push(ch);
+                }
+            }
+            *t.ready_spare.borrow_mut() = list;
+        }
+        // Completions of I/O that never reached a channel (rejected at submit).
         for _ in 0..CQ_BATCH {
             let io = t.cq.borrow_mut().pop_front();
             match io {
@@ -172,9 +229,11 @@ fn drain() -> usize {
             }
         }
         // Channels with I/O that a module refused for lack of resources.
-        let chans: Vec<_> = std::mem::take(&mut *t.retry.borrow_mut());
-        for ch in chans {
+        for ch in retry_chans {
             work += crate::channel::retry_nomem(ch.0);
+        }
+        if !t.retry.borrow().is_empty() {
+            work += 1; // retries due next poll: not idle
         }
         // Channel states whose handles were dropped with I/O in flight.
         if !t.zombies.borrow().is_empty() {
@@ -186,11 +245,11 @@ fn drain() -> usize {
 }
 
 pub(crate) fn cache_get(class: u8) -> Option<usize> {
-    with_local(|t: &BdevThread| t.buf_cache[class as usize].borrow_mut().pop()).flatten()
+    with_local(|t| t.buf_cache[class as usize].borrow_mut().pop()).flatten()
 }
 
 pub(crate) fn cache_put(class: u8, addr: usize) -> bool {
-    with_local(|t: &BdevThread| {
+    with_local(|t| {
         let mut c = t.buf_cache[class as usize].borrow_mut();
         if c.len() < crate::buf::cache_limit() {
             c.push(addr);
@@ -204,5 +263,5 @@ pub(crate) fn cache_put(class: u8, addr: usize) -> bool {
 
 /// Number of I/O objects this thread has created (pooled or out).
 pub fn ios_allocated() -> usize {
-    with_local(|t: &BdevThread| t.allocated.get()).unwrap_or(0)
+    with_local(|t| t.allocated.get()).unwrap_or(0)
 }

@@ -24,10 +24,11 @@ mod thread;
 pub use channel::{ForEachCont, IoChannel, IoDevice};
 pub use cpumask::CpuMask;
 pub use error::{ErrorKind, ReactorError, Result};
-pub use local::with_local;
+pub use local::{with_local, LocalKey, MAX_LOCAL_KEYS};
 pub use poller::{Poll, PollerHandle, PollerStats};
 pub use reactor::{PollMode, ReactorInfo, Runtime, RuntimeConfig};
 pub use thread::{
-    current, exit_current, now, poller_stats, register_fd, register_poller, register_poller_obj,
-    spawn_thread, FdRegistration, Msg, ThreadHandle, DEFAULT_QUEUE_DEPTH, MSG_BATCH,
+    current, current_id, exit_current, now, poller_stats, register_fd, register_poller,
+    register_poller_obj, spawn_thread, FdRegistration, Msg, ThreadHandle, DEFAULT_QUEUE_DEPTH,
+    MSG_BATCH,
 };

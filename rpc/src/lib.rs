@@ -33,7 +33,7 @@ pub mod state;
 
 pub use error::{ErrorKind, RpcError, RpcServerError};
 pub use params::{decode, no_params};
-pub use registry::{Handler, MethodSpec, Params, Registry, Responder};
+pub use registry::{Handler, MethodSpec, Params, Registry, Release, Responder};
 pub use responder::DROPPED_MESSAGE;
 pub use server::{Server, ServerConfig, DEFAULT_RPC_ADDR};
 pub use state::{ServerState, RUNTIME, STARTUP};

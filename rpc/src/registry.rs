@@ -62,10 +62,17 @@ struct Entry {
 
 type SuccessHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Passes a held-back successful answer on to the client; see
+/// [`Registry::on_success_deferred`].
+pub type Release = Box<dyn FnOnce() + Send>;
+
+type DeferredHook = Arc<dyn Fn(&str, Release) + Send + Sync>;
+
 struct Inner {
     state: Arc<ServerState>,
     methods: RwLock<BTreeMap<&'static str, Arc<Entry>>>,
     hooks: RwLock<Vec<SuccessHook>>,
+    deferred: RwLock<Vec<DeferredHook>>,
 }
 
 /// The method table shared by the server and the application.
@@ -104,6 +111,7 @@ impl Registry {
                 state,
                 methods: RwLock::new(BTreeMap::new()),
                 hooks: RwLock::new(Vec::new()),
+                deferred: RwLock::new(Vec::new()),
             }),
         };
         let weak: Weak<Inner> = Arc::downgrade(&reg.inner);
@@ -268,6 +276,19 @@ impl Registry {
                     for hook in hooks {
                         hook(name);
                     }
+                    let deferred = inner
+                        .deferred
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    if !deferred.is_empty() {
+                        let mut release: Release = Box::new(move || reply.respond(r));
+                        for hook in deferred.into_iter().rev() {
+                            let next = release;
+                            release = Box::new(move || hook(name, next));
+                        }
+                        return release();
+                    }
                 }
                 reply.respond(r);
             })
@@ -288,6 +309,20 @@ impl Registry {
     pub fn on_success(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
         self.inner
             .hooks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::new(hook));
+    }
+
+    /// Adds a hook that holds back the answer of every successful call of a `mutates` method
+    /// until the hook calls the [`Release`] it is given (from any thread, at any later time),
+    /// e.g. until the new configuration is on disk (`--persist`), so that a client never sees
+    /// success for a change that a crash could still lose. It runs on the thread that answered
+    /// the call, after the [`Registry::on_success`] hooks; it must not block. Dropping the
+    /// `Release` uncalled answers the client with `-32603`.
+    pub fn on_success_deferred(&self, hook: impl Fn(&str, Release) + Send + Sync + 'static) {
+        self.inner
+            .deferred
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::new(hook));
@@ -391,6 +426,27 @@ mod tests {
         reg.state().set_state(RUNTIME);
         assert_eq!(call(&reg, "old_run", None).unwrap(), json!("ran"));
         assert_eq!(reg.methods(true).len(), 5);
+    }
+
+    #[test]
+    fn deferred_hook_holds_the_answer_until_released() {
+        let reg = registry();
+        let held: Arc<std::sync::Mutex<Vec<Release>>> = Arc::default();
+        let h2 = held.clone();
+        reg.on_success_deferred(move |m, release| {
+            assert_eq!(m, "start");
+            h2.lock().unwrap().push(release);
+        });
+        let (tx, rx) = mpsc::channel();
+        reg.call("start", None, Responder::new(move |r| tx.send(r).unwrap()));
+        assert!(rx.try_recv().is_err(), "held back");
+        let release = held.lock().unwrap().pop().unwrap();
+        release();
+        assert_eq!(rx.try_recv().unwrap().unwrap(), json!(true));
+        // Failures and non-mutating methods are not held.
+        call(&reg, "fail", None).unwrap_err();
+        call(&reg, "rpc_get_methods", None).unwrap();
+        assert!(held.lock().unwrap().is_empty());
     }
 
     #[test]

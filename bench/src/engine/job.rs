@@ -61,6 +61,8 @@ pub(crate) struct Job {
     pub end_tsc: u64,
     pub mismatch: Option<String>,
     pub ns_mult: u128,
+    /// Record submit times per slot (only with `-k`: reading the clock costs).
+    pub track_timeouts: bool,
 }
 
 /// The jobs of one lightweight thread.
@@ -68,6 +70,9 @@ pub(crate) struct Job {
 pub(crate) struct BenchLocal {
     pub jobs: RefCell<Vec<Job>>,
 }
+
+/// The calling bench thread's jobs.
+pub(crate) static BENCH: ferrite_reactor::LocalKey<BenchLocal> = ferrite_reactor::LocalKey::new();
 
 impl Job {
     #[inline]
@@ -134,15 +139,19 @@ impl Job {
             // its buffers) outlives every I/O it submits (the job ends only at outstanding 0).
             unsafe { io.set_iovs(&iov) };
         }
-        self.slots[s].submit_tsc = clock::ticks();
+        if self.track_timeouts {
+            self.slots[s].submit_tsc = clock::ticks();
+        }
         self.ch.submit(io);
     }
 
     /// Handles a completion; returns the I/O for resubmission (or retires it).
     #[inline]
     fn complete(&mut self, mut io: Box<BdevIo>, s: usize) {
-        let now = clock::ticks();
-        let lat = self.ticks_to_ns(now.wrapping_sub(io.submit_tsc()));
+        let lat = match io.latency_ticks() {
+            0 => self.ticks_to_ns(clock::ticks().wrapping_sub(io.submit_tsc())),
+            t => self.ticks_to_ns(t),
+        };
         let ok = io.status() == IoStatus::Success;
         let bytes = self.plan.io_size;
         self.stats.record(lat, bytes, ok);
@@ -166,7 +175,9 @@ impl Job {
                 }];
                 // SAFETY: as in submit_next.
                 unsafe { io.set_iovs(&iov) };
-                self.slots[s].submit_tsc = clock::ticks();
+                if self.track_timeouts {
+                    self.slots[s].submit_tsc = clock::ticks();
+                }
                 self.ch.submit(io);
                 return;
             }
@@ -223,7 +234,7 @@ impl Job {
 /// Completion callback of every bench I/O.
 pub(crate) fn on_done(io: Box<BdevIo>) {
     let [job, slot] = io.user;
-    let handled = ferrite_reactor::with_local(|l: &BenchLocal| {
+    let handled = BENCH.with(|l| {
         let mut jobs = l.jobs.borrow_mut();
         match jobs.get_mut(job as usize) {
             Some(j) => {

@@ -20,7 +20,7 @@ use crate::inflight::InFlight;
 use crate::plan::JobPlan;
 use crate::report::{JobResult, JobStatus, ReactorCpu};
 use crate::stats::{Counters, JobStats};
-use job::{BenchLocal, Job, Phase, Slot};
+use job::{Job, Phase, Slot, BENCH};
 
 /// What to run.
 pub struct EngineConfig {
@@ -97,6 +97,10 @@ pub fn run(
         as usize
         + 2;
     let (tx, rx) = mpsc::channel::<Msg>();
+    // Jobs submit their first I/O as soon as they are set up, before the coordinator's clock
+    // below starts: a job that ends early (miscompare) is timed from here, as bdevperf times
+    // every job from its `g_start_tsc`.
+    let launch_tsc = clock::ticks();
     let mut threads: Vec<ThreadHandle> = Vec::new();
     for (r, jobs) in by_reactor.into_iter().enumerate() {
         if jobs.is_empty() {
@@ -185,7 +189,7 @@ pub fn run(
         };
         // A job that stopped early (miscompare) ran until its own end.
         let runtime_s = if end_tsc != 0 && end_tsc < stop_tsc {
-            (end_elapsed - (stop_tsc - end_tsc) as f64 / rate).max(0.0)
+            (end_tsc.saturating_sub(launch_tsc) as f64 / rate).min(end_elapsed)
         } else {
             end_elapsed
         };
@@ -269,9 +273,15 @@ fn start_jobs(
     for (local, (index, plan)) in plans.into_iter().enumerate() {
         let write =
             plan.workload.writes() || plan.workload.verifies() || plan.workload.modifies_data();
-        let desc = Desc::open(&plan.bdev, write, |_| {}).map_err(|e| BenchError::UnknownBdev {
-            name: plan.bdev.clone(),
-            context: format!("cannot open it for job '{}': {e}", plan.label()),
+        let desc = Desc::open(&plan.bdev, write, |_| {}).map_err(|e| {
+            io_err(
+                &format!(
+                    "cannot open bdev '{}' for job '{}'",
+                    plan.bdev,
+                    plan.label()
+                ),
+                e,
+            )
         })?;
         let ch = desc
             .channel()
@@ -308,6 +318,7 @@ fn start_jobs(
             end_tsc: 0,
             mismatch: None,
             ns_mult,
+            track_timeouts: timeout_ticks.is_some(),
         });
     }
     let n = jobs.len();
@@ -315,12 +326,12 @@ fn start_jobs(
         .iter()
         .filter_map(|j| j.plan.reset_interval().map(|d| (j.local, d)))
         .collect();
-    ferrite_reactor::with_local(|l: &BenchLocal| *l.jobs.borrow_mut() = jobs);
+    BENCH.with(|l| *l.jobs.borrow_mut() = jobs);
     // First I/O of every slot.
     for local in 0..n {
-        let qd =
-            ferrite_reactor::with_local(|l: &BenchLocal| l.jobs.borrow()[local].plan.queue_depth)
-                .unwrap_or(0);
+        let qd = BENCH
+            .with(|l| l.jobs.borrow()[local].plan.queue_depth)
+            .unwrap_or(0);
         for s in 0..qd as usize {
             let Some(io) = ferrite_bdev::alloc_io() else {
                 return Err(io_err(
@@ -328,7 +339,7 @@ fn start_jobs(
                     "the thread's I/O pool is exhausted",
                 ));
             };
-            ferrite_reactor::with_local(|l: &BenchLocal| {
+            BENCH.with(|l| {
                 let mut jobs = l.jobs.borrow_mut();
                 jobs[local].outstanding += 1;
                 jobs[local].submit_next(io, s);
@@ -338,14 +349,15 @@ fn start_jobs(
     let timeout = match timeout_ticks {
         Some(t) => Some(
             register_poller("bench_timeouts", 10_000, move || {
-                ferrite_reactor::with_local(|l: &BenchLocal| {
-                    l.jobs
-                        .borrow_mut()
-                        .iter_mut()
-                        .map(|j| j.check_timeouts(t))
-                        .sum()
-                })
-                .unwrap_or(0)
+                BENCH
+                    .with(|l| {
+                        l.jobs
+                            .borrow_mut()
+                            .iter_mut()
+                            .map(|j| j.check_timeouts(t))
+                            .sum()
+                    })
+                    .unwrap_or(0)
             })
             .map_err(|e| io_err("registering the timeout poller", e))?,
         ),
@@ -354,7 +366,7 @@ fn start_jobs(
     let mut reset = Vec::new();
     for (local, every) in resets {
         let h = register_poller("bench_reset", every.as_micros() as u64, move || {
-            let ch = ferrite_reactor::with_local(|l: &BenchLocal| {
+            let ch = BENCH.with(|l| {
                 let jobs = l.jobs.borrow();
                 let j = &jobs[local];
                 if j.stopping {
@@ -382,22 +394,23 @@ fn start_jobs(
 
 /// Runs on a bench thread: interim counters of its jobs, and a plot point for each.
 fn sample(elapsed_s: f64) -> Counters {
-    ferrite_reactor::with_local(|l: &BenchLocal| {
-        let mut total = Counters::default();
-        for j in l.jobs.borrow_mut().iter_mut() {
-            j.stats.mark_interval(elapsed_s);
-            total.merge(&j.stats.counters());
-        }
-        total
-    })
-    .unwrap_or_default()
+    BENCH
+        .with(|l| {
+            let mut total = Counters::default();
+            for j in l.jobs.borrow_mut().iter_mut() {
+                j.stats.mark_interval(elapsed_s);
+                total.merge(&j.stats.counters());
+            }
+            total
+        })
+        .unwrap_or_default()
 }
 
 /// Runs on a bench thread: stop submitting; once every job has no I/O outstanding, send the
 /// statistics back and exit the thread.
 fn stop_jobs(tx: Sender<Msg>) {
     ferrite_reactor::with_local(|p: &PollerSlot| p.0.borrow_mut().take());
-    ferrite_reactor::with_local(|l: &BenchLocal| {
+    BENCH.with(|l| {
         for j in l.jobs.borrow_mut().iter_mut() {
             j.stopping = true;
             if j.outstanding == 0 && j.end_tsc == 0 {
@@ -409,16 +422,15 @@ fn stop_jobs(tx: Sender<Msg>) {
     let slot: Arc<std::sync::Mutex<Option<PollerHandle>>> = Arc::default();
     let s2 = slot.clone();
     let h = register_poller("bench_drain", 0, move || {
-        let all_idle = ferrite_reactor::with_local(|l: &BenchLocal| {
-            l.jobs.borrow().iter().all(|j| j.outstanding == 0)
-        })
-        .unwrap_or(true);
+        let all_idle = BENCH
+            .with(|l| l.jobs.borrow().iter().all(|j| j.outstanding == 0))
+            .unwrap_or(true);
         if !all_idle {
             return 0;
         }
-        let jobs =
-            ferrite_reactor::with_local(|l: &BenchLocal| std::mem::take(&mut *l.jobs.borrow_mut()))
-                .unwrap_or_default();
+        let jobs = BENCH
+            .with(|l| std::mem::take(&mut *l.jobs.borrow_mut()))
+            .unwrap_or_default();
         let out = jobs
             .into_iter()
             .map(|j| {
