@@ -3,6 +3,7 @@
 //! With no arguments at all, `ferrite` starts the target on an embedded default configuration.
 
 mod bench_cmd;
+mod bench_server;
 mod config;
 mod framework_rpc;
 mod logging;
@@ -57,6 +58,7 @@ fn main() {
             tgt::run(o, plain)
         }
         Some(Cmd::Rpc(o)) => rpc_client::run(o),
+        Some(Cmd::Bench { args }) if args.iter().any(|a| a == "-z") => bench_server::run(&args),
         Some(Cmd::Bench { args }) => bench_cmd::run(args),
     };
     std::process::exit(code);

@@ -100,12 +100,15 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
         Some(p) => {
             let per = Persister::start(p.clone())
                 .map_err(|e| format!("cannot start --persist worker: {e}"))?;
-            let trigger = per.trigger();
+            let after_write = per.after_write();
             let armed = Arc::new(AtomicBool::new(false));
             let a2 = armed.clone();
-            registry.on_success(move |_| {
+            // The answer to a state-changing RPC is sent once the change is on disk.
+            registry.on_success_deferred(move |_, release| {
                 if a2.load(Ordering::Acquire) {
-                    trigger()
+                    after_write(release)
+                } else {
+                    release()
                 }
             });
             Some((per, armed))
@@ -161,12 +164,10 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
     }
     if let Some((per, armed)) = &persister {
         armed.store(true, Ordering::Release);
-        // Record the state we came up with (also creates the file on first start).
-        let _ = per;
-        if let Some(p) = &opts.persist {
-            if let Err(e) = crate::config::persist::write_atomic(p, &crate::config::save_config()) {
-                tracing::error!("cannot write {}: {e}", p.display());
-            }
+        // Record the state we came up with (also creates the file on first start), through the
+        // worker: it is the file's only writer.
+        if !per.write_and_wait(Duration::from_secs(60)) {
+            tracing::error!("--persist: the initial write did not finish");
         }
     }
     tracing::info!("ferrite target running (pid {})", std::process::id());
@@ -228,6 +229,10 @@ fn shutdown_all(
     if let Some(s) = server {
         s.stop();
     }
+    // Stop persisting before the bdevs go: the file keeps the configuration to come back to.
+    if let Some(p) = persister {
+        p.stop();
+    }
     let (tx, rx) = mpsc::channel();
     let sent = runtime.app_thread().send(move || {
         ferrite_bdev::unregister_all(move || {
@@ -257,9 +262,6 @@ fn shutdown_all(
                 break;
             }
         }
-    }
-    if let Some(p) = persister {
-        p.stop();
     }
     if ok {
         runtime.stop();
