@@ -2,6 +2,9 @@
 //! process (`ferrite bench -z` + `perform_tests`): the server keeps answering every valid
 //! request correctly and no I/O of the workload fails.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -147,7 +150,7 @@ fn malformed_requests_do_not_disturb_a_running_workload() {
             for i in 0..1000 {
                 if let Ok(mut c) = UnixStream::connect(&s) {
                     let _ = c.write_all(&junk(&mut rng));
-                    if rng.next() % 2 == 0 {
+                    if rng.next().is_multiple_of(2) {
                         // Wait briefly: an error answer, a close, or nothing (incomplete).
                         c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
                         let mut b = [0u8; 4096];

@@ -228,7 +228,9 @@ impl ChannelState {
             }
         }
         if io.flags & FLAG_CHILD == 0 {
-            io.complete_tsc = clock::ticks();
+            if io.complete_tsc == 0 {
+                io.complete_tsc = clock::ticks();
+            }
             let lat = io.complete_tsc.wrapping_sub(io.submit_tsc);
             let bytes = io.num_blocks * u64::from(io.block_size);
             let mut s = self.stats.borrow_mut();
@@ -347,12 +349,16 @@ impl BdevChannel {
         let b = &*st.bdev;
         io.block_size = b.block_size;
         io.thread_id = st.thread_id;
+        io.complete_tsc = 0;
         if let Some(bad) = self.validate(&io, b) {
             tracing::debug!("bdev '{}': rejected {:?}: {bad}", b.name, io);
             io.complete(IoStatus::Invalid);
             return;
         }
-        io.submit_tsc = clock::ticks();
+        if io.flags & crate::io::FLAG_TSC_SET == 0 {
+            io.submit_tsc = clock::ticks();
+        }
+        io.flags &= !crate::io::FLAG_TSC_SET;
         io.chan = Some(st.ptr());
         io.flags |= FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);

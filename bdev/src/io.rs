@@ -64,6 +64,8 @@ pub struct BdevIo {
 pub(crate) const FLAG_BYPASS_LOCK: u32 = 1;
 pub(crate) const FLAG_AUTO_BUF: u32 = 2;
 pub(crate) const FLAG_COUNTED: u32 = 4;
+/// `submit_tsc` was set by `forward` (the parent's): `submit` must not read the clock again.
+pub(crate) const FLAG_TSC_SET: u32 = 32;
 
 // SAFETY: a BdevIo is owned by exactly one party at a time. Its raw pointers (segments, channel
 // state, split parent) are only dereferenced on the thread recorded in `thread_id`, which
@@ -271,8 +273,20 @@ impl BdevIo {
         self.abort_tag = parent.abort_tag;
         self.cb = Some(cb);
         self.status = IoStatus::Pending;
+        // The child is submitted within nanoseconds of its parent: it takes the parent's
+        // submission time instead of reading the clock again (14 ns per read on a VM).
+        self.submit_tsc = parent.submit_tsc;
+        self.flags |= FLAG_TSC_SET;
         self.parent = Parent::Owned(parent);
         self
+    }
+
+    /// For a stacked module completing its parent from the child's callback: the parent takes
+    /// the child's completion time rather than reading the clock again. Its latency then ends
+    /// when its base I/O's completion was processed (the forwarding layer's own completion
+    /// step, a few nanoseconds, is not counted).
+    pub fn inherit_completion_time(&mut self, child: &BdevIo) {
+        self.complete_tsc = child.complete_tsc;
     }
 
     /// Takes back the parent given to [`BdevIo::forward`].

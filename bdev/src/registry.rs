@@ -69,7 +69,7 @@ pub fn register(props: BdevProps, backend: Arc<dyn BdevBackend>) -> Result<Arc<B
     for a in &props.aliases {
         check_name("alias", a)?;
     }
-    if props.block_size == 0 || props.block_size % 512 != 0 {
+    if props.block_size == 0 || !props.block_size.is_multiple_of(512) {
         return Err(BdevError::new(
             ErrorKind::InvalidArgument,
             format!(

@@ -583,7 +583,7 @@ impl BenchOptions {
 
 /// Checks that an I/O size is a whole number of the bdev's blocks.
 pub fn check_io_size(io_size: u64, block_size: u32, bdev_name: &str) -> Result<(), BenchError> {
-    if block_size == 0 || io_size == 0 || io_size % u64::from(block_size) != 0 {
+    if block_size == 0 || io_size == 0 || !io_size.is_multiple_of(u64::from(block_size)) {
         return Err(BenchError::IoSizeNotMultiple {
             io_size,
             block_size,

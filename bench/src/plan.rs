@@ -203,7 +203,7 @@ impl Planner<'_> {
         };
         let size = bdev.size_bytes();
         let bs = u64::from(bdev.block_size);
-        if offset % bs != 0 {
+        if !offset.is_multiple_of(bs) {
             return Err(region_err(format!(
                 "offset {offset} is not a multiple of the block size {bs}"
             )));

@@ -22,19 +22,19 @@ impl SlotBuffers {
     pub(crate) fn new(size: usize, count: usize) -> Result<Self, BenchError> {
         let total = size.checked_mul(count).filter(|t| *t > 0).ok_or_else(|| {
             BenchError::InvalidOption {
-                option: "-o/-q".into(),
+                option: "-o/-q",
                 reason: format!("{count} buffers of {size} bytes overflow"),
             }
         })?;
         let layout =
             Layout::from_size_align(total, 4096).map_err(|e| BenchError::InvalidOption {
-                option: "-o".into(),
+                option: "-o",
                 reason: e.to_string(),
             })?;
         // SAFETY: layout has a non-zero size (checked above).
         let p = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(p).ok_or_else(|| BenchError::InvalidOption {
-            option: "-o/-q".into(),
+            option: "-o/-q",
             reason: format!("cannot allocate {total} bytes of I/O buffers"),
         })?;
         Ok(Self {

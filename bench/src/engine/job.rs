@@ -36,6 +36,8 @@ pub(crate) struct Slot {
     pub generation: u32,
     pub submit_tsc: u64,
     pub timed_out: bool,
+    /// Submission time of a verify write, while its read-back is in flight.
+    pub verify_start: u64,
 }
 
 /// A running job.
@@ -114,6 +116,7 @@ impl Job {
                 generation: self.generation,
                 submit_tsc: 0,
                 timed_out: false,
+                verify_start: 0,
             };
             io.prep_write(self.plan.slot_offset_blocks(slot), blocks, on_done);
         } else {
@@ -154,7 +157,17 @@ impl Job {
         };
         let ok = io.status() == IoStatus::Success;
         let bytes = self.plan.io_size;
-        self.stats.record(lat, bytes, ok);
+        match self.slots[s].phase {
+            // As bdevperf: a verify write and its read-back count as one I/O, whose latency
+            // runs from the write's submission to the read's completion.
+            Phase::VerifyWrite if ok => self.slots[s].verify_start = io.submit_tsc(),
+            Phase::VerifyRead => {
+                let total = (io.submit_tsc() + io.latency_ticks())
+                    .saturating_sub(self.slots[s].verify_start);
+                self.stats.record(self.ticks_to_ns(total), bytes, ok);
+            }
+            _ => self.stats.record(lat, bytes, ok),
+        }
         if !ok && self.status == JobStatus::Finished {
             self.status = JobStatus::Failed;
         }

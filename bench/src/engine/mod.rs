@@ -54,10 +54,13 @@ pub enum Interrupt {
     Stop,
 }
 
+/// A finished job: plan index, statistics, status, end tick (early end only), first mismatch.
+type JobDone = (usize, JobStats, JobStatus, u64, Option<String>);
+
 enum Msg {
     Started(Result<(), BenchError>),
     Sample(Counters),
-    Done(Vec<(usize, JobStats, JobStatus, u64, Option<String>)>),
+    Done(Vec<JobDone>),
 }
 
 struct ThreadPollers {
@@ -235,11 +238,7 @@ fn stop_all(threads: &[ThreadHandle], tx: &Sender<Msg>) {
     }
 }
 
-fn drain_done(
-    rx: &Receiver<Msg>,
-    n: usize,
-    t: Duration,
-) -> Result<Vec<(usize, JobStats, JobStatus, u64, Option<String>)>, BenchError> {
+fn drain_done(rx: &Receiver<Msg>, n: usize, t: Duration) -> Result<Vec<JobDone>, BenchError> {
     let mut out = Vec::new();
     let mut got = 0;
     let deadline = Instant::now() + t;
@@ -294,7 +293,8 @@ fn start_jobs(
                 offset_slot: 0,
                 generation: 0,
                 submit_tsc: 0,
-                timed_out: false
+                timed_out: false,
+                verify_start: 0,
             };
             qd
         ];

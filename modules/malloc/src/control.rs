@@ -99,7 +99,7 @@ fn default_name() -> String {
 /// Creates a malloc bdev; returns its name.
 pub fn create(opts: &MallocOpts) -> Result<String> {
     let name = opts.name.clone().unwrap_or_else(default_name);
-    if opts.block_size == 0 || opts.block_size % 512 != 0 {
+    if opts.block_size == 0 || !opts.block_size.is_multiple_of(512) {
         return Err(BdevError::new(
             ErrorKind::InvalidArgument,
             format!(

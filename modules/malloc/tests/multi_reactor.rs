@@ -3,6 +3,9 @@
 //! a disjoint region of the bdev, writes random data in a random segment layout, reads it back
 //! in another layout, and compares.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::cell::RefCell;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -50,10 +53,13 @@ fn segments(buf: &mut [u8], rng: &mut u64) -> Vec<IoVec> {
     cuts.dedup();
     let base = buf.as_mut_ptr();
     cuts.windows(2)
-        // SAFETY: w[0] < w[1] <= len: inside `buf`.
-        .map(|w| IoVec {
-            base: unsafe { base.add(w[0]) },
-            len: w[1] - w[0],
+        .map(|w| {
+            // SAFETY: w[0] < w[1] <= len: inside `buf`.
+            let b = unsafe { base.add(w[0]) };
+            IoVec {
+                base: b,
+                len: w[1] - w[0],
+            }
         })
         .collect()
 }

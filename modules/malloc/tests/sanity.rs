@@ -1,3 +1,6 @@
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrite_bdev::{BdevIo, Desc, DmaBuf, IoStatus};

@@ -2,6 +2,9 @@
 //! performs no heap allocation. A counting global allocator counts allocations made on this
 //! test's OS thread while a queue-depth-64 workload runs on harness threads.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

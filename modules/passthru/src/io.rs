@@ -28,8 +28,12 @@ impl BackendChannel for PassthruChannel {
 fn child_done(mut child: Box<BdevIo>) {
     let status = child.status();
     let parent = child.take_parent();
-    ferrite_bdev::free_io(child);
-    if let Some(parent) = parent {
+    if let Some(mut parent) = parent {
+        // Our completion time is the base's: no second clock read per layer.
+        parent.inherit_completion_time(&child);
+        ferrite_bdev::free_io(child);
         parent.complete(status);
+    } else {
+        ferrite_bdev::free_io(child);
     }
 }
