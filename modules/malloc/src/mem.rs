@@ -18,6 +18,9 @@ unsafe impl Send for Mem {}
 unsafe impl Sync for Mem {}
 
 impl Mem {
+    /// Maps and populates `len` bytes: every page is backed by real memory at creation, as
+    /// SPDK's malloc bdev is, so reads of never-written blocks cost what reads of written ones
+    /// do (an unpopulated mapping would serve them from the kernel's shared zero page).
     pub(crate) fn new(len: usize, name: &str) -> Result<Self> {
         // SAFETY: anonymous private mapping with no address hint; result checked.
         let p = unsafe {
@@ -25,7 +28,7 @@ impl Mem {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
                 0,
             )
