@@ -56,6 +56,7 @@ struct PerformTests {
 
 /// Runs the server mode; returns the exit code.
 pub fn run(args: &[String]) -> i32 {
+    crate::tgt::block_signals();
     let mut argv = vec!["ferrite bench".to_string()];
     argv.extend(args.iter().cloned());
     let o = match ServerOpts::try_parse_from(&argv) {
@@ -103,9 +104,10 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
     });
     crate::modules::register_rpcs(&registry, &rt.app_thread());
     let busy = Arc::new(AtomicBool::new(false));
-    let (rt2, mask2) = (rt.clone(), mask.clone());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (rt2, mask2, busy2, stop2) = (rt.clone(), mask.clone(), busy.clone(), stopping.clone());
     registry.register_fn("perform_tests", RUNTIME, false, move |p, r| {
-        perform_tests(&rt2, &mask2, &busy, p, r)
+        perform_tests(&rt2, &mask2, &busy2, &stop2, p, r)
     });
     let server = Server::start(ServerConfig::new(&o.rpc_socket), registry.clone())
         .map_err(|e| e.to_string())?;
@@ -135,6 +137,16 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
             break;
         }
     }
+    // Stop a running test first: its jobs drain their I/O and close their descriptors, and
+    // its client gets the (terminated) results. Then no new work, then remove the bdevs.
+    stopping.store(true, Ordering::Release);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while busy.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+        if crate::tgt::wait_signal(50).is_some() {
+            tracing::warn!("second signal during shutdown: exiting now");
+            std::process::exit(1);
+        }
+    }
     server.stop();
     let (tx, rx) = mpsc::channel();
     let _ = rt.app_thread().send(move || {
@@ -151,6 +163,7 @@ fn perform_tests(
     rt: &Arc<Runtime>,
     mask: &CpuMask,
     busy: &Arc<AtomicBool>,
+    stopping: &Arc<AtomicBool>,
     p: Params,
     r: Responder,
 ) {
@@ -193,18 +206,29 @@ fn perform_tests(
         Ok((o, _)) => o,
         Err(e) => return r.err(RpcError::invalid_params(e.to_string())),
     };
+    if stopping.load(Ordering::Acquire) {
+        return r.err(RpcError::from_errno(
+            libc::ESHUTDOWN,
+            "perform_tests: the application is shutting down",
+        ));
+    }
     if busy.swap(true, Ordering::AcqRel) {
         return r.err(RpcError::from_errno(
             libc::EBUSY,
             "perform_tests: a test is already running",
         ));
     }
-    let (rt, busy, cores) = (rt.clone(), busy.clone(), mask.cores().to_vec());
+    let (rt, busy, stopping, cores) = (
+        rt.clone(),
+        busy.clone(),
+        stopping.clone(),
+        mask.cores().to_vec(),
+    );
     let spawned = std::thread::Builder::new()
         .name("perform_tests".into())
         .spawn(move || {
-            let res = run_tests(&rt, &opts, &cores);
-            busy.store(false, Ordering::Release);
+            let res = run_tests(&rt, &opts, &cores, &stopping);
+            // Answer before clearing `busy`: shutdown waits for `busy` before closing the server.
             match res {
                 Ok(v) => r.ok(v),
                 Err(e) => r.err(RpcError::from_errno(
@@ -212,6 +236,7 @@ fn perform_tests(
                     format!("perform_tests: {e}"),
                 )),
             }
+            busy.store(false, Ordering::Release);
         });
     if let Err(e) = spawned {
         tracing::error!("perform_tests: cannot start: {e}");
@@ -222,6 +247,7 @@ fn run_tests(
     rt: &Arc<Runtime>,
     opts: &BenchOptions,
     cores: &[usize],
+    stopping: &AtomicBool,
 ) -> Result<serde_json::Value, String> {
     let infos: Vec<BdevInfo> = ferrite_bdev::list()
         .iter()
@@ -244,8 +270,12 @@ fn run_tests(
         cfg,
         |_, _| {},
         |wait| {
-            std::thread::sleep(wait.min(Duration::from_millis(100)));
-            Interrupt::None
+            std::thread::sleep(wait.min(Duration::from_millis(20)));
+            if stopping.load(Ordering::Acquire) {
+                Interrupt::Stop
+            } else {
+                Interrupt::None
+            }
         },
     )
     .map_err(|e| e.to_string())?;

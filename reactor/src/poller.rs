@@ -45,6 +45,10 @@ pub(crate) struct PollerSlot {
     pub run_count: u64,
     pub busy_count: u64,
     pub ticks: u64,
+    /// Overruns of the stall budget since the last warning.
+    pub stalls: u64,
+    /// Tick of the last stall warning (0 = never).
+    pub last_stall_warn: u64,
 }
 
 /// Statistics of one poller, as `thread_get_pollers` reports them.

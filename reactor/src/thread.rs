@@ -265,6 +265,8 @@ pub fn register_poller_obj(name: &str, period_us: u64, p: Box<dyn Poll>) -> Resu
         run_count: 0,
         busy_count: 0,
         ticks: 0,
+        stalls: 0,
+        last_stall_warn: 0,
     });
     t.dirty.set(true);
     Ok(PollerHandle {
@@ -603,12 +605,19 @@ fn run_list(list: &RefCell<Vec<PollerSlot>>, now: u64, timed: bool) -> usize {
             s.next_run = now.saturating_add(s.period_ticks);
         }
         if dt > stall_budget_ticks() {
-            tracing::warn!(
-                poller = %s.name,
-                us = clock::ticks_to_ns(dt) / 1000,
-                "poller overran its budget of {} us",
-                STALL_BUDGET_US
-            );
+            s.stalls += 1;
+            // At most one warning per poller per second; the count says how many were folded.
+            if now.wrapping_sub(s.last_stall_warn) >= clock::tick_rate() || s.last_stall_warn == 0 {
+                tracing::warn!(
+                    poller = %s.name,
+                    us = clock::ticks_to_ns(dt) / 1000,
+                    overruns = s.stalls,
+                    "poller overran its budget of {} us",
+                    STALL_BUDGET_US
+                );
+                s.last_stall_warn = now.max(1);
+                s.stalls = 0;
+            }
         }
         work += w;
     }

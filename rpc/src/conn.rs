@@ -71,7 +71,7 @@ impl Conn {
         }
     }
 
-    fn pending_out(&self) -> usize {
+    pub(crate) fn pending_out(&self) -> usize {
         self.out.len() - self.out_pos
     }
 

@@ -216,6 +216,9 @@ impl Drop for Server {
     }
 }
 
+/// Longest time `stop` spends writing answers already given.
+const STOP_FLUSH: Duration = Duration::from_secs(1);
+
 /// The "rpc" thread's state.
 struct EventLoop {
     poll: Poll,
@@ -246,6 +249,7 @@ impl EventLoop {
                 }
             }
             if self.shared.stopping.load(Ordering::Acquire) {
+                self.flush_on_stop();
                 break;
             }
             for ev in events.iter() {
@@ -277,6 +281,36 @@ impl EventLoop {
         }
         for (_, mut c) in self.conns.drain() {
             let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    /// On stop: answers already given by handlers (queued, or in a connection's output) are
+    /// still written, for at most [`STOP_FLUSH`], so a client whose request completed just
+    /// before the stop gets its answer. Nothing new is read.
+    fn flush_on_stop(&mut self) {
+        let deadline = Instant::now() + STOP_FLUSH;
+        loop {
+            let ready = std::mem::take(
+                &mut *self
+                    .shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            for (id, bytes) in ready {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.deliver(&bytes);
+                }
+            }
+            let mut left = false;
+            for c in self.conns.values_mut() {
+                c.flush();
+                left |= c.pending_out() > 0;
+            }
+            if !left || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
