@@ -271,13 +271,21 @@ impl Bdev {
             .unwrap_or(false)
     }
     /// The `supported_io_types` object of `bdev_get_bdevs`.
+    ///
+    /// Reported as SPDK reports it: write_zeroes counts as supported when it is emulated with
+    /// writes, but compare and compare-and-write only when the backend does them itself (the
+    /// bdev layer still accepts them, emulated, whatever this says), and reset/abort as the
+    /// backend declares them.
     pub fn supported_io_types_json(&self) -> Value {
         let mut m = serde_json::Map::new();
         for t in crate::types::ALL_IO_TYPES {
-            m.insert(
-                t.spdk_name().to_string(),
-                Value::Bool(self.io_type_supported(t)),
-            );
+            let v = match t {
+                IoType::Compare | IoType::CompareAndWrite | IoType::Reset | IoType::Abort => {
+                    self.native(t)
+                }
+                _ => self.io_type_supported(t),
+            };
+            m.insert(t.spdk_name().to_string(), Value::Bool(v));
         }
         for extra in [
             "nvme_admin",
