@@ -10,6 +10,8 @@ pub fn register_bdev_modules() {
     ferrite_bdev::register_module(Arc::new(ferrite_null::NullModule));
     ferrite_bdev::register_module(Arc::new(ferrite_malloc::MallocModule));
     ferrite_bdev::register_module(Arc::new(ferrite_passthru::PassthruModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_delay::DelayModule));
 }
 
 /// Registers the RPC methods of the bdev layer and of every module; handlers run on `app`.
@@ -18,6 +20,8 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     ferrite_null::register_rpcs(reg, app);
     ferrite_malloc::register_rpcs(reg, app);
     ferrite_passthru::register_rpcs(reg, app);
+    ferrite_error::register_rpcs(reg, app);
+    ferrite_delay::register_rpcs(reg, app);
 }
 
 /// Subsystems reported by `framework_get_subsystems`, with their dependencies.

@@ -7,7 +7,10 @@
 use std::time::Instant;
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let bs = *args.first().unwrap_or(&4096) as usize;
     let region = (*args.get(1).unwrap_or(&128) as usize) << 20;
     let secs = *args.get(2).unwrap_or(&5) as f64;

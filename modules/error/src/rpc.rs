@@ -1,0 +1,97 @@
+//! JSON-RPC methods of the error module: `bdev_error_create`, `bdev_error_delete`,
+//! `bdev_error_inject_error` (SPDK v25.09's parameters and results).
+
+use ferrite_bdev::rpc::{on_thread, rpc_err};
+use ferrite_reactor::ThreadHandle;
+use ferrite_rpc::{decode, Registry, RUNTIME};
+use serde::Deserialize;
+
+use crate::control::{create, delete, inject_error, ErrorOpts};
+use crate::inject::{ErrorType, InjectIoType, InjectOpts};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateReq {
+    base_name: String,
+    uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameReq {
+    name: String,
+}
+
+fn default_num() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectReq {
+    name: String,
+    io_type: InjectIoType,
+    error_type: ErrorType,
+    #[serde(default = "default_num")]
+    num: u32,
+    #[serde(default)]
+    queue_depth: u64,
+    #[serde(default)]
+    corrupt_offset: u64,
+    #[serde(default)]
+    corrupt_value: u8,
+}
+
+/// Registers the error module's methods; handlers run on `app`.
+pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
+    let a = app.clone();
+    // SPDK answers `true` (not the new bdev's name, which is always `EE_<base_name>`).
+    reg.register_fn("bdev_error_create", RUNTIME, true, move |p, r| {
+        let q: CreateReq = match decode(p) {
+            Ok(q) => q,
+            Err(e) => return r.err(e),
+        };
+        let opts = ErrorOpts {
+            base_name: q.base_name,
+            uuid: q.uuid,
+        };
+        on_thread(&a, r, move |r| match create(&opts) {
+            Ok(_) => r.ok(true),
+            Err(e) => r.err(rpc_err(e)),
+        });
+    });
+    let a = app.clone();
+    reg.register_fn("bdev_error_delete", RUNTIME, true, move |p, r| {
+        let q: NameReq = match decode(p) {
+            Ok(q) => q,
+            Err(e) => return r.err(e),
+        };
+        on_thread(&a, r, move |r| {
+            delete(&q.name, move |res| match res {
+                Ok(()) => r.ok(true),
+                Err(e) => r.err(rpc_err(e)),
+            })
+        });
+    });
+    let a = app.clone();
+    // Injections are runtime state, not configuration: not a state-changing method for
+    // `--persist` (save_config does not include them, as SPDK's).
+    reg.register_fn("bdev_error_inject_error", RUNTIME, false, move |p, r| {
+        let q: InjectReq = match decode(p) {
+            Ok(q) => q,
+            Err(e) => return r.err(e),
+        };
+        let opts = InjectOpts {
+            io_type: q.io_type,
+            error_type: q.error_type,
+            num: q.num,
+            queue_depth: q.queue_depth,
+            corrupt_offset: q.corrupt_offset,
+            corrupt_value: q.corrupt_value,
+        };
+        on_thread(&a, r, move |r| match inject_error(&q.name, &opts) {
+            Ok(()) => r.ok(true),
+            Err(e) => r.err(rpc_err(e)),
+        });
+    });
+}
