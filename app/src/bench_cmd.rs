@@ -136,6 +136,7 @@ fn bench_on(rt: &Arc<Runtime>, opts: &BenchOptions, mask: &CpuMask) -> Result<i3
         run_time: opts.run_time(),
         sample_interval: Duration::from_secs_f64(interval),
         io_timeout: opts.io_timeout(),
+        continue_on_failure: opts.continue_on_failure,
     };
     let out = engine::run(
         rt,

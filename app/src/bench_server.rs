@@ -264,6 +264,7 @@ fn run_tests(
         run_time: opts.run_time(),
         sample_interval: Duration::from_secs(1),
         io_timeout: opts.io_timeout(),
+        continue_on_failure: opts.continue_on_failure,
     };
     let out = engine::run(
         rt,

@@ -158,6 +158,9 @@ struct RawArgs {
     /// Random map: visit every offset once before repeating (random workloads)
     #[arg(short = 'D', long = "random-map")]
     random_map: bool,
+    /// Keep a job running after a failed I/O (bdevperf's -f); by default it stops and fails
+    #[arg(short = 'f', long = "continue-on-failure")]
+    continue_on_failure: bool,
     /// fio-style job file ([global] and [job] sections)
     #[arg(short = 'j', long = "job-file", value_name = "FILE")]
     job_file: Option<PathBuf>,
@@ -216,6 +219,8 @@ pub struct BenchOptions {
     pub zipf_theta: Option<f64>,
     /// `-D`: random map (no repeated offsets within a pass).
     pub random_map: bool,
+    /// `-f`: keep a job running after a failed I/O (default: the job stops, as bdevperf's).
+    pub continue_on_failure: bool,
     /// `-j`: job file path.
     pub job_file: Option<PathBuf>,
     /// `-m`: reactor CPU mask, passed through to the app.
@@ -247,6 +252,7 @@ impl Default for BenchOptions {
             status_interval_s: DEFAULT_STATUS_INTERVAL_S,
             zipf_theta: None,
             random_map: false,
+            continue_on_failure: false,
             job_file: None,
             cpumask: None,
             config: None,
@@ -327,6 +333,7 @@ impl BenchOptions {
             targets: raw.targets,
             every_core: raw.every_core,
             random_map: raw.random_map,
+            continue_on_failure: raw.continue_on_failure,
             job_file: raw.job_file,
             cpumask: raw.cpumask,
             config: raw.config,

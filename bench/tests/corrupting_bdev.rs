@@ -236,6 +236,7 @@ fn run(t: &TestRt, opts: &BenchOptions, plans: Vec<JobPlan>) -> (EngineOutput, u
         run_time: opts.run_time(),
         sample_interval: Duration::from_secs_f64(opts.status_interval_s),
         io_timeout: opts.io_timeout(),
+        continue_on_failure: false,
     };
     let mut samples = 0;
     let started = Instant::now();

@@ -65,6 +65,8 @@ pub(crate) struct Job {
     pub ns_mult: u128,
     /// Record submit times per slot (only with `-k`: reading the clock costs).
     pub track_timeouts: bool,
+    /// Stop the job at its first failed I/O (bdevperf's default; `-f` keeps it running).
+    pub stop_on_failure: bool,
 }
 
 /// The jobs of one lightweight thread.
@@ -168,8 +170,13 @@ impl Job {
             }
             _ => self.stats.record(lat, bytes, ok),
         }
-        if !ok && self.status == JobStatus::Finished {
-            self.status = JobStatus::Failed;
+        if !ok {
+            if self.status == JobStatus::Finished {
+                self.status = JobStatus::Failed;
+            }
+            if self.stop_on_failure {
+                self.stopping = true;
+            }
         }
         match self.slots[s].phase {
             Phase::VerifyWrite if ok => {

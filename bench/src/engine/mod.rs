@@ -32,6 +32,8 @@ pub struct EngineConfig {
     pub sample_interval: Duration,
     /// I/O outstanding longer than this counts as timed out.
     pub io_timeout: Option<Duration>,
+    /// Keep a job running after a failed I/O (`-f`); by default it stops, as bdevperf's.
+    pub continue_on_failure: bool,
 }
 
 /// What came out.
@@ -113,11 +115,12 @@ pub fn run(
             .spawn_thread(&format!("bench_{}", cores[r]), Some(r))
             .map_err(|e| io_err("spawning a bench thread", e))?;
         let tx2 = tx.clone();
+        let stop_on_failure = !cfg.continue_on_failure;
         let timeout_ticks = cfg
             .io_timeout
             .map(|d| clock::us_to_ticks(d.as_micros() as u64));
         t.send(move || {
-            let r = start_jobs(jobs, samples, timeout_ticks);
+            let r = start_jobs(jobs, samples, timeout_ticks, stop_on_failure);
             let _ = tx2.send(Msg::Started(r));
         })
         .map_err(|e| io_err("starting a bench thread", e))?;
@@ -266,6 +269,7 @@ fn start_jobs(
     plans: Vec<(usize, JobPlan)>,
     samples: usize,
     timeout_ticks: Option<u64>,
+    stop_on_failure: bool,
 ) -> Result<(), BenchError> {
     let ns_mult = ((1_000_000_000u128) << 32) / u128::from(clock::tick_rate());
     let mut jobs = Vec::new();
@@ -319,6 +323,7 @@ fn start_jobs(
             mismatch: None,
             ns_mult,
             track_timeouts: timeout_ticks.is_some(),
+            stop_on_failure,
         });
     }
     let n = jobs.len();
@@ -434,7 +439,7 @@ fn stop_jobs(tx: Sender<Msg>) {
         let out = jobs
             .into_iter()
             .map(|j| {
-                let end = if j.status == JobStatus::Failed && j.mismatch.is_some() {
+                let end = if j.status == JobStatus::Failed {
                     j.end_tsc
                 } else {
                     0
