@@ -42,6 +42,50 @@ pub fn on_thread(
     }
 }
 
+/// Registers `method`, the way every module registers its methods: the parameters are decoded
+/// strictly into `P` on the RPC thread (an unknown, missing or mistyped parameter answers
+/// -32602 naming it, and `f` never runs), then `f(params, responder)` runs on `app`. `f` may
+/// answer before returning or later, from any thread.
+pub fn register_on_app<P, F>(
+    reg: &Registry,
+    app: &ThreadHandle,
+    method: &'static str,
+    states: u32,
+    mutates: bool,
+    f: F,
+) where
+    P: serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(P, Responder) + Send + Sync + 'static,
+{
+    let app = app.clone();
+    let f = Arc::new(f);
+    reg.register_fn(method, states, mutates, move |p, r| {
+        let q: P = match decode(p) {
+            Ok(q) => q,
+            Err(e) => return r.err(e),
+        };
+        let f = f.clone();
+        on_thread(&app, r, move |r| f(q, r));
+    });
+}
+
+/// Answers with the value, or with the bdev error in SPDK's form (-errno, message naming the
+/// object).
+pub fn reply<T: serde::Serialize>(r: Responder, res: crate::error::Result<T>) {
+    match res {
+        Ok(v) => r.ok(v),
+        Err(e) => r.err(rpc_err(e)),
+    }
+}
+
+/// Parameters of the delete methods: `{"name": ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameParams {
+    /// The bdev.
+    pub name: String,
+}
+
 /// Registers the bdev layer's methods. Handlers run on `app`.
 pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     let a = app.clone();

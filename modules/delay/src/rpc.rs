@@ -1,9 +1,9 @@
 //! JSON-RPC methods of the delay module: `bdev_delay_create`, `bdev_delay_delete`,
 //! `bdev_delay_update_latency` (SPDK v25.09's parameters, results and error codes).
 
-use ferrite_bdev::rpc::{on_thread, rpc_err};
+use ferrite_bdev::rpc::{register_on_app, reply, NameParams};
 use ferrite_reactor::ThreadHandle;
-use ferrite_rpc::{decode, Registry, RpcError, RUNTIME};
+use ferrite_rpc::{Registry, RpcError, RUNTIME};
 use serde::Deserialize;
 
 use crate::control::{create, delete, update_latency, DelayOpts, LatencyType};
@@ -23,12 +23,6 @@ struct CreateReq {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NameReq {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct UpdateReq {
     delay_bdev_name: String,
     latency_type: LatencyType,
@@ -37,52 +31,43 @@ struct UpdateReq {
 
 /// Registers the delay module's methods; handlers run on `app`.
 pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
-    let a = app.clone();
-    reg.register_fn("bdev_delay_create", RUNTIME, true, move |p, r| {
-        let q: CreateReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        let opts = DelayOpts {
-            base_bdev_name: q.base_bdev_name,
-            name: q.name,
-            uuid: q.uuid,
-            avg_read_latency: q.avg_read_latency,
-            p99_read_latency: q.p99_read_latency,
-            avg_write_latency: q.avg_write_latency,
-            p99_write_latency: q.p99_write_latency,
-        };
-        on_thread(&a, r, move |r| match create(&opts) {
-            Ok(name) => r.ok(name),
-            Err(e) => r.err(rpc_err(e)),
-        });
-    });
-    let a = app.clone();
-    reg.register_fn("bdev_delay_delete", RUNTIME, true, move |p, r| {
-        let q: NameReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        on_thread(&a, r, move |r| {
-            delete(&q.name, move |res| match res {
-                Ok(()) => r.ok(true),
-                Err(e) => r.err(rpc_err(e)),
-            })
-        });
-    });
-    let a = app.clone();
-    // Changes what save_config reports: a state-changing method.
-    reg.register_fn("bdev_delay_update_latency", RUNTIME, true, move |p, r| {
-        let q: UpdateReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        on_thread(&a, r, move |r| {
-            match update_latency(&q.delay_bdev_name, q.latency_type, q.latency_us) {
-                Ok(()) => r.ok(true),
-                // SPDK answers -32602 (invalid params) for an unknown delay bdev here.
-                Err(e) => r.err(RpcError::invalid_params(e.to_string())),
-            }
-        });
-    });
+    register_on_app(
+        reg,
+        app,
+        "bdev_delay_create",
+        RUNTIME,
+        true,
+        |q: CreateReq, r| {
+            let opts = DelayOpts {
+                base_bdev_name: q.base_bdev_name,
+                name: q.name,
+                uuid: q.uuid,
+                avg_read_latency: q.avg_read_latency,
+                p99_read_latency: q.p99_read_latency,
+                avg_write_latency: q.avg_write_latency,
+                p99_write_latency: q.p99_write_latency,
+            };
+            reply(r, create(&opts));
+        },
+    );
+    register_on_app(
+        reg,
+        app,
+        "bdev_delay_delete",
+        RUNTIME,
+        true,
+        |q: NameParams, r| delete(&q.name, move |res| reply(r, res.map(|()| true))),
+    );
+    // SPDK answers an unknown bdev here with -32602 (invalid params), naming it.
+    register_on_app(
+        reg,
+        app,
+        "bdev_delay_update_latency",
+        RUNTIME,
+        true,
+        |q: UpdateReq, r| match update_latency(&q.delay_bdev_name, q.latency_type, q.latency_us) {
+            Ok(()) => r.ok(true),
+            Err(e) => r.err(RpcError::invalid_params(e.to_string())),
+        },
+    );
 }

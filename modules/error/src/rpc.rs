@@ -1,9 +1,9 @@
 //! JSON-RPC methods of the error module: `bdev_error_create`, `bdev_error_delete`,
 //! `bdev_error_inject_error` (SPDK v25.09's parameters and results).
 
-use ferrite_bdev::rpc::{on_thread, rpc_err};
+use ferrite_bdev::rpc::{register_on_app, reply, NameParams};
 use ferrite_reactor::ThreadHandle;
-use ferrite_rpc::{decode, Registry, RUNTIME};
+use ferrite_rpc::{Registry, RUNTIME};
 use serde::Deserialize;
 
 use crate::control::{create, delete, inject_error, ErrorOpts};
@@ -14,12 +14,6 @@ use crate::inject::{ErrorType, InjectIoType, InjectOpts};
 struct CreateReq {
     base_name: String,
     uuid: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameReq {
-    name: String,
 }
 
 fn default_num() -> u32 {
@@ -44,54 +38,47 @@ struct InjectReq {
 
 /// Registers the error module's methods; handlers run on `app`.
 pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
-    let a = app.clone();
     // SPDK answers `true` (not the new bdev's name, which is always `EE_<base_name>`).
-    reg.register_fn("bdev_error_create", RUNTIME, true, move |p, r| {
-        let q: CreateReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        let opts = ErrorOpts {
-            base_name: q.base_name,
-            uuid: q.uuid,
-        };
-        on_thread(&a, r, move |r| match create(&opts) {
-            Ok(_) => r.ok(true),
-            Err(e) => r.err(rpc_err(e)),
-        });
-    });
-    let a = app.clone();
-    reg.register_fn("bdev_error_delete", RUNTIME, true, move |p, r| {
-        let q: NameReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        on_thread(&a, r, move |r| {
-            delete(&q.name, move |res| match res {
-                Ok(()) => r.ok(true),
-                Err(e) => r.err(rpc_err(e)),
-            })
-        });
-    });
-    let a = app.clone();
+    register_on_app(
+        reg,
+        app,
+        "bdev_error_create",
+        RUNTIME,
+        true,
+        |q: CreateReq, r| {
+            let opts = ErrorOpts {
+                base_name: q.base_name,
+                uuid: q.uuid,
+            };
+            reply(r, create(&opts).map(|_| true));
+        },
+    );
+    register_on_app(
+        reg,
+        app,
+        "bdev_error_delete",
+        RUNTIME,
+        true,
+        |q: NameParams, r| delete(&q.name, move |res| reply(r, res.map(|()| true))),
+    );
     // Injections are runtime state, not configuration: not a state-changing method for
     // `--persist` (save_config does not include them, as SPDK's).
-    reg.register_fn("bdev_error_inject_error", RUNTIME, false, move |p, r| {
-        let q: InjectReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        let opts = InjectOpts {
-            io_type: q.io_type,
-            error_type: q.error_type,
-            num: q.num,
-            queue_depth: q.queue_depth,
-            corrupt_offset: q.corrupt_offset,
-            corrupt_value: q.corrupt_value,
-        };
-        on_thread(&a, r, move |r| match inject_error(&q.name, &opts) {
-            Ok(()) => r.ok(true),
-            Err(e) => r.err(rpc_err(e)),
-        });
-    });
+    register_on_app(
+        reg,
+        app,
+        "bdev_error_inject_error",
+        RUNTIME,
+        false,
+        |q: InjectReq, r| {
+            let opts = InjectOpts {
+                io_type: q.io_type,
+                error_type: q.error_type,
+                num: q.num,
+                queue_depth: q.queue_depth,
+                corrupt_offset: q.corrupt_offset,
+                corrupt_value: q.corrupt_value,
+            };
+            reply(r, inject_error(&q.name, &opts).map(|()| true));
+        },
+    );
 }

@@ -1,8 +1,8 @@
 //! JSON-RPC methods of the malloc module: `bdev_malloc_create`, `bdev_malloc_delete`.
 
-use ferrite_bdev::rpc::{on_thread, rpc_err};
+use ferrite_bdev::rpc::{register_on_app, reply, NameParams};
 use ferrite_reactor::ThreadHandle;
-use ferrite_rpc::{decode, Registry, RpcError, RUNTIME};
+use ferrite_rpc::{Registry, RpcError, RUNTIME};
 use serde::Deserialize;
 
 use crate::control::{create, delete, MallocOpts};
@@ -23,50 +23,42 @@ struct CreateReq {
     dif_pi_format: Option<u32>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameReq {
-    name: String,
-}
-
 /// Registers the malloc module's methods; handlers run on `app`.
 pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
-    let a = app.clone();
-    reg.register_fn("bdev_malloc_create", RUNTIME, true, move |p, r| {
-        let q: CreateReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        if q.md_interleave.unwrap_or(false) || q.dif_type.unwrap_or(0) != 0 || q.dif_is_head_of_md.unwrap_or(false) || q.dif_pi_format.unwrap_or(0) != 0 {
-            return r.err(RpcError::invalid_params(
+    register_on_app(
+        reg,
+        app,
+        "bdev_malloc_create",
+        RUNTIME,
+        true,
+        |q: CreateReq, r| {
+            if q.md_interleave.unwrap_or(false)
+                || q.dif_type.unwrap_or(0) != 0
+                || q.dif_is_head_of_md.unwrap_or(false)
+                || q.dif_pi_format.unwrap_or(0) != 0
+            {
+                return r.err(RpcError::invalid_params(
                 "parameters 'md_interleave', 'dif_type', 'dif_is_head_of_md', 'dif_pi_format': interleaved metadata and protection information are not supported",
             ));
-        }
-        let _ = q.physical_block_size;
-        let opts = MallocOpts {
-            name: q.name,
-            num_blocks: q.num_blocks,
-            block_size: q.block_size,
-            uuid: q.uuid,
-            optimal_io_boundary: q.optimal_io_boundary.unwrap_or(0),
-            md_size: q.md_size.unwrap_or(0),
-        };
-        on_thread(&a, r, move |r| match create(&opts) {
-            Ok(name) => r.ok(name),
-            Err(e) => r.err(rpc_err(e)),
-        });
-    });
-    let a = app.clone();
-    reg.register_fn("bdev_malloc_delete", RUNTIME, true, move |p, r| {
-        let q: NameReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        on_thread(&a, r, move |r| {
-            delete(&q.name, move |res| match res {
-                Ok(()) => r.ok(true),
-                Err(e) => r.err(rpc_err(e)),
-            })
-        });
-    });
+            }
+            let _ = q.physical_block_size; // accepted for compatibility
+            let opts = MallocOpts {
+                name: q.name,
+                num_blocks: q.num_blocks,
+                block_size: q.block_size,
+                uuid: q.uuid,
+                optimal_io_boundary: q.optimal_io_boundary.unwrap_or(0),
+                md_size: q.md_size.unwrap_or(0),
+            };
+            reply(r, create(&opts));
+        },
+    );
+    register_on_app(
+        reg,
+        app,
+        "bdev_malloc_delete",
+        RUNTIME,
+        true,
+        |q: NameParams, r| delete(&q.name, move |res| reply(r, res.map(|()| true))),
+    );
 }

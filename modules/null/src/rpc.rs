@@ -1,9 +1,9 @@
 //! JSON-RPC methods of the null module: `bdev_null_create`, `bdev_null_delete`,
 //! `bdev_null_resize`, with SPDK v25.09's parameters.
 
-use ferrite_bdev::rpc::{on_thread, rpc_err};
+use ferrite_bdev::rpc::{register_on_app, reply, NameParams};
 use ferrite_reactor::ThreadHandle;
-use ferrite_rpc::{decode, Registry, RpcError, RUNTIME};
+use ferrite_rpc::{Registry, RpcError, RUNTIME};
 use serde::Deserialize;
 
 use crate::control::{create, delete, resize, NullOpts};
@@ -29,12 +29,6 @@ struct CreateReq {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NameReq {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ResizeReq {
     name: String,
     new_size: u64,
@@ -42,48 +36,57 @@ struct ResizeReq {
 
 /// Registers the null module's methods; handlers run on `app`.
 pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
-    let a = app.clone();
-    reg.register_fn("bdev_null_create", RUNTIME, true, move |p, r| {
-        let q: CreateReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        if q.dif_type.unwrap_or(0) != 0 || q.dif_is_head_of_md.unwrap_or(false) || q.dif_pi_format.unwrap_or(0) != 0 {
-            return r.err(RpcError::invalid_params(format!(
+    register_on_app(
+        reg,
+        app,
+        "bdev_null_create",
+        RUNTIME,
+        true,
+        |q: CreateReq, r| {
+            if q.dif_type.unwrap_or(0) != 0
+                || q.dif_is_head_of_md.unwrap_or(false)
+                || q.dif_pi_format.unwrap_or(0) != 0
+            {
+                return r.err(RpcError::invalid_params(format!(
                 "bdev '{}': parameters 'dif_type', 'dif_is_head_of_md', 'dif_pi_format': protection information is not supported",
                 q.name
             )));
-        }
-        let _ = (q.physical_block_size, q.preferred_write_alignment, q.preferred_write_granularity);
-        let _ = (q.optimal_write_size, q.preferred_unmap_alignment, q.preferred_unmap_granularity);
-        let opts = NullOpts { name: q.name, num_blocks: q.num_blocks, block_size: q.block_size, uuid: q.uuid, md_size: q.md_size.unwrap_or(0) };
-        on_thread(&a, r, move |r| match create(&opts) {
-            Ok(name) => r.ok(name),
-            Err(e) => r.err(rpc_err(e)),
-        });
-    });
-    let a = app.clone();
-    reg.register_fn("bdev_null_delete", RUNTIME, true, move |p, r| {
-        let q: NameReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        on_thread(&a, r, move |r| {
-            delete(&q.name, move |res| match res {
-                Ok(()) => r.ok(true),
-                Err(e) => r.err(rpc_err(e)),
-            })
-        });
-    });
-    let a = app.clone();
-    reg.register_fn("bdev_null_resize", RUNTIME, true, move |p, r| {
-        let q: ResizeReq = match decode(p) {
-            Ok(q) => q,
-            Err(e) => return r.err(e),
-        };
-        on_thread(&a, r, move |r| match resize(&q.name, q.new_size) {
-            Ok(()) => r.ok(true),
-            Err(e) => r.err(rpc_err(e)),
-        });
-    });
+            }
+            // Accepted for compatibility; a null bdev has no use for these hints.
+            let _ = (
+                q.physical_block_size,
+                q.preferred_write_alignment,
+                q.preferred_write_granularity,
+            );
+            let _ = (
+                q.optimal_write_size,
+                q.preferred_unmap_alignment,
+                q.preferred_unmap_granularity,
+            );
+            let opts = NullOpts {
+                name: q.name,
+                num_blocks: q.num_blocks,
+                block_size: q.block_size,
+                uuid: q.uuid,
+                md_size: q.md_size.unwrap_or(0),
+            };
+            reply(r, create(&opts));
+        },
+    );
+    register_on_app(
+        reg,
+        app,
+        "bdev_null_delete",
+        RUNTIME,
+        true,
+        |q: NameParams, r| delete(&q.name, move |res| reply(r, res.map(|()| true))),
+    );
+    register_on_app(
+        reg,
+        app,
+        "bdev_null_resize",
+        RUNTIME,
+        true,
+        |q: ResizeReq, r| reply(r, resize(&q.name, q.new_size).map(|()| true)),
+    );
 }
