@@ -10,6 +10,8 @@ pub fn register_bdev_modules() {
     ferrite_bdev::register_module(Arc::new(ferrite_null::NullModule));
     ferrite_bdev::register_module(Arc::new(ferrite_malloc::MallocModule));
     ferrite_bdev::register_module(Arc::new(ferrite_passthru::PassthruModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_aio::AioModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_uring::UringModule));
     ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
     ferrite_bdev::register_module(Arc::new(ferrite_delay::DelayModule));
 }
@@ -20,6 +22,8 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     ferrite_null::register_rpcs(reg, app);
     ferrite_malloc::register_rpcs(reg, app);
     ferrite_passthru::register_rpcs(reg, app);
+    ferrite_aio::register_rpcs(reg, app);
+    ferrite_uring::register_rpcs(reg, app);
     ferrite_error::register_rpcs(reg, app);
     ferrite_delay::register_rpcs(reg, app);
 }

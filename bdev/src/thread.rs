@@ -79,10 +79,16 @@ impl Poll for CqPoller {
     }
 }
 
+/// Ready-list entries reserved up front in both alternating lists, so that swapping them never
+/// allocates in steady state (a thread with more ready channels grows them once, then keeps it).
+const READY_RESERVE: usize = 64;
+
 fn ensure_poller(t: &BdevThread) {
     if t.poller.borrow().is_some() {
         return;
     }
+    t.ready.borrow_mut().reserve(READY_RESERVE);
+    t.ready_spare.borrow_mut().reserve(READY_RESERVE);
     match register_poller_obj("bdev_completions", 0, Box::new(CqPoller)) {
         Ok(h) => *t.poller.borrow_mut() = Some(h),
         Err(e) => tracing::error!("cannot register the bdev completion poller: {e}"),

@@ -1,0 +1,464 @@
+//! The aio data path: one kernel AIO context per (bdev, thread) channel.
+//!
+//! - `submit` takes a free slot (none free: NOMEM, and the bdev layer retries when one of this
+//!   channel's I/O completes), fills the slot's iocb (user data = slot index) and queues it;
+//!   the I/O object stays in the slot, owning its segments, until its completion is reaped.
+//!   Segments that miss the direct-I/O alignment go through a bounce buffer.
+//! - The channel's poller submits everything queued in one `io_submit` per poll and reaps
+//!   completions from the ring the kernel maps at the context address (no syscall when idle).
+//! - Every iocb carries `IOCB_FLAG_RESFD` with the channel's eventfd, registered with the
+//!   reactor (`register_fd`): an adaptive or interrupt reactor sleeping with I/O in flight is
+//!   woken by the completion.
+//! - Flush is `IOCB_CMD_FDSYNC`; where the file refuses it (EINVAL) flushes go to a helper
+//!   thread running fdatasync. Unmap and write-zeroes (fallocate, BLKDISCARD) have no AIO form
+//!   and always run on a helper thread.
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
+use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
+
+use crate::bounce::{fill_iovecs, Bounce, BounceGet};
+use crate::file::{FileDisk, FileKind};
+use crate::helper::{self, SlowOp};
+use crate::sys::{self, AioContext, IoEvent, Iocb};
+
+/// Requests in flight per channel (the AIO context's size and the slot table's).
+pub const AIO_SLOTS: usize = 256;
+/// Completions read per batch.
+const REAP_BATCH: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+}
+
+struct Slot {
+    io: Option<Box<BdevIo>>,
+    iovs: Vec<libc::iovec>,
+    bounce: Option<Bounce>,
+    kind: Kind,
+    expect: u64,
+}
+
+struct Inner {
+    disk: Arc<FileDisk>,
+    ctx: Option<AioContext>,
+    efd: Option<OwnedFd>,
+    efd_registered: bool,
+    iocbs: Box<[Iocb]>,
+    slots: Box<[Slot]>,
+    free: Vec<u32>,
+    /// Prepared iocbs (pointers into `iocbs`) not yet given to the kernel, oldest first.
+    pending: Vec<*mut Iocb>,
+    /// Given to the kernel and not yet reaped.
+    inflight: usize,
+    events: Box<[IoEvent]>,
+}
+
+/// The channel state, shared by the backend channel and its poller.
+struct Shared(Rc<RefCell<Inner>>);
+
+// SAFETY: both holders of the Rc (the backend channel, kept in the bdev channel of one
+// lightweight thread, and the poller registered on that same thread) belong to one
+// lightweight thread: they move between reactors together, with it, and are only used while
+// it is being polled, so the Rc and RefCell are never touched by two OS threads at once.
+unsafe impl Send for Shared {}
+
+/// The per-thread backend channel of an aio bdev.
+pub(crate) struct AioChannel {
+    inner: Shared,
+    _poller: Option<PollerHandle>,
+    _fd: Option<FdRegistration>,
+}
+
+struct AioPoller(Shared);
+
+impl Poll for AioPoller {
+    fn poll(&mut self) -> usize {
+        match self.0 .0.try_borrow_mut() {
+            Ok(mut i) => i.poll(),
+            Err(_) => 0,
+        }
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        match self.0 .0.try_borrow_mut() {
+            Ok(mut i) => i.can_sleep(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl AioChannel {
+    /// Creates the channel on the calling thread: AIO context, eventfd, poller. A context that
+    /// cannot be created (aio-max-nr reached) leaves a channel that fails every I/O, with the
+    /// reason logged.
+    pub(crate) fn new(disk: Arc<FileDisk>) -> AioChannel {
+        let ctx = match AioContext::new(AIO_SLOTS as u32) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(
+                    "bdev '{}': io_setup({AIO_SLOTS}) failed: {e}; I/O on this thread will fail (see /proc/sys/fs/aio-max-nr)",
+                    disk.name
+                );
+                None
+            }
+        };
+        let efd = match sys::eventfd() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(
+                    "bdev '{}': no eventfd ({e}): a sleeping reactor will not be woken by completions",
+                    disk.name
+                );
+                None
+            }
+        };
+        let fd_reg = efd
+            .as_ref()
+            .and_then(|f| ferrite_reactor::register_fd(f.as_raw_fd()).ok());
+        let slots: Vec<Slot> = (0..AIO_SLOTS)
+            .map(|_| Slot {
+                io: None,
+                iovs: Vec::new(),
+                bounce: None,
+                kind: Kind::Read,
+                expect: 0,
+            })
+            .collect();
+        let inner = Inner {
+            disk,
+            ctx,
+            efd_registered: fd_reg.is_some(),
+            efd,
+            iocbs: vec![Iocb::default(); AIO_SLOTS].into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            free: (0..AIO_SLOTS as u32).rev().collect(),
+            pending: Vec::with_capacity(AIO_SLOTS),
+            inflight: 0,
+            events: vec![IoEvent::default(); REAP_BATCH].into_boxed_slice(),
+        };
+        let rc = Rc::new(RefCell::new(inner));
+        let poller = ferrite_reactor::register_poller_obj(
+            "bdev_aio_poll",
+            0,
+            Box::new(AioPoller(Shared(rc.clone()))),
+        )
+        .map_err(|e| tracing::error!("aio: cannot register the channel poller: {e}"))
+        .ok();
+        AioChannel {
+            inner: Shared(rc),
+            _poller: poller,
+            _fd: fd_reg,
+        }
+    }
+}
+
+impl BackendChannel for AioChannel {
+    fn submit(&mut self, io: Box<BdevIo>) {
+        match self.inner.0.try_borrow_mut() {
+            Ok(mut i) => i.submit(io),
+            Err(_) => io.complete(IoStatus::NoMem),
+        }
+    }
+}
+
+impl Inner {
+    fn submit(&mut self, io: Box<BdevIo>) {
+        if self.ctx.is_none() {
+            return io.complete(IoStatus::Failed);
+        }
+        let bs = u64::from(io.block_size());
+        let off = io.offset_blocks() * bs;
+        let len = io.num_blocks() * bs;
+        let regular = self.disk.kind == FileKind::Regular;
+        match io.io_type() {
+            IoType::Read | IoType::Write => self.submit_rw(io, off, len),
+            IoType::Flush if self.disk.fdsync_unsupported() => {
+                helper::submit(&self.disk, SlowOp::Fdatasync, io)
+            }
+            IoType::Flush => self.submit_fdsync(io),
+            IoType::Unmap if regular => helper::submit(
+                &self.disk,
+                SlowOp::Fallocate {
+                    mode: libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    len,
+                },
+                io,
+            ),
+            IoType::Unmap => helper::submit(&self.disk, SlowOp::Discard { off, len }, io),
+            IoType::WriteZeroes => helper::submit(
+                &self.disk,
+                SlowOp::Fallocate {
+                    mode: libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    len,
+                },
+                io,
+            ),
+            _ => io.complete(IoStatus::Failed),
+        }
+    }
+
+    fn resfd(&self) -> (u32, u32) {
+        match &self.efd {
+            Some(f) => (sys::IOCB_FLAG_RESFD, f.as_raw_fd() as u32),
+            None => (0, 0),
+        }
+    }
+
+    fn submit_rw(&mut self, io: Box<BdevIo>, off: u64, len: u64) {
+        let Some(idx) = self.free.pop() else {
+            return io.complete(IoStatus::NoMem);
+        };
+        let write = io.io_type() == IoType::Write;
+        let (flags, resfd) = self.resfd();
+        let slot = &mut self.slots[idx as usize];
+        let (op, buf, nbytes) = if self.disk.needs_bounce(io.iovs()) {
+            match Bounce::get(len as usize) {
+                BounceGet::Got(b) => {
+                    if write {
+                        // SAFETY: the segments are valid for their lengths until the I/O
+                        // completes (I/O contract) and total `len` bytes, the buffer's size.
+                        unsafe { b.gather(io.iovs()) };
+                    }
+                    self.disk.note_bounce();
+                    let p = b.as_ptr() as u64;
+                    slot.bounce = Some(b);
+                    let op = if write {
+                        sys::IOCB_CMD_PWRITE
+                    } else {
+                        sys::IOCB_CMD_PREAD
+                    };
+                    (op, p, len)
+                }
+                BounceGet::NoMem => {
+                    self.free.push(idx);
+                    return io.complete(IoStatus::NoMem);
+                }
+            }
+        } else if let [v] = io.iovs() {
+            let op = if write {
+                sys::IOCB_CMD_PWRITE
+            } else {
+                sys::IOCB_CMD_PREAD
+            };
+            (op, v.base as u64, v.len as u64)
+        } else {
+            fill_iovecs(&mut slot.iovs, io.iovs());
+            let op = if write {
+                sys::IOCB_CMD_PWRITEV
+            } else {
+                sys::IOCB_CMD_PREADV
+            };
+            (op, slot.iovs.as_ptr() as u64, slot.iovs.len() as u64)
+        };
+        slot.kind = if write { Kind::Write } else { Kind::Read };
+        slot.expect = len;
+        slot.io = Some(io);
+        let cb = &mut self.iocbs[idx as usize];
+        *cb = Iocb {
+            aio_data: u64::from(idx),
+            aio_lio_opcode: op,
+            aio_fildes: self.disk.raw_fd() as u32,
+            aio_buf: buf,
+            aio_nbytes: nbytes,
+            aio_offset: off as i64,
+            aio_flags: flags,
+            aio_resfd: resfd,
+            ..Iocb::default()
+        };
+        self.pending.push(cb as *mut Iocb);
+    }
+
+    fn submit_fdsync(&mut self, io: Box<BdevIo>) {
+        let Some(idx) = self.free.pop() else {
+            return io.complete(IoStatus::NoMem);
+        };
+        let (flags, resfd) = self.resfd();
+        let slot = &mut self.slots[idx as usize];
+        slot.kind = Kind::Flush;
+        slot.expect = 0;
+        slot.io = Some(io);
+        let cb = &mut self.iocbs[idx as usize];
+        *cb = Iocb {
+            aio_data: u64::from(idx),
+            aio_lio_opcode: if crate::file::fdsync_einval_simulated() {
+                u16::MAX // an opcode every kernel refuses with EINVAL
+            } else {
+                sys::IOCB_CMD_FDSYNC
+            },
+            aio_fildes: self.disk.raw_fd() as u32,
+            aio_flags: flags,
+            aio_resfd: resfd,
+            ..Iocb::default()
+        };
+        self.pending.push(cb as *mut Iocb);
+    }
+
+    fn poll(&mut self) -> usize {
+        let mut work = self.flush_pending();
+        let user_ring = self.ctx.as_ref().is_some_and(|c| c.user_ring());
+        if !user_ring && self.inflight > 0 {
+            // Reaping by syscall: reset the eventfd first, so a completion after it signals
+            // it again.
+            if let Some(f) = &self.efd {
+                sys::eventfd_drain(f.as_raw_fd());
+            }
+        }
+        if self.inflight > 0 {
+            work += self.reap();
+        }
+        work
+    }
+
+    /// Gives queued iocbs to the kernel (one syscall for the batch, more only on errors).
+    fn flush_pending(&mut self) -> usize {
+        let mut done = 0;
+        while !self.pending.is_empty() {
+            let Some(ctx) = self.ctx.as_ref() else { break };
+            // SAFETY: every queued iocb is in `iocbs` (a boxed slice that never moves) and
+            // points at buffers owned by the I/O in its slot (or the slot's bounce buffer or
+            // iovec array), all kept untouched until the completion is reaped.
+            match unsafe { ctx.submit(&self.pending) } {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                    self.inflight += n;
+                    done += n;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break, // retry next poll
+                Err(e) => {
+                    let p = self.pending.remove(0);
+                    // SAFETY: `p` points into `iocbs` (see above).
+                    let idx = unsafe { (*p).aio_data } as usize;
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    self.rejected(idx, errno);
+                    done += 1;
+                }
+            }
+        }
+        done
+    }
+
+    /// The kernel refused the request in slot `idx` at submission.
+    fn rejected(&mut self, idx: usize, errno: i32) {
+        let slot = &mut self.slots[idx];
+        let Some(io) = slot.io.take() else { return };
+        let kind = slot.kind;
+        slot.bounce = None;
+        self.free.push(idx as u32);
+        if kind == Kind::Flush && errno == libc::EINVAL {
+            self.disk.set_fdsync_unsupported();
+            return helper::submit(&self.disk, SlowOp::Fdatasync, io);
+        }
+        tracing::warn!(
+            "bdev '{}': io_submit refused a {kind:?}: {}",
+            self.disk.name,
+            crate::file::strerror(errno)
+        );
+        io.complete(IoStatus::Failed);
+    }
+
+    fn reap(&mut self) -> usize {
+        let mut total = 0;
+        while let Some(ctx) = self.ctx.as_ref() {
+            let n = ctx.reap(&mut self.events);
+            for i in 0..n {
+                let ev = self.events[i];
+                self.completed(ev.data as usize, ev.res);
+            }
+            total += n;
+            if n < self.events.len() {
+                break;
+            }
+        }
+        total
+    }
+
+    fn completed(&mut self, idx: usize, res: i64) {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let Some(io) = slot.io.take() else { return };
+        self.inflight = self.inflight.saturating_sub(1);
+        let bounce = slot.bounce.take();
+        let kind = slot.kind;
+        let expect = slot.expect;
+        self.free.push(idx as u32);
+        let status = match kind {
+            Kind::Flush if res == 0 => IoStatus::Success,
+            Kind::Flush if res == -i64::from(libc::EINVAL) => {
+                self.disk.set_fdsync_unsupported();
+                return helper::submit(&self.disk, SlowOp::Fdatasync, io);
+            }
+            Kind::Read | Kind::Write if res >= 0 && res as u64 == expect => {
+                if kind == Kind::Read {
+                    if let Some(b) = &bounce {
+                        // SAFETY: the segments stay valid until we complete the I/O below and
+                        // total `expect` bytes, which the kernel read into the bounce buffer.
+                        unsafe { b.scatter(io.iovs()) };
+                    }
+                }
+                IoStatus::Success
+            }
+            _ => {
+                tracing::debug!(
+                    "bdev '{}': {kind:?} at block {} ({} blocks) finished with {res} (expected {expect})",
+                    self.disk.name,
+                    io.offset_blocks(),
+                    io.num_blocks()
+                );
+                IoStatus::Failed
+            }
+        };
+        drop(bounce);
+        io.complete(status);
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        if self.inflight == 0 {
+            return true;
+        }
+        if !self.efd_registered {
+            return false;
+        }
+        match &self.ctx {
+            Some(ctx) if ctx.user_ring() => {
+                // Reset the eventfd, then look at the ring: a completion after the reset
+                // signals it again and wakes the reactor; one before it is seen here.
+                if let Some(f) = &self.efd {
+                    sys::eventfd_drain(f.as_raw_fd());
+                }
+                !ctx.has_events()
+            }
+            // poll() resets the eventfd before each io_getevents.
+            _ => true,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Destroy the context first: io_destroy waits for requests still in flight (only at
+        // thread teardown), so no buffer is freed under the kernel.
+        drop(self.ctx.take());
+        // Close the eventfd after the reactor has stopped watching it (it re-syncs its epoll
+        // set after this poll): closing now could let the number be reused before that.
+        if let Some(fd) = self.efd.take() {
+            if let Some(t) = ferrite_reactor::current() {
+                let _ = t.send(move || drop(fd));
+            }
+        }
+    }
+}

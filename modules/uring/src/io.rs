@@ -1,0 +1,412 @@
+//! The uring data path: one io_uring per (bdev, thread) channel.
+//!
+//! - `submit` takes a free slot (none free: NOMEM, and the bdev layer retries when one of this
+//!   channel's I/O completes) and pushes one SQE whose user data is the slot index; the I/O
+//!   object stays in the slot, owning its segments, until its CQE is reaped. Segments that
+//!   miss the direct-I/O alignment go through a bounce buffer.
+//! - The channel's poller submits every queued SQE with one `io_uring_enter` per poll and
+//!   reaps the completion queue (shared memory: no syscall when idle).
+//! - The channel's eventfd is registered with the ring (`register_eventfd`) and with the
+//!   reactor (`register_fd`): a reactor sleeping with I/O in flight wakes on the completion.
+//! - Flush is `IORING_OP_FSYNC` with `DATASYNC`; unmap of a file and write-zeroes are
+//!   `IORING_OP_FALLOCATE` (punch hole / zero range); unmap of a block device (BLKDISCARD)
+//!   runs on a helper thread, as does fallocate on kernels without the opcode.
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ferrite_aio::bounce::{fill_iovecs, Bounce, BounceGet};
+use ferrite_aio::file::{FileDisk, FileKind};
+use ferrite_aio::helper::{self, SlowOp};
+use ferrite_aio::sys;
+use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
+use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
+use io_uring::{opcode, squeue, types, IoUring};
+
+/// Requests in flight per channel (submission queue entries and slots).
+pub const URING_SLOTS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+    Fallocate,
+}
+
+struct Slot {
+    io: Option<Box<BdevIo>>,
+    iovs: Vec<libc::iovec>,
+    bounce: Option<Bounce>,
+    kind: Kind,
+    expect: u64,
+}
+
+struct Inner {
+    disk: Arc<FileDisk>,
+    ring: Option<IoUring>,
+    fallocate_op: bool,
+    efd: Option<OwnedFd>,
+    efd_registered: bool,
+    slots: Box<[Slot]>,
+    free: Vec<u32>,
+    /// SQEs pushed and not yet reaped (submitted or not).
+    inflight: usize,
+}
+
+/// The channel state, shared by the backend channel and its poller.
+struct Shared(Rc<RefCell<Inner>>);
+
+// SAFETY: both holders of the Rc (the backend channel, kept in the bdev channel of one
+// lightweight thread, and the poller registered on that same thread) belong to one
+// lightweight thread: they move between reactors together, with it, and are only used while
+// it is being polled, so the Rc and RefCell are never touched by two OS threads at once.
+unsafe impl Send for Shared {}
+
+/// The per-thread backend channel of a uring bdev.
+pub(crate) struct UringChannel {
+    inner: Shared,
+    _poller: Option<PollerHandle>,
+    _fd: Option<FdRegistration>,
+}
+
+struct UringPoller(Shared);
+
+impl Poll for UringPoller {
+    fn poll(&mut self) -> usize {
+        match self.0 .0.try_borrow_mut() {
+            Ok(mut i) => i.poll(),
+            Err(_) => 0,
+        }
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        match self.0 .0.try_borrow_mut() {
+            Ok(mut i) => i.can_sleep(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl UringChannel {
+    /// Creates the channel on the calling thread: ring, eventfd, poller. A ring that cannot be
+    /// created leaves a channel that fails every I/O, with the reason logged.
+    pub(crate) fn new(disk: Arc<FileDisk>, fallocate_op: bool) -> UringChannel {
+        let ring = match IoUring::new(URING_SLOTS as u32) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(
+                    "bdev '{}': io_uring_setup({URING_SLOTS}) failed: {e}; I/O on this thread will fail",
+                    disk.name
+                );
+                None
+            }
+        };
+        let efd = match sys::eventfd() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(
+                    "bdev '{}': no eventfd ({e}): a sleeping reactor will not be woken by completions",
+                    disk.name
+                );
+                None
+            }
+        };
+        let mut fd_reg = None;
+        if let (Some(r), Some(f)) = (&ring, &efd) {
+            match r.submitter().register_eventfd(f.as_raw_fd()) {
+                Ok(()) => fd_reg = ferrite_reactor::register_fd(f.as_raw_fd()).ok(),
+                Err(e) => tracing::warn!(
+                    "bdev '{}': cannot register an eventfd with the ring ({e}): the reactor will not sleep while I/O is in flight",
+                    disk.name
+                ),
+            }
+        }
+        let slots: Vec<Slot> = (0..URING_SLOTS)
+            .map(|_| Slot {
+                io: None,
+                iovs: Vec::new(),
+                bounce: None,
+                kind: Kind::Read,
+                expect: 0,
+            })
+            .collect();
+        let inner = Inner {
+            disk,
+            ring,
+            fallocate_op,
+            efd_registered: fd_reg.is_some(),
+            efd,
+            slots: slots.into_boxed_slice(),
+            free: (0..URING_SLOTS as u32).rev().collect(),
+            inflight: 0,
+        };
+        let rc = Rc::new(RefCell::new(inner));
+        let poller = ferrite_reactor::register_poller_obj(
+            "bdev_uring_poll",
+            0,
+            Box::new(UringPoller(Shared(rc.clone()))),
+        )
+        .map_err(|e| tracing::error!("uring: cannot register the channel poller: {e}"))
+        .ok();
+        UringChannel {
+            inner: Shared(rc),
+            _poller: poller,
+            _fd: fd_reg,
+        }
+    }
+}
+
+impl BackendChannel for UringChannel {
+    fn submit(&mut self, io: Box<BdevIo>) {
+        match self.inner.0.try_borrow_mut() {
+            Ok(mut i) => i.submit(io),
+            Err(_) => io.complete(IoStatus::NoMem),
+        }
+    }
+}
+
+impl Inner {
+    fn submit(&mut self, io: Box<BdevIo>) {
+        if self.ring.is_none() {
+            return io.complete(IoStatus::Failed);
+        }
+        let bs = u64::from(io.block_size());
+        let off = io.offset_blocks() * bs;
+        let len = io.num_blocks() * bs;
+        let regular = self.disk.kind == FileKind::Regular;
+        let keep = libc::FALLOC_FL_KEEP_SIZE;
+        match io.io_type() {
+            IoType::Read | IoType::Write => self.submit_rw(io, off, len),
+            IoType::Flush => {
+                let fd = types::Fd(self.disk.raw_fd());
+                let e = opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build();
+                self.push(io, e, Kind::Flush, 0)
+            }
+            IoType::Unmap if !regular => {
+                helper::submit(&self.disk, SlowOp::Discard { off, len }, io)
+            }
+            IoType::Unmap | IoType::WriteZeroes => {
+                let mode = if io.io_type() == IoType::Unmap {
+                    libc::FALLOC_FL_PUNCH_HOLE | keep
+                } else {
+                    libc::FALLOC_FL_ZERO_RANGE | keep
+                };
+                if !self.fallocate_op {
+                    return helper::submit(&self.disk, SlowOp::Fallocate { mode, off, len }, io);
+                }
+                let fd = types::Fd(self.disk.raw_fd());
+                let e = opcode::Fallocate::new(fd, len)
+                    .offset(off)
+                    .mode(mode)
+                    .build();
+                self.push(io, e, Kind::Fallocate, 0)
+            }
+            _ => io.complete(IoStatus::Failed),
+        }
+    }
+
+    /// Queues a non-data SQE built by the caller (it points at no memory of ours).
+    fn push(&mut self, io: Box<BdevIo>, e: squeue::Entry, kind: Kind, expect: u64) {
+        let Some(idx) = self.free.pop() else {
+            return io.complete(IoStatus::NoMem);
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.kind = kind;
+        slot.expect = expect;
+        slot.io = Some(io);
+        self.enqueue(idx, e);
+    }
+
+    /// Pushes an SQE for slot `idx` (whose I/O is in place).
+    fn enqueue(&mut self, idx: u32, e: squeue::Entry) {
+        let e = e.user_data(u64::from(idx));
+        let Some(ring) = self.ring.as_mut() else {
+            return self.fail_slot(idx as usize);
+        };
+        // SAFETY: the entry's buffers (the slot's iovec array and the segments or bounce buffer
+        // it points to) belong to the I/O held in slot `idx`, untouched until its CQE is
+        // reaped; non-data entries point at nothing.
+        let pushed = unsafe { ring.submission().push(&e) };
+        if pushed.is_err() {
+            // Cannot happen (no more slots than SQ entries, and the poller submits all it
+            // queues); fail rather than lose the I/O.
+            return self.fail_slot(idx as usize);
+        }
+        self.inflight += 1;
+    }
+
+    fn fail_slot(&mut self, idx: usize) {
+        let slot = &mut self.slots[idx];
+        slot.bounce = None;
+        if let Some(io) = slot.io.take() {
+            self.free.push(idx as u32);
+            io.complete(IoStatus::Failed);
+        }
+    }
+
+    fn submit_rw(&mut self, io: Box<BdevIo>, off: u64, len: u64) {
+        let Some(idx) = self.free.pop() else {
+            return io.complete(IoStatus::NoMem);
+        };
+        let write = io.io_type() == IoType::Write;
+        let slot = &mut self.slots[idx as usize];
+        if self.disk.needs_bounce(io.iovs()) {
+            match Bounce::get(len as usize) {
+                BounceGet::Got(b) => {
+                    if write {
+                        // SAFETY: the segments are valid for their lengths until the I/O
+                        // completes (I/O contract) and total `len` bytes, the buffer's size.
+                        unsafe { b.gather(io.iovs()) };
+                    }
+                    self.disk.note_bounce();
+                    slot.iovs.clear();
+                    slot.iovs.push(libc::iovec {
+                        iov_base: b.as_ptr().cast(),
+                        iov_len: len as usize,
+                    });
+                    slot.bounce = Some(b);
+                }
+                BounceGet::NoMem => {
+                    self.free.push(idx);
+                    return io.complete(IoStatus::NoMem);
+                }
+            }
+        } else {
+            fill_iovecs(&mut slot.iovs, io.iovs());
+        }
+        let fd = types::Fd(self.disk.raw_fd());
+        let (p, n) = (slot.iovs.as_ptr(), slot.iovs.len() as u32);
+        let e = if write {
+            opcode::Writev::new(fd, p, n).offset(off).build()
+        } else {
+            opcode::Readv::new(fd, p, n).offset(off).build()
+        };
+        slot.kind = if write { Kind::Write } else { Kind::Read };
+        slot.expect = len;
+        slot.io = Some(io);
+        self.enqueue(idx, e);
+    }
+
+    fn poll(&mut self) -> usize {
+        let Some(ring) = self.ring.as_mut() else {
+            return 0;
+        };
+        let mut work = 0;
+        let queued = ring.submission().len();
+        if queued > 0 {
+            match ring.submit() {
+                Ok(n) => work += n,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR)
+                    ) => {} // retry next poll
+                Err(e) => tracing::warn!("bdev '{}': io_uring_enter: {e}", self.disk.name),
+            }
+        }
+        if self.inflight > 0 {
+            work += self.reap();
+        }
+        work
+    }
+
+    fn reap(&mut self) -> usize {
+        let mut n = 0;
+        loop {
+            let next = self.ring.as_mut().and_then(|r| r.completion().next());
+            let Some(cqe) = next else { break };
+            self.completed(cqe.user_data() as usize, cqe.result());
+            n += 1;
+        }
+        n
+    }
+
+    fn completed(&mut self, idx: usize, res: i32) {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let Some(io) = slot.io.take() else { return };
+        self.inflight = self.inflight.saturating_sub(1);
+        let bounce = slot.bounce.take();
+        let kind = slot.kind;
+        let expect = slot.expect;
+        self.free.push(idx as u32);
+        let status = match kind {
+            Kind::Flush | Kind::Fallocate if res == 0 => IoStatus::Success,
+            Kind::Read | Kind::Write if res >= 0 && res as u64 == expect => {
+                if kind == Kind::Read {
+                    if let Some(b) = &bounce {
+                        // SAFETY: the segments stay valid until we complete the I/O below and
+                        // total `expect` bytes, which the kernel read into the bounce buffer.
+                        unsafe { b.scatter(io.iovs()) };
+                    }
+                }
+                IoStatus::Success
+            }
+            _ => {
+                tracing::debug!(
+                    "bdev '{}': {kind:?} at block {} ({} blocks) finished with {res} (expected {expect})",
+                    self.disk.name,
+                    io.offset_blocks(),
+                    io.num_blocks()
+                );
+                IoStatus::Failed
+            }
+        };
+        drop(bounce);
+        io.complete(status);
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        let Some(ring) = self.ring.as_mut() else {
+            return true;
+        };
+        if !ring.submission().is_empty() {
+            return false;
+        }
+        if self.inflight == 0 {
+            return true;
+        }
+        if !self.efd_registered {
+            return false;
+        }
+        // Reset the eventfd, then look at the completion queue: a completion after the reset
+        // signals it again and wakes the reactor; one before it is seen here.
+        if let Some(f) = &self.efd {
+            sys::eventfd_drain(f.as_raw_fd());
+        }
+        ring.completion().is_empty()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Only at thread teardown can requests still be in flight: wait for them before the
+        // slots (and the buffers the kernel may still write) are freed.
+        if let Some(ring) = self.ring.as_mut() {
+            let mut spins = 0;
+            while self.inflight > 0 && spins < 10_000 {
+                let _ = ring.submit_and_wait(1);
+                let mut got = 0;
+                for _ in ring.completion() {
+                    got += 1;
+                }
+                self.inflight = self.inflight.saturating_sub(got);
+                spins += 1;
+            }
+        }
+        drop(self.ring.take());
+        // Close the eventfd after the reactor has stopped watching it (it re-syncs its epoll
+        // set after this poll): closing now could let the number be reused before that.
+        if let Some(fd) = self.efd.take() {
+            if let Some(t) = ferrite_reactor::current() {
+                let _ = t.send(move || drop(fd));
+            }
+        }
+    }
+}
