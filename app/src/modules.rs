@@ -10,6 +10,7 @@ pub fn register_bdev_modules() {
     ferrite_bdev::register_module(Arc::new(ferrite_null::NullModule));
     ferrite_bdev::register_module(Arc::new(ferrite_malloc::MallocModule));
     ferrite_bdev::register_module(Arc::new(ferrite_passthru::PassthruModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_raid::RaidModule));
     ferrite_bdev::register_module(Arc::new(ferrite_aio::AioModule));
     ferrite_bdev::register_module(Arc::new(ferrite_uring::UringModule));
     ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
@@ -22,6 +23,7 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     ferrite_null::register_rpcs(reg, app);
     ferrite_malloc::register_rpcs(reg, app);
     ferrite_passthru::register_rpcs(reg, app);
+    ferrite_raid::register_rpcs(reg, app);
     ferrite_aio::register_rpcs(reg, app);
     ferrite_uring::register_rpcs(reg, app);
     ferrite_error::register_rpcs(reg, app);

@@ -281,6 +281,45 @@ impl BdevIo {
         self
     }
 
+    /// For a module that builds child I/O from pieces of a parent's data (striping,
+    /// concatenation, mirroring): appends to this I/O's segments the bytes
+    /// `[from, from + len)` of the segments `src` (normally `parent.iovs()`). Several calls
+    /// gather several pieces into one child. Bytes past the end of `src` are not appended (the
+    /// child is then shorter than its block count and the bdev layer rejects it at submit).
+    /// No allocation once the pooled I/O's segment list has grown to the size it needs.
+    ///
+    /// # Safety
+    /// The memory `src` describes must stay valid, and untouched by anyone else, until this
+    /// I/O completes. That holds when `src` is the segment list of a parent I/O that is
+    /// completed only after this child — the guarantee [`BdevIo::forward`] relies on — and not
+    /// for segments of an unrelated I/O.
+    pub unsafe fn append_iovs_from(&mut self, src: &[IoVec], from: u64, len: u64) -> &mut Self {
+        let mut pos = 0u64;
+        let mut want = len;
+        for v in src {
+            if want == 0 {
+                break;
+            }
+            let vlen = v.len as u64;
+            if pos + vlen <= from {
+                pos += vlen;
+                continue;
+            }
+            let skip = from.saturating_sub(pos);
+            let take = (vlen - skip).min(want);
+            // SAFETY: skip < vlen, so the pointer stays inside the segment, which the caller
+            // vouches for (see the function's contract).
+            let base = unsafe { v.base.add(skip as usize) };
+            self.iovs.push(IoVec {
+                base,
+                len: take as usize,
+            });
+            want -= take;
+            pos += vlen;
+        }
+        self
+    }
+
     /// For a stacked module completing its parent from the child's callback: the parent takes
     /// the child's completion time rather than reading the clock again. Its latency then ends
     /// when its base I/O's completion was processed (the forwarding layer's own completion

@@ -1,0 +1,436 @@
+//! The data path shared by every level: per-thread channel state, the raid's shared geometry
+//! and member masks, and the fan-out of one parent I/O into children on the base bdevs.
+//!
+//! **Ownership of a fanned-out parent.** A parent that goes to several bases is leaked into a
+//! raw pointer (`Box::into_raw`) once all its children are allocated; each child carries the
+//! pointer in `user[0]` (the submitter's words: we are the children's submitter) and its
+//! member slot in `user[1]`. The last child to complete rebuilds the box and completes the
+//! parent. All children complete on the submitting thread, one at a time (the bdev layer
+//! defers every completion to its poller), so the count in the parent's `driver_ctx` needs no
+//! atomics, and nothing completes while the children are being submitted.
+//!
+//! **Channel state from a completion.** The parent's `driver_ctx[CTX_CHAN]` holds a pointer to
+//! the thread's [`ChanCtx`]. That state is owned by our I/O device's channel, referenced by the
+//! raid bdev's backend channel, which the bdev layer frees only once idle — i.e. after the
+//! parent, which is counted in flight there until after its completion has been processed.
+//!
+//! **No lock, no allocation per I/O.** Child I/O come from the thread's pool; children are
+//! staged in a per-channel vector sized at channel creation; member masks are atomics read
+//! with relaxed/acquire loads. The only allocations are on exceptional paths: the message that
+//! tells the control path a member failed, and (raid1 during a rebuild) growth of the queue of
+//! writes parked behind the window being copied.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use ferrite_bdev::{BackendChannel, BdevChannel, BdevIo, IoCallback, IoStatus, IoType};
+use ferrite_reactor::{ForEachCont, IoChannel, ThreadHandle};
+
+use crate::control::Raid;
+use crate::types::RaidLevel;
+
+/// Parent `driver_ctx` word: pointer to the submitting thread's [`ChanCtx`].
+pub(crate) const CTX_CHAN: usize = 0;
+/// Parent `driver_ctx` word: children still in flight.
+pub(crate) const CTX_REMAINING: usize = 1;
+/// Parent `driver_ctx` word: children that succeeded (and count toward success).
+pub(crate) const CTX_OK: usize = 2;
+/// Parent `driver_ctx` word: rank of the worst child status seen (see [`rank`]).
+pub(crate) const CTX_WORST: usize = 3;
+/// Parent `driver_ctx` word: raid1 read: mask of the members tried; raid5f write: members
+/// skipped (absent).
+pub(crate) const CTX_TRIED: usize = 4;
+/// Parent `driver_ctx` word: raid1 write: window-lock generation + 1 (0: not counted);
+/// raid5f write: children submitted.
+pub(crate) const CTX_GEN: usize = 5;
+/// Parent `driver_ctx` word (raid5f read): byte offset + 1 of the reconstructed range in the
+/// parent's buffer (0: none).
+pub(crate) const CTX_STRIPE: usize = 6;
+/// Bits of a staged child's slot word that name the member (the rest are level flags).
+pub(crate) const SLOT_MASK: usize = 0xffff_ffff;
+
+/// What every channel of one online raid shares: geometry (fixed while the bdev is
+/// registered) and member masks (changed by the control path and by failures).
+pub(crate) struct Shared {
+    pub name: String,
+    pub level: RaidLevel,
+    pub n: usize,
+    pub block_size: u32,
+    pub num_blocks: u64,
+    /// log2 of the strip size in blocks (0 for raid1).
+    pub strip_shift: u32,
+    /// First data block on each member.
+    pub data_offset: Vec<AtomicU64>,
+    /// Concat: first raid block of each member; entry `n` is the raid's size.
+    pub concat_start: Vec<u64>,
+    /// Members not to be used: failed, being removed, or empty.
+    pub gone: AtomicU64,
+    /// Members being rebuilt: written, never read.
+    pub rebuilding: AtomicU64,
+    /// The control object, told about member failures.
+    pub raid: Weak<Raid>,
+    /// The control thread.
+    pub app: Option<ThreadHandle>,
+    /// raid1 write-intent bitmap: regions written while a member is away.
+    pub wib: Bitmap,
+    /// Writes mark `wib` (a member is away and may come back, or a resync runs).
+    pub wib_active: AtomicBool,
+}
+
+/// A bitmap of fixed-size regions of the raid, set without locks from any thread.
+pub(crate) struct Bitmap {
+    /// log2 of the region size in blocks.
+    pub shift: u32,
+    words: Vec<AtomicU64>,
+}
+
+/// Most regions a write-intent bitmap tracks (regions grow to stay under it).
+pub(crate) const MAX_REGIONS: u64 = 1 << 20;
+
+impl Bitmap {
+    /// A bitmap of `num_blocks` in regions of at least `min_region_blocks` (a power of two),
+    /// made larger if needed to stay within [`MAX_REGIONS`]. Empty for `num_blocks == 0`.
+    pub(crate) fn new(num_blocks: u64, min_region_blocks: u64) -> Bitmap {
+        if num_blocks == 0 {
+            return Bitmap {
+                shift: 0,
+                words: Vec::new(),
+            };
+        }
+        let mut shift = min_region_blocks
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros();
+        while num_blocks.div_ceil(1u64 << shift) > MAX_REGIONS {
+            shift += 1;
+        }
+        let regions = num_blocks.div_ceil(1u64 << shift);
+        Bitmap {
+            shift,
+            words: (0..regions.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Blocks per region.
+    pub(crate) fn region_blocks(&self) -> u64 {
+        1u64 << self.shift
+    }
+
+    /// Marks the regions of blocks `[o, o + l)`.
+    #[inline]
+    pub(crate) fn mark(&self, o: u64, l: u64) {
+        if l == 0 || self.words.is_empty() {
+            return;
+        }
+        let (a, b) = (o >> self.shift, (o + l - 1) >> self.shift);
+        for r in a..=b {
+            if let Some(w) = self.words.get((r / 64) as usize) {
+                let bit = 1u64 << (r % 64);
+                if w.load(Ordering::Relaxed) & bit == 0 {
+                    w.fetch_or(bit, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// True if any region of blocks `[o, o + l)` is marked.
+    pub(crate) fn any(&self, o: u64, l: u64) -> bool {
+        if l == 0 {
+            return false;
+        }
+        let (a, b) = (o >> self.shift, (o + l - 1) >> self.shift);
+        (a..=b).any(|r| {
+            self.words
+                .get((r / 64) as usize)
+                .is_some_and(|w| w.load(Ordering::Acquire) & (1u64 << (r % 64)) != 0)
+        })
+    }
+
+    /// Number of marked regions.
+    pub(crate) fn count(&self) -> u64 {
+        self.words
+            .iter()
+            .map(|w| u64::from(w.load(Ordering::Acquire).count_ones()))
+            .sum()
+    }
+
+    /// Clears every region.
+    pub(crate) fn clear(&self) {
+        for w in &self.words {
+            w.store(0, Ordering::Release);
+        }
+    }
+}
+
+impl Shared {
+    /// First data block on member `slot`.
+    #[inline]
+    pub(crate) fn offset_of(&self, slot: usize) -> u64 {
+        self.data_offset[slot].load(Ordering::Relaxed)
+    }
+
+    /// Marks `slot` failed. The first report sends the control path a message to drop the
+    /// member (degraded mode); until then and after, no new I/O goes to it.
+    pub(crate) fn fail_slot(&self, slot: usize) {
+        let bit = 1u64 << slot;
+        let prev = self.gone.fetch_or(bit, Ordering::AcqRel);
+        if prev & bit != 0 {
+            return;
+        }
+        tracing::warn!(
+            "raid '{}': member in slot {slot} failed I/O; degrading",
+            self.name
+        );
+        let raid = self.raid.clone();
+        let msg = move || {
+            if let Some(r) = raid.upgrade() {
+                crate::control::member_failed(&r, slot);
+            }
+        };
+        match &self.app {
+            Some(t) => {
+                if let Err(e) = t.send(msg) {
+                    tracing::error!("raid '{}': cannot report failed member: {e}", self.name);
+                }
+            }
+            None => msg(),
+        }
+    }
+}
+
+/// Per-thread state of one raid: channels to the members and the bookkeeping of the I/O in
+/// flight. Reached only on its thread (interior mutability, no locks).
+pub(crate) struct ChanCtx {
+    pub shared: Arc<Shared>,
+    /// This thread's channel to each member (`None`: empty, failed or removed slot).
+    pub bases: RefCell<Vec<Option<BdevChannel>>>,
+    /// raid1: blocks of reads outstanding per member (reads go to the least busy).
+    pub outstanding: Vec<Cell<u64>>,
+    /// raid1: where the next search for the least busy member starts (ties rotate).
+    pub rr: Cell<usize>,
+    /// Children of the parent being fanned out, before submission (capacity: two per
+    /// member, the most a degraded raid5f read needs).
+    pub staging: RefCell<Vec<(usize, Box<BdevIo>)>>,
+    /// raid1 rebuild: the window being copied; writes overlapping it wait.
+    pub lock: Cell<Option<(u64, u64)>>,
+    /// raid1 rebuild: generation of new writes (0 or 1); a lock waits for the other one.
+    pub gen: Cell<usize>,
+    /// raid1: writes in flight per generation.
+    pub writes: [Cell<u64>; 2],
+    /// raid1 rebuild: the lock request waiting for the previous generation to drain.
+    pub lock_waiter: RefCell<Option<ForEachCont>>,
+    /// raid1 rebuild: writes waiting for the window to be released.
+    pub parked: RefCell<VecDeque<Box<BdevIo>>>,
+}
+
+impl ChanCtx {
+    pub(crate) fn new(shared: Arc<Shared>, bases: Vec<Option<BdevChannel>>) -> Self {
+        let n = shared.n;
+        Self {
+            outstanding: (0..n).map(|_| Cell::new(0)).collect(),
+            rr: Cell::new(0),
+            staging: RefCell::new(Vec::with_capacity(2 * n)),
+            lock: Cell::new(None),
+            gen: Cell::new(0),
+            writes: [Cell::new(0), Cell::new(0)],
+            lock_waiter: RefCell::new(None),
+            parked: RefCell::new(VecDeque::with_capacity(64)),
+            bases: RefCell::new(bases),
+            shared,
+        }
+    }
+}
+
+/// The backend channel the bdev layer holds per thread: a handle on our per-thread state.
+pub(crate) struct RaidChannel {
+    pub ctx: IoChannel<ChanCtx>,
+}
+
+impl BackendChannel for RaidChannel {
+    #[inline]
+    fn submit(&mut self, io: Box<BdevIo>) {
+        let ctx: &ChanCtx = &self.ctx;
+        match ctx.shared.level {
+            RaidLevel::Raid0 => crate::raid0::submit(ctx, io),
+            RaidLevel::Concat => crate::concat::submit(ctx, io),
+            RaidLevel::Raid1 => crate::raid1::submit(ctx, io),
+            RaidLevel::Raid5f => crate::raid5f::submit(ctx, io),
+        }
+    }
+}
+
+/// Severity of a status, for "worst status wins".
+#[inline]
+pub(crate) fn rank(s: IoStatus) -> u64 {
+    match s {
+        IoStatus::Success | IoStatus::Pending => 0,
+        IoStatus::Aborted => 1,
+        IoStatus::Miscompare => 2,
+        IoStatus::NoMem => 3,
+        IoStatus::Invalid => 4,
+        IoStatus::Failed => 5,
+    }
+}
+
+/// The status of a rank (inverse of [`rank`]).
+#[inline]
+pub(crate) fn status_of(r: u64) -> IoStatus {
+    match r {
+        0 => IoStatus::Success,
+        1 => IoStatus::Aborted,
+        2 => IoStatus::Miscompare,
+        4 => IoStatus::Invalid,
+        // NoMem from a base never reaches a callback (its bdev layer retries); fail safe.
+        _ => IoStatus::Failed,
+    }
+}
+
+/// Prepares `c` as an I/O of type `t` (the types a raid backend accepts).
+#[inline]
+pub(crate) fn prep_as(c: &mut BdevIo, t: IoType, off: u64, n: u64, cb: IoCallback) {
+    match t {
+        IoType::Read => c.prep_read(off, n, cb),
+        IoType::Write => c.prep_write(off, n, cb),
+        IoType::Unmap => c.prep_unmap(off, n, cb),
+        IoType::WriteZeroes => c.prep_write_zeroes(off, n, cb),
+        _ => c.prep_flush(off, n, cb),
+    };
+}
+
+/// The channel of `slot` if the member may take I/O on this thread.
+#[inline]
+pub(crate) fn usable(
+    bases: &[Option<BdevChannel>],
+    gone: u64,
+    slot: usize,
+) -> Option<&BdevChannel> {
+    if gone & (1u64 << slot) != 0 {
+        return None;
+    }
+    bases.get(slot).and_then(Option::as_ref)
+}
+
+/// Gives back the children staged so far and completes `parent` with `status` (NoMem: the
+/// bdev layer retries the parent later; nothing was submitted).
+pub(crate) fn abandon(
+    staged: &mut Vec<(usize, Box<BdevIo>)>,
+    parent: Box<BdevIo>,
+    status: IoStatus,
+) {
+    for (_, c) in staged.drain(..) {
+        ferrite_bdev::free_io(c);
+    }
+    parent.complete(status);
+}
+
+/// Submits the staged children of `parent` to their members; the parent completes when the
+/// last child's callback gets it back from [`finish_child`]. `staged` must not be empty.
+pub(crate) fn launch(
+    ctx: &ChanCtx,
+    bases: &[Option<BdevChannel>],
+    mut parent: Box<BdevIo>,
+    staged: &mut Vec<(usize, Box<BdevIo>)>,
+) {
+    parent.driver_ctx[CTX_CHAN] = ctx as *const ChanCtx as u64;
+    parent.driver_ctx[CTX_REMAINING] = staged.len() as u64;
+    parent.driver_ctx[CTX_OK] = 0;
+    parent.driver_ctx[CTX_WORST] = 0;
+    let pptr = Box::into_raw(parent) as u64;
+    for (slot, mut c) in staged.drain(..) {
+        c.user = [pptr, slot as u64];
+        match bases.get(slot & SLOT_MASK).and_then(Option::as_ref) {
+            Some(ch) => ch.submit(c),
+            // Staged only for members with a channel; keep the count right regardless.
+            None => c.complete(IoStatus::Failed),
+        }
+    }
+}
+
+/// In a child's callback: the parent it belongs to (still in flight).
+///
+/// # Safety
+/// `child` must be a child submitted by [`launch`] (or the raid1 read path) whose parent has
+/// not been completed yet.
+#[inline]
+pub(crate) unsafe fn parent_of<'a>(child: &BdevIo) -> &'a mut BdevIo {
+    // SAFETY: per the contract, user[0] is the pointer leaked by `launch` and the parent is
+    // still in flight; children complete one at a time on this thread, so no other reference
+    // to it is live.
+    unsafe { &mut *(child.user[0] as *mut BdevIo) }
+}
+
+/// The thread state recorded in an in-flight parent.
+///
+/// # Safety
+/// `parent` must have been set up by [`launch`] (or the raid1 read path) and still be in
+/// flight.
+#[inline]
+pub(crate) unsafe fn ctx_of<'a>(parent: &BdevIo) -> &'a ChanCtx {
+    // SAFETY: per the contract; the state outlives the in-flight parent (module docs).
+    unsafe { &*(parent.driver_ctx[CTX_CHAN] as *const ChanCtx) }
+}
+
+/// Records a finished child (`counts` = its success counts toward the parent's success),
+/// returns it to the pool, and hands back the parent if this was its last child (with the
+/// child's completion time, so the parent's latency ends when its last base I/O was done).
+///
+/// # Safety
+/// As [`parent_of`].
+pub(crate) unsafe fn finish_child(child: Box<BdevIo>, counts: bool) -> Option<Box<BdevIo>> {
+    let status = child.status();
+    let pptr = child.user[0] as *mut BdevIo;
+    // SAFETY: per the contract (see `parent_of`).
+    let p = unsafe { &mut *pptr };
+    if status == IoStatus::Success {
+        if counts {
+            p.driver_ctx[CTX_OK] += 1;
+        }
+    } else {
+        p.driver_ctx[CTX_WORST] = p.driver_ctx[CTX_WORST].max(rank(status));
+    }
+    p.driver_ctx[CTX_REMAINING] -= 1;
+    if p.driver_ctx[CTX_REMAINING] > 0 {
+        ferrite_bdev::free_io(child);
+        return None;
+    }
+    // SAFETY: the last child: nothing refers to the parent any more; rebuild the Box
+    // leaked by `launch`.
+    let mut parent = unsafe { Box::from_raw(pptr) };
+    parent.inherit_completion_time(&child);
+    ferrite_bdev::free_io(child);
+    Some(parent)
+}
+
+/// Completion of a child of a striped level (raid0, concat): the parent completes with the
+/// worst status of its children.
+pub(crate) fn striped_child_done(child: Box<BdevIo>) {
+    // SAFETY: every child with this callback was submitted by `launch`.
+    if let Some(parent) = unsafe { finish_child(child, true) } {
+        let st = status_of(parent.driver_ctx[CTX_WORST]);
+        parent.complete(st);
+    }
+}
+
+/// A flush of no blocks (the whole device): one flush to every usable member.
+pub(crate) fn flush_all(ctx: &ChanCtx, parent: Box<BdevIo>, cb: IoCallback) {
+    let bases = ctx.bases.borrow();
+    let mut staged = ctx.staging.borrow_mut();
+    let gone = ctx.shared.gone.load(Ordering::Acquire);
+    for slot in 0..ctx.shared.n {
+        if let Some(ch) = usable(&bases, gone, slot) {
+            let Some(mut c) = ch.alloc_io() else {
+                return abandon(&mut staged, parent, IoStatus::NoMem);
+            };
+            c.prep_flush(0, 0, cb);
+            staged.push((slot, c));
+        }
+    }
+    if staged.is_empty() {
+        return parent.complete(IoStatus::Failed);
+    }
+    launch(ctx, &bases, parent, &mut staged);
+}

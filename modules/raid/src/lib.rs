@@ -1,0 +1,108 @@
+//! The raid bdev module (SPDK's `module/bdev/raid`, v25.09-compatible RPCs): raid0, raid1,
+//! concat and raid5f over base bdevs, with optional on-disk superblocks, raid1 rebuild and a
+//! raid1 write-intent bitmap.
+//!
+//! # Layout of the crate
+//!
+//! - `control`: the raid list, create/delete, claims (exclusive-write, module "raid"),
+//!   configuration into a bdev, member removal (RPC, hot-remove, I/O failure → degraded) and
+//!   addition (rebuild), examine (by name from configuration, by superblock from disk),
+//!   teardown, JSON views, `save_config`. State changes of one raid run as serialized
+//!   *operations* (several have asynchronous steps: quiesce, superblock writes, channel walks).
+//! - `superblock`: the on-disk format and its validation (nothing read from disk is trusted).
+//! - `ctlio`: control-path I/O batches (superblocks, examine, rebuild copies).
+//! - `io`: per-thread channel state, member masks, the write-intent bitmap, and the fan-out of
+//!   a parent I/O into children on the members.
+//! - `raid0`, `concat`, `raid1`, `raid5f`: the data path of each level.
+//! - `rebuild`: the raid1 rebuild state machine.
+//! - `rpc`: `bdev_raid_create`, `bdev_raid_delete`, `bdev_raid_get_bdevs`,
+//!   `bdev_raid_add_base_bdev`, `bdev_raid_remove_base_bdev`, `bdev_raid_set_options`.
+//!
+//! # Life of a raid
+//!
+//! 1. **Create** (`bdev_raid_create`): validated (level, strip size a power of two for the
+//!    striped levels and 0 for raid1, member count, names), remembered, and every named base
+//!    that exists is claimed. A raid missing bases is *configuring*; `examine_config` claims
+//!    each base as it registers, and the last one brings the raid online.
+//! 2. **Configure**: block size and data areas from the members (data offset 0, or 1 MiB with
+//!    a superblock), the size per level (SPDK's rules: raid0/raid5f round the smallest member
+//!    down to whole strips; concat rounds each member), superblocks written if enabled, then
+//!    the raid bdev ("Raid Volume") is registered.
+//! 3. **I/O**: see `io`. No lock and no heap allocation per I/O (children from the thread's
+//!    pool, staging pre-sized per channel, atomics for member masks), proven by
+//!    `tests/zero_alloc.rs` for every level. Completions only through `io.complete`.
+//! 4. **Member loss**: a raid1 (or raid5f) member that fails I/O is reported by the data path
+//!    and dropped by the control path (I/O continues, degraded); removal by RPC or hot-remove
+//!    does the same. The raid is quiesced while every thread lets go of the member, the other
+//!    members' superblocks record it missing/failed, then its claim is released. A raid that
+//!    cannot do without it (raid0, concat, the last raid1 member) goes *offline*: the raid bdev
+//!    is unregistered, the other members stay claimed until `bdev_raid_delete`.
+//! 5. **Re-add** (`bdev_raid_add_base_bdev`, raid1): the bdev takes an empty slot and is
+//!    rebuilt by the state machine in `rebuild` while I/O continues; writes to the window
+//!    being copied wait for it (a range lock in the raid's own channels, chosen over the bdev
+//!    layer's whole-bdev quiesce so that I/O elsewhere never stops).
+//! 6. **Delete**: stops a rebuild, unregisters the raid bdev, releases the members.
+//!
+//! # Superblock and reassembly
+//!
+//! With `superblock: true` every member carries a header at block 0 (format in
+//! `superblock`). When a bdev carrying a valid one registers, `examine_disk` recreates the raid
+//! it describes (same name, UUID, level, strip, data areas) or joins it, claims the bdev and
+//! brings the raid online once every member recorded *in sync* is there — degraded if the
+//! superblock records members missing or failed. A member whose superblock is older and no
+//! longer lists it is not taken back silently (re-add it by RPC). As SPDK, a raid with a
+//! superblock is not written to `save_config` (its members carry its configuration), a
+//! deleted raid's superblocks are left in place, and a member that is recorded in sync but
+//! absent keeps the raid configuring. Invalid superblocks are ignored with a log line naming
+//! the bdev.
+//!
+//! # Write-intent bitmap (raid1)
+//!
+//! While a member that left in sync (removed or hot-removed, not failed) is away, writes mark
+//! 64 KiB regions (larger on huge raids, at most 2^20 regions) in a lock-free bitmap. When
+//! that same bdev (same UUID) is added back, the rebuild copies only the marked regions
+//! ("resync"), and [`last_rebuild`] reports the blocks copied. A failed member, or any other
+//! bdev, gets a full rebuild. The bitmap lives in memory: after a restart a returning member
+//! is rebuilt in full. The returning member must not have been written while it was away
+//! (it is unclaimed then).
+//!
+//! # Deviations and limits
+//!
+//! - At most [`MAX_BASE_BDEVS`] members (member sets are 64-bit masks); names up to 63 bytes.
+//! - raid5f: full-stripe writes only (as SPDK); reads that hit a missing member are rebuilt
+//!   from parity; a read failing on a member fails (the member is dropped and later reads
+//!   reconstruct); no rebuild of a replaced member; strips must fit the largest DMA buffer.
+//! - `bdev_raid_set_options`: `process_max_bandwidth_mb_sec` must be 0 (unlimited); the
+//!   options are saved only when they differ from the defaults.
+//! - Reset is drained by the bdev layer (not forwarded); compare and compare-and-write are
+//!   emulated by the bdev layer with reads.
+//!
+//! # Bdev-layer addition
+//!
+//! [`ferrite_bdev::BdevIo::append_iovs_from`] (unsafe, documented): appends a byte range of a
+//! parent's segments to a child, so one child per member can gather its pieces of the
+//! parent's buffer without allocating. Parents shared by several children are carried by the
+//! children's `user` words (we are their submitter) — no other bdev change was needed.
+//!
+//! Thread contract: control functions on the app thread (a lightweight thread); the data
+//! path on whichever thread submits; member failures reach the control path by message.
+
+mod concat;
+mod control;
+mod ctlio;
+mod io;
+mod raid0;
+mod raid1;
+mod raid5f;
+mod rebuild;
+mod rpc;
+pub mod superblock;
+mod types;
+
+pub use control::{
+    add_base_bdev, create, delete, get_bdevs, last_rebuild, rebuild_state, remove_base_bdev,
+    resume_rebuild, set_options, set_rebuild_pause, RaidModule, RaidOpts, RebuildReport,
+};
+pub use rebuild::RebuildState;
+pub use rpc::register_rpcs;
+pub use types::{MemberState, RaidLevel, RaidState, MAX_BASE_BDEVS};

@@ -1,0 +1,243 @@
+//! raid1: mirroring.
+//!
+//! - **Writes** (and unmap, write-zeroes, flush) go to every usable member, including a member
+//!   being rebuilt. The parent succeeds if at least one in-sync member succeeded; a member
+//!   that fails is reported ([`crate::io::Shared::fail_slot`]) and dropped by the control path
+//!   (degraded), and no error reaches the submitter.
+//! - **Reads** go to the in-sync member with the fewest blocks of reads outstanding on this
+//!   channel. A read that fails is retried on the next member not yet tried (the failing
+//!   member is reported as for writes); only when every member failed does the read fail.
+//! - **Rebuild window lock.** While a rebuild copies a window, writes that overlap it wait on
+//!   this channel (parked) until the window is released, so a copy can never overwrite newer
+//!   data on the target. Taking the lock also waits for the writes already in flight on every
+//!   channel (two generations of writes per channel: the lock flips the generation and waits
+//!   until the older one has drained), which covers writes submitted before the target's
+//!   channel existed. Writes elsewhere proceed. This is the raid's own range lock rather than
+//!   the bdev layer's quiesce, which would stop all I/O of the raid for every window.
+//! - **Write-intent bitmap.** While a member that was removed in sync (not failed) is away,
+//!   every write first marks the regions it covers in a shared bitmap (atomic OR, no lock, no
+//!   allocation). If that same member is added back, the rebuild copies only the marked
+//!   regions (see `rebuild`).
+
+use std::sync::atomic::Ordering;
+
+use ferrite_bdev::{BdevChannel, BdevIo, IoStatus, IoType};
+use ferrite_reactor::ForEachCont;
+
+use crate::io::{
+    abandon, ctx_of, finish_child, launch, parent_of, prep_as, status_of, usable, ChanCtx,
+    CTX_CHAN, CTX_GEN, CTX_OK, CTX_TRIED, CTX_WORST,
+};
+
+pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
+    if parent.io_type() == IoType::Read {
+        read(ctx, parent)
+    } else {
+        write(ctx, parent)
+    }
+}
+
+/// The readable member with the fewest blocks outstanding here, avoiding `avoid`; ties go
+/// round robin.
+fn pick(ctx: &ChanCtx, bases: &[Option<BdevChannel>], avoid: u64) -> Option<usize> {
+    let n = ctx.shared.n;
+    let start = ctx.rr.get();
+    ctx.rr.set(if start + 1 >= n { 0 } else { start + 1 });
+    let mut best: Option<(u64, usize)> = None;
+    for k in 0..n {
+        let slot = if start + k >= n {
+            start + k - n
+        } else {
+            start + k
+        };
+        if usable(bases, avoid, slot).is_none() {
+            continue;
+        }
+        let o = ctx.outstanding[slot].get();
+        if best.is_none_or(|(b, _)| o < b) {
+            best = Some((o, slot));
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+fn unreadable(ctx: &ChanCtx) -> u64 {
+    ctx.shared.gone.load(Ordering::Acquire) | ctx.shared.rebuilding.load(Ordering::Acquire)
+}
+
+fn read(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
+    let sh = &*ctx.shared;
+    let bases = ctx.bases.borrow();
+    let Some(slot) = pick(ctx, &bases, unreadable(ctx)) else {
+        return parent.complete(IoStatus::Failed);
+    };
+    let Some(ch) = bases[slot].as_ref() else {
+        return parent.complete(IoStatus::Failed);
+    };
+    let Some(mut c) = ch.alloc_io() else {
+        return parent.complete(IoStatus::NoMem);
+    };
+    let (o, l) = (parent.offset_blocks(), parent.num_blocks());
+    let bytes = l * u64::from(sh.block_size);
+    c.prep_read(o + sh.offset_of(slot), l, read_done);
+    // SAFETY: the parent's own segments; the parent completes only after this child.
+    unsafe { c.append_iovs_from(parent.iovs(), 0, bytes) };
+    parent.driver_ctx[CTX_CHAN] = ctx as *const ChanCtx as u64;
+    parent.driver_ctx[CTX_TRIED] = 1u64 << slot;
+    ctx.outstanding[slot].set(ctx.outstanding[slot].get() + l);
+    c.user = [Box::into_raw(parent) as u64, slot as u64];
+    ch.submit(c);
+}
+
+fn read_done(mut child: Box<BdevIo>) {
+    let slot = child.user[1] as usize;
+    let status = child.status();
+    // SAFETY: set up by `read` (or the retry below); the parent is in flight until we
+    // complete it here.
+    let p = unsafe { parent_of(&child) };
+    // SAFETY: as above.
+    let ctx = unsafe { ctx_of(p) };
+    let l = p.num_blocks();
+    ctx.outstanding[slot].set(ctx.outstanding[slot].get().saturating_sub(l));
+    if status != IoStatus::Success {
+        if status == IoStatus::Failed {
+            ctx.shared.fail_slot(slot);
+        }
+        let bases = ctx.bases.borrow();
+        let avoid = unreadable(ctx) | p.driver_ctx[CTX_TRIED];
+        if let Some(next) = pick(ctx, &bases, avoid) {
+            if let Some(ch) = bases[next].as_ref() {
+                p.driver_ctx[CTX_TRIED] |= 1u64 << next;
+                ctx.outstanding[next].set(ctx.outstanding[next].get() + l);
+                let off = p.offset_blocks() + ctx.shared.offset_of(next);
+                // Same child, same segments: read the same range from another member.
+                child.prep_read(off, l, read_done);
+                child.user[1] = next as u64;
+                ch.submit(child);
+                return;
+            }
+        }
+    }
+    let pptr = child.user[0] as *mut BdevIo;
+    // SAFETY: the only child of this parent, completing it now: rebuild the leaked Box.
+    let mut parent = unsafe { Box::from_raw(pptr) };
+    parent.inherit_completion_time(&child);
+    ferrite_bdev::free_io(child);
+    parent.complete(status);
+}
+
+fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
+    match ctx.lock.get() {
+        Some((a, b)) => l > 0 && o < b && a < o + l,
+        None => false,
+    }
+}
+
+fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
+    let sh = &*ctx.shared;
+    let (o, l) = (parent.offset_blocks(), parent.num_blocks());
+    if overlaps_lock(ctx, o, l) {
+        ctx.parked.borrow_mut().push_back(parent);
+        return;
+    }
+    let t = parent.io_type();
+    let bytes = l * u64::from(sh.block_size);
+    let bases = ctx.bases.borrow();
+    let mut staged = ctx.staging.borrow_mut();
+    // `gone` first: the control path activates the bitmap before it marks a member gone, so
+    // a write that skips a member which may come back always marks its regions.
+    let gone = sh.gone.load(Ordering::Acquire);
+    if sh.wib_active.load(Ordering::Acquire) {
+        sh.wib.mark(o, l);
+    }
+    for slot in 0..sh.n {
+        let Some(ch) = usable(&bases, gone, slot) else {
+            continue;
+        };
+        let Some(mut c) = ch.alloc_io() else {
+            return abandon(&mut staged, parent, IoStatus::NoMem);
+        };
+        let off = if l == 0 { 0 } else { o + sh.offset_of(slot) };
+        prep_as(&mut c, t, off, l, write_done);
+        if t.has_data() {
+            // SAFETY: the parent's own segments; it completes only after this child.
+            unsafe { c.append_iovs_from(parent.iovs(), 0, bytes) };
+        }
+        staged.push((slot, c));
+    }
+    if staged.is_empty() {
+        return parent.complete(IoStatus::Failed);
+    }
+    let g = ctx.gen.get();
+    ctx.writes[g].set(ctx.writes[g].get() + 1);
+    parent.driver_ctx[CTX_GEN] = g as u64 + 1;
+    launch(ctx, &bases, parent, &mut staged);
+}
+
+fn write_done(child: Box<BdevIo>) {
+    let slot = child.user[1] as usize;
+    // SAFETY: submitted by `launch`; the parent is in flight until its last child is done.
+    let ctx = unsafe { ctx_of(parent_of(&child)) };
+    let sh = &*ctx.shared;
+    if child.status() == IoStatus::Failed {
+        sh.fail_slot(slot);
+    }
+    // A member being rebuilt does not count toward success: it is not a valid copy yet.
+    let in_sync = sh.rebuilding.load(Ordering::Acquire) & (1u64 << slot) == 0;
+    // SAFETY: as above.
+    let Some(parent) = (unsafe { finish_child(child, in_sync) }) else {
+        return;
+    };
+    let g = parent.driver_ctx[CTX_GEN];
+    if g > 0 {
+        let g = (g - 1) as usize;
+        let left = ctx.writes[g].get().saturating_sub(1);
+        ctx.writes[g].set(left);
+        if left == 0 && g != ctx.gen.get() {
+            let w = ctx.lock_waiter.borrow_mut().take();
+            if let Some(w) = w {
+                w.finish(0);
+            }
+        }
+    }
+    let st = if parent.driver_ctx[CTX_OK] > 0 {
+        IoStatus::Success
+    } else {
+        match status_of(parent.driver_ctx[CTX_WORST]) {
+            IoStatus::Success => IoStatus::Failed,
+            s => s,
+        }
+    };
+    parent.complete(st);
+}
+
+/// Rebuild: locks `[a, b)` on this channel; `cont` finishes once the writes in flight here
+/// when the lock was taken have completed.
+pub(crate) fn lock_window(ctx: &ChanCtx, a: u64, b: u64, cont: ForEachCont) {
+    ctx.lock.set(Some((a, b)));
+    let old = ctx.gen.get();
+    ctx.gen.set(old ^ 1);
+    if ctx.writes[old].get() == 0 {
+        cont.finish(0);
+    } else {
+        *ctx.lock_waiter.borrow_mut() = Some(cont);
+    }
+}
+
+/// Rebuild: releases the window on this channel and resubmits the writes that waited, in
+/// order.
+pub(crate) fn unlock_window(ctx: &ChanCtx) {
+    ctx.lock.set(None);
+    // A lock abandoned while still waiting (rebuild stopped): let the walk go on.
+    let w = ctx.lock_waiter.borrow_mut().take();
+    if let Some(w) = w {
+        w.finish(0);
+    }
+    loop {
+        let next = ctx.parked.borrow_mut().pop_front();
+        match next {
+            Some(io) => write(ctx, io),
+            None => break,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The hot-path rule for the raid data path: in steady state, reads and writes through
+//! raid0 (crossing strips), concat (crossing members), raid1 and raid5f (full-stripe writes,
+//! reads within a stripe) perform no heap allocation. A counting global allocator counts
+//! allocations made on this test's OS thread while a queue-depth-32 workload runs on a
+//! harness thread.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferrite_bdev::{BdevChannel, BdevIo, Desc, DmaBuf, IoStatus};
+use ferrite_reactor::harness::Harness;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the bookkeeping touches only const-initialised
+// thread-locals, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+static COMPLETED: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
+struct Job {
+    ch: BdevChannel,
+    blocks: u64,
+    /// Blocks per I/O; writes go to multiples of it.
+    size: u64,
+    next: Cell<u64>,
+}
+
+thread_local! {
+    static JOB: Cell<*const Job> = const { Cell::new(std::ptr::null()) };
+}
+
+fn resubmit(mut io: Box<BdevIo>) {
+    JOB.with(|j| {
+        if j.get().is_null() {
+            // The run is over: let the I/O go.
+            return ferrite_bdev::free_io(io);
+        }
+        // SAFETY: the Job outlives the run; set before the first submit, cleared after.
+        let job = unsafe { &*j.get() };
+        let i = job.next.get();
+        job.next.set(i + 1);
+        let off = (i * job.size) % (job.blocks - job.size + 1) / job.size * job.size;
+        if i % 3 == 0 {
+            io.prep_write(off, job.size, done);
+        } else {
+            io.prep_read(off, job.size, done);
+        }
+        job.ch.submit(io);
+    });
+}
+
+fn done(io: Box<BdevIo>) {
+    COMPLETED.fetch_add(1, Ordering::Relaxed);
+    if io.status() != IoStatus::Success {
+        FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+    resubmit(io);
+}
+
+fn run(h: &mut Harness, bdev: &str, size: u64) -> u64 {
+    let name = bdev.to_string();
+    let desc = h.on(0, move || Desc::open(&name, true, |_| {}).unwrap());
+    let blocks = desc.bdev().num_blocks();
+    let job = Box::new(Job {
+        ch: h.on(0, || desc.channel().unwrap()),
+        blocks,
+        size,
+        next: Cell::new(0),
+    });
+    JOB.with(|j| j.set(&*job as *const Job));
+    h.on(0, || {
+        for _ in 0..32 {
+            let mut io = job.ch.alloc_io().unwrap();
+            io.attach_buf(DmaBuf::get(size as usize * 512).unwrap().unwrap());
+            io.prep_read(0, size, done);
+            job.ch.submit(io);
+        }
+    });
+    for _ in 0..500 {
+        h.poll_thread(0);
+    }
+    let before = COMPLETED.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..1000 {
+        h.poll_thread(0);
+    }
+    COUNTING.with(|c| c.set(false));
+    let n = COMPLETED.load(Ordering::Relaxed) - before;
+    let allocs = ALLOCS.with(|a| a.replace(0));
+    assert!(n > 10_000, "{bdev}: steady state too short: {n} I/O");
+    assert_eq!(FAILED.load(Ordering::Relaxed), 0, "{bdev}: failed I/O");
+    // Stop: the callbacks free the I/O from now on; drain, then close.
+    JOB.with(|j| j.set(std::ptr::null()));
+    h.run_until_idle();
+    assert_eq!(h.on(0, || job.ch.inflight()), 0);
+    h.on(0, move || drop(job));
+    h.on(0, move || drop(desc));
+    h.run_until_idle();
+    allocs
+}
+
+#[test]
+fn steady_state_raid_io_does_not_allocate() {
+    COUNTING.with(|c| c.set(true));
+    let b = std::hint::black_box(Box::new(7u64));
+    COUNTING.with(|c| c.set(false));
+    drop(b);
+    assert_eq!(
+        ALLOCS.with(|a| a.replace(0)),
+        1,
+        "the counter missed an allocation"
+    );
+
+    let mut h = Harness::new(1, 1);
+    let made: Arc<Mutex<Vec<String>>> = Arc::default();
+    let m2 = made.clone();
+    h.on(0, move || {
+        ferrite_bdev::register_module(Arc::new(ferrite_raid::RaidModule));
+        for i in 0..12 {
+            let name = format!("Z{i}");
+            ferrite_null::create(&ferrite_null::NullOpts {
+                name: name.clone(),
+                num_blocks: 4096,
+                block_size: 512,
+                uuid: None,
+                md_size: 0,
+            })
+            .unwrap();
+            m2.lock().unwrap().push(name);
+        }
+        for (name, level, strip, bases) in [
+            ("Z0r", "raid0", 4, 0..3),
+            ("Zcr", "concat", 4, 3..5),
+            ("Z1r", "raid1", 0, 5..7),
+            ("Z5r", "raid5f", 4, 7..10),
+        ] {
+            let o = ferrite_raid::RaidOpts {
+                name: name.into(),
+                raid_level: level.into(),
+                base_bdevs: bases.map(|i| format!("Z{i}")).collect(),
+                strip_size_kb: strip,
+                ..Default::default()
+            };
+            ferrite_raid::create(&o, |r| assert!(r.is_ok(), "{r:?}"));
+        }
+    });
+    h.run_until_idle();
+    // raid0 / concat: 12-block I/O cross 8-block strips (and concat's member boundary).
+    for (bdev, size) in [("Z0r", 12), ("Zcr", 12), ("Z1r", 8), ("Z5r", 16)] {
+        let allocs = run(&mut h, bdev, size);
+        assert_eq!(allocs, 0, "{bdev} allocated {allocs} times in steady state");
+    }
+    drop(h);
+}
