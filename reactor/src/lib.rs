@@ -10,6 +10,7 @@
 //!   locals ([`with_local`]); everything a thread owns is `Send` so it can move.
 //! - The [`harness::Harness`] drives threads deterministically from one OS thread for tests.
 
+pub mod alloc_count;
 mod channel;
 pub mod clock;
 pub mod cpumask;

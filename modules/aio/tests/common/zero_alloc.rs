@@ -4,7 +4,6 @@
 //! allocator counts allocations made on the test's OS thread while a queue-depth-64 workload
 //! runs on a harness thread, whose polls also reap the kernel's completions.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,38 +11,9 @@ use std::time::{Duration, Instant};
 use ferrite_bdev::{BdevChannel, BdevIo, Desc, DmaBuf, IoStatus, IoVec};
 use ferrite_reactor::harness::Harness;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only const-initialised
-// thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: ferrite_reactor::alloc_count::CountingAlloc =
+    ferrite_reactor::alloc_count::CountingAlloc;
 
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
@@ -100,12 +70,12 @@ fn done(io: Box<BdevIo>) {
 
 /// Checks that the counter works.
 pub fn check_counter() {
-    COUNTING.with(|c| c.set(true));
+    ferrite_reactor::alloc_count::start();
     let b = std::hint::black_box(Box::new(7u64));
-    COUNTING.with(|c| c.set(false));
+    ferrite_reactor::alloc_count::stop();
     drop(b);
     assert_eq!(
-        ALLOCS.with(|a| a.replace(0)),
+        ferrite_reactor::alloc_count::take(),
         1,
         "the counting allocator missed an allocation"
     );
@@ -147,11 +117,11 @@ pub fn steady_state_allocs(h: &mut Harness, bdev: &str, misaligned: bool) -> (u6
     start_ios(h, 63);
     poll_for(h, 5_000);
     let before = COMPLETED.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
+    ferrite_reactor::alloc_count::start();
     poll_for(h, 20_000);
-    COUNTING.with(|c| c.set(false));
+    ferrite_reactor::alloc_count::stop();
     let n = COMPLETED.load(Ordering::Relaxed) - before;
-    let allocs = ALLOCS.with(|a| a.replace(0));
+    let allocs = ferrite_reactor::alloc_count::take();
     assert_eq!(FAILED.load(Ordering::Relaxed), 0, "I/O failed");
     // Stop: callbacks give their I/O back from now on; drain what is in flight.
     JOB.with(|j| j.set(std::ptr::null()));
