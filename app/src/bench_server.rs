@@ -109,25 +109,20 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
     registry.register_fn("perform_tests", RUNTIME, false, move |p, r| {
         perform_tests(&rt2, &mask2, &busy2, &stop2, p, r)
     });
-    let server = Server::start(ServerConfig::new(&o.rpc_socket), registry.clone())
-        .map_err(|e| e.to_string())?;
-    if let Some(path) = &o.json {
-        let source = format!("config file '{}'", path.display());
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {source}: {e}"))?;
-        let entries = parse_config(&text, &source)?;
-        apply(
-            &registry,
-            &entries,
-            &ApplyOptions {
-                source,
-                ignore_errors: false,
-                start_init: true,
-                timeout: Duration::from_secs(60),
-            },
-        )?;
+    // The config is applied and examined before the socket appears (see `ferrite tgt`).
+    if let Err(e) = load_json(&registry, o.json.as_deref()) {
+        rt.stop();
+        return Err(e);
     }
     state.set_state(RUNTIME);
+    wait_examined(&rt);
+    let server = match Server::start(ServerConfig::new(&o.rpc_socket), registry.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            rt.stop();
+            return Err(e.to_string());
+        }
+    };
     tracing::info!(
         "bench waiting for perform_tests on {}",
         o.rpc_socket.display()
@@ -157,6 +152,36 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
     let _ = rx.recv_timeout(Duration::from_secs(30));
     rt.stop();
     Ok(0)
+}
+
+fn load_json(registry: &Registry, path: Option<&std::path::Path>) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    let source = format!("config file '{}'", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {source}: {e}"))?;
+    let entries = parse_config(&text, &source)?;
+    apply(
+        registry,
+        &entries,
+        &ApplyOptions {
+            source,
+            ignore_errors: false,
+            start_init: true,
+            timeout: Duration::from_secs(60),
+        },
+    )?;
+    Ok(())
+}
+
+fn wait_examined(rt: &Arc<Runtime>) {
+    let (tx, rx) = mpsc::channel();
+    let sent = rt.app_thread().send(move || {
+        ferrite_bdev::wait_for_examine(move || {
+            let _ = tx.send(());
+        })
+    });
+    if sent.is_err() || rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        tracing::warn!("examine of the configured bdevs did not finish within 60 s");
+    }
 }
 
 fn perform_tests(

@@ -185,7 +185,6 @@ fn get_bdevs(app: &ThreadHandle, p: Params, r: Responder) {
         None => r.ok(Value::Array(
             crate::registry::list()
                 .iter()
-                .filter(|b| b.is_examined())
                 .map(|b| bdev_info(b))
                 .collect(),
         )),

@@ -1,8 +1,10 @@
 //! `ferrite tgt`: the long-running target.
 //!
-//! Start-up: block signals → logging → reactors → modules and RPC methods → RPC server →
-//! config (`--persist` file if it exists, else `-c`, else the embedded default when started
-//! with no arguments) → runtime state (unless `--wait-for-rpc`).
+//! Start-up: block signals → logging → reactors → modules and RPC methods → config
+//! (`--persist` file if it exists, else `-c`, else the embedded default when started with no
+//! arguments; with `--wait-for-rpc` only its startup-state entries) → runtime state (unless
+//! `--wait-for-rpc`) → every bdev examined → RPC server. A client that sees the socket sees the
+//! configuration applied and every configured bdev listed.
 //! Shutdown (SIGINT/SIGTERM or `spdk_kill_instance`): stop the RPC server (no new work), remove
 //! every bdev top of the graph first (each removal waits for its in-flight I/O and open
 //! descriptors), stop the reactors (threads, channels and pollers are dropped on their
@@ -116,23 +118,6 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
         None => None,
     };
 
-    let server = if opts.no_rpc_server {
-        None
-    } else {
-        let mut cfg = ServerConfig::new(&opts.rpc_socket);
-        cfg.mode = sock_mode;
-        match Server::start(cfg, registry.clone()) {
-            Ok(s) => {
-                tracing::info!("RPC server listening on {}", opts.rpc_socket.display());
-                Some(s)
-            }
-            Err(e) => {
-                runtime.stop();
-                return Err(format!("cannot start the RPC server: {e}"));
-            }
-        }
-    };
-
     // Apply the config. On failure, undo everything and exit non-zero.
     if let Some((text, source)) = config {
         let entries = parse_config(&text, &source);
@@ -151,7 +136,7 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
                 tracing::error!("{e}");
                 shutdown_all(
                     &runtime,
-                    server,
+                    None,
                     persister.map(|p| p.0),
                     Duration::from_secs(opts.shutdown_timeout),
                 );
@@ -162,6 +147,31 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
     if !opts.wait_for_rpc && state.get() == STARTUP {
         state.set_state(RUNTIME);
     }
+    // Every configured bdev is examined (and listed by bdev_get_bdevs) before the socket
+    // appears: a client that sees the socket sees the configuration applied.
+    wait_examined(&runtime, Duration::from_secs(60));
+    let server = if opts.no_rpc_server {
+        None
+    } else {
+        let mut cfg = ServerConfig::new(&opts.rpc_socket);
+        cfg.mode = sock_mode;
+        match Server::start(cfg, registry.clone()) {
+            Ok(s) => {
+                tracing::info!("RPC server listening on {}", opts.rpc_socket.display());
+                Some(s)
+            }
+            Err(e) => {
+                shutdown_all(
+                    &runtime,
+                    None,
+                    persister.map(|p| p.0),
+                    Duration::from_secs(opts.shutdown_timeout),
+                );
+                return Err(format!("cannot start the RPC server: {e}"));
+            }
+        }
+    };
+
     if let Some((per, armed)) = &persister {
         armed.store(true, Ordering::Release);
         // Record the state we came up with (also creates the file on first start), through the
@@ -190,6 +200,22 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
         Duration::from_secs(opts.shutdown_timeout),
     );
     Ok(if ok { 0 } else { 1 })
+}
+
+/// Waits (bounded) until no bdev has an examine in progress.
+fn wait_examined(runtime: &Arc<Runtime>, limit: Duration) {
+    let (tx, rx) = mpsc::channel();
+    let sent = runtime.app_thread().send(move || {
+        ferrite_bdev::wait_for_examine(move || {
+            let _ = tx.send(());
+        })
+    });
+    if sent.is_err() || rx.recv_timeout(limit).is_err() {
+        tracing::warn!(
+            "examine of the configured bdevs did not finish within {} s",
+            limit.as_secs()
+        );
+    }
 }
 
 fn load_config_text(
