@@ -295,10 +295,23 @@ pub(crate) fn finish_unregister(bdev: &Arc<Bdev>) {
     examine_finished();
 }
 
-/// Removes every bdev, most recently registered first (virtual bdevs before their bases),
-/// one at a time, then runs `done`. Used at shutdown. Call on a lightweight thread.
+/// Removes every bdev, top of the graph first, one at a time, then runs `done`. Used at
+/// shutdown. Call on a lightweight thread.
+///
+/// "Top" means unclaimed: a bdev nobody stacks on. Among those the most recently registered
+/// goes first. Registration order alone is not enough: a base can be registered before the
+/// virtual bdev that later claims it (a member added to a raid by RPC), and removing it first
+/// would look like a hot-remove to its user (SPDK's bdev_finish also removes unclaimed bdevs
+/// first). Only if every remaining bdev is claimed (which a correct graph never leaves) does the
+/// most recent one go.
 pub fn unregister_all(done: impl FnOnce() + Send + 'static) {
-    let next = reg().bdevs.last().cloned();
+    let all = list(); // a snapshot: no registry lock held while reading claims
+    let next = all
+        .iter()
+        .rev()
+        .find(|b| b.claim().is_none())
+        .or_else(|| all.last())
+        .cloned();
     match next {
         None => done(),
         Some(b) => {

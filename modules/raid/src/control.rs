@@ -83,6 +83,9 @@ pub(crate) struct Slot {
     /// raid1: UUID of the member that left this slot in sync (removed, not failed) and may
     /// come back; while any slot has one, writes mark the write-intent bitmap.
     away: Option<Uuid>,
+    /// Rebuild checkpoint recorded in the superblock (state Rebuilding): raid blocks
+    /// `[0, rebuilt)` are on the member; a rebuild restarted at assembly resumes there.
+    rebuilt: u64,
 }
 
 impl Slot {
@@ -98,6 +101,7 @@ impl Slot {
             data_size: 0,
             sb_state: MemberState::Configured,
             away: None,
+            rebuilt: 0,
         }
     }
 
@@ -441,7 +445,7 @@ fn maybe_configure(raid: &Arc<Raid>, done: DoneFn) {
         let st = raid.st();
         st.state == RaidState::Configuring
             && st.slots.iter().all(|s| !s.expected || s.desc.is_some())
-            && st.slots.iter().any(|s| s.desc.is_some())
+            && st.slots.iter().any(|s| s.desc.is_some() && !s.rebuilding)
     };
     if !ready {
         return done(Ok(()));
@@ -471,7 +475,13 @@ fn configure(raid: &Arc<Raid>, done: impl FnOnce(Result<()>) + Send + 'static) {
     }
     let r = raid.clone();
     let after_sb = move |res: Result<()>| match res {
-        Ok(()) => done(register_raid(&r)),
+        Ok(()) => {
+            let res = register_raid(&r);
+            if res.is_ok() {
+                resume_rebuilds(&r);
+            }
+            done(res)
+        }
         Err(e) => done(Err(e)),
     };
     if raid.superblock {
@@ -762,11 +772,17 @@ fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
         let members = st
             .slots
             .iter()
-            .map(|s| SbMember {
-                uuid: s.uuid.filter(|_| s.desc.is_some() || s.expected),
-                data_offset: s.data_offset,
-                data_size: s.data_size,
-                state: s.sb_state,
+            .map(|s| {
+                let rebuilding = s.sb_state == MemberState::Rebuilding;
+                SbMember {
+                    uuid: s
+                        .uuid
+                        .filter(|_| s.desc.is_some() || s.expected || rebuilding),
+                    data_offset: s.data_offset,
+                    data_size: s.data_size,
+                    state: s.sb_state,
+                    rebuilt: if rebuilding { s.rebuilt } else { 0 },
+                }
             })
             .collect();
         let sb = Superblock {
@@ -881,7 +897,9 @@ fn examine_disk(bdev: &Arc<Bdev>, done: ExamineDone) {
         if let Some(buf) = read {
             let data = buf.as_slice();
             match Superblock::decode(data, bs, b.num_blocks(), b.uuid()) {
-                Ok(sb) => examine_sb(sb, &b),
+                // The examine ends once the raid this bdev completes is registered (so that
+                // `wait_for_examine` covers the raid bdev too).
+                Ok(sb) => return examine_sb(sb, &b, done),
                 Err(reason) if Superblock::has_magic(data) => tracing::warn!(
                     "raid: ignoring the superblock on bdev '{}': {reason}",
                     b.name()
@@ -895,9 +913,10 @@ fn examine_disk(bdev: &Arc<Bdev>, done: ExamineDone) {
 
 /// A valid superblock was found on `bdev`: create the raid it describes (or join it) and
 /// claim the bdev; the raid comes online when every member recorded as in sync is there.
-fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>) {
+fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
     let me = sb.members[sb.slot as usize];
-    if me.state != MemberState::Configured {
+    let resumable = sb.level == RaidLevel::Raid1 && me.state == MemberState::Rebuilding;
+    if me.state != MemberState::Configured && !resumable {
         tracing::info!(
             "raid: bdev '{}' is recorded as {:?} in raid '{}' (not in sync); not assembled",
             bdev.name(),
@@ -939,6 +958,26 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>) {
             );
             return;
         }
+        let waiting_rebuild = st.slots.iter().any(|s| {
+            s.desc.is_none() && s.sb_state == MemberState::Rebuilding && s.uuid == Some(bdev.uuid())
+        });
+        if st.state == RaidState::Online && waiting_rebuild && st.rebuild.is_none() {
+            // Its rebuild was interrupted (restart) and the raid came online without it:
+            // writes since then reached only the others, so it is rebuilt from the start.
+            drop(st);
+            tracing::info!(
+                "raid '{}': bdev '{}' was being rebuilt; rebuilding it again",
+                raid.name,
+                bdev.name()
+            );
+            let rn = raid.name.clone();
+            add_base_bdev(&raid.name, bdev.name(), move |res| {
+                if let Err(e) = res {
+                    tracing::error!("raid '{rn}': cannot resume the rebuild: {e}");
+                }
+            });
+            return;
+        }
         if st.state != RaidState::Configuring {
             tracing::info!(
                 "raid '{}' is {}; bdev '{}' (superblock seq {}) is not added back automatically",
@@ -954,26 +993,30 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>) {
             // A newer view of the array: follow it.
             for (i, m) in sb.members.iter().enumerate() {
                 let s = &mut st.slots[i];
-                let keep = m.state == MemberState::Configured && s.uuid == m.uuid;
+                let member = matches!(m.state, MemberState::Configured | MemberState::Rebuilding);
+                let keep = member && s.uuid == m.uuid;
                 if !keep {
                     if let Some(d) = s.desc.take() {
                         release.push(d);
                     }
                     s.name = None;
                 }
-                s.uuid = m.uuid.filter(|_| m.state == MemberState::Configured);
+                s.uuid = m.uuid.filter(|_| member);
                 s.expected = m.state == MemberState::Configured;
                 s.sb_state = m.state;
+                s.rebuilding = m.state == MemberState::Rebuilding && s.desc.is_some();
+                s.rebuilt = m.rebuilt;
                 s.data_offset = m.data_offset;
                 s.data_size = m.data_size;
             }
             st.seq = sb.seq;
             st.sb_blocks = Some(sb.num_blocks);
         }
-        let slot = st
-            .slots
-            .iter()
-            .position(|s| s.expected && s.desc.is_none() && s.uuid == Some(bdev.uuid()));
+        let slot = st.slots.iter().position(|s| {
+            (s.expected || s.sb_state == MemberState::Rebuilding)
+                && s.desc.is_none()
+                && s.uuid == Some(bdev.uuid())
+        });
         match slot {
             Some(i) => (release, Some(i)),
             None => {
@@ -995,6 +1038,14 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>) {
         tracing::error!("raid '{}': {e}", raid.name);
         return;
     }
+    {
+        let mut st = raid.st();
+        let s = &mut st.slots[i];
+        if s.sb_state == MemberState::Rebuilding {
+            // Written, not read, until its rebuild (started once the raid is online) ends.
+            s.rebuilding = true;
+        }
+    }
     let name = raid.name.clone();
     maybe_configure(
         &raid,
@@ -1002,6 +1053,7 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>) {
             if let Err(e) = r {
                 tracing::error!("raid '{name}': cannot come online: {e}");
             }
+            done.finish();
         }),
     );
 }
@@ -1012,9 +1064,10 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
         .iter()
         .map(|m| {
             let conf = m.state == MemberState::Configured;
+            let member = conf || m.state == MemberState::Rebuilding;
             Slot {
                 name: None,
-                uuid: m.uuid.filter(|_| conf),
+                uuid: m.uuid.filter(|_| member),
                 desc: None,
                 expected: conf,
                 rebuilding: false,
@@ -1023,6 +1076,7 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
                 data_size: m.data_size,
                 sb_state: m.state,
                 away: None,
+                rebuilt: m.rebuilt,
             }
         })
         .collect();
@@ -1368,11 +1422,19 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         }
         let empty = |s: &Slot| s.desc.is_none() && s.name.is_none() && s.uuid.is_none();
         // The member that left in sync goes back to its own slot (and is resynced).
+        // A member whose rebuild was interrupted (restart) goes back to its reserved slot.
+        let interrupted = |s: &Slot| s.desc.is_none() && s.sb_state == MemberState::Rebuilding;
         let slot = st
             .slots
             .iter()
             .position(|s| empty(s) && s.away == Some(bdev.uuid()))
-            .or_else(|| st.slots.iter().position(empty));
+            .or_else(|| {
+                st.slots
+                    .iter()
+                    .position(|s| interrupted(s) && s.uuid == Some(bdev.uuid()))
+            })
+            .or_else(|| st.slots.iter().position(empty))
+            .or_else(|| st.slots.iter().position(interrupted));
         let Some(slot) = slot else {
             drop(st);
             return fail(
@@ -1414,6 +1476,10 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
             done,
         );
     }
+    if raid.st().slots[slot].uuid.is_some_and(|u| u != bdev.uuid()) {
+        // Another bdev replaces the one whose rebuild was interrupted.
+        raid.st().slots[slot].uuid = None;
+    }
     if let Err(e) = claim_slot(&raid, slot, &bdev) {
         return fail(e, op, done);
     }
@@ -1425,6 +1491,8 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         s.rebuilding = true;
         s.expected = true;
         s.sb_state = MemberState::Rebuilding;
+        // Added to an online raid: copied from the start.
+        s.rebuilt = 0;
         let desc = s.desc.clone();
         (st.shared.clone(), st.device.clone(), desc, resync)
     };
@@ -1460,7 +1528,7 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
                 if let Err(e) = res {
                     tracing::error!("raid '{}': {e}", r2.name);
                 }
-                start_rebuild(&r2, slot, resync);
+                start_rebuild(&r2, slot, resync, 0);
                 done(Ok(()));
                 drop(op);
             };
@@ -1476,7 +1544,65 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
     }
 }
 
-fn start_rebuild(raid: &Arc<Raid>, target: usize, resync: bool) {
+/// The raid came online (assembled from superblocks) with members recorded as being
+/// rebuilt: their rebuilds resume from the recorded checkpoints (no write reached the raid
+/// since the checkpoint was written, and writes since then reached them too, so everything
+/// below it is still in sync). One rebuild runs at a time: the next starts when one is done.
+fn resume_rebuilds(raid: &Arc<Raid>) {
+    let first = {
+        let st = raid.st();
+        if st.rebuild.is_some() || st.state != RaidState::Online || st.teardown != Teardown::None {
+            return;
+        }
+        st.slots
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.rebuilding && s.desc.is_some() && !s.removing)
+            .map(|(i, s)| (i, s.rebuilt))
+    };
+    if let Some((slot, from)) = first {
+        tracing::info!(
+            "raid '{}': resuming the rebuild of slot {slot} at block {from}",
+            raid.name
+        );
+        start_rebuild(raid, slot, false, from);
+    }
+}
+
+/// Records the rebuild checkpoint `rebuilt` of `target` in the superblock (from the machine).
+pub(crate) fn rebuild_checkpoint(raid: &Arc<Raid>, target: usize, rebuilt: u64) {
+    if !raid.superblock {
+        return;
+    }
+    let r = raid.clone();
+    run_op(raid, move |op| {
+        let write = {
+            let mut st = r.st();
+            let ok = st.state == RaidState::Online
+                && st.teardown == Teardown::None
+                && st.slots[target].rebuilding
+                && st.slots[target].sb_state == MemberState::Rebuilding
+                && st.slots[target].desc.is_some()
+                && !st.slots[target].removing;
+            if ok {
+                st.slots[target].rebuilt = rebuilt;
+            }
+            ok
+        };
+        if !write {
+            return drop(op);
+        }
+        let rn = r.name.clone();
+        write_sb(&r, move |res| {
+            if let Err(e) = res {
+                tracing::warn!("raid '{rn}': rebuild checkpoint: {e}");
+            }
+            drop(op);
+        });
+    });
+}
+
+fn start_rebuild(raid: &Arc<Raid>, target: usize, resync: bool, from: u64) {
     let args = {
         let st = raid.st();
         let descs: Vec<Option<Arc<Desc>>> = st
@@ -1501,7 +1627,7 @@ fn start_rebuild(raid: &Arc<Raid>, target: usize, resync: bool) {
     };
     let window = u64::from(WINDOW_KB.load(Ordering::Relaxed)) * 1024;
     let rb = Rebuild::start(
-        raid, target, name, sources, &descs, shared, device, window, pause, resync,
+        raid, target, name, sources, &descs, shared, device, window, pause, resync, from,
     );
     raid.st().rebuild = Some(rb);
 }
@@ -1538,6 +1664,7 @@ pub(crate) fn rebuild_finished(
                 (Ok(()), true) => {
                     s.rebuilding = false;
                     s.sb_state = MemberState::Configured;
+                    s.rebuilt = 0;
                     if let Some(sh) = shared {
                         sh.rebuilding.fetch_and(!(1u64 << target), Ordering::AcqRel);
                     }
@@ -1560,15 +1687,23 @@ pub(crate) fn rebuild_finished(
                 }),
             );
         }
+        // Another member taken back with an interrupted rebuild waits for its turn.
+        let next = result.is_ok();
         if write {
-            let rn = r.name.clone();
+            let r2 = r.clone();
             write_sb(&r, move |res| {
                 if let Err(e) = res {
-                    tracing::error!("raid '{rn}': {e}");
+                    tracing::error!("raid '{}': {e}", r2.name);
+                }
+                if next {
+                    resume_rebuilds(&r2);
                 }
                 drop(op);
             });
         } else {
+            if next {
+                resume_rebuilds(&r);
+            }
             drop(op);
         }
     });

@@ -56,6 +56,18 @@
 //! absent keeps the raid configuring. Invalid superblocks are ignored with a log line naming
 //! the bdev.
 //!
+//! **Interrupted rebuilds (restart, crash).** A member being rebuilt is recorded *rebuilding*
+//! with its UUID and a *checkpoint*: the raid blocks below it are known to be on the member
+//! (written every sixteenth of the raid by the rebuild, see `rebuild`). It is never a source
+//! and never counts toward bringing the raid online. On assembly it is taken back in its
+//! slot: if it is claimed before the raid comes online, the rebuild resumes at the
+//! checkpoint as soon as the raid is registered (no write can have reached the raid since the
+//! checkpoint was recorded); if it appears after the raid came online degraded (writes since
+//! then reached only the in-sync members), it is rebuilt from the start. `bdev_raid_add_base_bdev`
+//! of another bdev may take its slot. A raid assembled from superblocks finishes the examine of
+//! the member that completed it only once it is registered, so `wait_for_examine` (e.g.
+//! `ferrite bench -c`) sees the raid bdev.
+//!
 //! # Write-intent bitmap (raid1)
 //!
 //! While a member that left in sync (removed or hot-removed, not failed) is away, writes mark
@@ -72,6 +84,9 @@
 //! - raid5f: full-stripe writes only (as SPDK); reads that hit a missing member are rebuilt
 //!   from parity; a read failing on a member fails (the member is dropped and later reads
 //!   reconstruct); no rebuild of a replaced member; strips must fit the largest DMA buffer.
+//! - raid1 after a crash: a write in flight when the process died may have reached some
+//!   members and not others (no journal or persistent dirty bitmap, as SPDK); the rebuild
+//!   checkpoint only covers the copy itself.
 //! - `bdev_raid_set_options`: `process_max_bandwidth_mb_sec` must be 0 (unlimited); the
 //!   options are saved only when they differ from the defaults.
 //! - Reset is drained by the bdev layer (not forwarded); compare and compare-and-write are

@@ -31,6 +31,12 @@
 //!
 //! Progress (`blocks`) is the offset of the first block not yet copied.
 //!
+//! **Checkpoints.** Every sixteenth of the raid (at least a window) the offset reached is
+//! recorded in the superblock (the member's `rebuilt` field, state Rebuilding), by an
+//! operation of the control path that does not hold the machine up. Everything below it has
+//! been written to the target (and later writes there reach the target directly), so after
+//! a restart, assembly resumes the copy there ([`Rebuild::start`]'s `from`).
+//!
 //! **Resync.** When the member coming back is the one that left in sync (removed, not
 //! failed), the write-intent bitmap (see `raid1`) says which regions were written while it was
 //! away; the machine then copies one region per window and skips unmarked windows (no lock,
@@ -105,6 +111,8 @@ struct Machine {
     resync: bool,
     /// Blocks actually copied.
     copied: u64,
+    /// Offset last recorded in the superblock as the checkpoint.
+    ckpt: u64,
 }
 
 /// One rebuild of one raid1 member.
@@ -122,6 +130,9 @@ pub(crate) struct Rebuild {
     device: IoDevice<ChanCtx>,
     m: Mutex<Machine>,
 }
+
+/// Checkpoints recorded per rebuild (see [`Rebuild::checkpoint_stride`]).
+const CHECKPOINTS: u64 = 16;
 
 fn lowest(mask: u64) -> Option<usize> {
     (mask != 0).then(|| mask.trailing_zeros() as usize)
@@ -142,6 +153,7 @@ impl Rebuild {
         window_bytes: u64,
         pause_at: Option<RebuildState>,
         resync: bool,
+        from: u64,
     ) -> Arc<Rebuild> {
         let bs = u64::from(shared.block_size);
         let num_blocks = shared.num_blocks;
@@ -173,7 +185,7 @@ impl Rebuild {
             device,
             m: Mutex::new(Machine {
                 state: RebuildState::Idle,
-                offset: 0,
+                offset: from.min(num_blocks),
                 cur: 0,
                 window,
                 sources,
@@ -187,6 +199,7 @@ impl Rebuild {
                 paused: false,
                 resync,
                 copied: 0,
+                ckpt: from.min(num_blocks),
             }),
         });
         {
@@ -207,13 +220,19 @@ impl Rebuild {
             );
         } else {
             tracing::info!(
-                "raid '{}': rebuild of slot {target} ('{}') started, {num_blocks} blocks in windows of {window}",
+                "raid '{}': rebuild of slot {target} ('{}') started at block {from}, {num_blocks} blocks in windows of {window}",
                 me.raid_name,
                 me.target_name
             );
         }
         me.enter(RebuildState::Locking);
         me
+    }
+
+    /// Blocks between two checkpoints recorded in the superblock: a sixteenth of the raid
+    /// (at most 16 superblock writes per rebuild), at least one window.
+    fn checkpoint_stride(&self, window: u64) -> u64 {
+        (self.num_blocks / CHECKPOINTS).max(window).max(1)
     }
 
     fn lock(&self) -> MutexGuard<'_, Machine> {
@@ -526,6 +545,7 @@ impl Rebuild {
             .device
             .for_each_channel(crate::raid1::unlock_window, move || {
                 me.safe_point();
+                let mut checkpoint = None;
                 let next = {
                     let mut m = me.lock();
                     if m.stop.is_some() {
@@ -536,10 +556,17 @@ impl Rebuild {
                         if m.offset >= me.num_blocks {
                             RebuildState::Done
                         } else {
+                            if m.offset - m.ckpt >= me.checkpoint_stride(m.window) {
+                                m.ckpt = m.offset;
+                                checkpoint = Some(m.offset);
+                            }
                             RebuildState::Locking
                         }
                     }
                 };
+                if let (Some(at), Some(raid)) = (checkpoint, me.raid.upgrade()) {
+                    crate::control::rebuild_checkpoint(&raid, me.target, at);
+                }
                 me.enter(next);
             });
         if let Err(e) = r {

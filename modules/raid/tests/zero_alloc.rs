@@ -7,7 +7,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,38 +14,9 @@ use std::sync::{Arc, Mutex};
 use ferrite_bdev::{BdevChannel, BdevIo, Desc, DmaBuf, IoStatus};
 use ferrite_reactor::harness::Harness;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only const-initialised
-// thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: ferrite_reactor::alloc_count::CountingAlloc =
+    ferrite_reactor::alloc_count::CountingAlloc;
 
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
@@ -114,13 +84,13 @@ fn run(h: &mut Harness, bdev: &str, size: u64) -> u64 {
         h.poll_thread(0);
     }
     let before = COMPLETED.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
+    ferrite_reactor::alloc_count::start();
     for _ in 0..1000 {
         h.poll_thread(0);
     }
-    COUNTING.with(|c| c.set(false));
+    ferrite_reactor::alloc_count::stop();
     let n = COMPLETED.load(Ordering::Relaxed) - before;
-    let allocs = ALLOCS.with(|a| a.replace(0));
+    let allocs = ferrite_reactor::alloc_count::take();
     assert!(n > 10_000, "{bdev}: steady state too short: {n} I/O");
     assert_eq!(FAILED.load(Ordering::Relaxed), 0, "{bdev}: failed I/O");
     // Stop: the callbacks free the I/O from now on; drain, then close.
@@ -135,12 +105,12 @@ fn run(h: &mut Harness, bdev: &str, size: u64) -> u64 {
 
 #[test]
 fn steady_state_raid_io_does_not_allocate() {
-    COUNTING.with(|c| c.set(true));
+    ferrite_reactor::alloc_count::start();
     let b = std::hint::black_box(Box::new(7u64));
-    COUNTING.with(|c| c.set(false));
+    ferrite_reactor::alloc_count::stop();
     drop(b);
     assert_eq!(
-        ALLOCS.with(|a| a.replace(0)),
+        ferrite_reactor::alloc_count::take(),
         1,
         "the counter missed an allocation"
     );
