@@ -19,15 +19,17 @@ pub(crate) fn split(st: &ChannelState, mut parent: Box<BdevIo>) {
     if pieces > MAX_SPLIT_CHILDREN {
         return parent.complete(IoStatus::Invalid);
     }
-    let mut children: Vec<Box<BdevIo>> = Vec::new();
+    // A per-thread scratch list that keeps its capacity: no allocation per split in steady state.
+    let mut children = crate::thread::take_split_scratch();
     let mut off = start;
     while off < end {
         let next = ((off / bound) + 1) * bound;
         let n = next.min(end) - off;
         let Some(mut c) = crate::thread::alloc_io() else {
-            for c in children {
+            for c in children.drain(..) {
                 crate::thread::free_io(c);
             }
+            crate::thread::put_split_scratch(children);
             // Out of I/O objects: retry the whole parent later.
             parent.status = IoStatus::NoMem;
             return st.park_nomem(parent);
@@ -44,10 +46,11 @@ pub(crate) fn split(st: &ChannelState, mut parent: Box<BdevIo>) {
     parent.split_remaining = children.len() as u32;
     parent.split_status = IoStatus::Success;
     let pptr = NonNull::from(Box::leak(parent));
-    for mut c in children {
+    for mut c in children.drain(..) {
         c.parent = Parent::Split(pptr);
         st.submit_child(c);
     }
+    crate::thread::put_split_scratch(children);
 }
 
 /// Copies into `out` the segments covering bytes `[from, from+len)` of `iovs`.

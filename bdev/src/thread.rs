@@ -51,6 +51,7 @@ pub(crate) struct BdevThread {
     pub(crate) retry: RefCell<Vec<ChanPtr>>,
     poller: RefCell<Option<PollerHandle>>,
     pub(crate) zombies: RefCell<Vec<Box<crate::channel::ChannelState>>>,
+    split_scratch: RefCell<Vec<Box<BdevIo>>>,
 }
 
 impl Drop for BdevThread {
@@ -251,6 +252,25 @@ fn drain() -> usize {
         work
     })
     .unwrap_or(0)
+}
+
+/// The thread's scratch list for splitting (empty, with whatever capacity it has grown to). A
+/// nested split while it is taken gets a fresh list; the larger one is kept on return.
+#[allow(clippy::vec_box)]
+pub(crate) fn take_split_scratch() -> Vec<Box<BdevIo>> {
+    with_local(|t| std::mem::take(&mut *t.split_scratch.borrow_mut())).unwrap_or_default()
+}
+
+/// Returns the scratch list (emptied) for the next split.
+#[allow(clippy::vec_box)]
+pub(crate) fn put_split_scratch(mut v: Vec<Box<BdevIo>>) {
+    v.clear();
+    let _ = with_local(|t| {
+        let mut cur = t.split_scratch.borrow_mut();
+        if v.capacity() > cur.capacity() {
+            *cur = v;
+        }
+    });
 }
 
 pub(crate) fn cache_get(class: u8) -> Option<usize> {

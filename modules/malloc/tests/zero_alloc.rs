@@ -143,6 +143,14 @@ fn steady_state_io_does_not_allocate() {
             ..Default::default()
         })
         .unwrap();
+        ferrite_malloc::create(&ferrite_malloc::MallocOpts {
+            name: Some("MalSplit".into()),
+            num_blocks: 1024,
+            block_size: 512,
+            optimal_io_boundary: 4,
+            ..Default::default()
+        })
+        .unwrap();
     });
     let allocs = run("PT0");
     assert_eq!(
@@ -153,5 +161,11 @@ fn steady_state_io_does_not_allocate() {
     assert_eq!(allocs, 0, "null allocated {allocs} times in steady state");
     let allocs = run("Mal0");
     assert_eq!(allocs, 0, "malloc allocated {allocs} times in steady state");
+    // Every 8-block I/O crosses the 4-block boundary: the split path, in steady state.
+    let allocs = run("MalSplit");
+    assert_eq!(
+        allocs, 0,
+        "malloc with splitting allocated {allocs} times in steady state"
+    );
     drop(h);
 }
