@@ -1,0 +1,1 @@
+//! Checked little-endian access to guest memory (skeleton).
