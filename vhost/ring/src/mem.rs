@@ -72,7 +72,9 @@ pub(crate) fn range_ok(mem: &GuestMemory, addr: u64, len: u64) -> bool {
     // One region holding both ends is the common case and the cheapest check.
     match (mem.find_region(GuestAddress(addr)), mem.find_region(last)) {
         (Some(a), Some(b)) if std::ptr::eq(a, b) => true,
-        (Some(_), Some(_)) => usize::try_from(len).is_ok_and(|l| mem.check_range(GuestAddress(addr), l)),
+        (Some(_), Some(_)) => {
+            usize::try_from(len).is_ok_and(|l| mem.check_range(GuestAddress(addr), l))
+        }
         _ => false,
     }
 }

@@ -7,7 +7,9 @@
 use std::sync::atomic::{fence, Ordering};
 
 use crate::inflight::InflightQueue;
-use crate::mem::{load_u16, read_desc, range_ok, store_u16, store_u32, F_INDIRECT, F_NEXT, F_WRITE};
+use crate::mem::{
+    load_u16, range_ok, read_desc, store_u16, store_u32, F_INDIRECT, F_NEXT, F_WRITE,
+};
 use crate::vring::{RingBase, RingConfig};
 use crate::walk::Builder;
 use crate::{Chain, ChainError, GuestMemory, RingError};
@@ -52,11 +54,17 @@ pub(crate) struct SplitRing {
 }
 
 fn cfg_err(what: &str, addr: u64) -> RingError {
-    RingError::Config(format!("{what} at {addr:#x} misaligned or outside guest memory"))
+    RingError::Config(format!(
+        "{what} at {addr:#x} misaligned or outside guest memory"
+    ))
 }
 
 impl SplitRing {
-    pub(crate) fn new(mem: &GuestMemory, cfg: &RingConfig, base: RingBase) -> Result<Self, RingError> {
+    pub(crate) fn new(
+        mem: &GuestMemory,
+        cfg: &RingConfig,
+        base: RingBase,
+    ) -> Result<Self, RingError> {
         let n = u64::from(cfg.size);
         let a = cfg.addrs;
         if a.desc % 16 != 0 || !range_ok(mem, a.desc, 16 * n) {
@@ -68,8 +76,8 @@ impl SplitRing {
         if a.device % 4 != 0 || !range_ok(mem, a.device, 6 + 8 * n) {
             return Err(cfg_err("used ring", a.device));
         }
-        let used_idx =
-            load_u16(mem, a.device + 2, Ordering::Acquire).ok_or(RingError::Memory { addr: a.device })?;
+        let used_idx = load_u16(mem, a.device + 2, Ordering::Acquire)
+            .ok_or(RingError::Memory { addr: a.device })?;
         Ok(SplitRing {
             size: cfg.size,
             desc: a.desc,
@@ -154,7 +162,11 @@ impl SplitRing {
         }
     }
 
-    pub(crate) fn pop_resubmit(&mut self, mem: &GuestMemory, out: &mut Chain) -> Result<bool, RingError> {
+    pub(crate) fn pop_resubmit(
+        &mut self,
+        mem: &GuestMemory,
+        out: &mut Chain,
+    ) -> Result<bool, RingError> {
         let Some(&head) = self.resubmit.get(self.resubmit_pos) else {
             return Ok(false);
         };
@@ -178,15 +190,22 @@ impl SplitRing {
             }
         }
         if self.shadow_avail.wrapping_sub(self.last_avail) > self.size {
-            return Err(RingError::Broken("available index moved by more than the queue size"));
+            return Err(RingError::Broken(
+                "available index moved by more than the queue size",
+            ));
         }
         let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.size);
-        let head = load_u16(mem, slot, Ordering::Relaxed).ok_or(RingError::Memory { addr: slot })?;
+        let head =
+            load_u16(mem, slot, Ordering::Relaxed).ok_or(RingError::Memory { addr: slot })?;
         if head >= self.size {
-            return Err(RingError::Broken("available ring holds a head index out of range"));
+            return Err(RingError::Broken(
+                "available ring holds a head index out of range",
+            ));
         }
         if self.busy[usize::from(head)] {
-            return Err(RingError::Broken("available ring offers a head already in flight"));
+            return Err(RingError::Broken(
+                "available ring offers a head already in flight",
+            ));
         }
         self.last_avail = self.last_avail.wrapping_add(1);
         self.busy[usize::from(head)] = true;
@@ -198,7 +217,12 @@ impl SplitRing {
         self.walk_into(mem, head, out)
     }
 
-    pub(crate) fn push_used(&mut self, mem: &GuestMemory, id: u16, written: u32) -> Result<(), RingError> {
+    pub(crate) fn push_used(
+        &mut self,
+        mem: &GuestMemory,
+        id: u16,
+        written: u32,
+    ) -> Result<(), RingError> {
         if id >= self.size || !self.busy[usize::from(id)] {
             return Err(RingError::Usage("push_used of an id that is not in flight"));
         }
@@ -206,8 +230,10 @@ impl SplitRing {
             q.split_batch_add(id)?;
         }
         let elem = self.used + 4 + 8 * u64::from(self.used_idx % self.size);
-        store_u32(mem, elem, u32::from(id), Ordering::Relaxed).ok_or(RingError::Memory { addr: elem })?;
-        store_u32(mem, elem + 4, written, Ordering::Relaxed).ok_or(RingError::Memory { addr: elem })?;
+        store_u32(mem, elem, u32::from(id), Ordering::Relaxed)
+            .ok_or(RingError::Memory { addr: elem })?;
+        store_u32(mem, elem + 4, written, Ordering::Relaxed)
+            .ok_or(RingError::Memory { addr: elem })?;
         self.used_idx = self.used_idx.wrapping_add(1);
         self.busy[usize::from(id)] = false;
         self.in_flight -= 1;
@@ -223,7 +249,8 @@ impl SplitRing {
         }
         let old = self.published;
         let new = self.used_idx;
-        store_u16(mem, self.used + 2, new, Ordering::Release).ok_or(RingError::Memory { addr: self.used })?;
+        store_u16(mem, self.used + 2, new, Ordering::Release)
+            .ok_or(RingError::Memory { addr: self.used })?;
         self.published = new;
         if let Some(q) = &self.inflight {
             q.split_batch_done(&self.batch, new)?;
@@ -237,18 +264,20 @@ impl SplitRing {
         };
         if self.event_idx {
             let at = self.avail + 4 + 2 * u64::from(self.size);
-            let used_event = load_u16(mem, at, Ordering::Relaxed).ok_or(RingError::Memory { addr: at })?;
+            let used_event =
+                load_u16(mem, at, Ordering::Relaxed).ok_or(RingError::Memory { addr: at })?;
             Ok(need_event(used_event, new, old))
         } else {
-            let flags =
-                load_u16(mem, self.avail, Ordering::Relaxed).ok_or(RingError::Memory { addr: self.avail })?;
+            let flags = load_u16(mem, self.avail, Ordering::Relaxed)
+                .ok_or(RingError::Memory { addr: self.avail })?;
             Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
         }
     }
 
     fn set_used_flags(&self, mem: &GuestMemory, no_notify: bool) -> Result<(), RingError> {
         let flags = if no_notify { USED_F_NO_NOTIFY } else { 0 };
-        store_u16(mem, self.used, flags, Ordering::Relaxed).ok_or(RingError::Memory { addr: self.used })
+        store_u16(mem, self.used, flags, Ordering::Relaxed)
+            .ok_or(RingError::Memory { addr: self.used })
     }
 
     pub(crate) fn disable_notify(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
@@ -265,7 +294,8 @@ impl SplitRing {
         }
         if self.event_idx {
             let at = self.used + 4 + 8 * u64::from(self.size);
-            store_u16(mem, at, self.last_avail, Ordering::Relaxed).ok_or(RingError::Memory { addr: at })?;
+            store_u16(mem, at, self.last_avail, Ordering::Relaxed)
+                .ok_or(RingError::Memory { addr: at })?;
         } else {
             self.set_used_flags(mem, false)?;
         }
@@ -277,7 +307,11 @@ impl SplitRing {
         Ok(self.shadow_avail != self.last_avail)
     }
 
-    pub(crate) fn attach_inflight(&mut self, mem: &GuestMemory, q: InflightQueue) -> Result<(), RingError> {
+    pub(crate) fn attach_inflight(
+        &mut self,
+        mem: &GuestMemory,
+        q: InflightQueue,
+    ) -> Result<(), RingError> {
         if self.in_flight != 0 || self.inflight.is_some() {
             return Err(RingError::Usage("attach_inflight after chains were popped"));
         }

@@ -1,7 +1,7 @@
 //! Validation shared by split and packed chains: adding a segment with its checks, and
 //! following an indirect table.
 
-use crate::mem::{read_desc, range_ok, F_INDIRECT, F_NEXT, F_WRITE};
+use crate::mem::{range_ok, read_desc, F_INDIRECT, F_NEXT, F_WRITE};
 use crate::{Chain, ChainError, GuestMemory, Segment, MAX_SEGS};
 
 /// Most entries an indirect table may have (its length is a u32; the table is walked with

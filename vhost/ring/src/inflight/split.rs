@@ -125,7 +125,9 @@ impl InflightQueue {
             }
             if flag == 1 && !in_batch.get(usize::from(i)).copied().unwrap_or(false) {
                 if i >= size {
-                    return Err(bad(format!("entry {i} in flight beyond the ring size {size}")));
+                    return Err(bad(format!(
+                        "entry {i} in flight beyond the ring size {size}"
+                    )));
                 }
                 let c = self.load::<u64>(desc(i) + 8)?;
                 counter = counter.max(c.saturating_add(1));
