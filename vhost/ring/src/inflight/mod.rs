@@ -27,6 +27,7 @@ use vm_memory::{AtomicAccess, Bytes, FileOffset, VolatileMemory};
 
 use crate::RingError;
 
+mod packed;
 mod split;
 
 /// Version written in an initialised queue region (0 means "never initialised").
