@@ -31,6 +31,7 @@ mod mem;
 mod packed;
 mod split;
 mod vring;
+mod walk;
 
 pub use vm_memory;
 

@@ -27,6 +27,9 @@ use vm_memory::{AtomicAccess, Bytes, FileOffset, VolatileMemory};
 
 use crate::RingError;
 
+mod packed;
+mod split;
+
 /// Version written in an initialised queue region (0 means "never initialised").
 pub(crate) const VERSION: u16 = 1;
 /// Split queue region header size.
@@ -73,8 +76,8 @@ fn io_err(what: &str, e: std::io::Error) -> RingError {
 }
 
 impl InflightRegion {
-    /// Creates a zeroed region in a new memfd for VHOST_USER_GET_INFLIGHT_FD, with every
-    /// queue's header initialised (version 1, desc_num = `queue_size`, packed free list).
+    /// Creates a zeroed region in a new memfd for VHOST_USER_GET_INFLIGHT_FD, every queue's
+    /// header holding desc_num = `queue_size` and version 0 (set to 1 when a ring attaches).
     /// Returns the region, the fd to send to the front-end, and the mmap size to put in the
     /// reply (its mmap offset is 0).
     pub fn create(
@@ -227,7 +230,8 @@ impl InflightQueue {
             .map_err(|_| Self::fail(off))
     }
 
-    /// Writes a fresh header and zeroes the descriptor states (packed: free list 0→1→…).
+    /// Zeroes the queue region and writes desc_num and (packed) the free list 0→1→…, leaving
+    /// version 0 ("not initialised"): the ring that attaches it sets the version.
     pub(crate) fn init(&self) -> Result<(), RingError> {
         for off in (0..self.len).step_by(8) {
             self.store::<u64>(off, 0)?;
@@ -238,8 +242,6 @@ impl InflightQueue {
                 self.store::<u16>(d + 2, i.wrapping_add(1))?;
             }
         }
-        self.store::<u16>(10, self.queue_size)?;
-        self.store::<u16>(8, VERSION)?;
-        Ok(())
+        self.store::<u16>(10, self.queue_size)
     }
 }
