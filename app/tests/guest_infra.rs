@@ -42,3 +42,27 @@ fn vhost_user_blk_against_qemu_storage_daemon() {
     let run = spec.boot(&img).finish();
     run.assert_passed(&["size", "queues", "pattern", "fio"]);
 }
+
+/// The VFIO path the userspace NVMe driver is tested on: a static `ferrite` runs in a guest
+/// whose emulated NVMe controller (two namespaces) is bound to vfio-pci.
+#[test]
+fn nvme_bound_to_vfio_runs_static_ferrite() {
+    let ferrite = guest::static_ferrite();
+    let img = guest::image(&[&ferrite]);
+    let dir = TempDir::new("guest-vfio");
+    let (a, b) = (dir.join("ns1.img"), dir.join("ns2.img"));
+    for p in [&a, &b] {
+        std::fs::File::create(p).unwrap().set_len(64 << 20).unwrap();
+    }
+    let cmd = "ferrite --version && test -c /dev/vfio/$NVME_GROUP";
+    let run = guest::nvme_vfio(&[&a, &b], cmd, None)
+        .param("hugepages", 16)
+        .boot(&img)
+        .finish();
+    run.assert_passed(&["vfio-bind", "cmd"]);
+    assert!(
+        run.console.iter().any(|l| l.contains("ferrite ")),
+        "no version line:\n{}",
+        guest::tail(&run.console, 30)
+    );
+}

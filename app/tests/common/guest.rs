@@ -468,3 +468,70 @@ impl Drop for Qsd {
         let _ = self.child.wait();
     }
 }
+
+/// A statically linked release `ferrite` for the guest (`-C target-feature=+crt-static`, built
+/// for `x86_64-unknown-linux-gnu` so build scripts stay dynamic), in its own cargo target dir
+/// `<target>/guest/static-target` (cargo rebuilds only what changed). The first build takes
+/// minutes.
+pub fn static_ferrite() -> PathBuf {
+    let tdir = target_dir().join("guest/static-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let t0 = Instant::now();
+    let out = Command::new(&cargo)
+        .args(["build", "--release", "-p", "ferrite"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &tdir)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cargo}: {e}"));
+    assert!(
+        out.status.success(),
+        "static ferrite build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "static ferrite ready in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    tdir.join("x86_64-unknown-linux-gnu/release/ferrite")
+}
+
+/// A guest (q35 with an intel-iommu, `intel_iommu=on`) with QEMU's emulated NVMe controller:
+/// one namespace per image (raw files; several become `nvme-ns` namespaces 1, 2, ..). It runs
+/// `scripts/guest/tests/vfio.sh`: binds the controller to vfio-pci, then runs `cmd` (a shell
+/// command, may be empty; it sees $NVME_BDF, $NVME_BDFS, $NVME_GROUP) and the guest script
+/// `then` if given. Put the binaries the command needs in the image ([`image`] `extra_bins`).
+pub fn nvme_vfio(images: &[&Path], cmd: &str, then: Option<&str>) -> GuestSpec {
+    assert!(!images.is_empty(), "an NVMe controller needs a namespace");
+    let mut spec = GuestSpec::new("vfio");
+    spec.iommu = true;
+    spec.kernel_args.push("intel_iommu=on".into());
+    let drive = |i: usize, p: &Path| format!("file={},if=none,id=nvm{i},format=raw", p.display());
+    if let [one] = images {
+        spec.qemu_args = vec![
+            "-drive".into(),
+            drive(0, one),
+            "-device".into(),
+            "nvme,serial=fe0001,drive=nvm0".into(),
+        ];
+    } else {
+        spec.qemu_args = vec!["-device".into(), "nvme,id=nvme0,serial=fe0001".into()];
+        for (i, p) in images.iter().enumerate() {
+            spec.qemu_args.push("-drive".into());
+            spec.qemu_args.push(drive(i, p));
+            spec.qemu_args.push("-device".into());
+            spec.qemu_args
+                .push(format!("nvme-ns,drive=nvm{i},bus=nvme0,nsid={}", i + 1));
+        }
+    }
+    if !cmd.is_empty() {
+        let hex: String = cmd.bytes().map(|b| format!("{b:02x}")).collect();
+        spec = spec.param("cmd", hex);
+    }
+    if let Some(t) = then {
+        spec = spec.param("then", t);
+    }
+    spec
+}

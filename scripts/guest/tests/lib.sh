@@ -21,4 +21,4 @@ wait_blk() {
   for _ in $(seq 50); do [ -b "$1" ] && return 0; sleep 0.1; done
   return 1
 }
-FAILED=0
+FAILED=${FAILED:-0}
