@@ -164,7 +164,7 @@ fn live_recovery_sigkill_and_graceful_restart() {
         t.kill9();
         eprintln!("SIGKILL {i} at {:?}", t0.elapsed());
         t = start_persisted(&dir, &format!("tgt{i}"));
-        wait_socket(&sock);
+        assert_restored(&t, &sock);
     }
     during_fio(&g, Duration::from_millis(1500));
     t.signal(libc::SIGTERM);
@@ -172,7 +172,7 @@ fn live_recovery_sigkill_and_graceful_restart() {
     assert_eq!(code, 0, "graceful shutdown:\n{}", t.log_text());
     eprintln!("SIGTERM at {:?}", t0.elapsed());
     t = start_persisted(&dir, "tgt4");
-    wait_socket(&sock);
+    assert_restored(&t, &sock);
     let run = g.finish();
     if !(run.failed.is_empty() && run.exit == Some(0)) {
         eprintln!("target log:\n{}", t.log_text());
@@ -181,6 +181,10 @@ fn live_recovery_sigkill_and_graceful_restart() {
     eprintln!("live recovery run took {:?}", t0.elapsed());
 }
 
-fn wait_socket(p: &Path) {
-    common::wait_until(Duration::from_secs(10), "vhost socket back", || p.exists());
+/// The restarted target (ready: its config is applied) lists the controller again and its
+/// socket exists.
+fn assert_restored(t: &Target, sock: &Path) {
+    let c = t.call("vhost_get_controllers", json!({ "name": CTRLR }));
+    assert_eq!(c[0]["ctrlr"], CTRLR, "controller not restored: {c}");
+    assert!(sock.exists(), "no vhost socket after restart");
 }
