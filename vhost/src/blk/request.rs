@@ -46,6 +46,7 @@ pub const ID_LEN: usize = 20;
 pub const MAX_DATA_SEGS: usize = crate::blk::config::SEG_MAX as usize + 2;
 
 /// One segment as the ring hands it over.
+#[allow(clippy::len_without_is_empty)] // a segment, not a collection
 pub trait SegView {
     /// Guest-physical address.
     fn addr(&self) -> u64;
@@ -148,7 +149,9 @@ pub fn parse<S: SegView>(
     };
     let ls = &segs[last];
     if !ls.writable() {
-        return Err(ParseError::Broken("status descriptor is not device-writable"));
+        return Err(ParseError::Broken(
+            "status descriptor is not device-writable",
+        ));
     }
     let status_gpa = ls.addr().wrapping_add(u64::from(ls.len()) - 1);
     if mem.host_ptr(status_gpa, 1).is_none() {
@@ -223,7 +226,10 @@ pub fn parse<S: SegView>(
             continue;
         }
         if s.writable() != device_writes {
-            return Err(fail(status::IOERR, "data descriptor has the wrong direction"));
+            return Err(fail(
+                status::IOERR,
+                "data descriptor has the wrong direction",
+            ));
         }
         if out.nsegs == MAX_DATA_SEGS {
             return Err(fail(status::IOERR, "too many data segments"));
@@ -240,16 +246,17 @@ pub fn parse<S: SegView>(
     out.sector = sector;
     out.status_gpa = status_gpa;
     match kind {
-        Kind::Read | Kind::Write => {
-            if out.data_len == 0 || out.data_len % 512 != 0 {
-                return Err(fail(status::IOERR, "data length is not a multiple of 512"));
-            }
+        Kind::Read | Kind::Write if out.data_len == 0 || !out.data_len.is_multiple_of(512) => {
+            return Err(fail(status::IOERR, "data length is not a multiple of 512"));
         }
         Kind::GetId if out.data_len == 0 => {
             return Err(fail(status::IOERR, "GET_ID without a data buffer"));
         }
         Kind::Discard | Kind::WriteZeroes if out.data_len != 16 || out.nsegs != 1 => {
-            return Err(fail(status::IOERR, "discard/write-zeroes needs one 16-byte range"));
+            return Err(fail(
+                status::IOERR,
+                "discard/write-zeroes needs one 16-byte range",
+            ));
         }
         _ => {}
     }
