@@ -367,9 +367,10 @@ pub fn shutdown() {
     }
 }
 
-/// The bdev under a controller is going away: stop serving (drain the rings, disconnect the
-/// frontend), then release the descriptor so the removal can finish. The controller stays
-/// listed (without serving) until deleted.
+/// The bdev under a controller is going away: the rings finish the I/O they have on it and
+/// release their channels, then the descriptor is released so the removal can finish. The
+/// controller stays listed (`bdev: null`) and its frontend stays connected, every later
+/// request failing with IOERR (as SPDK's), until the controller is deleted.
 fn on_bdev_event(name: &str, ev: BdevEvent) {
     if !matches!(ev, BdevEvent::Remove) {
         return;
@@ -389,7 +390,7 @@ fn on_bdev_event(name: &str, ev: BdevEvent) {
         .spawn(move || {
             if let Some(dev) = shared.session() {
                 if let Ok(mut d) = dev.lock() {
-                    d.stop_all();
+                    d.detach_bdev();
                 }
             }
             let desc = shared.desc.lock().ok().and_then(|mut d| d.take());

@@ -90,6 +90,16 @@ impl Device {
         }
     }
 
+    /// The bdev is going away: every running ring releases its channel (after its I/O
+    /// outstanding completes) and fails later requests with IOERR.
+    pub fn detach_bdev(&mut self) {
+        for r in &self.rings {
+            if let Some(run) = &r.running {
+                run.detach_bdev();
+            }
+        }
+    }
+
     /// Number of rings currently running.
     pub fn running_rings(&self) -> usize {
         self.rings.iter().filter(|r| r.running.is_some()).count()
@@ -101,9 +111,6 @@ impl Device {
 
     /// Starts ring `index` if it has everything it needs and is not running.
     fn try_start(&mut self, index: usize) -> VuResult<()> {
-        if self.ctrl.is_removed() {
-            return Ok(());
-        }
         let proto = self.protocol_negotiated();
         let features = self.acked_features;
         let Some(mem) = self.mem.clone() else {

@@ -94,7 +94,10 @@ struct Queue {
     index: u16,
     vring: Vring,
     mem: Arc<MemTable>,
-    chan: BdevChannel,
+    /// `None` once the bdev is gone (hot-remove): requests then fail with IOERR.
+    chan: Option<BdevChannel>,
+    /// Hot-remove asked to release the channel once the I/O outstanding has completed.
+    detach: Option<SyncSender<()>>,
     kick: File,
     call: Option<File>,
     _kick_reg: Option<FdRegistration>,
@@ -173,6 +176,21 @@ impl Running {
         }
     }
 
+    /// Releases the queue's bdev channel once its I/O outstanding has completed; later
+    /// requests fail with IOERR (bdev hot-remove). Thread contract: not a reactor (blocks).
+    pub fn detach_bdev(&self) {
+        let (tx, rx) = sync_channel::<()>(1);
+        let ptr = self.ptr;
+        let sent = self.thread.send(move || {
+            // SAFETY: the queue is alive while its `Running` handle exists; its thread.
+            let q = unsafe { &mut *(ptr as *mut Queue) };
+            q.detach = Some(tx);
+        });
+        if sent.is_ok() && rx.recv_timeout(CONTROL_TIMEOUT).is_err() {
+            tracing::error!("vhost queue did not release its bdev in {CONTROL_TIMEOUT:?}");
+        }
+    }
+
     /// Replaces the call eventfd. Thread contract: the control thread; takes effect on the
     /// queue's thread.
     pub fn set_call(&self, call: Option<File>) {
@@ -187,13 +205,12 @@ impl Running {
 }
 
 fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
-    let desc = ctrl
-        .desc
-        .lock()
-        .ok()
-        .and_then(|d| d.clone())
-        .ok_or_else(|| "the bdev is gone".to_string())?;
-    let chan = desc.channel().map_err(|e| e.to_string())?;
+    // Without a bdev (hot-removed) the ring still runs and fails every request with IOERR.
+    let desc = ctrl.desc.lock().ok().and_then(|d| d.clone());
+    let chan = match desc.filter(|_| !ctrl.is_removed()) {
+        Some(d) => Some(d.channel().map_err(|e| e.to_string())?),
+        None => None,
+    };
     let cfg = RingConfig {
         size: spec.size,
         addrs: RingAddrs {
@@ -236,6 +253,7 @@ fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
         vring,
         mem: spec.mem,
         chan,
+        detach: None,
         kick: spec.kick,
         call: spec.call,
         _kick_reg: kick_reg,
@@ -338,6 +356,13 @@ impl Queue {
         } else if self.signal_pending {
             self.maybe_signal();
         }
+        if self.detach.is_some() && self.outstanding == 0 {
+            self.retry = None;
+            self.chan = None;
+            if let Some(tx) = self.detach.take() {
+                let _ = tx.send(());
+            }
+        }
         if self.stop.is_some() {
             if self.outstanding == 0 && self.retry.is_none() {
                 self.finish();
@@ -346,6 +371,9 @@ impl Queue {
         }
         if self.broken {
             return work;
+        }
+        if self.detach.is_some() {
+            return work; // stop taking requests until the bdev is released
         }
         if let Some(id) = self.retry.take() {
             self.submit_parsed(id);
@@ -533,11 +561,6 @@ impl Queue {
                 }
             }
         }
-        let Some(mut io) = self.chan.alloc_io() else {
-            // The thread's I/O pool is empty: try again on the next poll.
-            self.retry = Some(id);
-            return;
-        };
         let (ob, nb) = (offset / bs, len / bs);
         let written = if kind == Kind::Read {
             len as u32 + 1
@@ -545,6 +568,15 @@ impl Queue {
             1
         };
         self.slot_mut(id).written = written;
+        let Some(chan) = &self.chan else {
+            // The bdev was hot-removed: the device fails requests until deleted.
+            return self.finish_now(id, status::IOERR, 0);
+        };
+        let Some(mut io) = chan.alloc_io() else {
+            // The thread's I/O pool is empty: try again on the next poll.
+            self.retry = Some(id);
+            return;
+        };
         io.user = [me, u64::from(id)];
         match kind {
             Kind::Read => {
@@ -554,7 +586,7 @@ impl Queue {
                 io.prep_write(ob, nb, io_done);
             }
             Kind::Flush => {
-                io.prep_flush(0, self.chan.bdev().num_blocks(), io_done);
+                io.prep_flush(0, chan.bdev().num_blocks(), io_done);
             }
             Kind::Discard => {
                 io.prep_unmap(ob, nb, io_done);
@@ -573,7 +605,7 @@ impl Queue {
         }
         self.outstanding += 1;
         self.window_ios += 1;
-        self.chan.submit(io);
+        chan.submit(io);
     }
 
     fn write_id(&self) -> u32 {

@@ -194,8 +194,14 @@ fn idle_queue_lets_the_reactor_sleep_and_a_kick_wakes_it() {
     let (s0, cpu0) = (sleeps(), cpu_ms());
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let (s1, cpu1) = (sleeps(), cpu_ms());
-    assert!(s1 > s0, "the reactor never slept with an idle queue ({s0} → {s1})");
-    eprintln!("idle: process CPU {} ms over 1 s (debug build)", cpu1 - cpu0);
+    assert!(
+        s1 > s0,
+        "the reactor never slept with an idle queue ({s0} → {s1})"
+    );
+    eprintln!(
+        "idle: process CPU {} ms over 1 s (debug build)",
+        cpu1 - cpu0
+    );
     // a kick wakes the sleeping reactor and the request is served
     let (st, _) = d.request(req_type::IN, 0, &[(0x40000, 512)], true);
     assert_eq!(st, status::OK);
@@ -227,7 +233,9 @@ fn malformed_messages_are_refused_and_the_next_frontend_is_served() {
         // an unknown request with a body larger than any message
         &[0xff, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0, 0],
         // GET_CONFIG (24) whose size field disagrees with the payload
-        &[24, 0, 0, 0, 1, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        &[
+            24, 0, 0, 0, 1, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+        ],
         // half a header
         &[1, 0, 0],
     ];
@@ -241,4 +249,37 @@ fn malformed_messages_are_refused_and_the_next_frontend_is_served() {
     assert_eq!(d.request(req_type::FLUSH, 0, &[], false).0, status::OK);
     drop(d);
     env.delete("bad.0").unwrap();
+}
+
+#[test]
+fn bdev_hot_remove_fails_requests_and_keeps_the_frontend() {
+    let env = env();
+    env.malloc("MallocGone", 256, 512);
+    env.create("gone.0", "MallocGone", false).unwrap();
+    let mut d = Driver::connect(&env.dir.join("gone.0"));
+    assert_eq!(
+        d.request(req_type::OUT, 0, &[(0x20000, 512)], false).0,
+        status::OK
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    env.app(move || {
+        ferrite_malloc::delete("MallocGone", move |r| {
+            let _ = tx.send(r.is_ok());
+        })
+    });
+    assert!(
+        rx.recv_timeout(WAIT).unwrap(),
+        "the bdev under a controller can be removed"
+    );
+    assert_eq!(
+        d.request(req_type::IN, 0, &[(0x40000, 512)], true).0,
+        status::IOERR
+    );
+    let l = env.app(|| ferrite_vhost::list(Some("gone.0"))).unwrap();
+    assert_eq!(
+        l[0]["backend_specific"]["block"]["bdev"],
+        serde_json::Value::Null
+    );
+    drop(d);
+    env.delete("gone.0").unwrap();
 }

@@ -51,7 +51,10 @@ fn steady_state_requests_do_not_allocate() {
         ferrite_reactor::alloc_count::stop();
         ferrite_reactor::alloc_count::take()
     });
-    assert_eq!(allocs, 0, "allocations on the reactor during 272 steady-state requests");
+    assert_eq!(
+        allocs, 0,
+        "allocations on the reactor during 272 steady-state requests"
+    );
     drop(d);
     env.delete("za.0").unwrap();
 }
