@@ -38,7 +38,7 @@ pub use vm_memory;
 pub use chain::{Chain, Segment, MAX_SEGS};
 pub use error::{ChainError, ErrorKind, RingError};
 pub use inflight::{inflight_queue_size, InflightQueue, InflightRegion};
-pub use vring::{RingAddrs, RingBase, RingConfig, Vring};
+pub use vring::{CrashPoint, RingAddrs, RingBase, RingConfig, Vring};
 
 /// Guest memory as this crate reads it: built by the vhost-user target from the regions of
 /// VHOST_USER_SET_MEM_TABLE (each region an mmap of the fd the front-end sent).

@@ -15,7 +15,7 @@ use crate::mem::{
     load_u16, range_ok, read_desc, store_u16, store_u32, RawDesc, F_INDIRECT, F_NEXT, F_WRITE,
 };
 use crate::split::need_event;
-use crate::vring::{RingBase, RingConfig};
+use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::Builder;
 use crate::{Chain, ChainError, GuestMemory, RingError};
 
@@ -71,6 +71,8 @@ pub(crate) struct PackedRing {
     /// Head entries of the region to resubmit, in order.
     resubmit: Vec<u16>,
     resubmit_pos: usize,
+    /// Test hook: where to stop as if crashed.
+    pub(crate) crash: Option<CrashPoint>,
 }
 
 fn cfg_err(what: &str, addr: u64) -> RingError {
@@ -130,6 +132,7 @@ impl PackedRing {
             counter: 0,
             resubmit: Vec::new(),
             resubmit_pos: 0,
+            crash: None,
         })
     }
 
@@ -253,6 +256,9 @@ impl PackedRing {
                     d.w12 = id;
                 }
                 q.packed_record(e, &d, last)?;
+                if !last {
+                    crash(self.crash, CrashPoint::PopPartial)?;
+                }
                 (p, w) = advance(p, w, 1, self.size);
             }
             let _ = w;
@@ -344,8 +350,10 @@ impl PackedRing {
             }
             q.packed_set_used(self.next_used, self.used_wrap)?;
         }
+        crash(self.crash, CrashPoint::PublishBeforeVisible)?;
         let at = self.desc_addr(pos);
         store_u16(mem, at + 14, flags, Ordering::Release).ok_or(mem_err(at))?;
+        crash(self.crash, CrashPoint::PublishAfterVisible)?;
         if let Some(q) = &self.inflight {
             q.packed_batch_done(self.batch.iter().map(|&id| self.entry[usize::from(id)]))?;
         }

@@ -10,7 +10,7 @@ use crate::inflight::InflightQueue;
 use crate::mem::{
     load_u16, range_ok, read_desc, store_u16, store_u32, F_INDIRECT, F_NEXT, F_WRITE,
 };
-use crate::vring::{RingBase, RingConfig};
+use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::Builder;
 use crate::{Chain, ChainError, GuestMemory, RingError};
 
@@ -51,6 +51,8 @@ pub(crate) struct SplitRing {
     counter: u64,
     resubmit: Vec<u16>,
     resubmit_pos: usize,
+    /// Test hook: where to stop as if crashed.
+    pub(crate) crash: Option<CrashPoint>,
 }
 
 fn cfg_err(what: &str, addr: u64) -> RingError {
@@ -97,6 +99,7 @@ impl SplitRing {
             counter: 0,
             resubmit: Vec::new(),
             resubmit_pos: 0,
+            crash: None,
         })
     }
 
@@ -211,6 +214,7 @@ impl SplitRing {
         self.busy[usize::from(head)] = true;
         self.in_flight += 1;
         if let Some(q) = &self.inflight {
+            crash(self.crash, CrashPoint::PopPartial)?;
             q.split_fetched(head, self.counter)?;
             self.counter += 1;
         }
@@ -249,9 +253,11 @@ impl SplitRing {
         }
         let old = self.published;
         let new = self.used_idx;
+        crash(self.crash, CrashPoint::PublishBeforeVisible)?;
         store_u16(mem, self.used + 2, new, Ordering::Release)
             .ok_or(RingError::Memory { addr: self.used })?;
         self.published = new;
+        crash(self.crash, CrashPoint::PublishAfterVisible)?;
         if let Some(q) = &self.inflight {
             q.split_batch_done(&self.batch, new)?;
         }
