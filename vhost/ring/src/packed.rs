@@ -56,14 +56,19 @@ pub(crate) struct PackedRing {
     /// First used descriptor of the unpublished batch: its position and the flags to store
     /// last (which make the whole batch visible).
     batch_head: Option<(u16, u16)>,
-    /// Descriptors the used position advanced since the last notification decision.
-    since_signal: u16,
     signalled: bool,
     /// Per buffer id: descriptors it occupies while in flight, 0 when not in flight.
     busy: Vec<u16>,
     /// Per buffer id: its head entry in the inflight region.
     entry: Vec<u16>,
     in_flight: usize,
+    /// Descriptors of the ring the driver cannot have reused: held by chains in flight or
+    /// returned in the unpublished batch. A legitimate driver never offers more than the ring
+    /// minus these; the inflight region has an entry for each.
+    held_descs: u16,
+    /// Descriptors returned in the unpublished batch: how far the used position advanced
+    /// since the last notification decision.
+    batch_descs: u16,
     /// Buffer ids pushed since the last publish (capacity `size`).
     batch: Vec<u16>,
     inflight: Option<InflightQueue>,
@@ -122,11 +127,12 @@ impl PackedRing {
             next_used,
             used_wrap,
             batch_head: None,
-            since_signal: 0,
             signalled: false,
             busy: vec![0; n],
             entry: vec![0; n],
             in_flight: 0,
+            held_descs: 0,
+            batch_descs: 0,
             batch: Vec::with_capacity(n),
             inflight: None,
             counter: 0,
@@ -237,6 +243,12 @@ impl PackedRing {
         if self.busy[usize::from(id)] != 0 {
             return Err(RingError::Broken("packed buffer id reused while in flight"));
         }
+        if u32::from(self.held_descs) + u32::from(n) > u32::from(self.size) {
+            return Err(RingError::Broken(
+                "more descriptors offered than the ring holds",
+            ));
+        }
+        self.held_descs += n;
         (self.next_avail, self.avail_wrap) = advance(start.0, start.1, n, self.size);
         self.busy[usize::from(id)] = n;
         self.in_flight += 1;
@@ -331,8 +343,8 @@ impl PackedRing {
             store_u16(mem, at + 14, flags, Ordering::Release).ok_or(mem_err(at))?;
         }
         (self.next_used, self.used_wrap) = advance(self.next_used, self.used_wrap, n, self.size);
-        self.since_signal = self.since_signal.saturating_add(n);
         self.busy[usize::from(id)] = 0;
+        self.batch_descs += n;
         self.in_flight -= 1;
         if self.inflight.is_some() {
             self.batch.push(id);
@@ -358,8 +370,10 @@ impl PackedRing {
             q.packed_batch_done(self.batch.iter().map(|&id| self.entry[usize::from(id)]))?;
         }
         self.batch.clear();
+        // Descriptors the used position advanced in this batch (at most the ring size).
+        let count = std::mem::take(&mut self.batch_descs);
+        self.held_descs -= count;
         fence(Ordering::SeqCst);
-        let count = std::mem::take(&mut self.since_signal);
         if !std::mem::replace(&mut self.signalled, true) {
             return Ok(true);
         }
@@ -430,6 +444,7 @@ impl PackedRing {
             (self.next_avail, self.avail_wrap) =
                 advance(self.next_used, self.used_wrap, total as u16, self.size);
             self.in_flight = rec.chains.len();
+            self.held_descs = total as u16;
             self.counter = rec.counter;
             self.resubmit = rec.chains.iter().map(|c| c.entry).collect();
             self.resubmit_pos = 0;

@@ -178,10 +178,12 @@ fn broken(setup: impl FnOnce(&GuestMemory, &mut PackedDriver)) {
     let mut dev = device(&mem, 8, true, false);
     setup(&mem, &mut drv);
     let mut ch = Chain::new();
-    let mut res = dev.pop(&mem, &mut ch);
-    if let Ok(true) = res {
-        res = dev.pop(&mem, &mut ch);
-    }
+    let res = loop {
+        match dev.pop(&mem, &mut ch) {
+            Ok(true) => {}
+            other => break other,
+        }
+    };
     assert_eq!(res.unwrap_err().kind(), ErrorKind::Broken);
 }
 
@@ -213,5 +215,17 @@ fn chain_around_the_whole_ring() {
     broken(|m, d| {
         let descs: Vec<(u64, u32, u16)> = (0..8).map(|_| (HIGH, 8, F_NEXT)).collect();
         d.add_raw(m, &descs, None);
+    });
+}
+
+#[test]
+fn more_descriptors_offered_than_the_ring_holds() {
+    broken(|m, d| {
+        for _ in 0..4 {
+            d.add_raw(m, &[(HIGH, 8, F_NEXT), (HIGH, 8, F_WRITE)], None);
+        }
+        // the ring is full of buffers in flight; a driver offering more is reusing
+        // descriptors the device has not returned
+        d.add_raw(m, &[(HIGH, 8, 0)], Some(7));
     });
 }
