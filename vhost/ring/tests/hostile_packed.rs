@@ -220,12 +220,33 @@ fn chain_around_the_whole_ring() {
 
 #[test]
 fn more_descriptors_offered_than_the_ring_holds() {
-    broken(|m, d| {
-        for _ in 0..4 {
-            d.add_raw(m, &[(HIGH, 8, F_NEXT), (HIGH, 8, F_WRITE)], None);
-        }
-        // the ring is full of buffers in flight; a driver offering more is reusing
-        // descriptors the device has not returned
-        d.add_raw(m, &[(HIGH, 8, 0)], Some(7));
-    });
+    let mem = memory();
+    let mut drv = PackedDriver::new(&mem, 8);
+    let mut dev = device(&mem, 8, true, false);
+    let mut ch = Chain::new();
+    for _ in 0..4 {
+        drv.add_raw(&mem, &[(HIGH, 8, F_NEXT), (HIGH, 8, F_WRITE)], None);
+        assert!(dev.pop(&mem, &mut ch).unwrap());
+    }
+    // the ring is full of buffers in flight; a driver offering more is reusing descriptors
+    // the device has not returned
+    drv.add_raw(&mem, &[(HIGH, 8, 0)], Some(7));
+    assert_eq!(
+        dev.pop(&mem, &mut ch).unwrap_err().kind(),
+        ErrorKind::Broken
+    );
+    // returned but not yet published: still not the driver's to reuse
+    let mem = memory();
+    let mut drv = PackedDriver::new(&mem, 4);
+    let mut dev = device(&mem, 4, true, false);
+    for _ in 0..4 {
+        drv.add_raw(&mem, &[(HIGH, 8, 0)], None);
+        assert!(dev.pop(&mem, &mut ch).unwrap());
+    }
+    dev.push_used(&mem, ch.id(), 0).unwrap();
+    drv.add_raw(&mem, &[(HIGH, 8, 0)], Some(ch.id()));
+    assert_eq!(
+        dev.pop(&mem, &mut ch).unwrap_err().kind(),
+        ErrorKind::Broken
+    );
 }
