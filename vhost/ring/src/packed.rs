@@ -97,13 +97,13 @@ impl PackedRing {
         base: RingBase,
     ) -> Result<Self, RingError> {
         let a = cfg.addrs;
-        if a.desc % 16 != 0 || !range_ok(mem, a.desc, 16 * u64::from(cfg.size)) {
+        if !a.desc.is_multiple_of(16) || !range_ok(mem, a.desc, 16 * u64::from(cfg.size)) {
             return Err(cfg_err("descriptor ring", a.desc));
         }
-        if a.driver % 4 != 0 || !range_ok(mem, a.driver, 4) {
+        if !a.driver.is_multiple_of(4) || !range_ok(mem, a.driver, 4) {
             return Err(cfg_err("driver event suppression", a.driver));
         }
-        if a.device % 4 != 0 || !range_ok(mem, a.device, 4) {
+        if !a.device.is_multiple_of(4) || !range_ok(mem, a.device, 4) {
             return Err(cfg_err("device event suppression", a.device));
         }
         let (next_avail, avail_wrap) = (base.avail & 0x7fff, base.avail & 0x8000 != 0);

@@ -69,13 +69,13 @@ impl SplitRing {
     ) -> Result<Self, RingError> {
         let n = u64::from(cfg.size);
         let a = cfg.addrs;
-        if a.desc % 16 != 0 || !range_ok(mem, a.desc, 16 * n) {
+        if !a.desc.is_multiple_of(16) || !range_ok(mem, a.desc, 16 * n) {
             return Err(cfg_err("descriptor table", a.desc));
         }
-        if a.driver % 2 != 0 || !range_ok(mem, a.driver, 6 + 2 * n) {
+        if !a.driver.is_multiple_of(2) || !range_ok(mem, a.driver, 6 + 2 * n) {
             return Err(cfg_err("available ring", a.driver));
         }
-        if a.device % 4 != 0 || !range_ok(mem, a.device, 6 + 8 * n) {
+        if !a.device.is_multiple_of(4) || !range_ok(mem, a.device, 6 + 8 * n) {
             return Err(cfg_err("used ring", a.device));
         }
         let used_idx = load_u16(mem, a.device + 2, Ordering::Acquire)
