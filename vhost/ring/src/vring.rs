@@ -81,7 +81,7 @@ impl RingBase {
 }
 
 /// A step at which a test can make a ring stop, as if the process crashed there (with the
-/// `fault-injection` feature, [`Vring::inject_crash`]). The method returns an error at that
+/// `fault-injection` feature, `Vring::inject_crash`). The method returns an error at that
 /// step; the test then drops the ring and recovers from the inflight region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
