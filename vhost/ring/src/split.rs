@@ -344,3 +344,19 @@ impl SplitRing {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::need_event;
+
+    #[test]
+    fn need_event_window() {
+        // notify iff event lies in [old, new), modulo 2^16
+        assert!(need_event(5, 6, 5));
+        assert!(!need_event(5, 5, 4));
+        assert!(need_event(4, 8, 2));
+        assert!(!need_event(1, 8, 2));
+        assert!(need_event(65535, 2, 65534), "across the 16-bit wrap");
+        assert!(!need_event(3, 3, 3), "empty window");
+    }
+}
