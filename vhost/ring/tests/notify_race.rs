@@ -57,10 +57,10 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
 }
 
 fn jitter(i: u32) {
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         std::thread::yield_now();
     }
-    if i % 97 == 0 {
+    if i.is_multiple_of(97) {
         std::thread::sleep(std::time::Duration::from_micros(50));
     }
 }
@@ -206,7 +206,7 @@ fn race(packed: bool, event_idx: bool) {
             dev.publish(&mem).unwrap();
             // a reactor runs other pollers here: widen the window in which the driver adds
             // a buffer while kicks are still suppressed
-            if got % 2 == 0 {
+            if got.is_multiple_of(2) {
                 let t = std::time::Instant::now();
                 while t.elapsed() < std::time::Duration::from_micros(u64::from(got % 23)) {
                     std::hint::spin_loop();
