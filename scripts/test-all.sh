@@ -35,5 +35,10 @@ log "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+log "guest image and the static ferrite the VFIO guest tests run (cached under the target dir)"
+export GUEST_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest"
+bash scripts/guest/static-ferrite.sh >/dev/null
+bash scripts/guest/build-guest.sh >/dev/null
+
 log "tests"
 exec cargo nextest run --workspace --no-fail-fast "$@"

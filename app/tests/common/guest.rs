@@ -469,23 +469,19 @@ impl Drop for Qsd {
     }
 }
 
-/// A statically linked release `ferrite` for the guest (`-C target-feature=+crt-static`, built
-/// for `x86_64-unknown-linux-gnu` so build scripts stay dynamic), in its own cargo target dir
-/// `<target>/guest/static-target` (cargo rebuilds only what changed). The first build takes
-/// minutes.
+/// A statically linked release `ferrite` for the guest, built by
+/// `scripts/guest/static-ferrite.sh` in its own target dir `<target>/guest/static-target` (cargo
+/// rebuilds only what changed; scripts/test-all.sh builds it before the tests, since a first
+/// build takes minutes).
 pub fn static_ferrite() -> PathBuf {
-    let tdir = target_dir().join("guest/static-target");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let script = workspace_root().join("scripts/guest/static-ferrite.sh");
     let t0 = Instant::now();
-    let out = Command::new(&cargo)
-        .args(["build", "--release", "-p", "ferrite"])
-        .args(["--target", "x86_64-unknown-linux-gnu"])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", &tdir)
-        .current_dir(workspace_root())
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("GUEST_DIR", target_dir().join("guest"))
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run {cargo}: {e}"));
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
     assert!(
         out.status.success(),
         "static ferrite build failed:\n{}",
@@ -495,7 +491,9 @@ pub fn static_ferrite() -> PathBuf {
         "static ferrite ready in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    tdir.join("x86_64-unknown-linux-gnu/release/ferrite")
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.is_file(), "no static ferrite at {}", path.display());
+    path
 }
 
 /// A guest (q35 with an intel-iommu, `intel_iommu=on`) with QEMU's emulated NVMe controller:
