@@ -105,6 +105,17 @@ impl Device {
         self.rings.iter().filter(|r| r.running.is_some()).count()
     }
 
+    /// The inflight region's layout. QEMU asks for the region (GET_INFLIGHT_FD) before it
+    /// sets the features of a first start, so without acked features the layout follows the
+    /// controller's offer (`packed_ring`).
+    fn inflight_packed(&self) -> bool {
+        if self.acked_features != 0 {
+            self.acked_features & feature::RING_PACKED != 0
+        } else {
+            self.ctrl.packed
+        }
+    }
+
     fn protocol_negotiated(&self) -> bool {
         self.acked_features & feature::PROTOCOL_FEATURES != 0
     }
@@ -152,8 +163,14 @@ impl Device {
                 ))
             })?;
         let call = r.call.as_ref().and_then(|f| f.try_clone().ok());
-        let inflight = match &self.inflight {
-            Some(reg) => reg.queue(index as u16).ok(),
+        let inflight = match self.inflight.as_ref().map(|r| r.queue(index as u16)) {
+            Some(Ok(q)) if q.is_packed() == packed => Some(q),
+            Some(_) => {
+                tracing::error!(
+                    "vhost controller '{name}': ring {index}: the inflight region does not cover this ring or has the other ring layout; running without inflight tracking"
+                );
+                None
+            }
             None => None,
         };
         let spec = QueueSpec {
@@ -413,7 +430,7 @@ impl VhostUserBackendReqHandlerMut for Device {
                 "vhost controller '{name}': GET_INFLIGHT_FD for {nq} queues of {qs} entries is out of range"
             )));
         }
-        let packed = self.acked_features & feature::RING_PACKED != 0;
+        let packed = self.inflight_packed();
         let (region, file, size) = ferrite_vring::InflightRegion::create(nq, qs, packed)
             .map_err(|e| err(format!("vhost controller '{name}': GET_INFLIGHT_FD: {e}")))?;
         self.inflight = Some(region);
@@ -422,7 +439,7 @@ impl VhostUserBackendReqHandlerMut for Device {
 
     fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VuResult<()> {
         let name = self.ctrl.name.clone();
-        let packed = self.acked_features & feature::RING_PACKED != 0;
+        let packed = self.inflight_packed();
         let region = ferrite_vring::InflightRegion::map(
             std::os::fd::OwnedFd::from(file),
             inflight.mmap_size,

@@ -229,9 +229,15 @@ fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
     )
     .map_err(|e| e.to_string())?;
     if let Some(inf) = spec.inflight {
-        vring
-            .attach_inflight(spec.mem.guest(), inf)
-            .map_err(|e| e.to_string())?;
+        // A region that does not validate: run without tracking (I/O goes on; what it
+        // recorded as in flight cannot be resubmitted) rather than leave the ring stopped.
+        if let Err(e) = vring.attach_inflight(spec.mem.guest(), inf) {
+            tracing::error!(
+                "vhost controller '{}': queue {}: {e}; running without inflight tracking",
+                ctrl.name,
+                spec.index
+            );
+        }
         let n = vring.resubmit_pending();
         if n > 0 {
             tracing::info!(

@@ -283,3 +283,86 @@ fn bdev_hot_remove_fails_requests_and_keeps_the_frontend() {
     drop(d);
     env.delete("gone.0").unwrap();
 }
+
+/// A request the target had taken from the ring but not completed when its frontend went
+/// away (recorded in the inflight region) is resubmitted when a frontend comes back with the
+/// region, before anything new: the guest gets its answer though it never resubmits.
+#[test]
+fn inflight_request_is_resubmitted_after_reconnect() {
+    let env = env();
+    env.malloc("MallocInf", 256, 512);
+    env.create("inf.0", "MallocInf", false).unwrap();
+    let sock = env.dir.join("inf.0");
+    let mut d = Driver::connect_with(&sock, GuestMem::new(1 << 20), Inflight::Get, 0, 0);
+    let pattern: Vec<u8> = (0..512u32).map(|i| (i * 13 + 1) as u8).collect();
+    d.mem.write(0x20000, &pattern);
+    assert_eq!(
+        d.request(req_type::OUT, 4, &[(0x20000, 512)], false).0,
+        status::OK
+    );
+    let (mem, region, avail, next) = d.disconnect();
+    let (info, file) = region.unwrap();
+    wait_until_no_session(env, "inf.0");
+
+    // The chain the "crashed" target had popped: on the ring, and in flight in the region.
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&req_type::IN.to_le_bytes());
+    h[8..16].copy_from_slice(&4u64.to_le_bytes());
+    mem.write(0x8000, &h);
+    mem.write(0x9000, &[0xff]);
+    mem.write(0x40000, &[0u8; 512]);
+    let chain = [
+        (0x8000u64, 16u32, 0u16),
+        (0x40000, 512, F_WRITE),
+        (0x9000, 1, F_WRITE),
+    ];
+    let mut tmp = Driver::detached(mem, avail, next);
+    let head = tmp.publish_only(&chain);
+    let mem = tmp.into_mem();
+    mark_inflight(&file, head, 100);
+
+    let mut d = Driver::connect_with(
+        &sock,
+        mem,
+        Inflight::Set(info, file),
+        avail + 1,
+        (next + 3) % QSIZE,
+    );
+    d.used_seen = avail;
+    let (id, len) = d.wait_used();
+    assert_eq!(
+        (id, len),
+        (u32::from(head), 513),
+        "the in-flight read was resubmitted"
+    );
+    assert_eq!(d.mem.read(0x9000, 1)[0], status::OK);
+    assert_eq!(d.mem.read(0x40000, 512), pattern);
+    // and the ring goes on with new requests
+    assert_eq!(d.request(req_type::FLUSH, 0, &[], false).0, status::OK);
+    drop(d);
+    env.delete("inf.0").unwrap();
+}
+
+fn wait_until_no_session(env: &Env, ctrlr: &'static str) {
+    let start = std::time::Instant::now();
+    loop {
+        let l = env.app(move || ferrite_vhost::list(Some(ctrlr))).unwrap();
+        if l[0]["sessions"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the controller kept its session");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // the rings are stopped right after the session is dropped
+    std::thread::sleep(std::time::Duration::from_millis(200));
+}
+
+/// Marks descriptor `head` in flight in the split-ring inflight region of queue 0 (layout of
+/// QEMU's docs/interop/vhost-user.rst: a 16-byte header, then 16 bytes per descriptor:
+/// inflight u8, padding, next u16 at 6, counter u64 at 8).
+fn mark_inflight(file: &std::fs::File, head: u16, counter: u64) {
+    use std::os::unix::fs::FileExt;
+    let at = 16 + 16 * u64::from(head);
+    file.write_all_at(&[1], at).unwrap();
+    file.write_all_at(&counter.to_le_bytes(), at + 8).unwrap();
+}
