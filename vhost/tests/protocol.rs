@@ -34,6 +34,8 @@ fn negotiate_read_write_and_fail_cleanly() {
     d.mem.write(0x20000, &pattern);
     let (st, _) = d.request(req_type::OUT, 8, &[(0x20000, 2048), (0x20800, 2048)], false);
     assert_eq!(st, status::OK);
+    // EVENT_IDX: the driver's used_event is 0, so the first used entry is signalled
+    assert!(d.call.read().is_ok(), "the call eventfd was not signalled");
     let (st, len) = d.request(req_type::IN, 8, &[(0x40000, 4096)], true);
     assert_eq!(st, status::OK);
     assert_eq!(len, 4097);
