@@ -20,6 +20,13 @@
 //! ([`ErrorKind::Broken`]), never make this crate panic, loop or touch memory outside the
 //! guest's regions.
 //!
+//! # Testing
+//! `tests/` drives real rings in a `GuestMemoryMmap` with driver-side doubles; the feature
+//! `fault-injection` (enabled for the crate's own tests) lets them stop a ring at a chosen
+//! step as a crash would. A libFuzzer target lives in `vhost/ring/fuzz` (its own workspace,
+//! not built by CI): `cargo install cargo-fuzz && cd vhost/ring && cargo +nightly fuzz run
+//! ring -- -max_total_time=60`.
+//!
 //! # Addresses
 //! All ring addresses are guest physical addresses. vhost-user's SET_VRING_ADDR carries
 //! front-end user addresses: the caller translates them through the memory table first.

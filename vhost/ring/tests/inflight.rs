@@ -369,3 +369,62 @@ fn split_resubmits_in_counter_order_not_head_order() {
     sorted.sort();
     assert_ne!(offered, sorted, "heads were not already in order");
 }
+
+/// Indirect chains come back whole (the table is read again from guest memory), and a region
+/// sized for a larger queue than the ring negotiated works.
+fn indirect_and_larger_region(packed: bool) {
+    let mem = memory();
+    let ring = 16u16;
+    let (_r, fd, mmap_size) = InflightRegion::create(1, 32, packed).unwrap();
+    let start = || {
+        let region =
+            InflightRegion::map(fd.try_clone().unwrap(), mmap_size, 0, 1, 32, packed).unwrap();
+        let mut v = Vring::new(&mem, cfg(ring, packed, true), RingBase::initial(packed)).unwrap();
+        v.attach_inflight(&mem, region.queue(0).unwrap()).unwrap();
+        v
+    };
+    let bufs = blk(HIGH, 6, true);
+    let mut ids = Vec::new();
+    let mut dev = start();
+    if packed {
+        let mut d = PackedDriver::new(&mem, ring);
+        for k in 0..3u64 {
+            ids.push(d.add_indirect(&mem, TABLES + 0x200 * k, &bufs));
+        }
+    } else {
+        let mut d = SplitDriver::new(&mem, ring);
+        for k in 0..3u64 {
+            ids.push(d.add_indirect(&mem, TABLES + 0x200 * k, &bufs));
+        }
+    }
+    let mut c = Chain::new();
+    for _ in 0..3 {
+        assert!(dev.pop(&mem, &mut c).unwrap());
+    }
+    dev.push_used(&mem, ids[1], 0).unwrap();
+    dev.publish(&mem).unwrap();
+    drop(dev);
+    let mut dev = start();
+    for want in [ids[0], ids[2]] {
+        assert!(dev.pop_resubmit(&mem, &mut c).unwrap());
+        assert_eq!(c.id(), want);
+        let got: Vec<(u64, u32, bool)> = c
+            .segments()
+            .iter()
+            .map(|s| (s.addr, s.len, s.device_writable))
+            .collect();
+        let exp: Vec<(u64, u32, bool)> = bufs.iter().map(|b| (b.addr, b.len, b.write)).collect();
+        assert_eq!(got, exp);
+    }
+    assert!(!dev.pop_resubmit(&mem, &mut c).unwrap());
+}
+
+#[test]
+fn split_indirect_and_larger_region() {
+    indirect_and_larger_region(false);
+}
+
+#[test]
+fn packed_indirect_and_larger_region() {
+    indirect_and_larger_region(true);
+}

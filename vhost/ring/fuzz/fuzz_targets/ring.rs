@@ -44,21 +44,38 @@ fuzz_target!(|data: &[u8]| {
     let b0 = inp.byte();
     let flags = inp.byte();
     let packed = flags & 1 != 0;
-    let size: u16 = if packed { u16::from(b0 % 64) + 1 } else { 1 << (b0 % 9) };
+    let size: u16 = if packed {
+        u16::from(b0 % 64) + 1
+    } else {
+        1 << (b0 % 9)
+    };
     let cfg = RingConfig {
         size,
-        addrs: RingAddrs { desc: DESC, driver: DRIVER, device: DEVICE },
+        addrs: RingAddrs {
+            desc: DESC,
+            driver: DRIVER,
+            device: DEVICE,
+        },
         packed,
         event_idx: flags & 2 != 0,
         indirect: flags & 4 != 0,
     };
-    let desc_bytes = inp.take(16 * usize::from(size)).to_vec();
-    put(&mem, DESC, &desc_bytes);
-    let tables = inp.take(1024).to_vec();
-    put(&mem, TABLES, &tables);
-    let driver = inp.take(6 + 2 * usize::from(size)).to_vec();
-    put(&mem, DRIVER, &driver);
-    let base = RingBase::from_vhost(u32::from(inp.byte()) | u32::from(inp.byte()) << 8, packed);
+    // The rest of the input, repeated, fills the ring areas (so that short inputs still make
+    // whole tables); the same bytes read backwards drive the operations below.
+    let body = inp.0;
+    if body.is_empty() {
+        return;
+    }
+    let cyc = |n: usize, skip: usize| -> Vec<u8> {
+        body.iter().cycle().skip(skip).take(n).copied().collect()
+    };
+    put(&mem, DESC, &cyc(16 * usize::from(size), 0));
+    put(&mem, TABLES, &cyc(512, 7));
+    put(&mem, DRIVER, &cyc(6 + 2 * usize::from(size), 3));
+    let base = RingBase::from_vhost(
+        u32::from(body[0]) | u32::from(body[body.len() / 2]) << 8,
+        packed,
+    );
     let Ok(mut dev) = Vring::new(&mem, cfg, base) else {
         return;
     };
@@ -74,6 +91,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         None
     };
+    let ops: Vec<u8> = body.iter().rev().copied().collect();
+    let mut inp = Input(&ops);
     let mut chain = Chain::new();
     let mut held: Vec<u16> = Vec::new();
     while !inp.0.is_empty() {

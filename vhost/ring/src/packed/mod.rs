@@ -261,11 +261,13 @@ impl PackedRing {
         if let Some(q) = &self.inflight {
             let e = q.packed_begin(self.counter)?;
             self.counter += 1;
-            let (mut p, mut w) = start;
+            let mut p = start;
             for i in 0..n {
-                let at = self.desc_addr(p);
+                let at = self.desc_addr(p.0);
                 let mut d = read_desc(mem, at).ok_or(mem_err(at))?;
-                // Record what was validated, whatever the driver wrote since.
+                // Record the chain's structure as walked (NEXT on all but the last, the id on
+                // the last), whatever the driver wrote since; a resubmitted chain's buffers
+                // are validated again.
                 let last = i + 1 == n;
                 d.w14 = (d.w14 & !F_NEXT) | if last { 0 } else { F_NEXT };
                 if last {
@@ -275,9 +277,8 @@ impl PackedRing {
                 if !last {
                     crash(self.crash, CrashPoint::PopPartial)?;
                 }
-                (p, w) = advance(p, w, 1, self.size);
+                p = advance(p.0, p.1, 1, self.size);
             }
-            let _ = w;
             self.entry[usize::from(id)] = e;
         }
         match err {
