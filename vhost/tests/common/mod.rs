@@ -172,6 +172,11 @@ impl Drop for GuestMem {
     }
 }
 
+/// Feature bits the test driver declines (besides the packed ring), for tests of
+/// feature-dependent behaviour. Each test binary runs its tests in their own process
+/// (nextest) or one after another (`--test-threads 1` for `cargo test`).
+pub static CLEAR_FEATURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub const QSIZE: u16 = 16;
 pub const DESC: u64 = 0x1000;
 pub const AVAIL: u64 = 0x2000;
@@ -248,7 +253,7 @@ impl Driver {
                 Some((info, file))
             }
         };
-        let features = offered & !(1u64 << 34);
+        let features = offered & !(1u64 << 34) & !CLEAR_FEATURES.load(Ordering::Relaxed);
         fe.set_features(features).unwrap();
         fe.set_mem_table(&[VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,
