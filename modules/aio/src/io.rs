@@ -13,15 +13,14 @@
 //!   thread running fdatasync. Unmap and write-zeroes (fallocate, BLKDISCARD) have no AIO form
 //!   and always run on a helper thread.
 
-use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
 
-use crate::bounce::{fill_iovecs, Bounce, BounceGet};
+use crate::bounce::{fill_iovecs, Bounce, BounceGet, KernelIoVec};
+use crate::chan::ChanState;
 use crate::file::{FileDisk, FileKind};
 use crate::helper::{self, SlowOp};
 use crate::sys::{self, AioContext, IoEvent, Iocb};
@@ -40,7 +39,7 @@ enum Kind {
 
 struct Slot {
     io: Option<Box<BdevIo>>,
-    iovs: Vec<libc::iovec>,
+    iovs: Vec<KernelIoVec>,
     bounce: Option<Bounce>,
     kind: Kind,
     expect: u64,
@@ -54,44 +53,30 @@ struct Inner {
     iocbs: Box<[Iocb]>,
     slots: Box<[Slot]>,
     free: Vec<u32>,
-    /// Prepared iocbs (pointers into `iocbs`) not yet given to the kernel, oldest first.
-    pending: Vec<*mut Iocb>,
+    /// Prepared iocbs (indices into `iocbs`) not yet given to the kernel, oldest first.
+    pending: Vec<u32>,
     /// Given to the kernel and not yet reaped.
     inflight: usize,
     events: Box<[IoEvent]>,
 }
 
-/// The channel state, shared by the backend channel and its poller.
-struct Shared(Rc<RefCell<Inner>>);
-
-// SAFETY: both holders of the Rc (the backend channel, kept in the bdev channel of one
-// lightweight thread, and the poller registered on that same thread) belong to one
-// lightweight thread: they move between reactors together, with it, and are only used while
-// it is being polled, so the Rc and RefCell are never touched by two OS threads at once.
-unsafe impl Send for Shared {}
-
-/// The per-thread backend channel of an aio bdev.
+/// The per-thread backend channel of an aio bdev. Its state is shared with its poller
+/// (`None`: the state could not be set up, and every I/O fails).
 pub(crate) struct AioChannel {
-    inner: Shared,
+    inner: Option<ChanState<Inner>>,
     _poller: Option<PollerHandle>,
     _fd: Option<FdRegistration>,
 }
 
-struct AioPoller(Shared);
+struct AioPoller(ChanState<Inner>);
 
 impl Poll for AioPoller {
     fn poll(&mut self) -> usize {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.poll(),
-            Err(_) => 0,
-        }
+        self.0.with(|i| i.poll()).unwrap_or(0)
     }
 
     fn can_sleep(&mut self) -> bool {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.can_sleep(),
-            Err(_) => false,
-        }
+        self.0.with(|i| i.can_sleep()).unwrap_or(false)
     }
 }
 
@@ -144,16 +129,27 @@ impl AioChannel {
             inflight: 0,
             events: vec![IoEvent::default(); REAP_BATCH].into_boxed_slice(),
         };
-        let rc = Rc::new(RefCell::new(inner));
+        let name = format!("bdev_aio:{}", inner.disk.name);
+        let (state, poller_state) = match ChanState::new_pair(&name, inner) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!("aio: cannot set up the channel state: {e}");
+                return AioChannel {
+                    inner: None,
+                    _poller: None,
+                    _fd: fd_reg,
+                };
+            }
+        };
         let poller = ferrite_reactor::register_poller_obj(
             "bdev_aio_poll",
             0,
-            Box::new(AioPoller(Shared(rc.clone()))),
+            Box::new(AioPoller(poller_state)),
         )
         .map_err(|e| tracing::error!("aio: cannot register the channel poller: {e}"))
         .ok();
         AioChannel {
-            inner: Shared(rc),
+            inner: Some(state),
             _poller: poller,
             _fd: fd_reg,
         }
@@ -162,9 +158,18 @@ impl AioChannel {
 
 impl BackendChannel for AioChannel {
     fn submit(&mut self, io: Box<BdevIo>) {
-        match self.inner.0.try_borrow_mut() {
-            Ok(mut i) => i.submit(io),
-            Err(_) => io.complete(IoStatus::NoMem),
+        let Some(state) = &self.inner else {
+            return io.complete(IoStatus::Failed);
+        };
+        // Re-entered (the state is in use up the stack): the bdev layer retries on NOMEM.
+        let mut io = Some(io);
+        state.with(|i| {
+            if let Some(io) = io.take() {
+                i.submit(io)
+            }
+        });
+        if let Some(io) = io {
+            io.complete(IoStatus::NoMem);
         }
     }
 }
@@ -275,7 +280,7 @@ impl Inner {
             aio_resfd: resfd,
             ..Iocb::default()
         };
-        self.pending.push(cb as *mut Iocb);
+        self.pending.push(idx);
     }
 
     fn submit_fdsync(&mut self, io: Box<BdevIo>) {
@@ -300,7 +305,7 @@ impl Inner {
             aio_resfd: resfd,
             ..Iocb::default()
         };
-        self.pending.push(cb as *mut Iocb);
+        self.pending.push(idx);
     }
 
     fn poll(&mut self) -> usize {
@@ -324,10 +329,16 @@ impl Inner {
         let mut done = 0;
         while !self.pending.is_empty() {
             let Some(ctx) = self.ctx.as_ref() else { break };
+            // The kernel takes an array of iocb addresses: built on the stack for this call.
+            let mut ptrs = [std::ptr::null_mut::<Iocb>(); AIO_SLOTS];
+            let n = self.pending.len().min(AIO_SLOTS);
+            for (p, &idx) in ptrs.iter_mut().zip(&self.pending[..n]) {
+                *p = &raw mut self.iocbs[idx as usize];
+            }
             // SAFETY: every queued iocb is in `iocbs` (a boxed slice that never moves) and
             // points at buffers owned by the I/O in its slot (or the slot's bounce buffer or
             // iovec array), all kept untouched until the completion is reaped.
-            match unsafe { ctx.submit(&self.pending) } {
+            match unsafe { ctx.submit(&ptrs[..n]) } {
                 Ok(0) => break,
                 Ok(n) => {
                     self.pending.drain(..n);
@@ -336,9 +347,7 @@ impl Inner {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break, // retry next poll
                 Err(e) => {
-                    let p = self.pending.remove(0);
-                    // SAFETY: `p` points into `iocbs` (see above).
-                    let idx = unsafe { (*p).aio_data } as usize;
+                    let idx = self.pending.remove(0) as usize;
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
                     self.rejected(idx, errno);
                     done += 1;

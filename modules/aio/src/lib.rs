@@ -21,6 +21,7 @@
 //! thread); the data path on whichever thread submits, completions on that same thread.
 
 pub mod bounce;
+pub mod chan;
 mod control;
 pub mod file;
 pub mod helper;

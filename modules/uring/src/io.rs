@@ -12,12 +12,11 @@
 //!   `IORING_OP_FALLOCATE` (punch hole / zero range); unmap of a block device (BLKDISCARD)
 //!   runs on a helper thread, as does fallocate on kernels without the opcode.
 
-use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrite_aio::bounce::{fill_iovecs, Bounce, BounceGet};
+use ferrite_aio::bounce::{fill_iovecs, iovec_ptr, Bounce, BounceGet, KernelIoVec};
+use ferrite_aio::chan::ChanState;
 use ferrite_aio::file::{FileDisk, FileKind};
 use ferrite_aio::helper::{self, SlowOp};
 use ferrite_aio::sys;
@@ -38,7 +37,7 @@ enum Kind {
 
 struct Slot {
     io: Option<Box<BdevIo>>,
-    iovs: Vec<libc::iovec>,
+    iovs: Vec<KernelIoVec>,
     bounce: Option<Bounce>,
     kind: Kind,
     expect: u64,
@@ -56,37 +55,23 @@ struct Inner {
     inflight: usize,
 }
 
-/// The channel state, shared by the backend channel and its poller.
-struct Shared(Rc<RefCell<Inner>>);
-
-// SAFETY: both holders of the Rc (the backend channel, kept in the bdev channel of one
-// lightweight thread, and the poller registered on that same thread) belong to one
-// lightweight thread: they move between reactors together, with it, and are only used while
-// it is being polled, so the Rc and RefCell are never touched by two OS threads at once.
-unsafe impl Send for Shared {}
-
-/// The per-thread backend channel of a uring bdev.
+/// The per-thread backend channel of a uring bdev. Its state is shared with its poller
+/// (`None`: the state could not be set up, and every I/O fails).
 pub(crate) struct UringChannel {
-    inner: Shared,
+    inner: Option<ChanState<Inner>>,
     _poller: Option<PollerHandle>,
     _fd: Option<FdRegistration>,
 }
 
-struct UringPoller(Shared);
+struct UringPoller(ChanState<Inner>);
 
 impl Poll for UringPoller {
     fn poll(&mut self) -> usize {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.poll(),
-            Err(_) => 0,
-        }
+        self.0.with(|i| i.poll()).unwrap_or(0)
     }
 
     fn can_sleep(&mut self) -> bool {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.can_sleep(),
-            Err(_) => false,
-        }
+        self.0.with(|i| i.can_sleep()).unwrap_or(false)
     }
 }
 
@@ -143,16 +128,27 @@ impl UringChannel {
             free: (0..URING_SLOTS as u32).rev().collect(),
             inflight: 0,
         };
-        let rc = Rc::new(RefCell::new(inner));
+        let name = format!("bdev_uring:{}", inner.disk.name);
+        let (state, poller_state) = match ChanState::new_pair(&name, inner) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!("uring: cannot set up the channel state: {e}");
+                return UringChannel {
+                    inner: None,
+                    _poller: None,
+                    _fd: fd_reg,
+                };
+            }
+        };
         let poller = ferrite_reactor::register_poller_obj(
             "bdev_uring_poll",
             0,
-            Box::new(UringPoller(Shared(rc.clone()))),
+            Box::new(UringPoller(poller_state)),
         )
         .map_err(|e| tracing::error!("uring: cannot register the channel poller: {e}"))
         .ok();
         UringChannel {
-            inner: Shared(rc),
+            inner: Some(state),
             _poller: poller,
             _fd: fd_reg,
         }
@@ -161,9 +157,18 @@ impl UringChannel {
 
 impl BackendChannel for UringChannel {
     fn submit(&mut self, io: Box<BdevIo>) {
-        match self.inner.0.try_borrow_mut() {
-            Ok(mut i) => i.submit(io),
-            Err(_) => io.complete(IoStatus::NoMem),
+        let Some(state) = &self.inner else {
+            return io.complete(IoStatus::Failed);
+        };
+        // Re-entered (the state is in use up the stack): the bdev layer retries on NOMEM.
+        let mut io = Some(io);
+        state.with(|i| {
+            if let Some(io) = io.take() {
+                i.submit(io)
+            }
+        });
+        if let Some(io) = io {
+            io.complete(IoStatus::NoMem);
         }
     }
 }
@@ -265,10 +270,7 @@ impl Inner {
                     }
                     self.disk.note_bounce();
                     slot.iovs.clear();
-                    slot.iovs.push(libc::iovec {
-                        iov_base: b.as_ptr().cast(),
-                        iov_len: len as usize,
-                    });
+                    slot.iovs.push(KernelIoVec::new(b.as_ptr(), len as usize));
                     slot.bounce = Some(b);
                 }
                 BounceGet::NoMem => {
@@ -280,7 +282,7 @@ impl Inner {
             fill_iovecs(&mut slot.iovs, io.iovs());
         }
         let fd = types::Fd(self.disk.raw_fd());
-        let (p, n) = (slot.iovs.as_ptr(), slot.iovs.len() as u32);
+        let (p, n) = (iovec_ptr(&slot.iovs), slot.iovs.len() as u32);
         let e = if write {
             opcode::Writev::new(fd, p, n).offset(off).build()
         } else {
