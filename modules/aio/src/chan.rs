@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::sync::Mutex;
 
+use ferrite_bdev::{BdevIo, IoStatus};
 use ferrite_reactor::{IoChannel, IoDevice};
 
 /// One holder of a channel's state `T`.
@@ -40,5 +41,18 @@ impl<T: Send + 'static> ChanState<T> {
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let mut g = self.0.try_borrow_mut().ok()?;
         g.as_mut().map(f)
+    }
+
+    /// Runs `submit` with the state and `io`, before returning; if the state is in use up the
+    /// stack (a re-entrant call), completes `io` with NOMEM instead (the bdev layer retries).
+    #[inline]
+    pub fn submit(&self, io: Box<BdevIo>, submit: impl FnOnce(&mut T, Box<BdevIo>)) {
+        match self.0.try_borrow_mut() {
+            Ok(mut g) => match g.as_mut() {
+                Some(state) => submit(state, io),
+                None => io.complete(IoStatus::Failed),
+            },
+            Err(_) => io.complete(IoStatus::NoMem),
+        }
     }
 }

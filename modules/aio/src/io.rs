@@ -19,10 +19,11 @@ use std::sync::Arc;
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
 
-use crate::bounce::{fill_iovecs, Bounce, BounceGet, KernelIoVec};
+use crate::bounce::fill_iovecs;
 use crate::chan::ChanState;
 use crate::file::{FileDisk, FileKind};
 use crate::helper::{self, SlowOp};
+use crate::slots::Slots;
 use crate::sys::{self, AioContext, IoEvent, Iocb};
 
 /// Requests in flight per channel (the AIO context's size and the slot table's).
@@ -37,22 +38,13 @@ enum Kind {
     Flush,
 }
 
-struct Slot {
-    io: Option<Box<BdevIo>>,
-    iovs: Vec<KernelIoVec>,
-    bounce: Option<Bounce>,
-    kind: Kind,
-    expect: u64,
-}
-
 struct Inner {
     disk: Arc<FileDisk>,
     ctx: Option<AioContext>,
     efd: Option<OwnedFd>,
     efd_registered: bool,
     iocbs: Box<[Iocb]>,
-    slots: Box<[Slot]>,
-    free: Vec<u32>,
+    slots: Slots<Kind>,
     /// Prepared iocbs (indices into `iocbs`) not yet given to the kernel, oldest first.
     pending: Vec<u32>,
     /// Given to the kernel and not yet reaped.
@@ -95,36 +87,17 @@ impl AioChannel {
                 None
             }
         };
-        let efd = match sys::eventfd() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(
-                    "bdev '{}': no eventfd ({e}): a sleeping reactor will not be woken by completions",
-                    disk.name
-                );
-                None
-            }
-        };
+        let efd = sys::completion_eventfd(&disk.name);
         let fd_reg = efd
             .as_ref()
             .and_then(|f| ferrite_reactor::register_fd(f.as_raw_fd()).ok());
-        let slots: Vec<Slot> = (0..AIO_SLOTS)
-            .map(|_| Slot {
-                io: None,
-                iovs: Vec::new(),
-                bounce: None,
-                kind: Kind::Read,
-                expect: 0,
-            })
-            .collect();
         let inner = Inner {
             disk,
             ctx,
             efd_registered: fd_reg.is_some(),
             efd,
             iocbs: vec![Iocb::default(); AIO_SLOTS].into_boxed_slice(),
-            slots: slots.into_boxed_slice(),
-            free: (0..AIO_SLOTS as u32).rev().collect(),
+            slots: Slots::new(AIO_SLOTS, Kind::Read),
             pending: Vec::with_capacity(AIO_SLOTS),
             inflight: 0,
             events: vec![IoEvent::default(); REAP_BATCH].into_boxed_slice(),
@@ -161,16 +134,7 @@ impl BackendChannel for AioChannel {
         let Some(state) = &self.inner else {
             return io.complete(IoStatus::Failed);
         };
-        // Re-entered (the state is in use up the stack): the bdev layer retries on NOMEM.
-        let mut io = Some(io);
-        state.with(|i| {
-            if let Some(io) = io.take() {
-                i.submit(io)
-            }
-        });
-        if let Some(io) = io {
-            io.complete(IoStatus::NoMem);
-        }
+        state.submit(io, Inner::submit);
     }
 }
 
@@ -220,54 +184,33 @@ impl Inner {
     }
 
     fn submit_rw(&mut self, io: Box<BdevIo>, off: u64, len: u64) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
         let write = io.io_type() == IoType::Write;
         let (flags, resfd) = self.resfd();
-        let slot = &mut self.slots[idx as usize];
+        let (single, vector) = if write {
+            (sys::IOCB_CMD_PWRITE, sys::IOCB_CMD_PWRITEV)
+        } else {
+            (sys::IOCB_CMD_PREAD, sys::IOCB_CMD_PREADV)
+        };
         let (op, buf, nbytes) = if self.disk.needs_bounce(io.iovs()) {
-            match Bounce::get(len as usize) {
-                BounceGet::Got(b) => {
-                    if write {
-                        // SAFETY: the segments are valid for their lengths until the I/O
-                        // completes (I/O contract) and total `len` bytes, the buffer's size.
-                        unsafe { b.gather(io.iovs()) };
-                    }
-                    self.disk.note_bounce();
-                    let p = b.as_ptr() as u64;
-                    slot.bounce = Some(b);
-                    let op = if write {
-                        sys::IOCB_CMD_PWRITE
-                    } else {
-                        sys::IOCB_CMD_PREAD
-                    };
-                    (op, p, len)
-                }
-                BounceGet::NoMem => {
-                    self.free.push(idx);
+            match self.slots.bounce(idx, &io, len, write, &self.disk) {
+                Some(p) => (single, p as u64, len),
+                None => {
+                    self.slots.release(idx);
                     return io.complete(IoStatus::NoMem);
                 }
             }
         } else if let [v] = io.iovs() {
-            let op = if write {
-                sys::IOCB_CMD_PWRITE
-            } else {
-                sys::IOCB_CMD_PREAD
-            };
-            (op, v.base as u64, v.len as u64)
+            (single, v.base as u64, v.len as u64)
         } else {
-            fill_iovecs(&mut slot.iovs, io.iovs());
-            let op = if write {
-                sys::IOCB_CMD_PWRITEV
-            } else {
-                sys::IOCB_CMD_PREADV
-            };
-            (op, slot.iovs.as_ptr() as u64, slot.iovs.len() as u64)
+            let iovs = &mut self.slots.get_mut(idx).iovs;
+            fill_iovecs(iovs, io.iovs());
+            (vector, iovs.as_ptr() as u64, iovs.len() as u64)
         };
-        slot.kind = if write { Kind::Write } else { Kind::Read };
-        slot.expect = len;
-        slot.io = Some(io);
+        let kind = if write { Kind::Write } else { Kind::Read };
+        self.slots.fill(idx, io, kind, len);
         let cb = &mut self.iocbs[idx as usize];
         *cb = Iocb {
             aio_data: u64::from(idx),
@@ -284,14 +227,11 @@ impl Inner {
     }
 
     fn submit_fdsync(&mut self, io: Box<BdevIo>) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
         let (flags, resfd) = self.resfd();
-        let slot = &mut self.slots[idx as usize];
-        slot.kind = Kind::Flush;
-        slot.expect = 0;
-        slot.io = Some(io);
+        self.slots.fill(idx, io, Kind::Flush, 0);
         let cb = &mut self.iocbs[idx as usize];
         *cb = Iocb {
             aio_data: u64::from(idx),
@@ -359,11 +299,11 @@ impl Inner {
 
     /// The kernel refused the request in slot `idx` at submission.
     fn rejected(&mut self, idx: usize, errno: i32) {
-        let slot = &mut self.slots[idx];
-        let Some(io) = slot.io.take() else { return };
-        let kind = slot.kind;
-        slot.bounce = None;
-        self.free.push(idx as u32);
+        let Some(f) = self.slots.finish(idx) else {
+            return;
+        };
+        let (io, kind) = (f.io, f.kind);
+        drop(f.bounce);
         if kind == Kind::Flush && errno == libc::EINVAL {
             self.disk.set_fdsync_unsupported();
             return helper::submit(&self.disk, SlowOp::Fdatasync, io);
@@ -393,43 +333,20 @@ impl Inner {
     }
 
     fn completed(&mut self, idx: usize, res: i64) {
-        let Some(slot) = self.slots.get_mut(idx) else {
+        let Some(f) = self.slots.finish(idx) else {
             return;
         };
-        let Some(io) = slot.io.take() else { return };
         self.inflight = self.inflight.saturating_sub(1);
-        let bounce = slot.bounce.take();
-        let kind = slot.kind;
-        let expect = slot.expect;
-        self.free.push(idx as u32);
-        let status = match kind {
-            Kind::Flush if res == 0 => IoStatus::Success,
+        match f.kind {
+            Kind::Flush if res == 0 => f.io.complete(IoStatus::Success),
             Kind::Flush if res == -i64::from(libc::EINVAL) => {
                 self.disk.set_fdsync_unsupported();
-                return helper::submit(&self.disk, SlowOp::Fdatasync, io);
+                helper::submit(&self.disk, SlowOp::Fdatasync, f.io)
             }
-            Kind::Read | Kind::Write if res >= 0 && res as u64 == expect => {
-                if kind == Kind::Read {
-                    if let Some(b) = &bounce {
-                        // SAFETY: the segments stay valid until we complete the I/O below and
-                        // total `expect` bytes, which the kernel read into the bounce buffer.
-                        unsafe { b.scatter(io.iovs()) };
-                    }
-                }
-                IoStatus::Success
-            }
-            _ => {
-                tracing::debug!(
-                    "bdev '{}': {kind:?} at block {} ({} blocks) finished with {res} (expected {expect})",
-                    self.disk.name,
-                    io.offset_blocks(),
-                    io.num_blocks()
-                );
-                IoStatus::Failed
-            }
-        };
-        drop(bounce);
-        io.complete(status);
+            Kind::Flush => f.complete_failed(&self.disk, res),
+            Kind::Read => f.complete_rw(&self.disk, res, true),
+            Kind::Write => f.complete_rw(&self.disk, res, false),
+        }
     }
 
     fn can_sleep(&mut self) -> bool {

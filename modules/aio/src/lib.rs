@@ -27,6 +27,7 @@ pub mod file;
 pub mod helper;
 mod io;
 mod rpc;
+pub mod slots;
 pub mod sys;
 
 pub use control::{bounces, create, delete, flush_on_helper, rescan, AioModule, AioOpts};

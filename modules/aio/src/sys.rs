@@ -329,6 +329,20 @@ pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// A channel's completion eventfd for bdev `bdev`; `None` (with a warning) if none can be
+/// made, and then a sleeping reactor is not woken by the channel's completions.
+pub fn completion_eventfd(bdev: &str) -> Option<std::os::fd::OwnedFd> {
+    match eventfd() {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(
+                "bdev '{bdev}': no eventfd ({e}): a sleeping reactor will not be woken by completions"
+            );
+            None
+        }
+    }
+}
+
 /// Resets an eventfd's counter (non-blocking read); true if it was signalled.
 pub fn eventfd_drain(fd: RawFd) -> bool {
     let mut v: u64 = 0;

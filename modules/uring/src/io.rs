@@ -15,10 +15,11 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use ferrite_aio::bounce::{fill_iovecs, iovec_ptr, Bounce, BounceGet, KernelIoVec};
+use ferrite_aio::bounce::{fill_iovecs, iovec_ptr, KernelIoVec};
 use ferrite_aio::chan::ChanState;
 use ferrite_aio::file::{FileDisk, FileKind};
 use ferrite_aio::helper::{self, SlowOp};
+use ferrite_aio::slots::Slots;
 use ferrite_aio::sys;
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
@@ -35,22 +36,13 @@ enum Kind {
     Fallocate,
 }
 
-struct Slot {
-    io: Option<Box<BdevIo>>,
-    iovs: Vec<KernelIoVec>,
-    bounce: Option<Bounce>,
-    kind: Kind,
-    expect: u64,
-}
-
 struct Inner {
     disk: Arc<FileDisk>,
     ring: Option<IoUring>,
     fallocate_op: bool,
     efd: Option<OwnedFd>,
     efd_registered: bool,
-    slots: Box<[Slot]>,
-    free: Vec<u32>,
+    slots: Slots<Kind>,
     /// SQEs pushed and not yet reaped (submitted or not).
     inflight: usize,
 }
@@ -89,16 +81,7 @@ impl UringChannel {
                 None
             }
         };
-        let efd = match sys::eventfd() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(
-                    "bdev '{}': no eventfd ({e}): a sleeping reactor will not be woken by completions",
-                    disk.name
-                );
-                None
-            }
-        };
+        let efd = sys::completion_eventfd(&disk.name);
         let mut fd_reg = None;
         if let (Some(r), Some(f)) = (&ring, &efd) {
             match r.submitter().register_eventfd(f.as_raw_fd()) {
@@ -109,23 +92,13 @@ impl UringChannel {
                 ),
             }
         }
-        let slots: Vec<Slot> = (0..URING_SLOTS)
-            .map(|_| Slot {
-                io: None,
-                iovs: Vec::new(),
-                bounce: None,
-                kind: Kind::Read,
-                expect: 0,
-            })
-            .collect();
         let inner = Inner {
             disk,
             ring,
             fallocate_op,
             efd_registered: fd_reg.is_some(),
             efd,
-            slots: slots.into_boxed_slice(),
-            free: (0..URING_SLOTS as u32).rev().collect(),
+            slots: Slots::new(URING_SLOTS, Kind::Read),
             inflight: 0,
         };
         let name = format!("bdev_uring:{}", inner.disk.name);
@@ -160,16 +133,7 @@ impl BackendChannel for UringChannel {
         let Some(state) = &self.inner else {
             return io.complete(IoStatus::Failed);
         };
-        // Re-entered (the state is in use up the stack): the bdev layer retries on NOMEM.
-        let mut io = Some(io);
-        state.with(|i| {
-            if let Some(io) = io.take() {
-                i.submit(io)
-            }
-        });
-        if let Some(io) = io {
-            io.complete(IoStatus::NoMem);
-        }
+        state.submit(io, Inner::submit);
     }
 }
 
@@ -217,13 +181,10 @@ impl Inner {
 
     /// Queues a non-data SQE built by the caller (it points at no memory of ours).
     fn push(&mut self, io: Box<BdevIo>, e: squeue::Entry, kind: Kind, expect: u64) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
-        let slot = &mut self.slots[idx as usize];
-        slot.kind = kind;
-        slot.expect = expect;
-        slot.io = Some(io);
+        self.slots.fill(idx, io, kind, expect);
         self.enqueue(idx, e);
     }
 
@@ -246,51 +207,38 @@ impl Inner {
     }
 
     fn fail_slot(&mut self, idx: usize) {
-        let slot = &mut self.slots[idx];
-        slot.bounce = None;
-        if let Some(io) = slot.io.take() {
-            self.free.push(idx as u32);
-            io.complete(IoStatus::Failed);
+        if let Some(f) = self.slots.finish(idx) {
+            drop(f.bounce);
+            f.io.complete(IoStatus::Failed);
         }
     }
 
     fn submit_rw(&mut self, io: Box<BdevIo>, off: u64, len: u64) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
         let write = io.io_type() == IoType::Write;
-        let slot = &mut self.slots[idx as usize];
         if self.disk.needs_bounce(io.iovs()) {
-            match Bounce::get(len as usize) {
-                BounceGet::Got(b) => {
-                    if write {
-                        // SAFETY: the segments are valid for their lengths until the I/O
-                        // completes (I/O contract) and total `len` bytes, the buffer's size.
-                        unsafe { b.gather(io.iovs()) };
-                    }
-                    self.disk.note_bounce();
-                    slot.iovs.clear();
-                    slot.iovs.push(KernelIoVec::new(b.as_ptr(), len as usize));
-                    slot.bounce = Some(b);
-                }
-                BounceGet::NoMem => {
-                    self.free.push(idx);
-                    return io.complete(IoStatus::NoMem);
-                }
-            }
+            let Some(p) = self.slots.bounce(idx, &io, len, write, &self.disk) else {
+                self.slots.release(idx);
+                return io.complete(IoStatus::NoMem);
+            };
+            let iovs = &mut self.slots.get_mut(idx).iovs;
+            iovs.clear();
+            iovs.push(KernelIoVec::new(p, len as usize));
         } else {
-            fill_iovecs(&mut slot.iovs, io.iovs());
+            fill_iovecs(&mut self.slots.get_mut(idx).iovs, io.iovs());
         }
         let fd = types::Fd(self.disk.raw_fd());
-        let (p, n) = (iovec_ptr(&slot.iovs), slot.iovs.len() as u32);
+        let iovs = &self.slots.get_mut(idx).iovs;
+        let (p, n) = (iovec_ptr(iovs), iovs.len() as u32);
         let e = if write {
             opcode::Writev::new(fd, p, n).offset(off).build()
         } else {
             opcode::Readv::new(fd, p, n).offset(off).build()
         };
-        slot.kind = if write { Kind::Write } else { Kind::Read };
-        slot.expect = len;
-        slot.io = Some(io);
+        let kind = if write { Kind::Write } else { Kind::Read };
+        self.slots.fill(idx, io, kind, len);
         self.enqueue(idx, e);
     }
 
@@ -329,39 +277,17 @@ impl Inner {
     }
 
     fn completed(&mut self, idx: usize, res: i32) {
-        let Some(slot) = self.slots.get_mut(idx) else {
+        let Some(f) = self.slots.finish(idx) else {
             return;
         };
-        let Some(io) = slot.io.take() else { return };
         self.inflight = self.inflight.saturating_sub(1);
-        let bounce = slot.bounce.take();
-        let kind = slot.kind;
-        let expect = slot.expect;
-        self.free.push(idx as u32);
-        let status = match kind {
-            Kind::Flush | Kind::Fallocate if res == 0 => IoStatus::Success,
-            Kind::Read | Kind::Write if res >= 0 && res as u64 == expect => {
-                if kind == Kind::Read {
-                    if let Some(b) = &bounce {
-                        // SAFETY: the segments stay valid until we complete the I/O below and
-                        // total `expect` bytes, which the kernel read into the bounce buffer.
-                        unsafe { b.scatter(io.iovs()) };
-                    }
-                }
-                IoStatus::Success
-            }
-            _ => {
-                tracing::debug!(
-                    "bdev '{}': {kind:?} at block {} ({} blocks) finished with {res} (expected {expect})",
-                    self.disk.name,
-                    io.offset_blocks(),
-                    io.num_blocks()
-                );
-                IoStatus::Failed
-            }
-        };
-        drop(bounce);
-        io.complete(status);
+        let res = i64::from(res);
+        match f.kind {
+            Kind::Flush | Kind::Fallocate if res == 0 => f.io.complete(IoStatus::Success),
+            Kind::Flush | Kind::Fallocate => f.complete_failed(&self.disk, res),
+            Kind::Read => f.complete_rw(&self.disk, res, true),
+            Kind::Write => f.complete_rw(&self.disk, res, false),
+        }
     }
 
     fn can_sleep(&mut self) -> bool {
