@@ -23,6 +23,7 @@
 pub mod bounce;
 pub mod chan;
 mod control;
+pub mod disks;
 pub mod file;
 pub mod helper;
 mod io;
