@@ -29,7 +29,10 @@ pub struct HeapBuf {
     layout: Layout,
 }
 
-// SAFETY: the buffer is uniquely owned, like a Box<[u8]>.
+// SAFETY: a HeapBuf is the only owner of its allocation (no copy of `ptr` escapes but through
+// `Bounce::as_ptr`, whose users keep the HeapBuf alive and do not share it), like a Box<[u8]>:
+// moving it to another thread moves the whole buffer, and the global allocator may free it on
+// any thread. It is not Sync (no impl), so no two threads reach the bytes through it at once.
 unsafe impl Send for HeapBuf {}
 
 impl HeapBuf {
@@ -108,11 +111,39 @@ impl Bounce {
     }
 }
 
+/// One segment as the kernel reads it (`struct iovec`), kept as plain integers so that the
+/// slot tables holding these arrays are `Send` without any `unsafe impl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelIoVec {
+    base: usize,
+    len: usize,
+}
+
+// `struct iovec` is a pointer and a `size_t`: the same layout as two `usize`.
+const _: () = assert!(
+    std::mem::size_of::<KernelIoVec>() == std::mem::size_of::<libc::iovec>()
+        && std::mem::align_of::<KernelIoVec>() == std::mem::align_of::<libc::iovec>()
+);
+
+impl KernelIoVec {
+    /// A segment of `len` bytes at `base`.
+    pub fn new(base: *const u8, len: usize) -> Self {
+        Self {
+            base: base as usize,
+            len,
+        }
+    }
+}
+
+/// The array as the kernel's `iovec` array (for `preadv`-style requests). Valid while `v`
+/// is neither dropped nor changed.
+pub fn iovec_ptr(v: &[KernelIoVec]) -> *const libc::iovec {
+    v.as_ptr().cast()
+}
+
 /// Fills `out` (reused, so no allocation once it has grown) with the kernel's view of `iovs`.
-pub fn fill_iovecs(out: &mut Vec<libc::iovec>, iovs: &[IoVec]) {
+pub fn fill_iovecs(out: &mut Vec<KernelIoVec>, iovs: &[IoVec]) {
     out.clear();
-    out.extend(iovs.iter().map(|v| libc::iovec {
-        iov_base: v.base.cast(),
-        iov_len: v.len,
-    }));
+    out.extend(iovs.iter().map(|v| KernelIoVec::new(v.base, v.len)));
 }

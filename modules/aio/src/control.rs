@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use ferrite_bdev::uuid::Uuid;
-use ferrite_bdev::{
-    BackendChannel, Bdev, BdevBackend, BdevError, BdevModule, BdevProps, ErrorKind, IoType, Result,
-};
+use ferrite_bdev::{BackendChannel, Bdev, BdevBackend, BdevModule, BdevProps, IoType, Result};
 use serde_json::{json, Value};
 
 use crate::file::{DiskRegistry, FileDisk, FileError, OpenOpts};
@@ -130,24 +128,7 @@ pub fn create(opts: &AioOpts) -> std::result::Result<String, FileError> {
         uuid,
         fallocate: opts.fallocate,
     });
-    DISKS.insert(&opts.name, disk.clone());
-    match ferrite_bdev::register(props, backend) {
-        Ok(b) => {
-            tracing::info!(
-                "bdev '{}': aio on '{}' ({} blocks of {}, {})",
-                b.name(),
-                disk.filename,
-                blocks,
-                disk.block_size,
-                if disk.direct { "O_DIRECT" } else { "buffered" }
-            );
-            Ok(b.name().to_string())
-        }
-        Err(e) => {
-            DISKS.remove(&disk);
-            Err(e.into())
-        }
-    }
+    DISKS.register("aio", props, backend, &disk, blocks)
 }
 
 /// Deletes the aio bdev `name`; `done` runs once it is gone.
@@ -163,17 +144,11 @@ pub fn rescan(name: &str) -> std::result::Result<u64, FileError> {
 
 /// I/O bounced through aligned buffers so far by bdev `name`.
 pub fn bounces(name: &str) -> Result<u64> {
-    DISKS
-        .get(name)
-        .map(|d| d.bounces())
-        .ok_or_else(|| BdevError::new(ErrorKind::NotFound, format!("bdev '{name}' not found")))
+    DISKS.find(name).map(|d| d.bounces())
 }
 
 /// True once bdev `name` runs its flushes as fdatasync on a helper thread (the file refused
 /// AIO FDSYNC).
 pub fn flush_on_helper(name: &str) -> Result<bool> {
-    DISKS
-        .get(name)
-        .map(|d| d.fdsync_unsupported())
-        .ok_or_else(|| BdevError::new(ErrorKind::NotFound, format!("bdev '{name}' not found")))
+    DISKS.find(name).map(|d| d.fdsync_unsupported())
 }

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ferrite_bdev::BdevError;
 
+pub use crate::disks::{rescan, DiskRegistry};
+
 /// Error of a create / rescan: a positive errno (the RPC code is its negation) and a message
 /// naming the bdev, the file and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,91 +512,4 @@ impl FileDisk {
         m.insert("bounces".into(), self.bounces().into());
         m
     }
-}
-
-/// The file bdevs of one module, by bdev name (for rescan and teardown).
-#[derive(Debug, Default)]
-pub struct DiskRegistry {
-    disks: std::sync::Mutex<Vec<(String, std::sync::Arc<FileDisk>)>>,
-}
-
-impl DiskRegistry {
-    /// An empty registry.
-    pub const fn new() -> Self {
-        Self {
-            disks: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Remembers `disk` under `name`.
-    pub fn insert(&self, name: &str, disk: std::sync::Arc<FileDisk>) {
-        if let Ok(mut d) = self.disks.lock() {
-            d.push((name.to_string(), disk));
-        }
-    }
-
-    /// Forgets `disk`.
-    pub fn remove(&self, disk: &std::sync::Arc<FileDisk>) {
-        if let Ok(mut d) = self.disks.lock() {
-            d.retain(|(_, x)| !std::sync::Arc::ptr_eq(x, disk));
-        }
-    }
-
-    /// The disk of bdev `name`.
-    pub fn get(&self, name: &str) -> Option<std::sync::Arc<FileDisk>> {
-        self.disks
-            .lock()
-            .ok()?
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, d)| d.clone())
-    }
-}
-
-/// Re-reads the size of the file or device behind bdev `name` of `module` and announces a
-/// change to the bdev's descriptors (`BdevEvent::Resize`). A size that is not a multiple of
-/// the block size counts whole blocks. Shrinking a bdev that is open fails with EBUSY (as
-/// SPDK). Returns the new block count.
-pub fn rescan(module: &str, reg: &DiskRegistry, name: &str) -> Result<u64, FileError> {
-    let b = ferrite_bdev::lookup(name)
-        .filter(|b| b.module_name() == module)
-        .ok_or_else(|| FileError::from(BdevError::not_found(name)))?;
-    let disk = reg
-        .get(b.name())
-        .ok_or_else(|| FileError::from(BdevError::not_found(name)))?;
-    let bytes = disk.size_bytes().map_err(|e| {
-        FileError::os(
-            format!("bdev '{name}': cannot get the size of '{}'", disk.filename),
-            &e,
-        )
-    })?;
-    let blocks = bytes / u64::from(disk.block_size);
-    let old = b.num_blocks();
-    if blocks == old {
-        return Ok(blocks);
-    }
-    if blocks == 0 {
-        return Err(FileError::new(
-            libc::EINVAL,
-            format!(
-                "bdev '{name}': '{}' is now smaller than one block",
-                disk.filename
-            ),
-        ));
-    }
-    if blocks < old && b.open_count() > 0 {
-        return Err(FileError::new(
-            libc::EBUSY,
-            format!(
-                "bdev '{name}': '{}' shrank from {old} to {blocks} blocks while the bdev is open",
-                disk.filename
-            ),
-        ));
-    }
-    tracing::info!(
-        "bdev '{name}': '{}' resized from {old} to {blocks} blocks",
-        disk.filename
-    );
-    b.notify_resize(blocks);
-    Ok(blocks)
 }

@@ -13,17 +13,17 @@
 //!   thread running fdatasync. Unmap and write-zeroes (fallocate, BLKDISCARD) have no AIO form
 //!   and always run on a helper thread.
 
-use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
 
-use crate::bounce::{fill_iovecs, Bounce, BounceGet};
+use crate::bounce::fill_iovecs;
+use crate::chan::ChanState;
 use crate::file::{FileDisk, FileKind};
 use crate::helper::{self, SlowOp};
+use crate::slots::Slots;
 use crate::sys::{self, AioContext, IoEvent, Iocb};
 
 /// Requests in flight per channel (the AIO context's size and the slot table's).
@@ -38,60 +38,37 @@ enum Kind {
     Flush,
 }
 
-struct Slot {
-    io: Option<Box<BdevIo>>,
-    iovs: Vec<libc::iovec>,
-    bounce: Option<Bounce>,
-    kind: Kind,
-    expect: u64,
-}
-
 struct Inner {
     disk: Arc<FileDisk>,
     ctx: Option<AioContext>,
     efd: Option<OwnedFd>,
     efd_registered: bool,
     iocbs: Box<[Iocb]>,
-    slots: Box<[Slot]>,
-    free: Vec<u32>,
-    /// Prepared iocbs (pointers into `iocbs`) not yet given to the kernel, oldest first.
-    pending: Vec<*mut Iocb>,
+    slots: Slots<Kind>,
+    /// Prepared iocbs (indices into `iocbs`) not yet given to the kernel, oldest first.
+    pending: Vec<u32>,
     /// Given to the kernel and not yet reaped.
     inflight: usize,
     events: Box<[IoEvent]>,
 }
 
-/// The channel state, shared by the backend channel and its poller.
-struct Shared(Rc<RefCell<Inner>>);
-
-// SAFETY: both holders of the Rc (the backend channel, kept in the bdev channel of one
-// lightweight thread, and the poller registered on that same thread) belong to one
-// lightweight thread: they move between reactors together, with it, and are only used while
-// it is being polled, so the Rc and RefCell are never touched by two OS threads at once.
-unsafe impl Send for Shared {}
-
-/// The per-thread backend channel of an aio bdev.
+/// The per-thread backend channel of an aio bdev. Its state is shared with its poller
+/// (`None`: the state could not be set up, and every I/O fails).
 pub(crate) struct AioChannel {
-    inner: Shared,
+    inner: Option<ChanState<Inner>>,
     _poller: Option<PollerHandle>,
     _fd: Option<FdRegistration>,
 }
 
-struct AioPoller(Shared);
+struct AioPoller(ChanState<Inner>);
 
 impl Poll for AioPoller {
     fn poll(&mut self) -> usize {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.poll(),
-            Err(_) => 0,
-        }
+        self.0.with(|i| i.poll()).unwrap_or(0)
     }
 
     fn can_sleep(&mut self) -> bool {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.can_sleep(),
-            Err(_) => false,
-        }
+        self.0.with(|i| i.can_sleep()).unwrap_or(false)
     }
 }
 
@@ -110,50 +87,42 @@ impl AioChannel {
                 None
             }
         };
-        let efd = match sys::eventfd() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(
-                    "bdev '{}': no eventfd ({e}): a sleeping reactor will not be woken by completions",
-                    disk.name
-                );
-                None
-            }
-        };
+        let efd = sys::completion_eventfd(&disk.name);
         let fd_reg = efd
             .as_ref()
             .and_then(|f| ferrite_reactor::register_fd(f.as_raw_fd()).ok());
-        let slots: Vec<Slot> = (0..AIO_SLOTS)
-            .map(|_| Slot {
-                io: None,
-                iovs: Vec::new(),
-                bounce: None,
-                kind: Kind::Read,
-                expect: 0,
-            })
-            .collect();
         let inner = Inner {
             disk,
             ctx,
             efd_registered: fd_reg.is_some(),
             efd,
             iocbs: vec![Iocb::default(); AIO_SLOTS].into_boxed_slice(),
-            slots: slots.into_boxed_slice(),
-            free: (0..AIO_SLOTS as u32).rev().collect(),
+            slots: Slots::new(AIO_SLOTS, Kind::Read),
             pending: Vec::with_capacity(AIO_SLOTS),
             inflight: 0,
             events: vec![IoEvent::default(); REAP_BATCH].into_boxed_slice(),
         };
-        let rc = Rc::new(RefCell::new(inner));
+        let name = format!("bdev_aio:{}", inner.disk.name);
+        let (state, poller_state) = match ChanState::new_pair(&name, inner) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!("aio: cannot set up the channel state: {e}");
+                return AioChannel {
+                    inner: None,
+                    _poller: None,
+                    _fd: fd_reg,
+                };
+            }
+        };
         let poller = ferrite_reactor::register_poller_obj(
             "bdev_aio_poll",
             0,
-            Box::new(AioPoller(Shared(rc.clone()))),
+            Box::new(AioPoller(poller_state)),
         )
         .map_err(|e| tracing::error!("aio: cannot register the channel poller: {e}"))
         .ok();
         AioChannel {
-            inner: Shared(rc),
+            inner: Some(state),
             _poller: poller,
             _fd: fd_reg,
         }
@@ -162,10 +131,10 @@ impl AioChannel {
 
 impl BackendChannel for AioChannel {
     fn submit(&mut self, io: Box<BdevIo>) {
-        match self.inner.0.try_borrow_mut() {
-            Ok(mut i) => i.submit(io),
-            Err(_) => io.complete(IoStatus::NoMem),
-        }
+        let Some(state) = &self.inner else {
+            return io.complete(IoStatus::Failed);
+        };
+        state.submit(io, Inner::submit);
     }
 }
 
@@ -215,54 +184,33 @@ impl Inner {
     }
 
     fn submit_rw(&mut self, io: Box<BdevIo>, off: u64, len: u64) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
         let write = io.io_type() == IoType::Write;
         let (flags, resfd) = self.resfd();
-        let slot = &mut self.slots[idx as usize];
+        let (single, vector) = if write {
+            (sys::IOCB_CMD_PWRITE, sys::IOCB_CMD_PWRITEV)
+        } else {
+            (sys::IOCB_CMD_PREAD, sys::IOCB_CMD_PREADV)
+        };
         let (op, buf, nbytes) = if self.disk.needs_bounce(io.iovs()) {
-            match Bounce::get(len as usize) {
-                BounceGet::Got(b) => {
-                    if write {
-                        // SAFETY: the segments are valid for their lengths until the I/O
-                        // completes (I/O contract) and total `len` bytes, the buffer's size.
-                        unsafe { b.gather(io.iovs()) };
-                    }
-                    self.disk.note_bounce();
-                    let p = b.as_ptr() as u64;
-                    slot.bounce = Some(b);
-                    let op = if write {
-                        sys::IOCB_CMD_PWRITE
-                    } else {
-                        sys::IOCB_CMD_PREAD
-                    };
-                    (op, p, len)
-                }
-                BounceGet::NoMem => {
-                    self.free.push(idx);
+            match self.slots.bounce(idx, &io, len, write, &self.disk) {
+                Some(p) => (single, p as u64, len),
+                None => {
+                    self.slots.release(idx);
                     return io.complete(IoStatus::NoMem);
                 }
             }
         } else if let [v] = io.iovs() {
-            let op = if write {
-                sys::IOCB_CMD_PWRITE
-            } else {
-                sys::IOCB_CMD_PREAD
-            };
-            (op, v.base as u64, v.len as u64)
+            (single, v.base as u64, v.len as u64)
         } else {
-            fill_iovecs(&mut slot.iovs, io.iovs());
-            let op = if write {
-                sys::IOCB_CMD_PWRITEV
-            } else {
-                sys::IOCB_CMD_PREADV
-            };
-            (op, slot.iovs.as_ptr() as u64, slot.iovs.len() as u64)
+            let iovs = &mut self.slots.get_mut(idx).iovs;
+            fill_iovecs(iovs, io.iovs());
+            (vector, iovs.as_ptr() as u64, iovs.len() as u64)
         };
-        slot.kind = if write { Kind::Write } else { Kind::Read };
-        slot.expect = len;
-        slot.io = Some(io);
+        let kind = if write { Kind::Write } else { Kind::Read };
+        self.slots.fill(idx, io, kind, len);
         let cb = &mut self.iocbs[idx as usize];
         *cb = Iocb {
             aio_data: u64::from(idx),
@@ -275,18 +223,15 @@ impl Inner {
             aio_resfd: resfd,
             ..Iocb::default()
         };
-        self.pending.push(cb as *mut Iocb);
+        self.pending.push(idx);
     }
 
     fn submit_fdsync(&mut self, io: Box<BdevIo>) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
         let (flags, resfd) = self.resfd();
-        let slot = &mut self.slots[idx as usize];
-        slot.kind = Kind::Flush;
-        slot.expect = 0;
-        slot.io = Some(io);
+        self.slots.fill(idx, io, Kind::Flush, 0);
         let cb = &mut self.iocbs[idx as usize];
         *cb = Iocb {
             aio_data: u64::from(idx),
@@ -300,7 +245,7 @@ impl Inner {
             aio_resfd: resfd,
             ..Iocb::default()
         };
-        self.pending.push(cb as *mut Iocb);
+        self.pending.push(idx);
     }
 
     fn poll(&mut self) -> usize {
@@ -324,10 +269,16 @@ impl Inner {
         let mut done = 0;
         while !self.pending.is_empty() {
             let Some(ctx) = self.ctx.as_ref() else { break };
+            // The kernel takes an array of iocb addresses: built on the stack for this call.
+            let mut ptrs = [std::ptr::null_mut::<Iocb>(); AIO_SLOTS];
+            let n = self.pending.len().min(AIO_SLOTS);
+            for (p, &idx) in ptrs.iter_mut().zip(&self.pending[..n]) {
+                *p = &raw mut self.iocbs[idx as usize];
+            }
             // SAFETY: every queued iocb is in `iocbs` (a boxed slice that never moves) and
             // points at buffers owned by the I/O in its slot (or the slot's bounce buffer or
             // iovec array), all kept untouched until the completion is reaped.
-            match unsafe { ctx.submit(&self.pending) } {
+            match unsafe { ctx.submit(&ptrs[..n]) } {
                 Ok(0) => break,
                 Ok(n) => {
                     self.pending.drain(..n);
@@ -336,9 +287,7 @@ impl Inner {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break, // retry next poll
                 Err(e) => {
-                    let p = self.pending.remove(0);
-                    // SAFETY: `p` points into `iocbs` (see above).
-                    let idx = unsafe { (*p).aio_data } as usize;
+                    let idx = self.pending.remove(0) as usize;
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
                     self.rejected(idx, errno);
                     done += 1;
@@ -350,11 +299,11 @@ impl Inner {
 
     /// The kernel refused the request in slot `idx` at submission.
     fn rejected(&mut self, idx: usize, errno: i32) {
-        let slot = &mut self.slots[idx];
-        let Some(io) = slot.io.take() else { return };
-        let kind = slot.kind;
-        slot.bounce = None;
-        self.free.push(idx as u32);
+        let Some(f) = self.slots.finish(idx) else {
+            return;
+        };
+        let (io, kind) = (f.io, f.kind);
+        drop(f.bounce);
         if kind == Kind::Flush && errno == libc::EINVAL {
             self.disk.set_fdsync_unsupported();
             return helper::submit(&self.disk, SlowOp::Fdatasync, io);
@@ -384,43 +333,20 @@ impl Inner {
     }
 
     fn completed(&mut self, idx: usize, res: i64) {
-        let Some(slot) = self.slots.get_mut(idx) else {
+        let Some(f) = self.slots.finish(idx) else {
             return;
         };
-        let Some(io) = slot.io.take() else { return };
         self.inflight = self.inflight.saturating_sub(1);
-        let bounce = slot.bounce.take();
-        let kind = slot.kind;
-        let expect = slot.expect;
-        self.free.push(idx as u32);
-        let status = match kind {
-            Kind::Flush if res == 0 => IoStatus::Success,
+        match f.kind {
+            Kind::Flush if res == 0 => f.io.complete(IoStatus::Success),
             Kind::Flush if res == -i64::from(libc::EINVAL) => {
                 self.disk.set_fdsync_unsupported();
-                return helper::submit(&self.disk, SlowOp::Fdatasync, io);
+                helper::submit(&self.disk, SlowOp::Fdatasync, f.io)
             }
-            Kind::Read | Kind::Write if res >= 0 && res as u64 == expect => {
-                if kind == Kind::Read {
-                    if let Some(b) = &bounce {
-                        // SAFETY: the segments stay valid until we complete the I/O below and
-                        // total `expect` bytes, which the kernel read into the bounce buffer.
-                        unsafe { b.scatter(io.iovs()) };
-                    }
-                }
-                IoStatus::Success
-            }
-            _ => {
-                tracing::debug!(
-                    "bdev '{}': {kind:?} at block {} ({} blocks) finished with {res} (expected {expect})",
-                    self.disk.name,
-                    io.offset_blocks(),
-                    io.num_blocks()
-                );
-                IoStatus::Failed
-            }
-        };
-        drop(bounce);
-        io.complete(status);
+            Kind::Flush => f.complete_failed(&self.disk, res),
+            Kind::Read => f.complete_rw(&self.disk, res, true),
+            Kind::Write => f.complete_rw(&self.disk, res, false),
+        }
     }
 
     fn can_sleep(&mut self) -> bool {

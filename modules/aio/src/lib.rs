@@ -14,18 +14,21 @@
 //!   enabled by `fallocate`, always run on a helper thread. A reactor never blocks.
 //! - **Resize**: [`rescan`] re-reads the size and announces it to open descriptors.
 //!
-//! The file handling ([`file`], [`bounce`], [`helper`], [`sys`]) is shared with the uring
-//! module (`ferrite-uring`).
+//! The file handling ([`file`], [`disks`], [`bounce`], [`helper`], [`sys`]) and the channel
+//! machinery ([`chan`], [`slots`]) are shared with the uring module (`ferrite-uring`).
 //!
 //! Thread contract: `create`, `delete` and `rescan` run on a lightweight thread (the app
 //! thread); the data path on whichever thread submits, completions on that same thread.
 
 pub mod bounce;
+pub mod chan;
 mod control;
+pub mod disks;
 pub mod file;
 pub mod helper;
 mod io;
 mod rpc;
+pub mod slots;
 pub mod sys;
 
 pub use control::{bounces, create, delete, flush_on_helper, rescan, AioModule, AioOpts};

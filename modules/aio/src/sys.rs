@@ -3,7 +3,9 @@
 //! called with `libc::syscall`, and completions are normally read straight from the ring the
 //! kernel maps at the context's address (as SPDK does), which costs no syscall when idle.
 
+use std::cell::Cell;
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -82,15 +84,16 @@ struct AioRingHeader {
 }
 
 /// An AIO context (`aio_context_t`), destroyed on drop.
+///
+/// `Send` without any `unsafe impl`: it is a kernel handle (plain integers), and every AIO
+/// syscall may be issued from any thread of the process. Not `Sync`: reaping from the ring
+/// moves its head, which two threads must not do at once.
 #[derive(Debug)]
 pub struct AioContext {
     ctx: u64,
     user_ring: bool,
+    _not_sync: PhantomData<Cell<()>>,
 }
-
-// SAFETY: the context is a kernel handle (an address in our mapping that the kernel owns);
-// every AIO syscall may be issued from any thread of the process.
-unsafe impl Send for AioContext {}
 
 impl AioContext {
     /// `io_setup(nr_events)`.
@@ -102,7 +105,11 @@ impl AioContext {
             return Err(io::Error::last_os_error());
         }
         let user_ring = Self::ring_usable(ctx);
-        Ok(Self { ctx, user_ring })
+        Ok(Self {
+            ctx,
+            user_ring,
+            _not_sync: PhantomData,
+        })
     }
 
     fn ring_usable(ctx: u64) -> bool {
@@ -320,6 +327,20 @@ pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: a fresh descriptor nobody else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// A channel's completion eventfd for bdev `bdev`; `None` (with a warning) if none can be
+/// made, and then a sleeping reactor is not woken by the channel's completions.
+pub fn completion_eventfd(bdev: &str) -> Option<std::os::fd::OwnedFd> {
+    match eventfd() {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(
+                "bdev '{bdev}': no eventfd ({e}): a sleeping reactor will not be woken by completions"
+            );
+            None
+        }
+    }
 }
 
 /// Resets an eventfd's counter (non-blocking read); true if it was signalled.

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use ferrite_aio::file::{DiskRegistry, FileDisk, FileError, OpenOpts};
 use ferrite_bdev::uuid::Uuid;
-use ferrite_bdev::{
-    BackendChannel, Bdev, BdevBackend, BdevError, BdevModule, BdevProps, ErrorKind, IoType, Result,
-};
+use ferrite_bdev::{BackendChannel, Bdev, BdevBackend, BdevModule, BdevProps, IoType, Result};
 use io_uring::{opcode, IoUring, Probe};
 use serde_json::{json, Value};
 
@@ -118,24 +116,7 @@ pub fn create(opts: &UringOpts) -> std::result::Result<String, FileError> {
         uuid,
         fallocate_op,
     });
-    DISKS.insert(&opts.name, disk.clone());
-    match ferrite_bdev::register(props, backend) {
-        Ok(b) => {
-            tracing::info!(
-                "bdev '{}': uring on '{}' ({} blocks of {}, {})",
-                b.name(),
-                disk.filename,
-                blocks,
-                disk.block_size,
-                if disk.direct { "O_DIRECT" } else { "buffered" }
-            );
-            Ok(b.name().to_string())
-        }
-        Err(e) => {
-            DISKS.remove(&disk);
-            Err(e.into())
-        }
-    }
+    DISKS.register("uring", props, backend, &disk, blocks)
 }
 
 /// Deletes the uring bdev `name`; `done` runs once it is gone.
@@ -151,8 +132,5 @@ pub fn rescan(name: &str) -> std::result::Result<u64, FileError> {
 
 /// I/O bounced through aligned buffers so far by bdev `name`.
 pub fn bounces(name: &str) -> Result<u64> {
-    DISKS
-        .get(name)
-        .map(|d| d.bounces())
-        .ok_or_else(|| BdevError::new(ErrorKind::NotFound, format!("bdev '{name}' not found")))
+    DISKS.find(name).map(|d| d.bounces())
 }

@@ -12,14 +12,14 @@
 //!   `IORING_OP_FALLOCATE` (punch hole / zero range); unmap of a block device (BLKDISCARD)
 //!   runs on a helper thread, as does fallocate on kernels without the opcode.
 
-use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrite_aio::bounce::{fill_iovecs, Bounce, BounceGet};
+use ferrite_aio::bounce::{fill_iovecs, iovec_ptr, KernelIoVec};
+use ferrite_aio::chan::ChanState;
 use ferrite_aio::file::{FileDisk, FileKind};
 use ferrite_aio::helper::{self, SlowOp};
+use ferrite_aio::slots::Slots;
 use ferrite_aio::sys;
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
@@ -36,57 +36,34 @@ enum Kind {
     Fallocate,
 }
 
-struct Slot {
-    io: Option<Box<BdevIo>>,
-    iovs: Vec<libc::iovec>,
-    bounce: Option<Bounce>,
-    kind: Kind,
-    expect: u64,
-}
-
 struct Inner {
     disk: Arc<FileDisk>,
     ring: Option<IoUring>,
     fallocate_op: bool,
     efd: Option<OwnedFd>,
     efd_registered: bool,
-    slots: Box<[Slot]>,
-    free: Vec<u32>,
+    slots: Slots<Kind>,
     /// SQEs pushed and not yet reaped (submitted or not).
     inflight: usize,
 }
 
-/// The channel state, shared by the backend channel and its poller.
-struct Shared(Rc<RefCell<Inner>>);
-
-// SAFETY: both holders of the Rc (the backend channel, kept in the bdev channel of one
-// lightweight thread, and the poller registered on that same thread) belong to one
-// lightweight thread: they move between reactors together, with it, and are only used while
-// it is being polled, so the Rc and RefCell are never touched by two OS threads at once.
-unsafe impl Send for Shared {}
-
-/// The per-thread backend channel of a uring bdev.
+/// The per-thread backend channel of a uring bdev. Its state is shared with its poller
+/// (`None`: the state could not be set up, and every I/O fails).
 pub(crate) struct UringChannel {
-    inner: Shared,
+    inner: Option<ChanState<Inner>>,
     _poller: Option<PollerHandle>,
     _fd: Option<FdRegistration>,
 }
 
-struct UringPoller(Shared);
+struct UringPoller(ChanState<Inner>);
 
 impl Poll for UringPoller {
     fn poll(&mut self) -> usize {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.poll(),
-            Err(_) => 0,
-        }
+        self.0.with(|i| i.poll()).unwrap_or(0)
     }
 
     fn can_sleep(&mut self) -> bool {
-        match self.0 .0.try_borrow_mut() {
-            Ok(mut i) => i.can_sleep(),
-            Err(_) => false,
-        }
+        self.0.with(|i| i.can_sleep()).unwrap_or(false)
     }
 }
 
@@ -104,16 +81,7 @@ impl UringChannel {
                 None
             }
         };
-        let efd = match sys::eventfd() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(
-                    "bdev '{}': no eventfd ({e}): a sleeping reactor will not be woken by completions",
-                    disk.name
-                );
-                None
-            }
-        };
+        let efd = sys::completion_eventfd(&disk.name);
         let mut fd_reg = None;
         if let (Some(r), Some(f)) = (&ring, &efd) {
             match r.submitter().register_eventfd(f.as_raw_fd()) {
@@ -124,35 +92,36 @@ impl UringChannel {
                 ),
             }
         }
-        let slots: Vec<Slot> = (0..URING_SLOTS)
-            .map(|_| Slot {
-                io: None,
-                iovs: Vec::new(),
-                bounce: None,
-                kind: Kind::Read,
-                expect: 0,
-            })
-            .collect();
         let inner = Inner {
             disk,
             ring,
             fallocate_op,
             efd_registered: fd_reg.is_some(),
             efd,
-            slots: slots.into_boxed_slice(),
-            free: (0..URING_SLOTS as u32).rev().collect(),
+            slots: Slots::new(URING_SLOTS, Kind::Read),
             inflight: 0,
         };
-        let rc = Rc::new(RefCell::new(inner));
+        let name = format!("bdev_uring:{}", inner.disk.name);
+        let (state, poller_state) = match ChanState::new_pair(&name, inner) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::error!("uring: cannot set up the channel state: {e}");
+                return UringChannel {
+                    inner: None,
+                    _poller: None,
+                    _fd: fd_reg,
+                };
+            }
+        };
         let poller = ferrite_reactor::register_poller_obj(
             "bdev_uring_poll",
             0,
-            Box::new(UringPoller(Shared(rc.clone()))),
+            Box::new(UringPoller(poller_state)),
         )
         .map_err(|e| tracing::error!("uring: cannot register the channel poller: {e}"))
         .ok();
         UringChannel {
-            inner: Shared(rc),
+            inner: Some(state),
             _poller: poller,
             _fd: fd_reg,
         }
@@ -161,10 +130,10 @@ impl UringChannel {
 
 impl BackendChannel for UringChannel {
     fn submit(&mut self, io: Box<BdevIo>) {
-        match self.inner.0.try_borrow_mut() {
-            Ok(mut i) => i.submit(io),
-            Err(_) => io.complete(IoStatus::NoMem),
-        }
+        let Some(state) = &self.inner else {
+            return io.complete(IoStatus::Failed);
+        };
+        state.submit(io, Inner::submit);
     }
 }
 
@@ -212,13 +181,10 @@ impl Inner {
 
     /// Queues a non-data SQE built by the caller (it points at no memory of ours).
     fn push(&mut self, io: Box<BdevIo>, e: squeue::Entry, kind: Kind, expect: u64) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
-        let slot = &mut self.slots[idx as usize];
-        slot.kind = kind;
-        slot.expect = expect;
-        slot.io = Some(io);
+        self.slots.fill(idx, io, kind, expect);
         self.enqueue(idx, e);
     }
 
@@ -241,54 +207,38 @@ impl Inner {
     }
 
     fn fail_slot(&mut self, idx: usize) {
-        let slot = &mut self.slots[idx];
-        slot.bounce = None;
-        if let Some(io) = slot.io.take() {
-            self.free.push(idx as u32);
-            io.complete(IoStatus::Failed);
+        if let Some(f) = self.slots.finish(idx) {
+            drop(f.bounce);
+            f.io.complete(IoStatus::Failed);
         }
     }
 
     fn submit_rw(&mut self, io: Box<BdevIo>, off: u64, len: u64) {
-        let Some(idx) = self.free.pop() else {
+        let Some(idx) = self.slots.alloc() else {
             return io.complete(IoStatus::NoMem);
         };
         let write = io.io_type() == IoType::Write;
-        let slot = &mut self.slots[idx as usize];
         if self.disk.needs_bounce(io.iovs()) {
-            match Bounce::get(len as usize) {
-                BounceGet::Got(b) => {
-                    if write {
-                        // SAFETY: the segments are valid for their lengths until the I/O
-                        // completes (I/O contract) and total `len` bytes, the buffer's size.
-                        unsafe { b.gather(io.iovs()) };
-                    }
-                    self.disk.note_bounce();
-                    slot.iovs.clear();
-                    slot.iovs.push(libc::iovec {
-                        iov_base: b.as_ptr().cast(),
-                        iov_len: len as usize,
-                    });
-                    slot.bounce = Some(b);
-                }
-                BounceGet::NoMem => {
-                    self.free.push(idx);
-                    return io.complete(IoStatus::NoMem);
-                }
-            }
+            let Some(p) = self.slots.bounce(idx, &io, len, write, &self.disk) else {
+                self.slots.release(idx);
+                return io.complete(IoStatus::NoMem);
+            };
+            let iovs = &mut self.slots.get_mut(idx).iovs;
+            iovs.clear();
+            iovs.push(KernelIoVec::new(p, len as usize));
         } else {
-            fill_iovecs(&mut slot.iovs, io.iovs());
+            fill_iovecs(&mut self.slots.get_mut(idx).iovs, io.iovs());
         }
         let fd = types::Fd(self.disk.raw_fd());
-        let (p, n) = (slot.iovs.as_ptr(), slot.iovs.len() as u32);
+        let iovs = &self.slots.get_mut(idx).iovs;
+        let (p, n) = (iovec_ptr(iovs), iovs.len() as u32);
         let e = if write {
             opcode::Writev::new(fd, p, n).offset(off).build()
         } else {
             opcode::Readv::new(fd, p, n).offset(off).build()
         };
-        slot.kind = if write { Kind::Write } else { Kind::Read };
-        slot.expect = len;
-        slot.io = Some(io);
+        let kind = if write { Kind::Write } else { Kind::Read };
+        self.slots.fill(idx, io, kind, len);
         self.enqueue(idx, e);
     }
 
@@ -327,39 +277,17 @@ impl Inner {
     }
 
     fn completed(&mut self, idx: usize, res: i32) {
-        let Some(slot) = self.slots.get_mut(idx) else {
+        let Some(f) = self.slots.finish(idx) else {
             return;
         };
-        let Some(io) = slot.io.take() else { return };
         self.inflight = self.inflight.saturating_sub(1);
-        let bounce = slot.bounce.take();
-        let kind = slot.kind;
-        let expect = slot.expect;
-        self.free.push(idx as u32);
-        let status = match kind {
-            Kind::Flush | Kind::Fallocate if res == 0 => IoStatus::Success,
-            Kind::Read | Kind::Write if res >= 0 && res as u64 == expect => {
-                if kind == Kind::Read {
-                    if let Some(b) = &bounce {
-                        // SAFETY: the segments stay valid until we complete the I/O below and
-                        // total `expect` bytes, which the kernel read into the bounce buffer.
-                        unsafe { b.scatter(io.iovs()) };
-                    }
-                }
-                IoStatus::Success
-            }
-            _ => {
-                tracing::debug!(
-                    "bdev '{}': {kind:?} at block {} ({} blocks) finished with {res} (expected {expect})",
-                    self.disk.name,
-                    io.offset_blocks(),
-                    io.num_blocks()
-                );
-                IoStatus::Failed
-            }
-        };
-        drop(bounce);
-        io.complete(status);
+        let res = i64::from(res);
+        match f.kind {
+            Kind::Flush | Kind::Fallocate if res == 0 => f.io.complete(IoStatus::Success),
+            Kind::Flush | Kind::Fallocate => f.complete_failed(&self.disk, res),
+            Kind::Read => f.complete_rw(&self.disk, res, true),
+            Kind::Write => f.complete_rw(&self.disk, res, false),
+        }
     }
 
     fn can_sleep(&mut self) -> bool {

@@ -12,17 +12,8 @@ use ferrite_reactor::harness::Harness;
 #[test]
 fn steady_state_io_does_not_allocate() {
     za::check_counter();
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("uring-zero-alloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = za::RemoveOnDrop(dir.clone());
-    let file = dir.join("disk.img");
-    std::fs::File::create(&file)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    let (_cleanup, f) = za::disk_file("uring-zero-alloc");
     let mut h = Harness::new(1, 1);
-    let f = file.display().to_string();
     h.on(0, || {
         ferrite_uring::create(&ferrite_uring::UringOpts {
             name: "UringZ".into(),

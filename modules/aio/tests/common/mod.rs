@@ -1,7 +1,7 @@
 //! Test support shared by the aio and uring tests (the uring tests include this file by
 //! path): a real runtime with worker threads on two reactors, synchronous I/O helpers, a
 //! random round-trip workload with several I/O in flight per thread, aligned buffers, and
-//! temp files on disk and on tmpfs.
+//! temp files on disk and on tmpfs; `scenarios` holds the checks both test suites run.
 #![allow(dead_code)]
 
 use std::alloc::Layout;
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use ferrite_bdev::{BdevChannel, BdevEvent, BdevIo, Desc, IoStatus, IoVec};
 use ferrite_reactor::{CpuMask, PollMode, Runtime, RuntimeConfig, ThreadHandle};
+
+pub mod scenarios;
 
 /// Longest wait for anything in these tests.
 pub const WAIT: Duration = Duration::from_secs(60);

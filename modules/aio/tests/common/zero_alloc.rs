@@ -142,3 +142,18 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A 1 MiB file in a fresh directory under the target's temp dir (`<tag>-<pid>`), and the
+/// guard that removes the directory.
+pub fn disk_file(tag: &str) -> (RemoveOnDrop, String) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cleanup = RemoveOnDrop(dir.clone());
+    let file = dir.join("disk.img");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    (cleanup, file.display().to_string())
+}

@@ -1,0 +1,68 @@
+//! How reactors wait (poll modes) and how a runtime is configured.
+
+use crate::cpumask::CpuMask;
+use crate::error::{ErrorKind, ReactorError, Result};
+
+/// How a reactor waits when it has nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollMode {
+    /// Never sleep (lowest latency, one full core per reactor).
+    Poll,
+    /// Sleep after every thread has been idle for the configured time (default).
+    Adaptive,
+    /// Sleep as soon as an iteration finds no work.
+    Interrupt,
+}
+
+impl std::str::FromStr for PollMode {
+    type Err = ReactorError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "poll" => Ok(Self::Poll),
+            "adaptive" => Ok(Self::Adaptive),
+            "interrupt" => Ok(Self::Interrupt),
+            other => Err(ReactorError::new(
+                ErrorKind::NotRunning,
+                format!("unknown poll mode '{other}' (expected poll, adaptive or interrupt)"),
+            )),
+        }
+    }
+}
+
+impl PollMode {
+    /// The name used on the command line and in RPC output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Adaptive => "adaptive",
+            Self::Interrupt => "interrupt",
+        }
+    }
+}
+
+/// Runtime configuration.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Cores to run reactors on; the first is the main reactor.
+    pub cpumask: CpuMask,
+    /// Sleep behaviour.
+    pub mode: PollMode,
+    /// In adaptive mode, how long every thread must be idle before the reactor sleeps.
+    pub idle_threshold_us: u64,
+    /// Capacity of each thread's message queue.
+    pub queue_depth: usize,
+    /// Pin reactors to their cores (turn off only for tests on machines with fewer cores).
+    pub pin: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cpumask: CpuMask::from_cores(&[0]),
+            mode: PollMode::Adaptive,
+            idle_threshold_us: 1000,
+            queue_depth: crate::thread::DEFAULT_QUEUE_DEPTH,
+            pin: true,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! One reactor's loop: adopt incoming threads, poll every thread, hand over migrating ones,
+//! drop exited ones, keep the epoll set in line with the threads' fds, sleep when idle.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::shared::{ReactorShared, RuntimeShared};
+use super::PollMode;
+use crate::clock;
+use crate::sys::Epoll;
+use crate::thread::{ThreadInner, NO_REACTOR};
+
+pub(super) struct ReactorLocal {
+    pub(super) shared: Arc<ReactorShared>,
+    pub(super) rt: Arc<RuntimeShared>,
+    pub(super) epoll: Epoll,
+    // Boxed: a thread's address must stay stable while code runs on it, and it moves
+    // between reactors.
+    #[allow(clippy::vec_box)]
+    pub(super) threads: Vec<Box<ThreadInner>>,
+    pub(super) registered: Vec<RawFd>,
+}
+
+pub(super) fn run_reactor(rt: Arc<RuntimeShared>, shared: Arc<ReactorShared>, pin: bool) {
+    if pin && !crate::sys::pin_current(shared.core) {
+        tracing::warn!(
+            "could not pin reactor {} to core {}",
+            shared.index,
+            shared.core
+        );
+    }
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u64;
+    shared.tid.store(tid, Ordering::Relaxed);
+    let epoll = match Epoll::new() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("reactor {}: epoll_create failed: {e}", shared.index);
+            return;
+        }
+    };
+    if let Err(e) = epoll.add(shared.eventfd.as_raw_fd(), u64::MAX) {
+        tracing::error!("reactor {}: cannot watch its eventfd: {e}", shared.index);
+        return;
+    }
+    let mut r = ReactorLocal {
+        shared,
+        rt,
+        epoll,
+        threads: Vec::new(),
+        registered: Vec::new(),
+    };
+    r.run();
+}
+
+impl ReactorLocal {
+    fn adopt_incoming(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(t) = self.shared.incoming.pop() {
+            t.fds_changed.set(true);
+            self.threads.push(t);
+            n += 1;
+        }
+        if n > 0 {
+            self.publish_threads();
+        }
+        n
+    }
+
+    fn publish_threads(&self) {
+        if let Ok(mut l) = self.shared.threads.lock() {
+            *l = self.threads.iter().map(|t| t.handle()).collect();
+        }
+    }
+
+    fn sync_fds(&mut self) {
+        if !self.threads.iter().any(|t| t.fds_changed.get()) {
+            return;
+        }
+        let mut want: Vec<RawFd> = Vec::new();
+        for t in &self.threads {
+            t.fds_changed.set(false);
+            want.extend(t.fds.borrow().iter().copied());
+        }
+        for fd in &self.registered {
+            if !want.contains(fd) {
+                let _ = self.epoll.remove(*fd);
+            }
+        }
+        for fd in &want {
+            if !self.registered.contains(fd) {
+                if let Err(e) = self.epoll.add(*fd, *fd as u64) {
+                    tracing::warn!("reactor {}: cannot watch fd {fd}: {e}", self.shared.index);
+                }
+            }
+        }
+        self.registered = want;
+    }
+
+    /// Stops watching the fds `t` registered (it is leaving this reactor or exiting). Threads
+    /// that remain re-register theirs in `sync_fds` if they shared one.
+    fn release_fds(&mut self, t: &ThreadInner) {
+        for fd in t.fds.borrow().iter() {
+            if self.registered.contains(fd) {
+                let _ = self.epoll.remove(*fd);
+                self.registered.retain(|x| x != fd);
+            }
+        }
+    }
+
+    /// Removes exited threads and hands migrating ones to their new reactor.
+    fn housekeeping(&mut self) {
+        let mut i = 0;
+        let mut changed = false;
+        let mut outgoing: Vec<(Box<ThreadInner>, usize)> = Vec::new();
+        while i < self.threads.len() {
+            let t = &self.threads[i];
+            if t.exit_requested.get() {
+                let t = self.threads.swap_remove(i);
+                // Before teardown: its fds must not keep waking this reactor (sync_fds does
+                // nothing when no thread is left to notice a change).
+                self.release_fds(&t);
+                t.teardown();
+                changed = true;
+                continue;
+            }
+            let target = t.shared.move_to.swap(NO_REACTOR, Ordering::AcqRel);
+            if target != NO_REACTOR && target != self.shared.index {
+                let t = self.threads.swap_remove(i);
+                self.release_fds(&t);
+                changed = true;
+                outgoing.push((t, target));
+                continue;
+            }
+            i += 1;
+        }
+        if !changed {
+            return;
+        }
+        // Publish before handing threads over, so that no snapshot lists a moving thread on
+        // two reactors at once.
+        self.publish_threads();
+        let mut kept = false;
+        for (t, target) in outgoing {
+            if let Err((t, e)) = self.rt.try_place(t, target) {
+                // Keep it here (a stopping runtime tears it down with this reactor's threads)
+                // instead of dropping it without a teardown.
+                tracing::error!(
+                    "thread '{}' could not move to reactor {target}: {e}",
+                    t.shared.name
+                );
+                self.threads.push(t);
+                kept = true;
+            }
+        }
+        if kept {
+            self.publish_threads();
+        }
+        for t in &self.threads {
+            t.fds_changed.set(true);
+        }
+    }
+
+    fn run(&mut self) {
+        let mut last_busy = clock::ticks();
+        loop {
+            if self.rt.stop.load(Ordering::Acquire) {
+                self.shutdown();
+                return;
+            }
+            let mut work = self.adopt_incoming();
+            let start = clock::ticks();
+            let mut t0 = start;
+            for t in &self.threads {
+                let w = t.poll(t0);
+                let t1 = clock::ticks();
+                let d = t1.wrapping_sub(t0);
+                let counter = if w > 0 {
+                    &t.shared.busy_ticks
+                } else {
+                    &t.shared.idle_ticks
+                };
+                // Single writer (this reactor): a plain load/store avoids a locked add.
+                counter.store(
+                    counter.load(Ordering::Relaxed).wrapping_add(d),
+                    Ordering::Relaxed,
+                );
+                work += w;
+                t0 = t1;
+            }
+            let d = t0.wrapping_sub(start);
+            let counter = if work > 0 {
+                &self.shared.busy_ticks
+            } else {
+                &self.shared.idle_ticks
+            };
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(d),
+                Ordering::Relaxed,
+            );
+            self.housekeeping();
+            self.sync_fds();
+            if work > 0 {
+                last_busy = t0;
+                continue;
+            }
+            match self.rt.mode {
+                PollMode::Poll => continue,
+                PollMode::Adaptive if t0.wrapping_sub(last_busy) < self.rt.idle_threshold_ticks => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                _ => {}
+            }
+            self.try_sleep();
+            last_busy = clock::ticks();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        // Run what is queued (bounded), then drop every thread on this reactor.
+        for _ in 0..16 {
+            self.adopt_incoming();
+            let now = clock::ticks();
+            let mut work = 0;
+            for t in &self.threads {
+                work += t.poll(now);
+            }
+            if work == 0 {
+                break;
+            }
+        }
+        for t in self.threads.drain(..) {
+            t.teardown();
+        }
+        while let Some(t) = self.shared.incoming.pop() {
+            t.teardown();
+        }
+        self.publish_threads();
+    }
+}
