@@ -1,9 +1,9 @@
 //! Raids with superblocks across process restarts, through the real binary on aio bdevs
 //! (files that outlive the process): reassembly with no RPC (same UUID), degraded or waiting
-//! assembly when a member's file is left out of the configuration, data written by `ferrite
-//! bench` in between, and SIGKILL in the middle of a raid1 rebuild, 20 times: the raid
-//! reassembles, the source is intact, the rebuild resumes and completes with identical
-//! members.
+//! assembly when a member's file is left out of the configuration or deleted, members taken
+//! back when they return, data written by `ferrite bench` in between, and SIGKILL in the
+//! middle of a raid1 rebuild, 20 times: the raid reassembles, the source is intact, the
+//! rebuild resumes and completes with identical members.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -207,25 +207,43 @@ fn superblock_raids_reassemble_after_restart() {
     assert!(!saved.contains("bdev_raid_create"), "{saved}");
     stop(b);
 
-    // One member of each left out of the configuration while recorded in sync: both raids
-    // wait for it ("configuring", as SPDK: a member that is merely late is not dropped).
+    // One member of each left out of the configuration while recorded in sync: once the
+    // configuration is loaded and examined, R1 (which can do without it) starts degraded;
+    // R0 (raid0 cannot) waits for it.
     let half = config(&dir, "half", &[], &[("A0", &a0, U[0]), ("B1", &b1, U[3])]);
     let c = Target::start_in(&dir, "c", &["-c", &half]);
-    for (name, u) in [("R1", &u1), ("R0", &u0)] {
-        let r = wait_raid(&c, name, "one member found", |r| {
-            r["num_base_bdevs_discovered"] == 1
-        });
-        assert_eq!(r["state"], "configuring", "{r}");
-        assert_eq!(r["uuid"], *u);
-        assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
-    }
+    let r1 = raid(&c, "R1").unwrap();
+    assert_eq!(r1["state"], "online", "degraded at once: {r1}");
+    assert_eq!(r1["uuid"], u1);
+    assert_eq!(r1["num_base_bdevs_operational"], 1, "{r1}");
+    assert_eq!(r1["num_base_bdevs_discovered"], 1, "{r1}");
+    let r0 = raid(&c, "R0").unwrap();
+    assert_eq!(r0["state"], "configuring", "{r0}");
+    assert_eq!(r0["uuid"], u0);
+    assert_eq!(r0["num_base_bdevs_discovered"], 1, "{r0}");
     stop(c);
 
-    // A1 leaves R1 while it runs (recorded missing in A0's superblock): a restart without it
-    // brings R1 up degraded at once; R0 still waits for its member.
+    // All files again: A1, left behind while still listing itself in sync, is taken back
+    // automatically as a returning member and rebuilt (the raid went on without it).
     let d = Target::start_in(&dir, "d", &["-c", &all]);
-    wait_raid(&d, "R1", "online", |r| r["state"] == "online");
+    wait_raid(&d, "R0", "online", |r| r["state"] == "online");
+    let r1 = wait_raid(&d, "R1", "A1 back", |r| {
+        r["state"] == "online" && r.get("process").is_none() && r["num_base_bdevs_operational"] == 2
+    });
+    assert_eq!(r1["base_bdevs_list"][1]["name"], "A1", "{r1}");
+    assert!(
+        d.log_text().contains("member 'A1' is back"),
+        "{}",
+        d.log_text()
+    );
+    // A1 leaves R1 by RPC while it runs (recorded missing in A0's superblock, and in its
+    // own): a restart without it brings R1 up degraded at once; R0 still waits.
     d.call("bdev_raid_remove_base_bdev", json!({"name": "A1"}));
+    assert_eq!(
+        sb_member(&a1, 1).0,
+        2,
+        "A1's own superblock records it missing"
+    );
     stop(d);
     let e = Target::start_in(&dir, "e", &["-c", &half]);
     let r1 = wait_raid(&e, "R1", "online degraded", |r| r["state"] == "online");
@@ -244,8 +262,8 @@ fn superblock_raids_reassemble_after_restart() {
     }
     assert!(data_area(&a0) != data_area(&a1));
 
-    // Everything back: A1's older superblock does not put it back silently; re-added by RPC,
-    // it is rebuilt and the members are identical again.
+    // Everything back: A1 (removed by RPC) is not put back silently; re-added by RPC, it is
+    // rebuilt and the members are identical again.
     let f = Target::start_in(&dir, "f", &["-c", &all]);
     let r1 = wait_raid(&f, "R1", "online", |r| r["state"] == "online");
     assert_eq!(r1["num_base_bdevs_operational"], 1, "{r1}");
@@ -434,4 +452,68 @@ fn sigkill_during_rebuild_twenty_times() {
         "{KILLS} kills in {:?}: {rebuilds} rebuilds, {resumed_at_checkpoint} resumed at a checkpoint, {killed_resumed} resumed ones killed",
         started.elapsed()
     );
+}
+
+#[test]
+fn raid1_with_a_deleted_member_file_starts_degraded_and_takes_a_new_member() {
+    let dir = TempDir::new("raid-deleted");
+    let data = DataDir::new("deleted");
+    let size = 4 << 20;
+    let m0 = data.file("m0.img", size, 0);
+    let m1 = data.file("m1.img", size, 0);
+    let both = config(&dir, "both", &[], &[("M0", &m0, U[0]), ("M1", &m1, U[1])]);
+    let a = Target::start_in(&dir, "a", &["-c", &both]);
+    a.call(
+        "bdev_raid_create",
+        json!({"name": "R", "raid_level": "raid1", "base_bdevs": ["M0", "M1"],
+               "superblock": true}),
+    );
+    let uuid = raid(&a, "R").unwrap()["uuid"].clone();
+    stop(a);
+    // Data through the healthy raid (assembled by `ferrite bench` itself).
+    bench_verify(&both, "R");
+    assert!(data_area(&m0) == data_area(&m1));
+
+    // M1's file is gone: the configuration that names only M0 brings R up degraded, and the
+    // verify workload runs through it (reads from the one member left).
+    std::fs::remove_file(&m1).unwrap();
+    let only = config(&dir, "only", &[], &[("M0", &m0, U[0])]);
+    bench_verify(&only, "R");
+    let t = Target::start_in(&dir, "t", &["-c", &only]);
+    let r = raid(&t, "R").unwrap();
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["uuid"], uuid);
+    assert_eq!(r["num_base_bdevs_operational"], 1, "{r}");
+    assert_eq!(r["base_bdevs_list"][1]["is_configured"], false, "{r}");
+    // A new file takes M1's place: rebuilt from M0.
+    let m2 = data.file("m2.img", size, 5);
+    t.call(
+        "bdev_aio_create",
+        json!({"name": "M2", "filename": m2, "uuid": U[2]}),
+    );
+    t.call(
+        "bdev_raid_add_base_bdev",
+        json!({"raid_bdev": "R", "base_bdev": "M2"}),
+    );
+    let r = wait_raid(&t, "R", "rebuilt", |r| {
+        r.get("process").is_none() && r["num_base_bdevs_operational"] == 2
+    });
+    assert_eq!(r["base_bdevs_list"][1]["name"], "M2", "{r}");
+    wait_until(Duration::from_secs(10), "M2 recorded in sync", || {
+        sb_member(&m0, 1).0 == 1 && sb_member(&m2, 1).0 == 1
+    });
+    stop(t);
+    assert!(
+        data_area(&m0) == data_area(&m2),
+        "the members differ after the rebuild"
+    );
+    // Both members assemble the raid again, and it verifies.
+    let cfg = config(&dir, "new", &[], &[("M0", &m0, U[0]), ("M2", &m2, U[2])]);
+    let t = Target::start_in(&dir, "u", &["-c", &cfg]);
+    let r = raid(&t, "R").unwrap();
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
+    stop(t);
+    bench_verify(&cfg, "R");
+    assert!(data_area(&m0) == data_area(&m2));
 }

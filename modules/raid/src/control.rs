@@ -30,6 +30,8 @@ use crate::rebuild::{Rebuild, RebuildState};
 use crate::superblock::{self as sbk, SbMember, Superblock};
 use crate::types::{MemberState, RaidLevel, RaidState, MAX_BASE_BDEVS, MAX_NAME_LEN};
 
+mod assemble;
+
 /// Parameters of `bdev_raid_create`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RaidOpts {
@@ -86,6 +88,11 @@ pub(crate) struct Slot {
     /// Rebuild checkpoint recorded in the superblock (state Rebuilding): raid blocks
     /// `[0, rebuilt)` are on the member; a rebuild restarted at assembly resumes there.
     rebuilt: u64,
+    /// UUID of the member that left this slot in sync (state Missing: removed, hot-removed,
+    /// or absent when the raid was started degraded), recorded in the superblock. If that
+    /// bdev appears again with an older superblock that still lists itself in sync, it is
+    /// taken back automatically as a returning member (see `assemble`).
+    left: Option<Uuid>,
 }
 
 impl Slot {
@@ -102,6 +109,7 @@ impl Slot {
             sb_state: MemberState::Configured,
             away: None,
             rebuilt: 0,
+            left: None,
         }
     }
 
@@ -143,6 +151,9 @@ pub(crate) struct RaidSt {
     busy: bool,
     ops: VecDeque<Op>,
     teardown: Teardown,
+    /// Members that came back while the raid could not take them yet (a rebuild running, or
+    /// not online yet): (bdev name, UUID), taken back in order (see `assemble`).
+    returning: VecDeque<(String, Uuid)>,
 }
 
 /// One raid (configuring, online or offline).
@@ -328,6 +339,7 @@ fn validate(opts: &RaidOpts) -> Result<Arc<Raid>> {
             busy: false,
             ops: VecDeque::new(),
             teardown: Teardown::None,
+            returning: VecDeque::new(),
         }),
     }))
 }
@@ -682,7 +694,10 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
                 },
                 (WIB_REGION_BYTES / u64::from(st.block_size)).max(1),
             ),
-            wib_active: AtomicBool::new(false),
+            // A member recorded away (started degraded without it) may come back.
+            wib_active: AtomicBool::new(
+                raid.level == RaidLevel::Raid1 && st.slots.iter().any(|s| s.away.is_some()),
+            ),
         });
         let weak = Arc::downgrade(raid);
         let sh = shared.clone();
@@ -766,6 +781,17 @@ fn build_ctx(raid: &Weak<Raid>, shared: &Arc<Shared>) -> ChanCtx {
 /// Writes the current superblock (sequence number + 1) to every member that is not being
 /// removed.
 fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
+    write_sb_incl(raid, None, then)
+}
+
+/// As [`write_sb`], and also to the member of slot `departing` although it is being removed
+/// (its own copy then records it as having left, so that it never assembles the raid alone
+/// with stale data).
+fn write_sb_incl(
+    raid: &Arc<Raid>,
+    departing: Option<usize>,
+    then: impl FnOnce(Result<()>) + Send + 'static,
+) {
     let (template, targets) = {
         let mut st = raid.st();
         st.seq += 1;
@@ -774,10 +800,15 @@ fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
             .iter()
             .map(|s| {
                 let rebuilding = s.sb_state == MemberState::Rebuilding;
+                let member = s.desc.is_some() || s.expected || rebuilding;
                 SbMember {
-                    uuid: s
-                        .uuid
-                        .filter(|_| s.desc.is_some() || s.expected || rebuilding),
+                    uuid: if member {
+                        s.uuid
+                    } else if s.sb_state == MemberState::Missing {
+                        s.left
+                    } else {
+                        None
+                    },
                     data_offset: s.data_offset,
                     data_size: s.data_size,
                     state: s.sb_state,
@@ -800,7 +831,7 @@ fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.removing)
+            .filter(|(i, s)| !s.removing || departing == Some(*i))
             .filter_map(|(i, s)| s.desc.clone().map(|d| (i, d)))
             .collect();
         (sb, targets)
@@ -948,6 +979,7 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
             r
         }
     };
+    let mut returns = Vec::new();
     let release = {
         let mut st = raid.st();
         if !raid.superblock || raid.level != sb.level || st.slots.len() != sb.members.len() {
@@ -961,22 +993,45 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
         let waiting_rebuild = st.slots.iter().any(|s| {
             s.desc.is_none() && s.sb_state == MemberState::Rebuilding && s.uuid == Some(bdev.uuid())
         });
-        if st.state == RaidState::Online && waiting_rebuild && st.rebuild.is_none() {
+        if st.state == RaidState::Online && waiting_rebuild {
             // Its rebuild was interrupted (restart) and the raid came online without it:
-            // writes since then reached only the others, so it is rebuilt from the start.
+            // writes since then reached only the others, so it is rebuilt from the start
+            // (after the rebuild running now, if any).
             drop(st);
             tracing::info!(
                 "raid '{}': bdev '{}' was being rebuilt; rebuilding it again",
                 raid.name,
                 bdev.name()
             );
-            let rn = raid.name.clone();
-            add_base_bdev(&raid.name, bdev.name(), move |res| {
-                if let Err(e) = res {
-                    tracing::error!("raid '{rn}': cannot resume the rebuild: {e}");
-                }
-            });
-            return;
+            return assemble::queue_return(&raid, bdev);
+        }
+        let returning = st.slots.iter().any(|s| {
+            s.desc.is_none() && s.sb_state == MemberState::Missing && s.left == Some(bdev.uuid())
+        });
+        // While configuring, a newer superblock is followed below instead.
+        let stale = sb.seq < st.seq;
+        let live = matches!(st.state, RaidState::Online | RaidState::Configuring);
+        if live && returning && (stale || st.state == RaidState::Online) {
+            if !stale {
+                // It went on without us: two histories; never mix them.
+                tracing::error!(
+                    "raid '{}': bdev '{}' left in sync but carries a superblock as new as ours (seq {} >= {}); not taken back",
+                    raid.name,
+                    bdev.name(),
+                    sb.seq,
+                    st.seq
+                );
+                return;
+            }
+            drop(st);
+            tracing::info!(
+                "raid '{}': member '{}' is back (superblock seq {} < {})",
+                raid.name,
+                bdev.name(),
+                sb.seq,
+                raid.st().seq
+            );
+            return assemble::queue_return(&raid, bdev);
         }
         if st.state != RaidState::Configuring {
             tracing::info!(
@@ -995,12 +1050,19 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
                 let s = &mut st.slots[i];
                 let member = matches!(m.state, MemberState::Configured | MemberState::Rebuilding);
                 let keep = member && s.uuid == m.uuid;
+                let left = m.uuid.filter(|_| m.state == MemberState::Missing);
                 if !keep {
                     if let Some(d) = s.desc.take() {
+                        // Claimed on an older view that listed it in sync: if the newer one
+                        // says it left in sync, it comes back once the raid is online.
+                        if left.is_some() && left == s.uuid {
+                            returns.push(d.bdev().clone());
+                        }
                         release.push(d);
                     }
                     s.name = None;
                 }
+                s.left = left;
                 s.uuid = m.uuid.filter(|_| member);
                 s.expected = m.state == MemberState::Configured;
                 s.sb_state = m.state;
@@ -1033,6 +1095,9 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
     };
     let (release, slot) = release;
     drop(release);
+    for b in returns {
+        assemble::queue_return(&raid, &b);
+    }
     let Some(i) = slot else { return };
     if let Err(e) = claim_slot(&raid, i, bdev) {
         tracing::error!("raid '{}': {e}", raid.name);
@@ -1077,6 +1142,7 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
                 sb_state: m.state,
                 away: None,
                 rebuilt: m.rebuilt,
+                left: m.uuid.filter(|_| m.state == MemberState::Missing),
             }
         })
         .collect();
@@ -1105,6 +1171,7 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
             busy: false,
             ops: VecDeque::new(),
             teardown: Teardown::None,
+            returning: VecDeque::new(),
         }),
     })
 }
@@ -1121,6 +1188,7 @@ fn on_base_event(raid: &Weak<Raid>, uuid: Uuid, name: &str, ev: BdevEvent) {
                 &r,
                 uuid,
                 MemberState::Missing,
+                false,
                 Box::new(move |res| {
                     if let Err(e) = res {
                         tracing::warn!("raid '{rn}': removing '{bn}': {e}");
@@ -1150,6 +1218,7 @@ pub(crate) fn member_failed(raid: &Arc<Raid>, slot: usize) {
         raid,
         uuid,
         MemberState::Failed,
+        false,
         Box::new(move |res| {
             if let Err(e) = res {
                 tracing::debug!("raid '{rn}': dropping failed member: {e}");
@@ -1172,7 +1241,7 @@ pub fn remove_base_bdev(base: &str, done: impl FnOnce(Result<()>) + Send + 'stat
             .then(|| r.clone())
     });
     match owner {
-        Some(r) => remove_member(&r, b.uuid(), MemberState::Missing, Box::new(done)),
+        Some(r) => remove_member(&r, b.uuid(), MemberState::Missing, true, Box::new(done)),
         None => done(Err(BdevError::new(
             ErrorKind::NotFound,
             format!("bdev '{base}' is not a base bdev of any raid"),
@@ -1183,7 +1252,10 @@ pub fn remove_base_bdev(base: &str, done: impl FnOnce(Result<()>) + Send + 'stat
 /// Drops the member whose bdev has `uuid`: recorded as `why` in the superblock. A raid that
 /// can do without it continues degraded (quiesced while its channels let go of the member);
 /// one that cannot goes offline.
-fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, done: DoneFn) {
+///
+/// `tell_it`: also write the departing member's own superblock (removal by RPC: the member
+/// still works; recorded as having left, it will not be taken back automatically).
+fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, tell_it: bool, done: DoneFn) {
     let r = raid.clone();
     run_op(raid, move |op| {
         let (slot, state, readable_after, rebuild) = {
@@ -1200,6 +1272,9 @@ fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, done: DoneFn) {
             };
             st.slots[slot].removing = true;
             let in_sync = !st.slots[slot].rebuilding;
+            if why == MemberState::Missing && in_sync {
+                st.slots[slot].left = Some(uuid);
+            }
             if let Some(sh) = st.shared.clone() {
                 if r.level == RaidLevel::Raid1 && why == MemberState::Missing && in_sync {
                     // It may come back: from now on writes mark what it misses. Activated
@@ -1251,7 +1326,7 @@ fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, done: DoneFn) {
             }
             RaidState::Online => {
                 let r2 = r.clone();
-                let cont = move || remove_online(r2, slot, why, done, op);
+                let cont = move || remove_online(r2, slot, why, tell_it, done, op);
                 match rebuild {
                     Some(rb) => rb.member_lost(slot, cont),
                     None => cont(),
@@ -1281,7 +1356,14 @@ fn go_offline(raid: &Arc<Raid>, done: DoneFn, op: OpDone) {
 
 /// Removal from an online raid that stays online: quiesce, record the member's state in the
 /// superblock of the others, take its channel away from every thread, release it, thaw.
-fn remove_online(raid: Arc<Raid>, slot: usize, why: MemberState, done: DoneFn, op: OpDone) {
+fn remove_online(
+    raid: Arc<Raid>,
+    slot: usize,
+    why: MemberState,
+    tell_it: bool,
+    done: DoneFn,
+    op: OpDone,
+) {
     let (bdev, device) = {
         let st = raid.st();
         (st.bdev.clone(), st.device.clone())
@@ -1336,7 +1418,7 @@ fn remove_online(raid: Arc<Raid>, slot: usize, why: MemberState, done: DoneFn, o
         };
         if raid.superblock {
             raid.st().slots[slot].sb_state = why;
-            write_sb(&raid, after_sb);
+            write_sb_incl(&raid, tell_it.then_some(slot), after_sb);
         } else {
             after_sb(Ok(()));
         }
@@ -1431,6 +1513,11 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
             .or_else(|| {
                 st.slots
                     .iter()
+                    .position(|s| empty(s) && s.left == Some(bdev.uuid()))
+            })
+            .or_else(|| {
+                st.slots
+                    .iter()
                     .position(|s| interrupted(s) && s.uuid == Some(bdev.uuid()))
             })
             .or_else(|| st.slots.iter().position(empty))
@@ -1488,6 +1575,7 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         let s = &mut st.slots[slot];
         // Anyone else in a slot someone left: that one is not coming back here.
         let resync = s.away.take() == Some(bdev.uuid());
+        s.left = None;
         s.rebuilding = true;
         s.expected = true;
         s.sb_state = MemberState::Rebuilding;
@@ -1560,12 +1648,16 @@ fn resume_rebuilds(raid: &Arc<Raid>) {
             .find(|(_, s)| s.rebuilding && s.desc.is_some() && !s.removing)
             .map(|(i, s)| (i, s.rebuilt))
     };
-    if let Some((slot, from)) = first {
-        tracing::info!(
-            "raid '{}': resuming the rebuild of slot {slot} at block {from}",
-            raid.name
-        );
-        start_rebuild(raid, slot, false, from);
+    match first {
+        Some((slot, from)) => {
+            tracing::info!(
+                "raid '{}': resuming the rebuild of slot {slot} at block {from}",
+                raid.name
+            );
+            start_rebuild(raid, slot, false, from);
+        }
+        // Then members that came back, one at a time.
+        None => assemble::kick_returns(raid),
     }
 }
 
@@ -1680,6 +1772,7 @@ pub(crate) fn rebuild_finished(
                 &r,
                 u,
                 MemberState::Failed,
+                false,
                 Box::new(move |res| {
                     if let Err(e) = res {
                         tracing::debug!("raid '{rn}': dropping the rebuild target: {e}");
@@ -1697,12 +1790,16 @@ pub(crate) fn rebuild_finished(
                 }
                 if next {
                     resume_rebuilds(&r2);
+                } else {
+                    assemble::kick_returns(&r2);
                 }
                 drop(op);
             });
         } else {
             if next {
                 resume_rebuilds(&r);
+            } else {
+                assemble::kick_returns(&r);
             }
             drop(op);
         }
@@ -2023,6 +2120,12 @@ impl BdevModule for RaidModule {
     /// Looks for a superblock on bdevs nobody claimed.
     fn examine_disk(&self, bdev: &Arc<Bdev>, done: ExamineDone) {
         examine_disk(bdev, done);
+    }
+
+    /// Starts degraded the raids assembled from superblocks that still miss members but have
+    /// a quorum (see `assemble`).
+    fn examine_settled(&self) {
+        assemble::start_degraded();
     }
 
     /// Options (when changed from the defaults; SPDK always writes them), then raids still

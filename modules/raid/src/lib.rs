@@ -7,7 +7,8 @@
 //! - `control`: the raid list, create/delete, claims (exclusive-write, module "raid"),
 //!   configuration into a bdev, member removal (RPC, hot-remove, I/O failure → degraded) and
 //!   addition (rebuild), examine (by name from configuration, by superblock from disk),
-//!   teardown, JSON views, `save_config`. State changes of one raid run as serialized
+//!   teardown, JSON views, `save_config`; `control/assemble.rs`: degraded start once examine
+//!   settles, returning members and their queue. State changes of one raid run as serialized
 //!   *operations* (several have asynchronous steps: quiesce, superblock writes, channel walks).
 //! - `superblock`: the on-disk format and its validation (nothing read from disk is trusted).
 //! - `ctlio`: control-path I/O batches (superblocks, examine, rebuild copies).
@@ -51,10 +52,19 @@
 //! brings the raid online once every member recorded *in sync* is there — degraded if the
 //! superblock records members missing or failed. A member whose superblock is older and no
 //! longer lists it is not taken back silently (re-add it by RPC). As SPDK, a raid with a
-//! superblock is not written to `save_config` (its members carry its configuration), a
-//! deleted raid's superblocks are left in place, and a member that is recorded in sync but
-//! absent keeps the raid configuring. Invalid superblocks are ignored with a log line naming
-//! the bdev.
+//! superblock is not written to `save_config` (its members carry its configuration), and a
+//! deleted raid's superblocks are left in place. Invalid superblocks are ignored with a log
+//! line naming the bdev.
+//!
+//! **Degraded start and returning members** (`control/assemble.rs`; SPDK instead keeps such a
+//! raid configuring): a raid still missing members recorded in sync when examine settles
+//! (end of the configuration load, `bdev_wait_for_examine`) starts degraded if the members
+//! present form a quorum (raid1: one, raid5f: all but one), recording the others missing;
+//! such a member that appears later with an older superblock still listing itself in sync
+//! is taken back automatically (resync or rebuild). A member removed by RPC has its own
+//! superblock updated to say so: it never assembles the raid alone with stale data, and
+//! comes back only by RPC. Sequence numbers decide staleness: a superblock as new as the
+//! raid's on a member that left means two histories, and it is refused.
 //!
 //! **Interrupted rebuilds (restart, crash).** A member being rebuilt is recorded *rebuilding*
 //! with its UUID and a *checkpoint*: the raid blocks below it are known to be on the member

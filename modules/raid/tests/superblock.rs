@@ -524,3 +524,122 @@ fn interrupted_rebuild_resumes_from_its_checkpoint_after_restart() {
     shutdown(&mut h, "P3", &d);
     assert!(ferrite_raid::set_options(Some(1024), None).is_ok());
 }
+
+/// Runs `wait_for_examine` and waits for its callback; returns whether raid `name` was
+/// registered when the waiter ran.
+fn settle(h: &mut Harness, name: &str) -> bool {
+    let seen: Arc<std::sync::Mutex<Option<bool>>> = Arc::default();
+    let (s2, n2) = (seen.clone(), name.to_string());
+    h.on(0, move || {
+        ferrite_bdev::wait_for_examine(move || {
+            *s2.lock().unwrap() = Some(ferrite_bdev::lookup(&n2).is_some());
+        })
+    });
+    run_until(h, "examine settled", || seen.lock().unwrap().is_some());
+    h.run_until_idle();
+    let r = seen.lock().unwrap().unwrap();
+    r
+}
+
+#[test]
+fn absent_member_starts_degraded_once_examine_settles_and_returns_with_a_resync() {
+    let mut h = Harness::new(2, 36);
+    setup(&mut h);
+    let d = disks(&mut h, "P6d", 2);
+    create(&mut h, "P6", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let data = noise(6, data_blocks as usize * BS);
+    fill(&mut h, "P6", &data);
+    let seq_before = sb_of(&d.disks[1], d.uuids[1]).seq;
+    shutdown(&mut h, "P6", &d);
+
+    // Only member 0: configuring while examine goes on, degraded once it has settled (and
+    // the waiter runs only once the raid bdev is registered).
+    register(&mut h, &d, 0);
+    assert_eq!(info("P6").unwrap()["state"], "configuring");
+    assert!(
+        settle(&mut h, "P6"),
+        "the waiter ran before the raid was registered"
+    );
+    let v = info("P6").unwrap();
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(v["num_base_bdevs_operational"], 1, "{v}");
+    let sb = sb_of(&d.disks[0], d.uuids[0]);
+    assert!(sb.seq > seq_before, "{sb:?}");
+    assert_eq!(sb.members[1].state, MemberState::Missing);
+    assert_eq!(sb.members[1].uuid, Some(d.uuids[1]));
+    // Settling again changes nothing.
+    assert!(settle(&mut h, "P6"));
+    // Degraded writes to two 64 KiB regions.
+    let (desc, ch) = io_channel(&mut h, "P6");
+    let arena = Arena::default();
+    let mut model = data.clone();
+    for (off, seed) in [(0u64, 61u64), (1000, 62)] {
+        let w = noise(seed, 10 * BS);
+        model[off as usize * BS..(off as usize + 10) * BS].copy_from_slice(&w);
+        write(&mut h, &ch, &arena, off, w);
+    }
+    close(&mut h, desc, ch);
+
+    // Member 1 appears (older superblock, still listing itself in sync): taken back with a
+    // resync of exactly the two regions written without it.
+    register(&mut h, &d, 1);
+    run_until(&mut h, "resync", || {
+        ferrite_raid::rebuild_state("P6").is_none() && ferrite_raid::last_rebuild("P6").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("P6").unwrap();
+    assert_eq!(rep.error, None);
+    assert!(rep.resync, "{rep:?}");
+    assert_eq!(rep.copied_blocks, 2 * 128, "{rep:?}");
+    let v = info("P6").unwrap();
+    assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
+    for i in 0..2 {
+        assert_eq!(d.disks[i].read(OFF, data_blocks), model, "member {i}");
+        let sb = sb_of(&d.disks[i], d.uuids[i]);
+        assert!(
+            sb.members
+                .iter()
+                .all(|m| m.state == MemberState::Configured),
+            "{sb:?}"
+        );
+    }
+
+    // Removed by RPC: its own superblock says it left, so alone it assembles nothing (its
+    // data is stale), and next to member 0 it is not taken back silently.
+    let r = call(&mut h, |done| ferrite_raid::remove_base_bdev("P6d1", done));
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(
+        sb_of(&d.disks[1], d.uuids[1]).members[1].state,
+        MemberState::Missing
+    );
+    shutdown(&mut h, "P6", &d);
+    register(&mut h, &d, 1);
+    settle(&mut h, "P6");
+    assert!(
+        info("P6").is_none(),
+        "a member that left assembled the raid"
+    );
+    register(&mut h, &d, 0);
+    settle(&mut h, "P6");
+    let v = info("P6").unwrap();
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(v["num_base_bdevs_operational"], 1, "{v}");
+    shutdown(&mut h, "P6", &d);
+}
+
+#[test]
+fn raid0_missing_a_member_stays_configuring_after_examine_settles() {
+    let mut h = Harness::new(2, 37);
+    setup(&mut h);
+    let d = disks(&mut h, "P7d", 2);
+    create(&mut h, "P7", "raid0", 64, &d);
+    shutdown(&mut h, "P7", &d);
+    register(&mut h, &d, 1);
+    assert!(!settle(&mut h, "P7"));
+    let v = info("P7").unwrap();
+    assert_eq!(v["state"], "configuring", "{v}");
+    register(&mut h, &d, 0);
+    assert_eq!(info("P7").unwrap()["state"], "online");
+    shutdown(&mut h, "P7", &d);
+}
