@@ -946,7 +946,8 @@ fn examine_disk(bdev: &Arc<Bdev>, done: ExamineDone) {
 /// claim the bdev; the raid comes online when every member recorded as in sync is there.
 fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
     let me = sb.members[sb.slot as usize];
-    let resumable = sb.level == RaidLevel::Raid1 && me.state == MemberState::Rebuilding;
+    let resumable = matches!(sb.level, RaidLevel::Raid1 | RaidLevel::Raid5f)
+        && me.state == MemberState::Rebuilding;
     if me.state != MemberState::Configured && !resumable {
         tracing::info!(
             "raid: bdev '{}' is recorded as {:?} in raid '{}' (not in sync); not assembled",
@@ -1537,13 +1538,14 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         let s = &st.slots[slot];
         (slot, s.data_offset, s.data_size)
     };
-    if raid.level != RaidLevel::Raid1 {
+    if !matches!(raid.level, RaidLevel::Raid1 | RaidLevel::Raid5f) {
         return fail(
             BdevError::new(
                 ErrorKind::NotSupported,
                 format!(
-                    "raid bdev '{}': rebuild is implemented for raid1 only",
-                    raid.name
+                    "raid bdev '{}': {} has no redundancy to rebuild a member from",
+                    raid.name,
+                    raid.level.name()
                 ),
             ),
             op,

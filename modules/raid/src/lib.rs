@@ -1,6 +1,6 @@
 //! The raid bdev module (SPDK's `module/bdev/raid`, v25.09-compatible RPCs): raid0, raid1,
-//! concat and raid5f over base bdevs, with optional on-disk superblocks, raid1 rebuild and a
-//! raid1 write-intent bitmap.
+//! concat and raid5f over base bdevs, with optional on-disk superblocks, raid1 and raid5f
+//! rebuild and a raid1 write-intent bitmap.
 //!
 //! # Layout of the crate
 //!
@@ -15,7 +15,7 @@
 //! - `io`: per-thread channel state, member masks, the write-intent bitmap, and the fan-out of
 //!   a parent I/O into children on the members.
 //! - `raid0`, `concat`, `raid1`, `raid5f`: the data path of each level.
-//! - `rebuild`: the raid1 rebuild state machine.
+//! - `rebuild`: the rebuild state machine (raid1 copies, raid5f reconstructs).
 //! - `rpc`: `bdev_raid_create`, `bdev_raid_delete`, `bdev_raid_get_bdevs`,
 //!   `bdev_raid_add_base_bdev`, `bdev_raid_remove_base_bdev`, `bdev_raid_set_options`.
 //!
@@ -38,8 +38,8 @@
 //!    members' superblocks record it missing/failed, then its claim is released. A raid that
 //!    cannot do without it (raid0, concat, the last raid1 member) goes *offline*: the raid bdev
 //!    is unregistered, the other members stay claimed until `bdev_raid_delete`.
-//! 5. **Re-add** (`bdev_raid_add_base_bdev`, raid1): the bdev takes an empty slot and is
-//!    rebuilt by the state machine in `rebuild` while I/O continues; writes to the window
+//! 5. **Re-add** (`bdev_raid_add_base_bdev`, raid1 and raid5f): the bdev takes an empty slot
+//!    and is rebuilt by the state machine in `rebuild` while I/O continues; writes to the window
 //!    being copied wait for it (a range lock in the raid's own channels, chosen over the bdev
 //!    layer's whole-bdev quiesce so that I/O elsewhere never stops).
 //! 6. **Delete**: stops a rebuild, unregisters the raid bdev, releases the members.
@@ -93,7 +93,8 @@
 //! - At most [`MAX_BASE_BDEVS`] members (member sets are 64-bit masks); names up to 63 bytes.
 //! - raid5f: full-stripe writes only (as SPDK); reads that hit a missing member are rebuilt
 //!   from parity; a read failing on a member fails (the member is dropped and later reads
-//!   reconstruct); no rebuild of a replaced member; strips must fit the largest DMA buffer.
+//!   reconstruct); strips must fit the largest DMA buffer; during a rebuild every read of a
+//!   strip on the new member is reconstructed until the rebuild is done.
 //! - raid1 after a crash: a write in flight when the process died may have reached some
 //!   members and not others (no journal or persistent dirty bitmap, as SPDK); the rebuild
 //!   checkpoint only covers the copy itself.

@@ -126,7 +126,8 @@ fn read_done(mut child: Box<BdevIo>) {
     parent.complete(status);
 }
 
-fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
+/// True if blocks `[o, o + l)` overlap the window a rebuild is copying (the write waits).
+pub(crate) fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
     match ctx.lock.get() {
         Some((a, b)) => l > 0 && o < b && a < o + l,
         None => false,
@@ -211,7 +212,32 @@ fn write_done(child: Box<BdevIo>) {
     parent.complete(st);
 }
 
-/// Rebuild: locks `[a, b)` on this channel; `cont` finishes once the writes in flight here
+/// Counts a write in the current window-lock generation; returns the word to keep in the
+/// parent for [`write_counted_done`] (generation + 1).
+pub(crate) fn count_write(ctx: &ChanCtx) -> u64 {
+    let g = ctx.gen.get();
+    ctx.writes[g].set(ctx.writes[g].get() + 1);
+    g as u64 + 1
+}
+
+/// A write counted by [`count_write`] (word `w`; 0: not counted) is done: a lock waiting
+/// for its generation to drain may proceed.
+pub(crate) fn write_counted_done(ctx: &ChanCtx, w: u64) {
+    if w == 0 {
+        return;
+    }
+    let g = (w - 1) as usize;
+    let left = ctx.writes[g].get().saturating_sub(1);
+    ctx.writes[g].set(left);
+    if left == 0 && g != ctx.gen.get() {
+        let w = ctx.lock_waiter.borrow_mut().take();
+        if let Some(w) = w {
+            w.finish(0);
+        }
+    }
+}
+
+/// Rebuild (raid1 and raid5f): locks `[a, b)` on this channel; `cont` finishes once the writes in flight here
 /// when the lock was taken have completed.
 pub(crate) fn lock_window(ctx: &ChanCtx, a: u64, b: u64, cont: ForEachCont) {
     ctx.lock.set(Some((a, b)));
@@ -236,6 +262,9 @@ pub(crate) fn unlock_window(ctx: &ChanCtx) {
     loop {
         let next = ctx.parked.borrow_mut().pop_front();
         match next {
+            Some(io) if ctx.shared.level == crate::types::RaidLevel::Raid5f => {
+                crate::raid5f::write(ctx, io)
+            }
             Some(io) => write(ctx, io),
             None => break,
         }
