@@ -13,7 +13,7 @@
 //! that is being hot-removed finish its own removal.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ferrite_bdev::uuid::Uuid;
@@ -31,6 +31,7 @@ use crate::superblock::{self as sbk, SbMember, Superblock};
 use crate::types::{MemberState, RaidLevel, RaidState, MAX_BASE_BDEVS, MAX_NAME_LEN};
 
 mod assemble;
+mod bitmap;
 
 /// Parameters of `bdev_raid_create`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -93,6 +94,9 @@ pub(crate) struct Slot {
     /// bdev appears again with an older superblock that still lists itself in sync, it is
     /// taken back automatically as a returning member (see `assemble`).
     left: Option<Uuid>,
+    /// The superblock recorded this missing member as tracked by the persisted bitmap
+    /// (`away` then comes from disk and holds only if the bitmap loads).
+    tracked: bool,
 }
 
 impl Slot {
@@ -110,6 +114,7 @@ impl Slot {
             away: None,
             rebuilt: 0,
             left: None,
+            tracked: false,
         }
     }
 
@@ -154,6 +159,10 @@ pub(crate) struct RaidSt {
     /// Members that came back while the raid could not take them yet (a rebuild running, or
     /// not online yet): (bdev name, UUID), taken back in order (see `assemble`).
     returning: VecDeque<(String, Uuid)>,
+    /// The write-intent bitmap is persisted (decided at configuration, `bitmap::load`).
+    wib_persist: bool,
+    /// Bitmap words loaded from disk, for `register_raid`.
+    wib_loaded: Option<Vec<u64>>,
 }
 
 /// One raid (configuring, online or offline).
@@ -340,6 +349,8 @@ fn validate(opts: &RaidOpts) -> Result<Arc<Raid>> {
             ops: VecDeque::new(),
             teardown: Teardown::None,
             returning: VecDeque::new(),
+            wib_persist: false,
+            wib_loaded: None,
         }),
     }))
 }
@@ -496,11 +507,14 @@ fn configure(raid: &Arc<Raid>, done: impl FnOnce(Result<()>) + Send + 'static) {
         }
         Err(e) => done(Err(e)),
     };
-    if raid.superblock {
-        write_sb(raid, after_sb);
-    } else {
-        after_sb(Ok(()));
-    }
+    let r = raid.clone();
+    bitmap::load(raid, move || {
+        if r.superblock {
+            write_sb(&r, after_sb);
+        } else {
+            after_sb(Ok(()));
+        }
+    });
 }
 
 /// Computes block size, strip, data areas and the raid's size from the claimed members.
@@ -686,18 +700,31 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
             rebuilding: AtomicU64::new(rebuilding),
             raid: Arc::downgrade(raid),
             app: raid.app.clone(),
-            wib: crate::io::Bitmap::new(
-                if raid.level == RaidLevel::Raid1 {
-                    st.num_blocks
-                } else {
-                    0
-                },
-                (WIB_REGION_BYTES / u64::from(st.block_size)).max(1),
-            ),
+            wib: {
+                let b = crate::io::Bitmap::with_limit(
+                    if raid.level == RaidLevel::Raid1 {
+                        st.num_blocks
+                    } else {
+                        0
+                    },
+                    (WIB_REGION_BYTES / u64::from(st.block_size)).max(1),
+                    if st.wib_persist {
+                        bitmap::MAX_REGIONS
+                    } else {
+                        crate::io::MAX_REGIONS
+                    },
+                    st.wib_persist,
+                );
+                if let Some(w) = st.wib_loaded.take() {
+                    b.load(&w);
+                }
+                b
+            },
             // A member recorded away (started degraded without it) may come back.
             wib_active: AtomicBool::new(
                 raid.level == RaidLevel::Raid1 && st.slots.iter().any(|s| s.away.is_some()),
             ),
+            wib_flush: AtomicU8::new(0),
         });
         let weak = Arc::downgrade(raid);
         let sh = shared.clone();
@@ -730,6 +757,11 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
             let mut st = raid.st();
             st.bdev = Some(b);
             st.state = RaidState::Online;
+            if let Some(sh) = st.shared.as_ref().filter(|sh| sh.wib.persisted()) {
+                if st.slots.iter().any(|s| s.away.is_some()) {
+                    sh.wib_persist_request();
+                }
+            }
             let ok = st.slots.iter().filter(|s| s.desc.is_some()).count();
             tracing::info!(
                 "raid '{}' online: {} of {} members, {} blocks of {} bytes",
@@ -795,6 +827,13 @@ fn write_sb_incl(
     let (template, targets) = {
         let mut st = raid.st();
         st.seq += 1;
+        // A member recorded as tracked needs a valid bitmap on disk: write one now (its
+        // absence only costs a full rebuild later, never a wrong resync).
+        if let Some(sh) = st.shared.as_ref().filter(|sh| sh.wib.persisted()) {
+            if st.slots.iter().any(|s| s.away.is_some()) {
+                sh.wib_persist_request();
+            }
+        }
         let members = st
             .slots
             .iter()
@@ -813,6 +852,9 @@ fn write_sb_incl(
                     data_size: s.data_size,
                     state: s.sb_state,
                     rebuilt: if rebuilding { s.rebuilt } else { 0 },
+                    tracked: s.sb_state == MemberState::Missing
+                        && s.away.is_some()
+                        && st.wib_persist,
                 }
             })
             .collect();
@@ -863,6 +905,7 @@ fn write_sb_incl(
             write: true,
             offset: 0,
             buf,
+            flush: false,
         });
     }
     let name = raid.name.clone();
@@ -917,6 +960,7 @@ fn examine_disk(bdev: &Arc<Bdev>, done: ExamineDone) {
         write: false,
         offset: 0,
         buf,
+        flush: false,
     };
     crate::ctlio::submit(vec![op], move |res| {
         drop(desc);
@@ -1064,6 +1108,8 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
                     s.name = None;
                 }
                 s.left = left;
+                s.tracked = m.tracked && raid.level == RaidLevel::Raid1;
+                s.away = left.filter(|_| s.tracked);
                 s.uuid = m.uuid.filter(|_| member);
                 s.expected = m.state == MemberState::Configured;
                 s.sb_state = m.state;
@@ -1141,9 +1187,10 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
                 data_offset: m.data_offset,
                 data_size: m.data_size,
                 sb_state: m.state,
-                away: None,
                 rebuilt: m.rebuilt,
                 left: m.uuid.filter(|_| m.state == MemberState::Missing),
+                tracked: m.tracked && sb.level == RaidLevel::Raid1,
+                away: m.uuid.filter(|_| m.tracked && sb.level == RaidLevel::Raid1),
             }
         })
         .collect();
@@ -1173,6 +1220,8 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
             ops: VecDeque::new(),
             teardown: Teardown::None,
             returning: VecDeque::new(),
+            wib_persist: false,
+            wib_loaded: None,
         }),
     })
 }
@@ -1578,6 +1627,7 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         // Anyone else in a slot someone left: that one is not coming back here.
         let resync = s.away.take() == Some(bdev.uuid());
         s.left = None;
+        s.tracked = false;
         s.rebuilding = true;
         s.expected = true;
         s.sb_state = MemberState::Rebuilding;
@@ -1663,6 +1713,11 @@ fn resume_rebuilds(raid: &Arc<Raid>) {
     }
 }
 
+/// Runs one round persisting the write-intent bitmap (from the data path, by message).
+pub(crate) fn persist_bitmap(raid: &Arc<Raid>) {
+    bitmap::persist(raid);
+}
+
 /// Records the rebuild checkpoint `rebuilt` of `target` in the superblock (from the machine).
 pub(crate) fn rebuild_checkpoint(raid: &Arc<Raid>, target: usize, rebuilt: u64) {
     if !raid.superblock {
@@ -1744,7 +1799,13 @@ pub(crate) fn rebuild_finished(
             if !st.slots.iter().any(|s| s.away.is_some()) {
                 if let Some(sh) = &st.shared {
                     sh.wib_active.store(false, Ordering::SeqCst);
-                    sh.wib.clear();
+                    if sh.wib.count() > 0 {
+                        sh.wib.clear();
+                        // The cleared bitmap reaches the disk lazily.
+                        if sh.wib.persisted() {
+                            sh.wib_persist_request();
+                        }
+                    }
                 }
             }
             if st.teardown != Teardown::None || st.state != RaidState::Online {
@@ -1994,6 +2055,15 @@ fn info_json(raid: &Raid, with_name: bool) -> Value {
     v.insert("num_base_bdevs".into(), json!(st.slots.len()));
     v.insert("num_base_bdevs_discovered".into(), json!(discovered));
     v.insert("num_base_bdevs_operational".into(), json!(operational));
+    // Ferrite's own (SPDK has no write-intent bitmap): what a returning member would copy.
+    if let (Some(sh), RaidLevel::Raid1) = (&st.shared, raid.level) {
+        v.insert(
+            "write_intent_bitmap".into(),
+            json!({"persistent": sh.wib.persisted(),
+                   "region_size_kb": (sh.wib.region_blocks() * u64::from(sh.block_size)) / 1024,
+                   "dirty_regions": sh.wib.count()}),
+        );
+    }
     if let Some(rb) = &st.rebuild {
         let blocks = rb.progress();
         let pct = blocks.saturating_mul(100) / rb.num_blocks.max(1);

@@ -84,9 +84,17 @@
 //! 64 KiB regions (larger on huge raids, at most 2^20 regions) in a lock-free bitmap. When
 //! that same bdev (same UUID) is added back, the rebuild copies only the marked regions
 //! ("resync"), and [`last_rebuild`] reports the blocks copied. A failed member, or any other
-//! bdev, gets a full rebuild. The bitmap lives in memory: after a restart a returning member
-//! is rebuilt in full. The returning member must not have been written while it was away
-//! (it is unclaimed then).
+//! bdev, gets a full rebuild. The returning member must not have been written while it was
+//! away (it is unclaimed then). `bdev_raid_get_bdevs` reports it as `write_intent_bitmap`
+//! (`persistent`, `region_size_kb`, `dirty_regions`; Ferrite's own field).
+//!
+//! With a superblock the bitmap is **persisted** (`control/bitmap.rs`: format, ordering,
+//! trust): at byte 64 KiB of every member, CRC-checked; a write waits until the bits of its
+//! regions are on disk (written and flushed) before it reaches a member; bits are cleared
+//! lazily once nobody is away. The superblock flags each missing member the bitmap covers;
+//! after a restart the bitmap is read from the members (ORed) and a member that comes back
+//! is resynced from it — an unreadable or invalid bitmap means a full rebuild, never trust.
+//! Without a superblock the bitmap lives in memory only.
 //!
 //! # Deviations and limits
 //!
@@ -96,8 +104,8 @@
 //!   reconstruct); strips must fit the largest DMA buffer; during a rebuild every read of a
 //!   strip on the new member is reconstructed until the rebuild is done.
 //! - raid1 after a crash: a write in flight when the process died may have reached some
-//!   members and not others (no journal or persistent dirty bitmap, as SPDK); the rebuild
-//!   checkpoint only covers the copy itself.
+//!   in-sync members and not others (no journal, as SPDK; the persisted bitmap covers only
+//!   members that are away); the rebuild checkpoint only covers the copy itself.
 //! - `bdev_raid_set_options`: `process_max_bandwidth_mb_sec` must be 0 (unlimited); the
 //!   options are saved only when they differ from the defaults.
 //! - Reset is drained by the bdev layer (not forwarded); compare and compare-and-write are

@@ -17,7 +17,9 @@
 //! - **Write-intent bitmap.** While a member that was removed in sync (not failed) is away,
 //!   every write first marks the regions it covers in a shared bitmap (atomic OR, no lock, no
 //!   allocation). If that same member is added back, the rebuild copies only the marked
-//!   regions (see `rebuild`).
+//!   regions (see `rebuild`). With a superblock the bitmap is persisted: a write that marks
+//!   a region asks the control path for a bitmap write (one message per round, not per I/O)
+//!   and every write waits (parked per channel) until its regions are on disk.
 
 use std::sync::atomic::Ordering;
 
@@ -149,7 +151,16 @@ fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     // a write that skips a member which may come back always marks its regions.
     let gone = sh.gone.load(Ordering::Acquire);
     if sh.wib_active.load(Ordering::Acquire) {
-        sh.wib.mark(o, l);
+        if sh.wib.mark(o, l) && sh.wib.persisted() {
+            sh.wib_persist_request();
+        }
+        // Persisted bitmap: the write waits until its regions are on disk.
+        if !sh.wib.durable(o, l) {
+            drop(staged);
+            drop(bases);
+            ctx.wib_parked.borrow_mut().push_back(parent);
+            return;
+        }
     }
     for slot in 0..sh.n {
         let Some(ch) = usable(&bases, gone, slot) else {
@@ -233,6 +244,19 @@ pub(crate) fn write_counted_done(ctx: &ChanCtx, w: u64) {
         let w = ctx.lock_waiter.borrow_mut().take();
         if let Some(w) = w {
             w.finish(0);
+        }
+    }
+}
+
+/// The write-intent bitmap was persisted: writes that waited for it go again, in order
+/// (those still waiting for a later round wait again).
+pub(crate) fn bitmap_persisted(ctx: &ChanCtx) {
+    let n = ctx.wib_parked.borrow().len();
+    for _ in 0..n {
+        let next = ctx.wib_parked.borrow_mut().pop_front();
+        match next {
+            Some(io) => write(ctx, io),
+            None => break,
         }
     }
 }

@@ -474,6 +474,7 @@ impl Rebuild {
                         write: false,
                         offset: moff + self.shared.offset_of(src),
                         buf,
+                        flush: false,
                     });
                 }
                 m.busy = true;
@@ -595,6 +596,7 @@ impl Rebuild {
             write: true,
             offset: moff + self.shared.offset_of(self.target),
             buf,
+            flush: false,
         };
         crate::ctlio::submit(vec![op], move |res| me.on_write(res));
     }
