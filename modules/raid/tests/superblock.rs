@@ -746,3 +746,66 @@ fn persisted_bitmap_resyncs_a_member_after_restart_and_garbage_means_full_rebuil
     }
     shutdown(&mut h, "P8", &d);
 }
+
+#[test]
+fn member_returning_during_a_rebuild_waits_its_turn() {
+    let mut h = Harness::new(2, 39);
+    setup(&mut h);
+    assert!(ferrite_raid::set_options(Some(16), None).is_ok());
+    let d = disks(&mut h, "P9d", 3);
+    create(&mut h, "P9", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let mut model = noise(9, data_blocks as usize * BS);
+    fill(&mut h, "P9", &model);
+    // Member 2 disappears (hot-remove: it may come back); member 1 is replaced by a new
+    // disk, whose rebuild is held at its first window.
+    unregister(&mut h, "P9d2");
+    assert_eq!(info("P9").unwrap()["num_base_bdevs_operational"], 2);
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("P9d1", done)).is_ok());
+    let (desc, ch) = io_channel(&mut h, "P9");
+    let arena = Arena::default();
+    let w = noise(91, 16 * BS);
+    write(&mut h, &ch, &arena, 300, w.clone());
+    model[300 * BS..316 * BS].copy_from_slice(&w);
+    let fresh = Disk::new(512, DISK_BLOCKS);
+    let f2 = fresh.clone();
+    h.on(0, move || {
+        register_disk("P9n", &f2, None);
+    });
+    h.run_until_idle();
+    ferrite_raid::set_rebuild_pause("P9", Some(RebuildState::Locking));
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "P9", "P9n", done
+    ))
+    .is_ok());
+    h.run_until_idle();
+    assert_eq!(
+        ferrite_raid::rebuild_state("P9"),
+        Some((RebuildState::Locking, true))
+    );
+    // Member 2 comes back in the middle: queued, not claimed yet.
+    register(&mut h, &d, 2);
+    assert!(ferrite_bdev::lookup("P9d2").unwrap().claim().is_none());
+    assert_eq!(info("P9").unwrap()["process"]["target"], "P9n");
+    // The rebuild goes on and finishes; then member 2's resync runs by itself.
+    ferrite_raid::set_rebuild_pause("P9", None);
+    ferrite_raid::resume_rebuild("P9");
+    run_until(&mut h, "both done", || {
+        ferrite_raid::rebuild_state("P9").is_none()
+            && ferrite_raid::last_rebuild("P9").is_some_and(|r| r.target == "P9d2")
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("P9").unwrap();
+    assert_eq!(rep.error, None);
+    assert!(rep.resync, "{rep:?}");
+    // Only the region written while it was away (16 blocks inside one 128-block region).
+    assert_eq!(rep.copied_blocks, 128, "{rep:?}");
+    let v = info("P9").unwrap();
+    assert_eq!(v["num_base_bdevs_operational"], 3, "{v}");
+    for (i, disk) in [&d.disks[0], &fresh, &d.disks[2]].iter().enumerate() {
+        assert_eq!(disk.read(OFF, data_blocks), model, "member {i}");
+    }
+    close(&mut h, desc, ch);
+    shutdown(&mut h, "P9", &d);
+    unregister(&mut h, "P9n");
+}
