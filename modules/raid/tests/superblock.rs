@@ -1,6 +1,11 @@
 //! Superblocks: written on creation and on member changes; a "restart" (delete the raid,
 //! unregister its disks, register them again over the same data) reassembles it from disk
-//! with no RPC, in the right state; corrupt or hostile superblocks are ignored cleanly.
+//! with no RPC, in the right state; corrupt or hostile superblocks are ignored cleanly;
+//! degraded start once examine settles, returning members, the persisted write-intent bitmap,
+//! raid5f reassembly and rebuild resume.
+//!
+//! The rebuild window (`bdev_raid_set_options`) is global to the process: every test here
+//! that depends on it sets 16 KiB, and none sets anything else.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -522,7 +527,6 @@ fn interrupted_rebuild_resumes_from_its_checkpoint_after_restart() {
         assert_eq!(d.disks[i].read(OFF, data_blocks), data, "member {i}");
     }
     shutdown(&mut h, "P3", &d);
-    assert!(ferrite_raid::set_options(Some(1024), None).is_ok());
 }
 
 /// Runs `wait_for_examine` and waits for its callback; returns whether raid `name` was
@@ -808,4 +812,112 @@ fn member_returning_during_a_rebuild_waits_its_turn() {
     close(&mut h, desc, ch);
     shutdown(&mut h, "P9", &d);
     unregister(&mut h, "P9n");
+}
+
+#[test]
+fn raid5f_missing_a_member_starts_degraded_and_rebuilds_it_when_it_returns() {
+    let mut h = Harness::new(2, 40);
+    setup(&mut h);
+    let d = disks(&mut h, "PAd", 3);
+    create(&mut h, "PA", "raid5f", 4, &d);
+    // 2048 data blocks per member, strips of 8 blocks: stripes of 16 raid blocks.
+    let blocks = 2 * (DISK_BLOCKS - OFF);
+    let mut model = noise(10, blocks as usize * BS);
+    fill(&mut h, "PA", &model);
+    shutdown(&mut h, "PA", &d);
+    register(&mut h, &d, 0);
+    register(&mut h, &d, 2);
+    assert!(settle(&mut h, "PA"));
+    let v = info("PA").unwrap();
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
+    // Degraded: member 1's strips are reconstructed; full-stripe writes go on.
+    let (desc, ch) = io_channel(&mut h, "PA");
+    let arena = Arena::default();
+    let w = noise(101, 32 * BS);
+    write(&mut h, &ch, &arena, 64, w.clone());
+    model[64 * BS..96 * BS].copy_from_slice(&w);
+    assert!(read(&mut h, &ch, 0, blocks) == model);
+    // Member 1 comes back: rebuilt in full (raid5f keeps no bitmap), then read normally.
+    register(&mut h, &d, 1);
+    run_until(&mut h, "rebuild", || {
+        ferrite_raid::rebuild_state("PA").is_none() && ferrite_raid::last_rebuild("PA").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("PA").unwrap();
+    assert_eq!(rep.error, None);
+    assert_eq!(rep.copied_blocks, blocks, "{rep:?}");
+    assert_eq!(info("PA").unwrap()["num_base_bdevs_operational"], 3);
+    let before = d.disks[1].reads.load(Ordering::SeqCst);
+    assert!(read(&mut h, &ch, 0, blocks) == model);
+    assert!(d.disks[1].reads.load(Ordering::SeqCst) > before);
+    // Every stripe XORs to zero across the members.
+    let areas: Vec<Vec<u8>> = (0..3)
+        .map(|i| d.disks[i].read(OFF, DISK_BLOCKS - OFF))
+        .collect();
+    assert!((0..areas[0].len()).all(|i| areas[0][i] ^ areas[1][i] ^ areas[2][i] == 0));
+    close(&mut h, desc, ch);
+    shutdown(&mut h, "PA", &d);
+}
+
+#[test]
+fn raid5f_interrupted_rebuild_resumes_from_its_checkpoint() {
+    let mut h = Harness::new(2, 41);
+    setup(&mut h);
+    // 16 KiB windows: four strip rows (64 raid blocks) per window, a checkpoint every 256.
+    assert!(ferrite_raid::set_options(Some(16), None).is_ok());
+    let d = disks(&mut h, "PBd", 3);
+    create(&mut h, "PB", "raid5f", 4, &d);
+    let blocks = 2 * (DISK_BLOCKS - OFF);
+    let model = noise(11, blocks as usize * BS);
+    fill(&mut h, "PB", &model);
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("PBd1", done)).is_ok());
+    let fresh = Disk::new(512, DISK_BLOCKS);
+    fresh.poke(OFF as usize * BS, &noise(12, 100 * BS));
+    let nu = Uuid::new_v4();
+    let f2 = fresh.clone();
+    h.on(0, move || {
+        register_disk("PBn", &f2, Some(nu));
+    });
+    h.run_until_idle();
+    ferrite_raid::set_rebuild_pause("PB", Some(RebuildState::Locking));
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "PB", "PBn", done
+    ))
+    .is_ok());
+    h.run_until_idle();
+    step_rebuild(&mut h, "PB", 10);
+    ferrite_raid::set_rebuild_pause("PB", None);
+    let sb = sb_of(&d.disks[0], d.uuids[0]);
+    assert_eq!(sb.members[1].state, MemberState::Rebuilding, "{sb:?}");
+    assert_eq!(sb.members[1].rebuilt, 512, "{sb:?}");
+    // "Crash": the new member appears first, then the others: the rebuild resumes at 512.
+    shutdown(&mut h, "PB", &d);
+    unregister(&mut h, "PBn");
+    let f2 = fresh.clone();
+    h.on(0, move || {
+        register_disk("PBn", &f2, Some(nu));
+    });
+    h.run_until_idle();
+    register(&mut h, &d, 0);
+    register(&mut h, &d, 2);
+    run_until(&mut h, "resumed rebuild", || {
+        ferrite_raid::rebuild_state("PB").is_none() && ferrite_raid::last_rebuild("PB").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("PB").unwrap();
+    assert_eq!(rep.error, None);
+    assert_eq!(rep.copied_blocks, blocks - 512, "{rep:?}");
+    assert_eq!(info("PB").unwrap()["num_base_bdevs_operational"], 3);
+    let (desc, ch) = io_channel(&mut h, "PB");
+    assert!(read(&mut h, &ch, 0, blocks) == model);
+    close(&mut h, desc, ch);
+    let areas = [
+        d.disks[0].read(OFF, DISK_BLOCKS - OFF),
+        fresh.read(OFF, DISK_BLOCKS - OFF),
+        d.disks[2].read(OFF, DISK_BLOCKS - OFF),
+    ];
+    assert!((0..areas[0].len()).all(|i| areas[0][i] ^ areas[1][i] ^ areas[2][i] == 0));
+    shutdown(&mut h, "PB", &d);
+    unregister(&mut h, "PBn");
 }
