@@ -33,7 +33,7 @@
 //! **Member loss at any state.** The control path calls [`Rebuild::member_lost`] before it
 //! drops a member; the machine answers at its next *safe point* (no I/O or channel walk of
 //! its own in flight: immediately if it is between steps or paused). Losing the target, or
-//! the last source, sets the stop reason; a state that holds the window lock always goes
+//! the last source (raid5f: any source), sets the stop reason; a state that holds the window lock always goes
 //! through Advancing to release it before Failed. Losing another source only removes it from
 //! the choice of sources.
 //!
@@ -344,7 +344,8 @@ impl Rebuild {
         m.sources &= !(1u64 << slot);
         if slot == self.target {
             m.stop.get_or_insert_with(|| "target member lost".into());
-        } else if m.sources == 0 {
+        } else if m.sources == 0 || self.stripes.is_some() {
+            // raid5f needs every other member to reconstruct.
             m.stop
                 .get_or_insert_with(|| "no in-sync member left to copy from".into());
         }
