@@ -38,6 +38,10 @@ pub trait BdevModule: Send + Sync + 'static {
 }
 
 /// Counts as an examine in progress until dropped (see [`BdevModule::examine_settled`]).
+///
+/// Thread contract: taken and dropped on any thread; the drop of the last hold runs the
+/// settle (modules' hooks, then the `wait_for_examine` waiters) on the dropping thread, so
+/// drop it on the app thread.
 pub struct ExamineHold(());
 
 static HOLDS: AtomicU32 = AtomicU32::new(0);

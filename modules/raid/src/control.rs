@@ -1322,9 +1322,6 @@ fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, tell_it: bool, 
             };
             st.slots[slot].removing = true;
             let in_sync = !st.slots[slot].rebuilding;
-            if why == MemberState::Missing && in_sync {
-                st.slots[slot].left = Some(uuid);
-            }
             if let Some(sh) = st.shared.clone() {
                 if r.level == RaidLevel::Raid1 && why == MemberState::Missing && in_sync {
                     // It may come back: from now on writes mark what it misses. Activated
@@ -1466,6 +1463,14 @@ fn remove_online(
                 tracing::error!("raid '{}': cannot reach the channels: {e}", r.name);
             }
         };
+        {
+            // Left in sync: it may come back (see `assemble`).
+            let mut st = raid.st();
+            let s = &mut st.slots[slot];
+            if why == MemberState::Missing && !s.rebuilding {
+                s.left = s.uuid;
+            }
+        }
         if raid.superblock {
             raid.st().slots[slot].sb_state = why;
             write_sb_incl(&raid, tell_it.then_some(slot), after_sb);
