@@ -17,6 +17,12 @@
 //! Bits are cleared only when no member is away (after a resync), in memory at once and on
 //! disk lazily (by the next round): a stale bit only ever costs extra copying.
 //!
+//! A member whose bitmap write fails is dropped as failed (its copy may be stale and is never
+//! read again: failed members are not assembled); a round that cannot get a buffer or channel
+//! for every member is retried whole. (Narrow window left: a crash after such a failure and
+//! before the superblocks record the member failed, then a restart with only that member and
+//! the away one, would read its stale copy.)
+//!
 //! **Trust.** The superblock flags each missing member whose missed writes are all in the
 //! bitmap (`tracked`). At assembly the bitmap is read from every present in-sync member and
 //! their bits ORed; if any copy is unreadable or invalid (magic, version, CRC, UUID,
@@ -255,11 +261,12 @@ pub(crate) fn persist(raid: &Arc<Raid>) {
             sh.wib_flush.store(0, Ordering::Release);
             return;
         }
-        let descs: Vec<Arc<Desc>> = st
+        let descs: Vec<(usize, Arc<Desc>)> = st
             .slots
             .iter()
-            .filter(|s| !s.removing)
-            .filter_map(|s| s.desc.clone())
+            .enumerate()
+            .filter(|(_, s)| !s.removing)
+            .filter_map(|(i, s)| s.desc.clone().map(|d| (i, d)))
             .collect();
         (sh, dev, descs, st.block_size)
     };
@@ -268,15 +275,29 @@ pub(crate) fn persist(raid: &Arc<Raid>) {
     let regions = shared.num_blocks.div_ceil(1u64 << shift);
     let len = len_for(regions, bs);
     let mut ops = Vec::with_capacity(descs.len());
-    for d in &descs {
+    let mut slots = Vec::with_capacity(descs.len());
+    for (slot, d) in &descs {
         let (Ok(ch), Ok(Some(mut buf))) = (d.channel(), DmaBuf::get(len)) else {
-            tracing::error!(
-                "raid '{}': no channel or buffer to write the bitmap to '{}'",
+            // Every member gets every round (a member left with an older bitmap could later
+            // be the only copy read): try the whole round again on a later turn.
+            tracing::warn!(
+                "raid '{}': no channel or buffer to write the bitmap to '{}'; retrying",
                 raid.name,
                 d.bdev().name()
             );
-            continue;
+            let r = raid.clone();
+            let retry = move || persist(&r);
+            match &shared.app {
+                Some(t) => {
+                    if let Err(e) = t.send(retry) {
+                        tracing::error!("raid '{}': cannot retry the bitmap: {e}", raid.name);
+                    }
+                }
+                None => retry(),
+            }
+            return;
         };
+        slots.push(*slot);
         encode(raid.uuid, shift, regions, &words, buf.as_mut_slice());
         ops.push(CtlOp {
             ch,
@@ -287,18 +308,22 @@ pub(crate) fn persist(raid: &Arc<Raid>) {
         });
     }
     let r = raid.clone();
+    let sh0 = shared.clone();
     ctlio::submit(ops, move |res| {
         // Then a flush where a write cache could hold it.
         let flushes: Vec<CtlOp> = res
             .into_iter()
-            .filter_map(|x: CtlResult| {
+            .zip(slots)
+            .filter_map(|(x, slot): (CtlResult, usize)| {
                 if x.status != IoStatus::Success {
+                    // Its bitmap may be stale now: it must never be read as a copy again.
                     tracing::error!(
-                        "raid '{}': bitmap write to '{}' failed ({:?})",
+                        "raid '{}': bitmap write to '{}' failed ({:?}); dropping the member",
                         r.name,
                         x.ch.bdev().name(),
                         x.status
                     );
+                    sh0.fail_slot(slot);
                     return None;
                 }
                 let buf = x.buf?;
