@@ -36,7 +36,7 @@ pub use desc::Desc;
 pub use error::{BdevError, ErrorKind, Result};
 pub use io::{BdevIo, IoCallback, IoVec};
 pub use iostat::{collect_iostat, reset_iostat};
-pub use module::{BdevModule, ExamineDone};
+pub use module::{BdevModule, ExamineDone, ExamineHold};
 pub use registry::{
     add_alias, list, lookup, modules, register, register_module, unregister, unregister_all,
     unregister_bdev, wait_for_examine, MAX_NAME_LEN,

@@ -1,6 +1,6 @@
 //! Bdev modules: examine hooks and module-level configuration.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -24,6 +24,52 @@ pub trait BdevModule: Send + Sync + 'static {
     /// Module-level `save_config` entries (options, configured-but-not-yet-attached bdevs).
     fn config_json(&self) -> Vec<Value> {
         Vec::new()
+    }
+    /// Examine has *settled*: someone waits for it ([`crate::wait_for_examine`]: the end of a
+    /// configuration load, the `bdev_wait_for_examine` RPC) and no examine is in progress. A
+    /// module may now act on what did not appear (the raid module starts a raid degraded
+    /// when a member it expected is still missing). Work it starts asynchronously holds the
+    /// waiters back with an [`ExamineHold`]; bdevs it registers hold them through their own
+    /// examine. May be called several times (each settle with waiters): it must be idempotent.
+    ///
+    /// Thread contract: runs on the thread whose call settled examine (the app thread when
+    /// examine hooks and `wait_for_examine` are used from it, as everywhere in Ferrite).
+    fn examine_settled(&self) {}
+}
+
+/// Counts as an examine in progress until dropped (see [`BdevModule::examine_settled`]).
+///
+/// Thread contract: taken and dropped on any thread; the drop of the last hold runs the
+/// settle (modules' hooks, then the `wait_for_examine` waiters) on the dropping thread, so
+/// drop it on the app thread.
+pub struct ExamineHold(());
+
+static HOLDS: AtomicU32 = AtomicU32::new(0);
+
+impl ExamineHold {
+    /// Takes a hold: `wait_for_examine` waiters wait until it is dropped.
+    pub fn new() -> ExamineHold {
+        HOLDS.fetch_add(1, Ordering::AcqRel);
+        ExamineHold(())
+    }
+
+    /// Number of holds taken and not yet dropped.
+    pub(crate) fn count() -> u32 {
+        HOLDS.load(Ordering::Acquire)
+    }
+}
+
+impl Default for ExamineHold {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ExamineHold {
+    fn drop(&mut self) {
+        if HOLDS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            crate::registry::examine_finished();
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::bdev::{deliver_event, Bdev, BdevBackend, BdevProps, Status};
 use crate::error::{BdevError, ErrorKind, Result};
-use crate::module::{BdevModule, ExamineDone};
+use crate::module::{BdevModule, ExamineDone, ExamineHold};
 use crate::types::BdevEvent;
 use crate::uuid::Uuid;
 
@@ -141,10 +141,27 @@ pub fn register(props: BdevProps, backend: Arc<dyn BdevBackend>) -> Result<Arc<B
     Ok(bdev)
 }
 
+fn settled(r: &Registry) -> bool {
+    ExamineHold::count() == 0 && r.bdevs.iter().all(|b| b.is_examined())
+}
+
+/// Runs the waiters if examine has settled and someone waits; modules first get
+/// [`BdevModule::examine_settled`] (which may start more examine work: then the waiters wait
+/// for it too).
 pub(crate) fn examine_finished() {
+    let modules = {
+        let r = reg();
+        if r.examine_waiters.is_empty() || !settled(&r) {
+            return;
+        }
+        r.modules.clone()
+    };
+    for m in &modules {
+        m.examine_settled();
+    }
     let waiters: Vec<Waiter> = {
         let mut r = reg();
-        if r.bdevs.iter().all(|b| b.is_examined()) {
+        if settled(&r) {
             std::mem::take(&mut r.examine_waiters)
         } else {
             Vec::new()
@@ -155,20 +172,11 @@ pub(crate) fn examine_finished() {
     }
 }
 
-/// Runs `done` once no bdev has an examine in progress (now, if none has).
+/// Runs `done` once no bdev has an examine in progress (now, if none has), after the modules'
+/// [`BdevModule::examine_settled`] hooks and whatever they started.
 pub fn wait_for_examine(done: impl FnOnce() + Send + 'static) {
-    let now = {
-        let mut r = reg();
-        if r.bdevs.iter().all(|b| b.is_examined()) {
-            true
-        } else {
-            r.examine_waiters.push(Box::new(done));
-            return;
-        }
-    };
-    if now {
-        done();
-    }
+    reg().examine_waiters.push(Box::new(done));
+    examine_finished();
 }
 
 /// Finds a registered bdev by name, alias or UUID.

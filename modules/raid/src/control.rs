@@ -13,7 +13,7 @@
 //! that is being hot-removed finish its own removal.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use ferrite_bdev::uuid::Uuid;
@@ -29,6 +29,9 @@ use crate::io::{ChanCtx, RaidChannel, Shared};
 use crate::rebuild::{Rebuild, RebuildState};
 use crate::superblock::{self as sbk, SbMember, Superblock};
 use crate::types::{MemberState, RaidLevel, RaidState, MAX_BASE_BDEVS, MAX_NAME_LEN};
+
+mod assemble;
+mod bitmap;
 
 /// Parameters of `bdev_raid_create`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -86,6 +89,14 @@ pub(crate) struct Slot {
     /// Rebuild checkpoint recorded in the superblock (state Rebuilding): raid blocks
     /// `[0, rebuilt)` are on the member; a rebuild restarted at assembly resumes there.
     rebuilt: u64,
+    /// UUID of the member that left this slot in sync (state Missing: removed, hot-removed,
+    /// or absent when the raid was started degraded), recorded in the superblock. If that
+    /// bdev appears again with an older superblock that still lists itself in sync, it is
+    /// taken back automatically as a returning member (see `assemble`).
+    left: Option<Uuid>,
+    /// The superblock recorded this missing member as tracked by the persisted bitmap
+    /// (`away` then comes from disk and holds only if the bitmap loads).
+    tracked: bool,
 }
 
 impl Slot {
@@ -102,6 +113,8 @@ impl Slot {
             sb_state: MemberState::Configured,
             away: None,
             rebuilt: 0,
+            left: None,
+            tracked: false,
         }
     }
 
@@ -143,6 +156,13 @@ pub(crate) struct RaidSt {
     busy: bool,
     ops: VecDeque<Op>,
     teardown: Teardown,
+    /// Members that came back while the raid could not take them yet (a rebuild running, or
+    /// not online yet): (bdev name, UUID), taken back in order (see `assemble`).
+    returning: VecDeque<(String, Uuid)>,
+    /// The write-intent bitmap is persisted (decided at configuration, `bitmap::load`).
+    wib_persist: bool,
+    /// Bitmap words loaded from disk, for `register_raid`.
+    wib_loaded: Option<Vec<u64>>,
 }
 
 /// One raid (configuring, online or offline).
@@ -328,6 +348,9 @@ fn validate(opts: &RaidOpts) -> Result<Arc<Raid>> {
             busy: false,
             ops: VecDeque::new(),
             teardown: Teardown::None,
+            returning: VecDeque::new(),
+            wib_persist: false,
+            wib_loaded: None,
         }),
     }))
 }
@@ -484,11 +507,14 @@ fn configure(raid: &Arc<Raid>, done: impl FnOnce(Result<()>) + Send + 'static) {
         }
         Err(e) => done(Err(e)),
     };
-    if raid.superblock {
-        write_sb(raid, after_sb);
-    } else {
-        after_sb(Ok(()));
-    }
+    let r = raid.clone();
+    bitmap::load(raid, move || {
+        if r.superblock {
+            write_sb(&r, after_sb);
+        } else {
+            after_sb(Ok(()));
+        }
+    });
 }
 
 /// Computes block size, strip, data areas and the raid's size from the claimed members.
@@ -674,15 +700,31 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
             rebuilding: AtomicU64::new(rebuilding),
             raid: Arc::downgrade(raid),
             app: raid.app.clone(),
-            wib: crate::io::Bitmap::new(
-                if raid.level == RaidLevel::Raid1 {
-                    st.num_blocks
-                } else {
-                    0
-                },
-                (WIB_REGION_BYTES / u64::from(st.block_size)).max(1),
+            wib: {
+                let b = crate::io::Bitmap::with_limit(
+                    if raid.level == RaidLevel::Raid1 {
+                        st.num_blocks
+                    } else {
+                        0
+                    },
+                    (WIB_REGION_BYTES / u64::from(st.block_size)).max(1),
+                    if st.wib_persist {
+                        bitmap::MAX_REGIONS
+                    } else {
+                        crate::io::MAX_REGIONS
+                    },
+                    st.wib_persist,
+                );
+                if let Some(w) = st.wib_loaded.take() {
+                    b.load(&w);
+                }
+                b
+            },
+            // A member recorded away (started degraded without it) may come back.
+            wib_active: AtomicBool::new(
+                raid.level == RaidLevel::Raid1 && st.slots.iter().any(|s| s.away.is_some()),
             ),
-            wib_active: AtomicBool::new(false),
+            wib_flush: AtomicU8::new(0),
         });
         let weak = Arc::downgrade(raid);
         let sh = shared.clone();
@@ -715,6 +757,11 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
             let mut st = raid.st();
             st.bdev = Some(b);
             st.state = RaidState::Online;
+            if let Some(sh) = st.shared.as_ref().filter(|sh| sh.wib.persisted()) {
+                if st.slots.iter().any(|s| s.away.is_some()) {
+                    sh.wib_persist_request();
+                }
+            }
             let ok = st.slots.iter().filter(|s| s.desc.is_some()).count();
             tracing::info!(
                 "raid '{}' online: {} of {} members, {} blocks of {} bytes",
@@ -766,22 +813,48 @@ fn build_ctx(raid: &Weak<Raid>, shared: &Arc<Shared>) -> ChanCtx {
 /// Writes the current superblock (sequence number + 1) to every member that is not being
 /// removed.
 fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
+    write_sb_incl(raid, None, then)
+}
+
+/// As [`write_sb`], and also to the member of slot `departing` although it is being removed
+/// (its own copy then records it as having left, so that it never assembles the raid alone
+/// with stale data).
+fn write_sb_incl(
+    raid: &Arc<Raid>,
+    departing: Option<usize>,
+    then: impl FnOnce(Result<()>) + Send + 'static,
+) {
     let (template, targets) = {
         let mut st = raid.st();
         st.seq += 1;
+        // A member recorded as tracked needs a valid bitmap on disk: write one now (its
+        // absence only costs a full rebuild later, never a wrong resync).
+        if let Some(sh) = st.shared.as_ref().filter(|sh| sh.wib.persisted()) {
+            if st.slots.iter().any(|s| s.away.is_some()) {
+                sh.wib_persist_request();
+            }
+        }
         let members = st
             .slots
             .iter()
             .map(|s| {
                 let rebuilding = s.sb_state == MemberState::Rebuilding;
+                let member = s.desc.is_some() || s.expected || rebuilding;
                 SbMember {
-                    uuid: s
-                        .uuid
-                        .filter(|_| s.desc.is_some() || s.expected || rebuilding),
+                    uuid: if member {
+                        s.uuid
+                    } else if s.sb_state == MemberState::Missing {
+                        s.left
+                    } else {
+                        None
+                    },
                     data_offset: s.data_offset,
                     data_size: s.data_size,
                     state: s.sb_state,
                     rebuilt: if rebuilding { s.rebuilt } else { 0 },
+                    tracked: s.sb_state == MemberState::Missing
+                        && s.away.is_some()
+                        && st.wib_persist,
                 }
             })
             .collect();
@@ -800,7 +873,7 @@ fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.removing)
+            .filter(|(i, s)| !s.removing || departing == Some(*i))
             .filter_map(|(i, s)| s.desc.clone().map(|d| (i, d)))
             .collect();
         (sb, targets)
@@ -832,6 +905,7 @@ fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
             write: true,
             offset: 0,
             buf,
+            flush: false,
         });
     }
     let name = raid.name.clone();
@@ -886,6 +960,7 @@ fn examine_disk(bdev: &Arc<Bdev>, done: ExamineDone) {
         write: false,
         offset: 0,
         buf,
+        flush: false,
     };
     crate::ctlio::submit(vec![op], move |res| {
         drop(desc);
@@ -915,7 +990,8 @@ fn examine_disk(bdev: &Arc<Bdev>, done: ExamineDone) {
 /// claim the bdev; the raid comes online when every member recorded as in sync is there.
 fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
     let me = sb.members[sb.slot as usize];
-    let resumable = sb.level == RaidLevel::Raid1 && me.state == MemberState::Rebuilding;
+    let resumable = matches!(sb.level, RaidLevel::Raid1 | RaidLevel::Raid5f)
+        && me.state == MemberState::Rebuilding;
     if me.state != MemberState::Configured && !resumable {
         tracing::info!(
             "raid: bdev '{}' is recorded as {:?} in raid '{}' (not in sync); not assembled",
@@ -948,6 +1024,7 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
             r
         }
     };
+    let mut returns = Vec::new();
     let release = {
         let mut st = raid.st();
         if !raid.superblock || raid.level != sb.level || st.slots.len() != sb.members.len() {
@@ -961,22 +1038,45 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
         let waiting_rebuild = st.slots.iter().any(|s| {
             s.desc.is_none() && s.sb_state == MemberState::Rebuilding && s.uuid == Some(bdev.uuid())
         });
-        if st.state == RaidState::Online && waiting_rebuild && st.rebuild.is_none() {
+        if st.state == RaidState::Online && waiting_rebuild {
             // Its rebuild was interrupted (restart) and the raid came online without it:
-            // writes since then reached only the others, so it is rebuilt from the start.
+            // writes since then reached only the others, so it is rebuilt from the start
+            // (after the rebuild running now, if any).
             drop(st);
             tracing::info!(
                 "raid '{}': bdev '{}' was being rebuilt; rebuilding it again",
                 raid.name,
                 bdev.name()
             );
-            let rn = raid.name.clone();
-            add_base_bdev(&raid.name, bdev.name(), move |res| {
-                if let Err(e) = res {
-                    tracing::error!("raid '{rn}': cannot resume the rebuild: {e}");
-                }
-            });
-            return;
+            return assemble::queue_return(&raid, bdev);
+        }
+        let returning = st.slots.iter().any(|s| {
+            s.desc.is_none() && s.sb_state == MemberState::Missing && s.left == Some(bdev.uuid())
+        });
+        // While configuring, a newer superblock is followed below instead.
+        let stale = sb.seq < st.seq;
+        let live = matches!(st.state, RaidState::Online | RaidState::Configuring);
+        if live && returning && (stale || st.state == RaidState::Online) {
+            if !stale {
+                // It went on without us: two histories; never mix them.
+                tracing::error!(
+                    "raid '{}': bdev '{}' left in sync but carries a superblock as new as ours (seq {} >= {}); not taken back",
+                    raid.name,
+                    bdev.name(),
+                    sb.seq,
+                    st.seq
+                );
+                return;
+            }
+            drop(st);
+            tracing::info!(
+                "raid '{}': member '{}' is back (superblock seq {} < {})",
+                raid.name,
+                bdev.name(),
+                sb.seq,
+                raid.st().seq
+            );
+            return assemble::queue_return(&raid, bdev);
         }
         if st.state != RaidState::Configuring {
             tracing::info!(
@@ -995,12 +1095,21 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
                 let s = &mut st.slots[i];
                 let member = matches!(m.state, MemberState::Configured | MemberState::Rebuilding);
                 let keep = member && s.uuid == m.uuid;
+                let left = m.uuid.filter(|_| m.state == MemberState::Missing);
                 if !keep {
                     if let Some(d) = s.desc.take() {
+                        // Claimed on an older view that listed it in sync: if the newer one
+                        // says it left in sync, it comes back once the raid is online.
+                        if left.is_some() && left == s.uuid {
+                            returns.push(d.bdev().clone());
+                        }
                         release.push(d);
                     }
                     s.name = None;
                 }
+                s.left = left;
+                s.tracked = m.tracked && raid.level == RaidLevel::Raid1;
+                s.away = left.filter(|_| s.tracked);
                 s.uuid = m.uuid.filter(|_| member);
                 s.expected = m.state == MemberState::Configured;
                 s.sb_state = m.state;
@@ -1033,6 +1142,9 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
     };
     let (release, slot) = release;
     drop(release);
+    for b in returns {
+        assemble::queue_return(&raid, &b);
+    }
     let Some(i) = slot else { return };
     if let Err(e) = claim_slot(&raid, i, bdev) {
         tracing::error!("raid '{}': {e}", raid.name);
@@ -1075,8 +1187,10 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
                 data_offset: m.data_offset,
                 data_size: m.data_size,
                 sb_state: m.state,
-                away: None,
                 rebuilt: m.rebuilt,
+                left: m.uuid.filter(|_| m.state == MemberState::Missing),
+                tracked: m.tracked && sb.level == RaidLevel::Raid1,
+                away: m.uuid.filter(|_| m.tracked && sb.level == RaidLevel::Raid1),
             }
         })
         .collect();
@@ -1105,6 +1219,9 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
             busy: false,
             ops: VecDeque::new(),
             teardown: Teardown::None,
+            returning: VecDeque::new(),
+            wib_persist: false,
+            wib_loaded: None,
         }),
     })
 }
@@ -1121,6 +1238,7 @@ fn on_base_event(raid: &Weak<Raid>, uuid: Uuid, name: &str, ev: BdevEvent) {
                 &r,
                 uuid,
                 MemberState::Missing,
+                false,
                 Box::new(move |res| {
                     if let Err(e) = res {
                         tracing::warn!("raid '{rn}': removing '{bn}': {e}");
@@ -1150,6 +1268,7 @@ pub(crate) fn member_failed(raid: &Arc<Raid>, slot: usize) {
         raid,
         uuid,
         MemberState::Failed,
+        false,
         Box::new(move |res| {
             if let Err(e) = res {
                 tracing::debug!("raid '{rn}': dropping failed member: {e}");
@@ -1172,7 +1291,7 @@ pub fn remove_base_bdev(base: &str, done: impl FnOnce(Result<()>) + Send + 'stat
             .then(|| r.clone())
     });
     match owner {
-        Some(r) => remove_member(&r, b.uuid(), MemberState::Missing, Box::new(done)),
+        Some(r) => remove_member(&r, b.uuid(), MemberState::Missing, true, Box::new(done)),
         None => done(Err(BdevError::new(
             ErrorKind::NotFound,
             format!("bdev '{base}' is not a base bdev of any raid"),
@@ -1183,7 +1302,10 @@ pub fn remove_base_bdev(base: &str, done: impl FnOnce(Result<()>) + Send + 'stat
 /// Drops the member whose bdev has `uuid`: recorded as `why` in the superblock. A raid that
 /// can do without it continues degraded (quiesced while its channels let go of the member);
 /// one that cannot goes offline.
-fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, done: DoneFn) {
+///
+/// `tell_it`: also write the departing member's own superblock (removal by RPC: the member
+/// still works; recorded as having left, it will not be taken back automatically).
+fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, tell_it: bool, done: DoneFn) {
     let r = raid.clone();
     run_op(raid, move |op| {
         let (slot, state, readable_after, rebuild) = {
@@ -1251,7 +1373,7 @@ fn remove_member(raid: &Arc<Raid>, uuid: Uuid, why: MemberState, done: DoneFn) {
             }
             RaidState::Online => {
                 let r2 = r.clone();
-                let cont = move || remove_online(r2, slot, why, done, op);
+                let cont = move || remove_online(r2, slot, why, tell_it, done, op);
                 match rebuild {
                     Some(rb) => rb.member_lost(slot, cont),
                     None => cont(),
@@ -1281,7 +1403,14 @@ fn go_offline(raid: &Arc<Raid>, done: DoneFn, op: OpDone) {
 
 /// Removal from an online raid that stays online: quiesce, record the member's state in the
 /// superblock of the others, take its channel away from every thread, release it, thaw.
-fn remove_online(raid: Arc<Raid>, slot: usize, why: MemberState, done: DoneFn, op: OpDone) {
+fn remove_online(
+    raid: Arc<Raid>,
+    slot: usize,
+    why: MemberState,
+    tell_it: bool,
+    done: DoneFn,
+    op: OpDone,
+) {
     let (bdev, device) = {
         let st = raid.st();
         (st.bdev.clone(), st.device.clone())
@@ -1334,9 +1463,17 @@ fn remove_online(raid: Arc<Raid>, slot: usize, why: MemberState, done: DoneFn, o
                 tracing::error!("raid '{}': cannot reach the channels: {e}", r.name);
             }
         };
+        {
+            // Left in sync: it may come back (see `assemble`).
+            let mut st = raid.st();
+            let s = &mut st.slots[slot];
+            if why == MemberState::Missing && !s.rebuilding {
+                s.left = s.uuid;
+            }
+        }
         if raid.superblock {
             raid.st().slots[slot].sb_state = why;
-            write_sb(&raid, after_sb);
+            write_sb_incl(&raid, tell_it.then_some(slot), after_sb);
         } else {
             after_sb(Ok(()));
         }
@@ -1431,6 +1568,11 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
             .or_else(|| {
                 st.slots
                     .iter()
+                    .position(|s| empty(s) && s.left == Some(bdev.uuid()))
+            })
+            .or_else(|| {
+                st.slots
+                    .iter()
                     .position(|s| interrupted(s) && s.uuid == Some(bdev.uuid()))
             })
             .or_else(|| st.slots.iter().position(empty))
@@ -1450,13 +1592,14 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         let s = &st.slots[slot];
         (slot, s.data_offset, s.data_size)
     };
-    if raid.level != RaidLevel::Raid1 {
+    if !matches!(raid.level, RaidLevel::Raid1 | RaidLevel::Raid5f) {
         return fail(
             BdevError::new(
                 ErrorKind::NotSupported,
                 format!(
-                    "raid bdev '{}': rebuild is implemented for raid1 only",
-                    raid.name
+                    "raid bdev '{}': {} has no redundancy to rebuild a member from",
+                    raid.name,
+                    raid.level.name()
                 ),
             ),
             op,
@@ -1488,6 +1631,8 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         let s = &mut st.slots[slot];
         // Anyone else in a slot someone left: that one is not coming back here.
         let resync = s.away.take() == Some(bdev.uuid());
+        s.left = None;
+        s.tracked = false;
         s.rebuilding = true;
         s.expected = true;
         s.sb_state = MemberState::Rebuilding;
@@ -1560,13 +1705,22 @@ fn resume_rebuilds(raid: &Arc<Raid>) {
             .find(|(_, s)| s.rebuilding && s.desc.is_some() && !s.removing)
             .map(|(i, s)| (i, s.rebuilt))
     };
-    if let Some((slot, from)) = first {
-        tracing::info!(
-            "raid '{}': resuming the rebuild of slot {slot} at block {from}",
-            raid.name
-        );
-        start_rebuild(raid, slot, false, from);
+    match first {
+        Some((slot, from)) => {
+            tracing::info!(
+                "raid '{}': resuming the rebuild of slot {slot} at block {from}",
+                raid.name
+            );
+            start_rebuild(raid, slot, false, from);
+        }
+        // Then members that came back, one at a time.
+        None => assemble::kick_returns(raid),
     }
+}
+
+/// Runs one round persisting the write-intent bitmap (from the data path, by message).
+pub(crate) fn persist_bitmap(raid: &Arc<Raid>) {
+    bitmap::persist(raid);
 }
 
 /// Records the rebuild checkpoint `rebuilt` of `target` in the superblock (from the machine).
@@ -1650,7 +1804,13 @@ pub(crate) fn rebuild_finished(
             if !st.slots.iter().any(|s| s.away.is_some()) {
                 if let Some(sh) = &st.shared {
                     sh.wib_active.store(false, Ordering::SeqCst);
-                    sh.wib.clear();
+                    if sh.wib.count() > 0 {
+                        sh.wib.clear();
+                        // The cleared bitmap reaches the disk lazily.
+                        if sh.wib.persisted() {
+                            sh.wib_persist_request();
+                        }
+                    }
                 }
             }
             if st.teardown != Teardown::None || st.state != RaidState::Online {
@@ -1680,6 +1840,7 @@ pub(crate) fn rebuild_finished(
                 &r,
                 u,
                 MemberState::Failed,
+                false,
                 Box::new(move |res| {
                     if let Err(e) = res {
                         tracing::debug!("raid '{rn}': dropping the rebuild target: {e}");
@@ -1697,12 +1858,16 @@ pub(crate) fn rebuild_finished(
                 }
                 if next {
                     resume_rebuilds(&r2);
+                } else {
+                    assemble::kick_returns(&r2);
                 }
                 drop(op);
             });
         } else {
             if next {
                 resume_rebuilds(&r);
+            } else {
+                assemble::kick_returns(&r);
             }
             drop(op);
         }
@@ -1895,6 +2060,15 @@ fn info_json(raid: &Raid, with_name: bool) -> Value {
     v.insert("num_base_bdevs".into(), json!(st.slots.len()));
     v.insert("num_base_bdevs_discovered".into(), json!(discovered));
     v.insert("num_base_bdevs_operational".into(), json!(operational));
+    // Ferrite's own (SPDK has no write-intent bitmap): what a returning member would copy.
+    if let (Some(sh), RaidLevel::Raid1) = (&st.shared, raid.level) {
+        v.insert(
+            "write_intent_bitmap".into(),
+            json!({"persistent": sh.wib.persisted(),
+                   "region_size_kb": (sh.wib.region_blocks() * u64::from(sh.block_size)) / 1024,
+                   "dirty_regions": sh.wib.count()}),
+        );
+    }
     if let Some(rb) = &st.rebuild {
         let blocks = rb.progress();
         let pct = blocks.saturating_mul(100) / rb.num_blocks.max(1);
@@ -2023,6 +2197,12 @@ impl BdevModule for RaidModule {
     /// Looks for a superblock on bdevs nobody claimed.
     fn examine_disk(&self, bdev: &Arc<Bdev>, done: ExamineDone) {
         examine_disk(bdev, done);
+    }
+
+    /// Starts degraded the raids assembled from superblocks that still miss members but have
+    /// a quorum (see `assemble`).
+    fn examine_settled(&self) {
+        assemble::start_degraded();
     }
 
     /// Options (when changed from the defaults; SPDK always writes them), then raids still

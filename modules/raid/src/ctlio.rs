@@ -4,12 +4,14 @@
 
 use ferrite_bdev::{BdevChannel, BdevIo, DmaBuf, IoStatus};
 
-/// One request: read into or write from `buf` (its whole length) at `offset` on `ch`.
+/// One request: read into or write from `buf` (its whole length) at `offset` on `ch`; or,
+/// with `flush`, a flush of the whole bdev (`write`, `offset` and `buf` are then unused).
 pub(crate) struct CtlOp {
     pub ch: BdevChannel,
     pub write: bool,
     pub offset: u64,
     pub buf: DmaBuf,
+    pub flush: bool,
 }
 
 /// Outcome of one [`CtlOp`], in the same position as its request; the channel and buffer
@@ -24,6 +26,8 @@ type Done = Box<dyn FnOnce(Vec<CtlResult>) + Send>;
 
 struct Batch {
     chans: Vec<Option<BdevChannel>>,
+    /// Buffers of flush ops (not attached to their I/O), given back with the results.
+    spare: Vec<Option<DmaBuf>>,
     results: Vec<Option<CtlResult>>,
     remaining: usize,
     done: Option<Done>,
@@ -35,6 +39,7 @@ pub(crate) fn submit(ops: Vec<CtlOp>, done: impl FnOnce(Vec<CtlResult>) + Send +
     let n = ops.len();
     let batch = Box::new(Batch {
         chans: Vec::with_capacity(n),
+        spare: Vec::with_capacity(n),
         results: (0..n).map(|_| None).collect(),
         remaining: n,
         done: Some(Box::new(done)),
@@ -52,7 +57,14 @@ pub(crate) fn submit(ops: Vec<CtlOp>, done: impl FnOnce(Vec<CtlResult>) + Send +
         let blocks = op.buf.len() as u64 / bs;
         b.chans.push(Some(op.ch));
         match ferrite_bdev::alloc_io() {
+            Some(mut io) if op.flush => {
+                io.prep_flush(0, 0, ctl_done);
+                io.user = [ptr as u64, i as u64];
+                b.spare.push(Some(op.buf));
+                pending.push((i, io));
+            }
             Some(mut io) => {
+                b.spare.push(None);
                 if op.write {
                     io.prep_write(op.offset, blocks, ctl_done);
                 } else {
@@ -63,6 +75,7 @@ pub(crate) fn submit(ops: Vec<CtlOp>, done: impl FnOnce(Vec<CtlResult>) + Send +
                 pending.push((i, io));
             }
             None => {
+                b.spare.push(None);
                 b.results[i] = Some(CtlResult {
                     ch: take_chan(b, i),
                     status: IoStatus::Failed,
@@ -122,6 +135,7 @@ fn ctl_done(mut io: Box<BdevIo>) {
     // SAFETY: `ptr` is the batch leaked by `submit`; it is freed only below, by the last of
     // its I/O to complete, and all of them complete one at a time on this thread.
     let b = unsafe { &mut *ptr };
+    let buf = buf.or_else(|| b.spare.get_mut(i).and_then(Option::take));
     b.results[i] = Some(CtlResult {
         ch: take_chan(b, i),
         status,

@@ -22,7 +22,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
 use ferrite_bdev::{BackendChannel, BdevChannel, BdevIo, IoCallback, IoStatus, IoType};
@@ -77,13 +77,21 @@ pub(crate) struct Shared {
     pub wib: Bitmap,
     /// Writes mark `wib` (a member is away and may come back, or a resync runs).
     pub wib_active: AtomicBool,
+    /// Persisting `wib` (see `control/bitmap.rs`): 0 idle, 1 a round runs, 2 another round
+    /// is wanted after it.
+    pub wib_flush: AtomicU8,
 }
 
 /// A bitmap of fixed-size regions of the raid, set without locks from any thread.
+///
+/// When persisted (raids with a superblock), `durable` holds the bits known to be on disk:
+/// a write may reach the members only once its regions are durable.
 pub(crate) struct Bitmap {
     /// log2 of the region size in blocks.
     pub shift: u32,
     words: Vec<AtomicU64>,
+    /// Bits on disk (empty when the bitmap is not persisted).
+    durable: Vec<AtomicU64>,
 }
 
 /// Most regions a write-intent bitmap tracks (regions grow to stay under it).
@@ -91,28 +99,81 @@ pub(crate) const MAX_REGIONS: u64 = 1 << 20;
 
 impl Bitmap {
     /// A bitmap of `num_blocks` in regions of at least `min_region_blocks` (a power of two),
-    /// made larger if needed to stay within [`MAX_REGIONS`]. Empty for `num_blocks == 0`.
-    pub(crate) fn new(num_blocks: u64, min_region_blocks: u64) -> Bitmap {
+    /// made larger if needed to stay within `max_regions` (at most [`MAX_REGIONS`]). Empty
+    /// for `num_blocks == 0`. `persist`: keep the durable bits (see the type).
+    pub(crate) fn with_limit(
+        num_blocks: u64,
+        min_region_blocks: u64,
+        max_regions: u64,
+        persist: bool,
+    ) -> Bitmap {
         if num_blocks == 0 {
             return Bitmap {
                 shift: 0,
                 words: Vec::new(),
+                durable: Vec::new(),
             };
         }
         let mut shift = min_region_blocks
             .max(1)
             .next_power_of_two()
             .trailing_zeros();
-        while num_blocks.div_ceil(1u64 << shift) > MAX_REGIONS {
+        while num_blocks.div_ceil(1u64 << shift) > max_regions {
             shift += 1;
         }
         let regions = num_blocks.div_ceil(1u64 << shift);
+        let words = regions.div_ceil(64) as usize;
         Bitmap {
             shift,
-            words: (0..regions.div_ceil(64))
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            durable: (0..if persist { words } else { 0 })
                 .map(|_| AtomicU64::new(0))
                 .collect(),
         }
+    }
+
+    /// True if the bitmap is persisted (it keeps durable bits).
+    pub(crate) fn persisted(&self) -> bool {
+        !self.durable.is_empty()
+    }
+
+    /// A copy of the marked words (to persist).
+    pub(crate) fn snapshot(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Records `words` as what is on disk now.
+    pub(crate) fn set_durable(&self, words: &[u64]) {
+        for (d, w) in self.durable.iter().zip(words) {
+            d.store(*w, Ordering::Release);
+        }
+    }
+
+    /// Marks `words` (loaded from disk: marked and durable).
+    pub(crate) fn load(&self, words: &[u64]) {
+        for (m, w) in self.words.iter().zip(words) {
+            m.fetch_or(*w, Ordering::AcqRel);
+        }
+        for (d, w) in self.durable.iter().zip(words) {
+            d.fetch_or(*w, Ordering::AcqRel);
+        }
+    }
+
+    /// True if every region of blocks `[o, o + l)` is on disk (always, when not persisted).
+    #[inline]
+    pub(crate) fn durable(&self, o: u64, l: u64) -> bool {
+        if l == 0 || self.durable.is_empty() {
+            return true;
+        }
+        let (a, b) = (o >> self.shift, (o + l - 1) >> self.shift);
+        (a..=b).all(|r| {
+            self.durable
+                .get((r / 64) as usize)
+                .is_none_or(|w| w.load(Ordering::Acquire) & (1u64 << (r % 64)) != 0)
+        })
     }
 
     /// Blocks per region.
@@ -120,21 +181,23 @@ impl Bitmap {
         1u64 << self.shift
     }
 
-    /// Marks the regions of blocks `[o, o + l)`.
+    /// Marks the regions of blocks `[o, o + l)`; true if one was not marked before.
     #[inline]
-    pub(crate) fn mark(&self, o: u64, l: u64) {
+    pub(crate) fn mark(&self, o: u64, l: u64) -> bool {
         if l == 0 || self.words.is_empty() {
-            return;
+            return false;
         }
+        let mut new = false;
         let (a, b) = (o >> self.shift, (o + l - 1) >> self.shift);
         for r in a..=b {
             if let Some(w) = self.words.get((r / 64) as usize) {
                 let bit = 1u64 << (r % 64);
                 if w.load(Ordering::Relaxed) & bit == 0 {
-                    w.fetch_or(bit, Ordering::AcqRel);
+                    new |= w.fetch_or(bit, Ordering::AcqRel) & bit == 0;
                 }
             }
         }
+        new
     }
 
     /// True if any region of blocks `[o, o + l)` is marked.
@@ -158,9 +221,10 @@ impl Bitmap {
             .sum()
     }
 
-    /// Clears every region.
+    /// Clears every region (and the durable bits: the cleared bitmap is persisted lazily,
+    /// and until then a new mark must not count as on disk).
     pub(crate) fn clear(&self) {
-        for w in &self.words {
+        for w in self.words.iter().chain(&self.durable) {
             w.store(0, Ordering::Release);
         }
     }
@@ -171,6 +235,43 @@ impl Shared {
     #[inline]
     pub(crate) fn offset_of(&self, slot: usize) -> u64 {
         self.data_offset[slot].load(Ordering::Relaxed)
+    }
+
+    /// Asks the control path to persist the write-intent bitmap (a region was newly marked).
+    /// At most one message per round: a request during a round asks for one more.
+    pub(crate) fn wib_persist_request(&self) {
+        let mut cur = self.wib_flush.load(Ordering::Acquire);
+        loop {
+            let next = match cur {
+                0 => 1,
+                1 => 2,
+                _ => return,
+            };
+            match self
+                .wib_flush
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(c) => cur = c,
+            }
+        }
+        if cur != 0 {
+            return;
+        }
+        let raid = self.raid.clone();
+        let msg = move || {
+            if let Some(r) = raid.upgrade() {
+                crate::control::persist_bitmap(&r);
+            }
+        };
+        match &self.app {
+            Some(t) => {
+                if let Err(e) = t.send(msg) {
+                    tracing::error!("raid '{}': cannot persist the bitmap: {e}", self.name);
+                }
+            }
+            None => msg(),
+        }
     }
 
     /// Marks `slot` failed. The first report sends the control path a message to drop the
@@ -225,6 +326,8 @@ pub(crate) struct ChanCtx {
     pub lock_waiter: RefCell<Option<ForEachCont>>,
     /// raid1 rebuild: writes waiting for the window to be released.
     pub parked: RefCell<VecDeque<Box<BdevIo>>>,
+    /// raid1: writes waiting for their write-intent bitmap regions to be on disk.
+    pub wib_parked: RefCell<VecDeque<Box<BdevIo>>>,
 }
 
 impl ChanCtx {
@@ -239,6 +342,7 @@ impl ChanCtx {
             writes: [Cell::new(0), Cell::new(0)],
             lock_waiter: RefCell::new(None),
             parked: RefCell::new(VecDeque::with_capacity(64)),
+            wib_parked: RefCell::new(VecDeque::with_capacity(64)),
             bases: RefCell::new(bases),
             shared,
         }

@@ -1,20 +1,21 @@
 //! The raid bdev module (SPDK's `module/bdev/raid`, v25.09-compatible RPCs): raid0, raid1,
-//! concat and raid5f over base bdevs, with optional on-disk superblocks, raid1 rebuild and a
-//! raid1 write-intent bitmap.
+//! concat and raid5f over base bdevs, with optional on-disk superblocks, raid1 and raid5f
+//! rebuild and a raid1 write-intent bitmap.
 //!
 //! # Layout of the crate
 //!
 //! - `control`: the raid list, create/delete, claims (exclusive-write, module "raid"),
 //!   configuration into a bdev, member removal (RPC, hot-remove, I/O failure → degraded) and
 //!   addition (rebuild), examine (by name from configuration, by superblock from disk),
-//!   teardown, JSON views, `save_config`. State changes of one raid run as serialized
+//!   teardown, JSON views, `save_config`; `control/assemble.rs`: degraded start once examine
+//!   settles, returning members and their queue. State changes of one raid run as serialized
 //!   *operations* (several have asynchronous steps: quiesce, superblock writes, channel walks).
 //! - `superblock`: the on-disk format and its validation (nothing read from disk is trusted).
 //! - `ctlio`: control-path I/O batches (superblocks, examine, rebuild copies).
 //! - `io`: per-thread channel state, member masks, the write-intent bitmap, and the fan-out of
 //!   a parent I/O into children on the members.
 //! - `raid0`, `concat`, `raid1`, `raid5f`: the data path of each level.
-//! - `rebuild`: the raid1 rebuild state machine.
+//! - `rebuild`: the rebuild state machine (raid1 copies, raid5f reconstructs).
 //! - `rpc`: `bdev_raid_create`, `bdev_raid_delete`, `bdev_raid_get_bdevs`,
 //!   `bdev_raid_add_base_bdev`, `bdev_raid_remove_base_bdev`, `bdev_raid_set_options`.
 //!
@@ -37,8 +38,8 @@
 //!    members' superblocks record it missing/failed, then its claim is released. A raid that
 //!    cannot do without it (raid0, concat, the last raid1 member) goes *offline*: the raid bdev
 //!    is unregistered, the other members stay claimed until `bdev_raid_delete`.
-//! 5. **Re-add** (`bdev_raid_add_base_bdev`, raid1): the bdev takes an empty slot and is
-//!    rebuilt by the state machine in `rebuild` while I/O continues; writes to the window
+//! 5. **Re-add** (`bdev_raid_add_base_bdev`, raid1 and raid5f): the bdev takes an empty slot
+//!    and is rebuilt by the state machine in `rebuild` while I/O continues; writes to the window
 //!    being copied wait for it (a range lock in the raid's own channels, chosen over the bdev
 //!    layer's whole-bdev quiesce so that I/O elsewhere never stops).
 //! 6. **Delete**: stops a rebuild, unregisters the raid bdev, releases the members.
@@ -51,10 +52,19 @@
 //! brings the raid online once every member recorded *in sync* is there — degraded if the
 //! superblock records members missing or failed. A member whose superblock is older and no
 //! longer lists it is not taken back silently (re-add it by RPC). As SPDK, a raid with a
-//! superblock is not written to `save_config` (its members carry its configuration), a
-//! deleted raid's superblocks are left in place, and a member that is recorded in sync but
-//! absent keeps the raid configuring. Invalid superblocks are ignored with a log line naming
-//! the bdev.
+//! superblock is not written to `save_config` (its members carry its configuration), and a
+//! deleted raid's superblocks are left in place. Invalid superblocks are ignored with a log
+//! line naming the bdev.
+//!
+//! **Degraded start and returning members** (`control/assemble.rs`; SPDK instead keeps such a
+//! raid configuring): a raid still missing members recorded in sync when examine settles
+//! (end of the configuration load, `bdev_wait_for_examine`) starts degraded if the members
+//! present form a quorum (raid1: one, raid5f: all but one), recording the others missing;
+//! such a member that appears later with an older superblock still listing itself in sync
+//! is taken back automatically (resync or rebuild). A member removed by RPC has its own
+//! superblock updated to say so: it never assembles the raid alone with stale data, and
+//! comes back only by RPC. Sequence numbers decide staleness: a superblock as new as the
+//! raid's on a member that left means two histories, and it is refused.
 //!
 //! **Interrupted rebuilds (restart, crash).** A member being rebuilt is recorded *rebuilding*
 //! with its UUID and a *checkpoint*: the raid blocks below it are known to be on the member
@@ -74,19 +84,28 @@
 //! 64 KiB regions (larger on huge raids, at most 2^20 regions) in a lock-free bitmap. When
 //! that same bdev (same UUID) is added back, the rebuild copies only the marked regions
 //! ("resync"), and [`last_rebuild`] reports the blocks copied. A failed member, or any other
-//! bdev, gets a full rebuild. The bitmap lives in memory: after a restart a returning member
-//! is rebuilt in full. The returning member must not have been written while it was away
-//! (it is unclaimed then).
+//! bdev, gets a full rebuild. The returning member must not have been written while it was
+//! away (it is unclaimed then). `bdev_raid_get_bdevs` reports it as `write_intent_bitmap`
+//! (`persistent`, `region_size_kb`, `dirty_regions`; Ferrite's own field).
+//!
+//! With a superblock the bitmap is **persisted** (`control/bitmap.rs`: format, ordering,
+//! trust): at byte 64 KiB of every member, CRC-checked; a write waits until the bits of its
+//! regions are on disk (written and flushed) before it reaches a member; bits are cleared
+//! lazily once nobody is away. The superblock flags each missing member the bitmap covers;
+//! after a restart the bitmap is read from the members (ORed) and a member that comes back
+//! is resynced from it — an unreadable or invalid bitmap means a full rebuild, never trust.
+//! Without a superblock the bitmap lives in memory only.
 //!
 //! # Deviations and limits
 //!
 //! - At most [`MAX_BASE_BDEVS`] members (member sets are 64-bit masks); names up to 63 bytes.
 //! - raid5f: full-stripe writes only (as SPDK); reads that hit a missing member are rebuilt
 //!   from parity; a read failing on a member fails (the member is dropped and later reads
-//!   reconstruct); no rebuild of a replaced member; strips must fit the largest DMA buffer.
+//!   reconstruct); strips must fit the largest DMA buffer; during a rebuild every read of a
+//!   strip on the new member is reconstructed until the rebuild is done.
 //! - raid1 after a crash: a write in flight when the process died may have reached some
-//!   members and not others (no journal or persistent dirty bitmap, as SPDK); the rebuild
-//!   checkpoint only covers the copy itself.
+//!   in-sync members and not others (no journal, as SPDK; the persisted bitmap covers only
+//!   members that are away); the rebuild checkpoint only covers the copy itself.
 //! - `bdev_raid_set_options`: `process_max_bandwidth_mb_sec` must be 0 (unlimited); the
 //!   options are saved only when they differ from the defaults.
 //! - Reset is drained by the bdev layer (not forwarded); compare and compare-and-write are

@@ -17,7 +17,9 @@
 //! - **Write-intent bitmap.** While a member that was removed in sync (not failed) is away,
 //!   every write first marks the regions it covers in a shared bitmap (atomic OR, no lock, no
 //!   allocation). If that same member is added back, the rebuild copies only the marked
-//!   regions (see `rebuild`).
+//!   regions (see `rebuild`). With a superblock the bitmap is persisted: a write that marks
+//!   a region asks the control path for a bitmap write (one message per round, not per I/O)
+//!   and every write waits (parked per channel) until its regions are on disk.
 
 use std::sync::atomic::Ordering;
 
@@ -126,7 +128,8 @@ fn read_done(mut child: Box<BdevIo>) {
     parent.complete(status);
 }
 
-fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
+/// True if blocks `[o, o + l)` overlap the window a rebuild is copying (the write waits).
+pub(crate) fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
     match ctx.lock.get() {
         Some((a, b)) => l > 0 && o < b && a < o + l,
         None => false,
@@ -148,7 +151,16 @@ fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     // a write that skips a member which may come back always marks its regions.
     let gone = sh.gone.load(Ordering::Acquire);
     if sh.wib_active.load(Ordering::Acquire) {
-        sh.wib.mark(o, l);
+        if sh.wib.mark(o, l) && sh.wib.persisted() {
+            sh.wib_persist_request();
+        }
+        // Persisted bitmap: the write waits until its regions are on disk.
+        if !sh.wib.durable(o, l) {
+            drop(staged);
+            drop(bases);
+            ctx.wib_parked.borrow_mut().push_back(parent);
+            return;
+        }
     }
     for slot in 0..sh.n {
         let Some(ch) = usable(&bases, gone, slot) else {
@@ -211,7 +223,45 @@ fn write_done(child: Box<BdevIo>) {
     parent.complete(st);
 }
 
-/// Rebuild: locks `[a, b)` on this channel; `cont` finishes once the writes in flight here
+/// Counts a write in the current window-lock generation; returns the word to keep in the
+/// parent for [`write_counted_done`] (generation + 1).
+pub(crate) fn count_write(ctx: &ChanCtx) -> u64 {
+    let g = ctx.gen.get();
+    ctx.writes[g].set(ctx.writes[g].get() + 1);
+    g as u64 + 1
+}
+
+/// A write counted by [`count_write`] (word `w`; 0: not counted) is done: a lock waiting
+/// for its generation to drain may proceed.
+pub(crate) fn write_counted_done(ctx: &ChanCtx, w: u64) {
+    if w == 0 {
+        return;
+    }
+    let g = (w - 1) as usize;
+    let left = ctx.writes[g].get().saturating_sub(1);
+    ctx.writes[g].set(left);
+    if left == 0 && g != ctx.gen.get() {
+        let w = ctx.lock_waiter.borrow_mut().take();
+        if let Some(w) = w {
+            w.finish(0);
+        }
+    }
+}
+
+/// The write-intent bitmap was persisted: writes that waited for it go again, in order
+/// (those still waiting for a later round wait again).
+pub(crate) fn bitmap_persisted(ctx: &ChanCtx) {
+    let n = ctx.wib_parked.borrow().len();
+    for _ in 0..n {
+        let next = ctx.wib_parked.borrow_mut().pop_front();
+        match next {
+            Some(io) => write(ctx, io),
+            None => break,
+        }
+    }
+}
+
+/// Rebuild (raid1 and raid5f): locks `[a, b)` on this channel; `cont` finishes once the writes in flight here
 /// when the lock was taken have completed.
 pub(crate) fn lock_window(ctx: &ChanCtx, a: u64, b: u64, cont: ForEachCont) {
     ctx.lock.set(Some((a, b)));
@@ -236,6 +286,9 @@ pub(crate) fn unlock_window(ctx: &ChanCtx) {
     loop {
         let next = ctx.parked.borrow_mut().pop_front();
         match next {
+            Some(io) if ctx.shared.level == crate::types::RaidLevel::Raid5f => {
+                crate::raid5f::write(ctx, io)
+            }
             Some(io) => write(ctx, io),
             None => break,
         }

@@ -16,7 +16,12 @@
 //!   member is missing is **reconstructed**: the same range is read from every other member
 //!   (parity included) into pool buffers and XORed into the caller's buffer.
 //! - A member failing a read is reported and dropped; that read fails (later reads of the
-//!   stripe reconstruct). Rebuild of a replaced member is not implemented for raid5f.
+//!   stripe reconstruct).
+//! - **During a rebuild** (see `rebuild`) the member being rebuilt takes every write (a
+//!   full-stripe write is correct on it above and below the rebuild point alike) and serves
+//!   no read (its strips are reconstructed). Writes to the stripes of the window being
+//!   copied wait on the window lock shared with raid1 (`raid1::lock_window`), so a copy never
+//!   overwrites newer data on the new member.
 
 use std::sync::atomic::Ordering;
 
@@ -26,6 +31,10 @@ use crate::io::{
     abandon, finish_child, launch, parent_of, status_of, usable, ChanCtx, CTX_GEN, CTX_OK,
     CTX_STRIPE, CTX_TRIED, CTX_WORST,
 };
+
+/// Parent `driver_ctx` word of a write: window-lock generation + 1 (see
+/// `raid1::count_write`); reads use the same word for [`CTX_STRIPE`].
+const CTX_WGEN: usize = CTX_STRIPE;
 
 /// `user[1]` flag of a child reading for a reconstruction.
 const RECON: u64 = 1 << 32;
@@ -93,7 +102,7 @@ pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     }
 }
 
-fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
+pub(crate) fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let n = sh.n;
     let strip = 1u64 << sh.strip_shift;
@@ -101,6 +110,10 @@ fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
     if o % stripe != 0 || l != stripe {
         return parent.complete(IoStatus::Invalid);
+    }
+    if crate::raid1::overlaps_lock(ctx, o, l) {
+        ctx.parked.borrow_mut().push_back(parent);
+        return;
     }
     let bs = u64::from(sh.block_size);
     let strip_bytes = (strip * bs) as usize;
@@ -153,6 +166,7 @@ fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     }
     parent.driver_ctx[CTX_TRIED] = skipped;
     parent.driver_ctx[CTX_GEN] = staged.len() as u64;
+    parent.driver_ctx[CTX_WGEN] = crate::raid1::count_write(ctx);
     launch(ctx, &bases, parent, &mut staged);
 }
 
@@ -167,6 +181,9 @@ fn write_done(child: Box<BdevIo>) {
     let Some(parent) = (unsafe { finish_child(child, true) }) else {
         return;
     };
+    // SAFETY: set up by `launch`; the parent is still ours (not completed).
+    let ctx = unsafe { crate::io::ctx_of(&parent) };
+    crate::raid1::write_counted_done(ctx, parent.driver_ctx[CTX_WGEN]);
     let failed = parent.driver_ctx[CTX_GEN] - parent.driver_ctx[CTX_OK];
     let st = if failed + parent.driver_ctx[CTX_TRIED] <= 1 {
         IoStatus::Success
@@ -195,7 +212,8 @@ fn read(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let base = s * stripe;
     let bases = ctx.bases.borrow();
     let mut staged = ctx.staging.borrow_mut();
-    let gone = sh.gone.load(Ordering::Acquire);
+    // A member being rebuilt is not read: its strips are reconstructed.
+    let gone = sh.gone.load(Ordering::Acquire) | sh.rebuilding.load(Ordering::Acquire);
     parent.driver_ctx[CTX_STRIPE] = 0;
     let first = ((o - base) / strip) as usize;
     let last = ((o + l - 1 - base) / strip) as usize;

@@ -1,5 +1,7 @@
-//! The raid1 rebuild: an explicit state machine that copies the raid's data, window by window,
-//! from an in-sync member to a new member while normal I/O continues.
+//! The rebuild (raid1 and raid5f): an explicit state machine that rebuilds a new member
+//! window by window while normal I/O continues — raid1 copies from an in-sync member, raid5f
+//! reconstructs each stripe's strip for the new member from all the others (data and
+//! parity XOR to it).
 //!
 //! ```text
 //!            ┌────────────────────────────────────────────────────────┐
@@ -14,9 +16,15 @@
 //! - **Locking**: every channel of the raid locks the window `[offset, offset + len)` (writes
 //!   to it wait; see `raid1`), and the walk finishes once the writes in flight when the lock
 //!   was taken have completed.
-//! - **Reading**: the window is read from an in-sync member (the lowest-numbered one left) into
-//!   the machine's buffer. A failed read reports the member failed and tries the next source.
+//! - **Reading**: raid1: the window is read from an in-sync member (the lowest-numbered one
+//!   left) into the machine's buffer; a failed read reports the member failed and tries the
+//!   next source. raid5f: the window's stripes are read from every other member (one buffer
+//!   each) and XORed together into the new member's strips; a failed read (a second member
+//!   lost) stops the rebuild.
 //! - **Writing**: the buffer is written to the target at the same place of its data area.
+//!
+//! Windows are in raid blocks; raid5f windows are whole stripes (the member range is the
+//! same strip rows on every member).
 //! - **Advancing**: every channel releases the window (the writes that waited go out, to the
 //!   target too), then the offset moves on.
 //! - **Done**: the target is an in-sync member (reads may use it; superblock updated).
@@ -25,7 +33,7 @@
 //! **Member loss at any state.** The control path calls [`Rebuild::member_lost`] before it
 //! drops a member; the machine answers at its next *safe point* (no I/O or channel walk of
 //! its own in flight: immediately if it is between steps or paused). Losing the target, or
-//! the last source, sets the stop reason; a state that holds the window lock always goes
+//! the last source (raid5f: any source), sets the stop reason; a state that holds the window lock always goes
 //! through Advancing to release it before Failed. Losing another source only removes it from
 //! the choice of sources.
 //!
@@ -97,7 +105,9 @@ struct Machine {
     sources: u64,
     /// This thread's channels to the target and the sources.
     chans: Vec<Option<BdevChannel>>,
-    buf: Option<DmaBuf>,
+    /// Window buffers (raid1: one; raid5f: one per source); after a read the first holds
+    /// what the target gets.
+    bufs: Vec<DmaBuf>,
     /// An I/O or a channel walk of the machine is in flight.
     busy: bool,
     /// Members lost while busy, with what to run once they are let go.
@@ -115,7 +125,7 @@ struct Machine {
     ckpt: u64,
 }
 
-/// One rebuild of one raid1 member.
+/// One rebuild of one raid1 or raid5f member.
 pub(crate) struct Rebuild {
     raid: Weak<Raid>,
     raid_name: String,
@@ -126,6 +136,8 @@ pub(crate) struct Rebuild {
     /// Blocks to copy (the raid's size).
     pub num_blocks: u64,
     block_size: u64,
+    /// raid5f: (strip, stripe) in blocks; `None` for raid1.
+    stripes: Option<(u64, u64)>,
     shared: Arc<Shared>,
     device: IoDevice<ChanCtx>,
     m: Mutex<Machine>,
@@ -173,7 +185,23 @@ impl Rebuild {
             // One bitmap region per window: exactly the marked regions are copied.
             window = window.min(shared.wib.region_blocks());
         }
-        let buf = DmaBuf::get((window * bs) as usize).ok().flatten();
+        let stripes = (shared.level == crate::types::RaidLevel::Raid5f).then(|| {
+            let strip = 1u64 << shared.strip_shift;
+            (strip, strip * (shared.n as u64 - 1))
+        });
+        // Blocks per member per window, and the number of buffers.
+        let (member_window, nbufs) = match stripes {
+            Some((strip, stripe)) => {
+                let rows = (window / strip).max(1);
+                window = rows * stripe;
+                (rows * strip, sources.count_ones() as usize)
+            }
+            None => (window, 1),
+        };
+        let bufs: Vec<DmaBuf> = (0..nbufs)
+            .map_while(|_| DmaBuf::get((member_window * bs) as usize).ok().flatten())
+            .collect();
+        let short = bufs.len() < nbufs;
         let me = Arc::new(Rebuild {
             raid: Arc::downgrade(raid),
             raid_name: raid.name.clone(),
@@ -181,6 +209,7 @@ impl Rebuild {
             target_name,
             num_blocks,
             block_size: bs,
+            stripes,
             shared,
             device,
             m: Mutex::new(Machine {
@@ -190,7 +219,7 @@ impl Rebuild {
                 window,
                 sources,
                 chans,
-                buf,
+                bufs,
                 busy: false,
                 lost: Vec::new(),
                 stop: None,
@@ -204,7 +233,7 @@ impl Rebuild {
         });
         {
             let mut m = me.lock();
-            if m.buf.is_none() {
+            if short {
                 m.stop = Some("no buffer for the rebuild window".into());
             }
             if m.chans.get(target).is_none_or(Option::is_none) {
@@ -315,7 +344,8 @@ impl Rebuild {
         m.sources &= !(1u64 << slot);
         if slot == self.target {
             m.stop.get_or_insert_with(|| "target member lost".into());
-        } else if m.sources == 0 {
+        } else if m.sources == 0 || self.stripes.is_some() {
+            // raid5f needs every other member to reconstruct.
             m.stop
                 .get_or_insert_with(|| "no in-sync member left to copy from".into());
         }
@@ -411,40 +441,56 @@ impl Rebuild {
         }
     }
 
+    /// Member blocks `(offset, len)` holding raid blocks `[off, off + cur)`.
+    fn member_range(&self, off: u64, cur: u64) -> (u64, u64) {
+        match self.stripes {
+            Some((strip, stripe)) => (off / stripe * strip, cur / stripe * strip),
+            None => (off, cur),
+        }
+    }
+
     fn do_read(self: &Arc<Self>) {
         let op = {
             let mut m = self.lock();
-            let src = lowest(m.sources);
-            let ch = src.and_then(|s| m.chans[s].take());
-            match (src, ch, m.buf.take()) {
-                (Some(src), Some(ch), Some(mut buf)) => {
-                    let _ = buf.set_len((m.cur * self.block_size) as usize);
-                    m.busy = true;
-                    Some((src, m.offset, ch, buf))
+            // raid1: the lowest source; raid5f: all of them.
+            let srcs: Vec<usize> = match self.stripes {
+                None => lowest(m.sources).into_iter().collect(),
+                Some(_) => (0..self.shared.n)
+                    .filter(|s| m.sources & (1u64 << s) != 0)
+                    .collect(),
+            };
+            let ready = !srcs.is_empty()
+                && srcs.iter().all(|&s| m.chans[s].is_some())
+                && m.bufs.len() >= srcs.len();
+            if ready {
+                let (moff, mlen) = self.member_range(m.offset, m.cur);
+                let mut ops = Vec::with_capacity(srcs.len());
+                for &src in &srcs {
+                    let (Some(ch), Some(mut buf)) = (m.chans[src].take(), m.bufs.pop()) else {
+                        continue;
+                    };
+                    let _ = buf.set_len((mlen * self.block_size) as usize);
+                    ops.push(CtlOp {
+                        ch,
+                        write: false,
+                        offset: moff + self.shared.offset_of(src),
+                        buf,
+                        flush: false,
+                    });
                 }
-                (_, ch, buf) => {
-                    // Put back whatever was taken; no source is usable.
-                    if let (Some(s), Some(c)) = (src, ch) {
-                        m.chans[s] = Some(c);
-                    }
-                    m.buf = m.buf.take().or(buf);
-                    m.stop
-                        .get_or_insert_with(|| "no in-sync member left to copy from".into());
-                    None
-                }
+                m.busy = true;
+                Some((srcs, ops))
+            } else {
+                m.stop
+                    .get_or_insert_with(|| "no in-sync member left to copy from".into());
+                None
             }
         };
-        let Some((src, off, ch, buf)) = op else {
+        let Some((srcs, ops)) = op else {
             return self.enter(RebuildState::Advancing);
         };
         let me = self.clone();
-        let op = CtlOp {
-            ch,
-            write: false,
-            offset: off + self.shared.offset_of(src),
-            buf,
-        };
-        crate::ctlio::submit(vec![op], move |res| me.on_read(src, res));
+        crate::ctlio::submit(ops, move |res| me.on_read(&srcs, res));
     }
 
     fn put_back(&self, slot: usize, res: Vec<CtlResult>) -> bool {
@@ -462,15 +508,49 @@ impl Rebuild {
             if m.lost.iter().all(|(s, _)| *s != slot) {
                 m.chans[slot] = Some(r.ch);
             }
-            m.buf = r.buf;
+            m.bufs.extend(r.buf);
         }
         ok
     }
 
-    fn on_read(self: &Arc<Self>, src: usize, res: Vec<CtlResult>) {
-        let ok = self.put_back(src, res);
-        if !ok {
-            // Report the member (the control path drops it) and copy from another one.
+    fn on_read(self: &Arc<Self>, srcs: &[usize], res: Vec<CtlResult>) {
+        let mut ok = true;
+        let mut failed = Vec::new();
+        {
+            let mut m = self.lock();
+            let mut got = Vec::with_capacity(res.len());
+            for (&src, r) in srcs.iter().zip(res) {
+                if r.status != IoStatus::Success {
+                    tracing::debug!(
+                        "raid '{}': rebuild read on slot {src} completed {:?}",
+                        self.raid_name,
+                        r.status
+                    );
+                    ok = false;
+                    failed.push(src);
+                }
+                if m.lost.iter().all(|(s, _)| *s != src) {
+                    m.chans[src] = Some(r.ch);
+                }
+                got.extend(r.buf);
+            }
+            if ok && self.stripes.is_some() {
+                // The new member's strip is the XOR of every other member's.
+                if let Some((first, rest)) = got.split_first_mut() {
+                    let acc = first.as_mut_slice();
+                    for b in rest.iter() {
+                        for (d, s) in acc.iter_mut().zip(b.as_slice()) {
+                            *d ^= *s;
+                        }
+                    }
+                }
+            }
+            // The first buffer (the result) is the one Writing takes (`pop` takes the last).
+            got.reverse();
+            m.bufs.extend(got);
+        }
+        for src in failed {
+            // Report the member (the control path drops it); raid1 copies from another one.
             tracing::warn!(
                 "raid '{}': rebuild read from slot {src} failed",
                 self.raid_name
@@ -478,7 +558,7 @@ impl Rebuild {
             self.shared.fail_slot(src);
             let mut m = self.lock();
             m.sources &= !(1u64 << src);
-            if m.sources == 0 {
+            if m.sources == 0 || self.stripes.is_some() {
                 m.stop
                     .get_or_insert_with(|| "no in-sync member left to copy from".into());
             }
@@ -495,28 +575,29 @@ impl Rebuild {
         let op = {
             let mut m = self.lock();
             let t = self.target;
-            match (m.chans[t].take(), m.buf.take()) {
+            match (m.chans[t].take(), m.bufs.pop()) {
                 (Some(ch), Some(buf)) => {
                     m.busy = true;
-                    Some((m.offset, ch, buf))
+                    Some((self.member_range(m.offset, m.cur).0, ch, buf))
                 }
                 (ch, buf) => {
                     m.chans[t] = ch;
-                    m.buf = buf;
+                    m.bufs.extend(buf);
                     m.stop.get_or_insert_with(|| "target member lost".into());
                     None
                 }
             }
         };
-        let Some((off, ch, buf)) = op else {
+        let Some((moff, ch, buf)) = op else {
             return self.enter(RebuildState::Advancing);
         };
         let me = self.clone();
         let op = CtlOp {
             ch,
             write: true,
-            offset: off + self.shared.offset_of(self.target),
+            offset: moff + self.shared.offset_of(self.target),
             buf,
+            flush: false,
         };
         crate::ctlio::submit(vec![op], move |res| me.on_write(res));
     }
@@ -585,7 +666,7 @@ impl Rebuild {
         let (result, ends, conts, copied, resync) = {
             let mut m = self.lock();
             m.chans.iter_mut().for_each(|c| *c = None);
-            m.buf = None;
+            m.bufs.clear();
             let result = match (m.state, &m.stop) {
                 (RebuildState::Done, _) => Ok(()),
                 (_, Some(r)) => Err(r.clone()),

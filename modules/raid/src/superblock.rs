@@ -25,7 +25,7 @@
 //! | +24 | 8 | data size (blocks) |
 //! | +32 | 4 | member state (1 configured, 2 missing, 3 failed, 4 rebuilding) |
 //! | +36 | 8 | rebuild checkpoint (blocks of the raid already copied; state 4 only, else 0) |
-//! | +44 | 4 | reserved (zero) |
+//! | +44 | 4 | flags: bit 0 = missing, and every write since it left is marked in the persisted write-intent bitmap (see `control/bitmap.rs`); other bits zero |
 //!
 //! Data starts at `data_offset` on each member (1 MiB, as SPDK, so the superblock can grow).
 //! Nothing read from disk is trusted: [`Superblock::decode`] checks every field against
@@ -62,7 +62,13 @@ pub struct SbMember {
     /// For a member being rebuilt: the raid blocks `[0, rebuilt)` are known to be copied to
     /// it (a restarted rebuild resumes there). 0 otherwise.
     pub rebuilt: u64,
+    /// State Missing only: the writes it missed are all marked in the persisted write-intent
+    /// bitmap (it can come back with a resync).
+    pub tracked: bool,
 }
+
+/// Member flag: [`SbMember::tracked`].
+const FLAG_TRACKED: u32 = 1;
 
 /// A decoded superblock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +188,7 @@ impl Superblock {
             put_u64(out, o + 24, m.data_size);
             put_u32(out, o + 32, m.state.code());
             put_u64(out, o + 36, m.rebuilt);
+            put_u32(out, o + 44, if m.tracked { FLAG_TRACKED } else { 0 });
         }
         let crc = crc32c(&out[..len]);
         put_u32(out, 16, crc);
@@ -297,6 +304,14 @@ impl Superblock {
             let state = MemberState::from_code(sc)
                 .ok_or_else(|| format!("member {i}: unknown state code {sc}"))?;
             let rebuilt = get_u64(buf, o + 36);
+            let flags = get_u32(buf, o + 44);
+            if flags & !FLAG_TRACKED != 0 {
+                return Err(format!("member {i}: unknown flags {flags:#x}"));
+            }
+            let tracked = flags & FLAG_TRACKED != 0;
+            if tracked && state != MemberState::Missing {
+                return Err(format!("member {i}: bitmap-tracked but not missing"));
+            }
             if rebuilt > raid_blocks {
                 return Err(format!(
                     "member {i}: rebuild checkpoint {rebuilt} beyond the raid's {raid_blocks} blocks"
@@ -315,6 +330,7 @@ impl Superblock {
                 data_size,
                 state,
                 rebuilt,
+                tracked,
             });
         }
         let me = &members[slot as usize];
@@ -374,6 +390,7 @@ mod tests {
                     data_size: 4096,
                     state: MemberState::Configured,
                     rebuilt: 0,
+                    tracked: false,
                 },
                 SbMember {
                     uuid: Some(me),
@@ -381,6 +398,7 @@ mod tests {
                     data_size: 4096,
                     state: MemberState::Configured,
                     rebuilt: 0,
+                    tracked: false,
                 },
             ],
         };
@@ -431,6 +449,21 @@ mod tests {
         assert_eq!(got, sb);
         // A checkpoint beyond the raid is refused (CRC recomputed: only the field check).
         sb.members[0].rebuilt = sb.num_blocks + 1;
+        sb.encode(&mut buf);
+        assert!(Superblock::decode(&buf, 512, 8192, me).is_err());
+    }
+
+    #[test]
+    fn tracked_flag_round_trips_and_is_checked() {
+        let (mut sb, me) = sample();
+        sb.members[0].state = MemberState::Missing;
+        sb.members[0].tracked = true;
+        let mut buf = vec![0u8; 512];
+        sb.encode(&mut buf);
+        let got = Superblock::decode(&buf, 512, 8192, me).unwrap_or_else(|e| panic!("{e}"));
+        assert!(got.members[0].tracked);
+        // Only a missing member can be tracked.
+        sb.members[0].state = MemberState::Configured;
         sb.encode(&mut buf);
         assert!(Superblock::decode(&buf, 512, 8192, me).is_err());
     }

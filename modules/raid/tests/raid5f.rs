@@ -153,16 +153,6 @@ fn run(n: usize, seed: u64) {
     h.run_until_idle();
     assert!(take_done().iter().all(|d| d.status == IoStatus::Success));
     reads_match(&mut h, &ch, &model, blocks, seed + 2);
-    // No rebuild for raid5f.
-    let extra = format!("{name}x");
-    let (e2, d3) = (extra.clone(), Disk::new(512, 1027));
-    h.on(0, move || {
-        register_disk(&e2, &d3, None);
-    });
-    let nm = name.clone();
-    let e = call(&mut h, move |d| ferrite_raid::add_base_bdev(&nm, &extra, d)).unwrap_err();
-    assert_eq!(e.errno(), libc::ENOTSUP, "{e}");
-
     // A second member failing: that read fails, and the raid cannot go on.
     disks[0].fail_read.store(true, Ordering::SeqCst);
     let arena2 = Arena::default();

@@ -1,6 +1,7 @@
 //! The hot-path rule for the raid data path: in steady state, reads and writes through
-//! raid0 (crossing strips), concat (crossing members), raid1 and raid5f (full-stripe writes,
-//! reads within a stripe) perform no heap allocation. A counting global allocator counts
+//! raid0 (crossing strips), concat (crossing members), raid1, degraded raid1 with a persisted
+//! write-intent bitmap, and raid5f (full-stripe writes, reads within a stripe) perform no heap
+//! allocation. A counting global allocator counts
 //! allocations made on this test's OS thread while a queue-depth-32 workload runs on a
 //! harness thread.
 
@@ -147,12 +148,40 @@ fn steady_state_raid_io_does_not_allocate() {
             };
             ferrite_raid::create(&o, |r| assert!(r.is_ok(), "{r:?}"));
         }
+        // raid1 with a superblock, degraded: writes mark the persisted write-intent bitmap
+        // (every region gets marked and persisted during warm-up).
+        let o = ferrite_raid::RaidOpts {
+            name: "Z1s".into(),
+            raid_level: "raid1".into(),
+            base_bdevs: vec!["Z10".into(), "Z11".into()],
+            superblock: true,
+            ..Default::default()
+        };
+        ferrite_raid::create(&o, |r| assert!(r.is_ok(), "{r:?}"));
+    });
+    h.run_until_idle();
+    h.on(0, || {
+        ferrite_raid::remove_base_bdev("Z11", |r| assert!(r.is_ok(), "{r:?}"));
     });
     h.run_until_idle();
     // raid0 / concat: 12-block I/O cross 8-block strips (and concat's member boundary).
-    for (bdev, size) in [("Z0r", 12), ("Zcr", 12), ("Z1r", 8), ("Z5r", 16)] {
+    for (bdev, size) in [
+        ("Z0r", 12),
+        ("Zcr", 12),
+        ("Z1r", 8),
+        ("Z5r", 16),
+        ("Z1s", 8),
+    ] {
         let allocs = run(&mut h, bdev, size);
         assert_eq!(allocs, 0, "{bdev} allocated {allocs} times in steady state");
     }
+    let z1s = ferrite_raid::get_bdevs("online")
+        .unwrap()
+        .into_iter()
+        .find(|v| v["name"] == "Z1s")
+        .unwrap();
+    assert_eq!(z1s["num_base_bdevs_operational"], 1, "{z1s}");
+    assert_eq!(z1s["write_intent_bitmap"]["persistent"], true, "{z1s}");
+    assert_eq!(z1s["write_intent_bitmap"]["dirty_regions"], 16, "{z1s}");
     drop(h);
 }
