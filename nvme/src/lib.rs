@@ -25,7 +25,7 @@ pub mod qpair;
 pub mod regs;
 pub mod spec;
 pub mod table;
-// pub mod vfio;
+pub mod vfio;
 
 pub use ctrlr::{Controller, CtrlrOpts};
 pub use error::{ErrorKind, NvmeError, Result};
