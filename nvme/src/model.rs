@@ -319,10 +319,10 @@ impl Model {
                 let stride = 4usize << self.cfg.dstrd;
                 let idx = (o - regs::DOORBELL_BASE) / stride;
                 let q = idx / 2;
-                if q >= MAX_Q || (o - regs::DOORBELL_BASE) % stride != 0 {
+                if q >= MAX_Q || !(o - regs::DOORBELL_BASE).is_multiple_of(stride) {
                     return;
                 }
-                if idx % 2 == 0 {
+                if idx.is_multiple_of(2) {
                     if st.sq[q].live && (v as u16) < st.sq[q].size {
                         st.sq[q].tail = v as u16;
                         if st.cfg_auto || q == 0 {

@@ -292,7 +292,7 @@ impl Dma for VfioDma {
         } else {
             alloc_len
         };
-        if align > 4096 && !huge && (p as usize) % align != 0 {
+        if align > 4096 && !huge && !(p as usize).is_multiple_of(align) {
             // SAFETY: the mapping made above.
             unsafe { libc::munmap(p, len_mapped) };
             return Err(NvmeError::new(
@@ -336,7 +336,7 @@ impl Dma for VfioDma {
     }
 
     fn register(&self, vaddr: *mut u8, len: usize) -> Result<()> {
-        if vaddr as usize % 4096 != 0 || len % 4096 != 0 || len == 0 {
+        if !(vaddr as usize).is_multiple_of(4096) || !len.is_multiple_of(4096) || len == 0 {
             return Err(NvmeError::new(
                 ErrorKind::InvalidArgument,
                 "DMA registration needs page-aligned memory",
