@@ -76,6 +76,16 @@ pub fn check_function(bdf: &str) -> Result<u32> {
             format!("PCI function {bdf} not found (list NVMe functions with `ferrite setup`)"),
         ));
     }
+    let class = std::fs::read_to_string(dev.join("class")).unwrap_or_default();
+    if class.trim() != "0x010802" {
+        return Err(NvmeError::new(
+            ErrorKind::NotFound,
+            format!(
+                "PCI function {bdf} is not an NVMe controller (class {}; list NVMe functions with `ferrite setup`)",
+                class.trim()
+            ),
+        ));
+    }
     match link_name(&dev.join("driver")).as_deref() {
         Some("vfio-pci") => {}
         other => {

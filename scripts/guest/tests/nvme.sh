@@ -1,0 +1,38 @@
+# Ferrite's userspace NVMe driver on the controller vfio.sh bound (sourced by vfio.sh with
+# guest.then=nvme). Parameters:
+#   guest.qsize=N   entries per I/O queue (bdev_nvme_set_options io_queue_requests; default 64)
+#   guest.seed=N    seed of the verify run left on namespace 2 for the host to check
+# Checks: verify at depth 1 and far above the queue size (back-pressure), 128 KiB verify
+# (PRP lists), random mixed I/O, unmap, write zeroes, flush, both namespaces, a controller
+# reset during a verify run, and the pattern left on namespace 2.
+QS=$(param qsize 64)
+SEED=$(param seed 4242)
+mkdir -p /var/tmp
+cat > /tmp/nvme.json <<EOF
+{"subsystems":[{"subsystem":"bdev","config":[
+ {"method":"bdev_nvme_set_options","params":{"io_queue_requests":$QS}},
+ {"method":"bdev_nvme_attach_controller","params":{"name":"Nvme0","trtype":"PCIe","traddr":"$NVME_BDF"}}]}]}
+EOF
+B="ferrite bench -c /tmp/nvme.json -m 0x1"
+check verify-qd1 $B -T Nvme0n1 -q 1 -o 4096 -w verify -t 2
+check verify-deep $B -T Nvme0n1 -q 256 -o 4096 -w verify -t 3
+check verify-prp-list $B -T Nvme0n2 -q 8 -o 131072 -w verify -t 3
+check randrw $B -T Nvme0n1 -q 32 -o 4096 -w randrw -M 50 -t 2
+check unmap $B -T Nvme0n1 -q 8 -o 65536 -w unmap -t 1
+check write-zeroes $B -T Nvme0n1 -q 8 -o 65536 -w write_zeroes -t 1
+check flush $B -T Nvme0n1 -q 1 -o 4096 -w flush -t 1
+check two-namespaces $B -q 16 -o 4096 -w randread -t 2
+check pattern-out $B -T Nvme0n2 -q 4 -o 4096 -w verify -t 2 --seed "$SEED"
+# A controller reset while a verify run is going: I/O in flight is resubmitted, none fails.
+ferrite bench -z -c /tmp/nvme.json -m 0x1 -T Nvme0n1 -q 32 -o 4096 -w verify -t 6 > /tmp/z.out 2>&1 &
+ZP=$!
+for _ in $(seq 100); do [ -S /var/tmp/spdk.sock ] && break; sleep 0.1; done
+ferrite rpc -t 120 perform_tests > /tmp/pt.out 2>&1 &
+PT=$!
+sleep 2
+check reset-rpc ferrite rpc bdev_nvme_reset_controller --name Nvme0
+wait $PT; RC=$?
+if [ $RC = 0 ] && ! grep -q '"io_failed": *[1-9]' /tmp/pt.out; then pass reset-during-io; else
+  fail reset-during-io "perform_tests exit=$RC"; tail -n 20 /tmp/pt.out /tmp/z.out | sed 's/^/GUEST: INFO   /'; fi
+check controllers ferrite rpc bdev_nvme_get_controllers
+kill $ZP; wait $ZP
