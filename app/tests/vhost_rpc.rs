@@ -43,13 +43,18 @@ fn err(sock: &Path, args: &[&str]) -> (i64, String) {
     let r = spdk(sock, args);
     assert!(!r.ok(), "spdk-rpc {args:?} should fail:\n{}", r.all());
     let all = r.all();
-    let at = all.rfind("response:").unwrap_or_else(|| panic!("no response in {all}"));
+    let at = all
+        .rfind("response:")
+        .unwrap_or_else(|| panic!("no response in {all}"));
     let v: Value = serde_json::Deserializer::from_str(&all[at + 9..])
         .into_iter::<Value>()
         .next()
         .unwrap()
         .unwrap();
-    (v["code"].as_i64().unwrap(), v["message"].as_str().unwrap().to_string())
+    (
+        v["code"].as_i64().unwrap(),
+        v["message"].as_str().unwrap().to_string(),
+    )
 }
 
 fn vhost_entries(doc: &Value) -> Vec<Value> {
@@ -73,9 +78,29 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     ok(&s, &["bdev_malloc_create", "-b", "Malloc0", "16", "512"]);
     ok(&s, &["bdev_malloc_create", "-b", "Malloc1", "16", "4096"]);
     ok(&s, &["bdev_malloc_create", "-b", "Malloc2", "16", "512"]);
-    ok(&s, &["vhost_create_blk_controller", "--cpumask", "0x1", "vhost.0", "Malloc0"]);
-    ok(&s, &["vhost_create_blk_controller", "-r", "vhost.ro", "Malloc1"]);
-    ok(&s, &["vhost_create_blk_controller", "-p", "vhost.packed", "Malloc2"]);
+    ok(
+        &s,
+        &[
+            "vhost_create_blk_controller",
+            "--cpumask",
+            "0x1",
+            "vhost.0",
+            "Malloc0",
+        ],
+    );
+    ok(
+        &s,
+        &["vhost_create_blk_controller", "-r", "vhost.ro", "Malloc1"],
+    );
+    ok(
+        &s,
+        &[
+            "vhost_create_blk_controller",
+            "-p",
+            "vhost.packed",
+            "Malloc2",
+        ],
+    );
     let sock0 = vdir.join("vhost.0");
     let md = std::fs::metadata(&sock0).unwrap();
     assert!(md.file_type().is_socket());
@@ -96,9 +121,18 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     );
     let all = ok(&s, &["vhost_get_controllers"]).json();
     assert_eq!(all.as_array().unwrap().len(), 3);
-    ok(&s, &["vhost_controller_set_coalescing", "vhost.0", "20", "60000"]);
+    ok(
+        &s,
+        &["vhost_controller_set_coalescing", "vhost.0", "20", "60000"],
+    );
     let c = ok(&s, &["vhost_get_controllers", "-n", "vhost.0"]).json();
-    assert_eq!((c[0]["delay_base_us"].clone(), c[0]["iops_threshold"].clone()), (json!(20), json!(60000)));
+    assert_eq!(
+        (
+            c[0]["delay_base_us"].clone(),
+            c[0]["iops_threshold"].clone()
+        ),
+        (json!(20), json!(60000))
+    );
 
     // errors, with SPDK's codes and messages that name the object
     let (code, msg) = err(&s, &["vhost_create_blk_controller", "vhost.0", "Malloc0"]);
@@ -107,10 +141,28 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     let (code, msg) = err(&s, &["vhost_create_blk_controller", "vhost.x", "Nope"]);
     assert_eq!(code, -19);
     assert!(msg.contains("Nope"), "{msg}");
-    let (code, msg) = err(&s, &["vhost_create_blk_controller", "--cpumask", "0x100", "vhost.y", "Malloc0"]);
+    let (code, msg) = err(
+        &s,
+        &[
+            "vhost_create_blk_controller",
+            "--cpumask",
+            "0x100",
+            "vhost.y",
+            "Malloc0",
+        ],
+    );
     assert_eq!(code, -22);
     assert!(msg.contains("cpumask"), "{msg}");
-    let (code, msg) = err(&s, &["vhost_create_blk_controller", "--cpumask", "zz", "vhost.y", "Malloc0"]);
+    let (code, msg) = err(
+        &s,
+        &[
+            "vhost_create_blk_controller",
+            "--cpumask",
+            "zz",
+            "vhost.y",
+            "Malloc0",
+        ],
+    );
     assert_eq!(code, -22, "{msg}");
     let (code, msg) = err(&s, &["vhost_get_controllers", "-n", "none"]);
     assert_eq!(code, -19);
@@ -121,7 +173,10 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     assert_eq!(code, -19);
     // strict decoding: an unknown parameter
     let e = t
-        .rpc("vhost_create_blk_controller", json!({"ctrlr": "a", "dev_name": "Malloc0", "bogus": 1}))
+        .rpc(
+            "vhost_create_blk_controller",
+            json!({"ctrlr": "a", "dev_name": "Malloc0", "bogus": 1}),
+        )
         .unwrap_err();
     assert_eq!(e.code, -32602, "{e:?}");
 

@@ -433,6 +433,11 @@ impl Controller {
         fatal
     }
 
+    /// True if the registers read all ones (the device was removed or is inaccessible).
+    pub fn is_gone(&self) -> bool {
+        self.bar.read32(regs::CSTS) == u32::MAX
+    }
+
     /// Marks the controller failed (queues are not deleted through admin commands anymore).
     pub fn set_failed(&self) {
         self.failed.store(true, Ordering::Release);

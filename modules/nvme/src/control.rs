@@ -507,7 +507,20 @@ fn finish_attach(
     let poller = ferrite_reactor::register_poller("nvme_admin", period, move || {
         let Some(c) = c.upgrade() else { return 0 };
         if c.state() == CtrlrState::Enabled && c.driver.poll_admin() {
-            c.request_reset("controller fatal status");
+            if c.driver.is_gone() {
+                // Hot-remove: the function no longer answers; its bdevs go away.
+                tracing::error!("nvme controller '{}': device removed", c.name);
+                c.set_state(CtrlrState::Failed);
+                c.driver.set_failed();
+                let name = c.name.clone();
+                detach(&name, |r| {
+                    if let Err(e) = r {
+                        tracing::warn!("nvme hot-remove: {e}");
+                    }
+                });
+            } else {
+                c.request_reset("controller fatal status");
+            }
         }
         0
     });
@@ -580,6 +593,8 @@ fn finish_detach(c: &Arc<NvmeCtrlr>) {
     c.device.unregister();
     let dones: Vec<_> =
         std::mem::take(&mut *c.detach_done.lock().unwrap_or_else(|p| p.into_inner()));
+    // Queue pairs still held by closing channels are dropped without admin commands.
+    c.driver.set_failed();
     let c2 = c.clone();
     // Shutdown waits for the controller: on a helper thread.
     let _ = std::thread::Builder::new()

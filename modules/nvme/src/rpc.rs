@@ -163,8 +163,8 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
         "bdev_nvme_get_controllers",
         STARTUP | RUNTIME,
         false,
-        |q: Option<OptName>, r| {
-            let name = q.and_then(|q| q.name);
+        |q: OptName, r| {
+            let name = q.name;
             let list: Vec<Value> = control::all()
                 .iter()
                 .filter(|c| name.as_deref().is_none_or(|n| n == c.name))
