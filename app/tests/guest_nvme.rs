@@ -49,6 +49,18 @@ fn nvme_bdev_workloads_in_guest() {
         "controllers",
     ]);
 
+    for l in run.console.iter().filter(|l| l.contains("GUEST: INFO")) {
+        eprintln!("{l}");
+    }
+    // The controller came back from the reset with its queue pair.
+    assert!(
+        run.console
+            .iter()
+            .any(|l| l.contains("\"state\": \"enabled\"")),
+        "no enabled controller after the reset:\n{}",
+        guest::tail(&run.console, 40)
+    );
+
     // Data written in the guest is in the image: every block a verify run wrote on namespace
     // 2 (512-byte blocks) names its own offset and checks out in full against the pattern.
     let data = std::fs::read(&b).unwrap();

@@ -37,7 +37,7 @@ impl Default for CtrlrOpts {
             admin_entries: 32,
             io_entries: 256,
             io_queues: 64,
-            bounce_count: 8,
+            bounce_count: 32,
             admin_timeout_ms: 10_000,
         }
     }

@@ -24,15 +24,20 @@ check flush $B -T Nvme0n1 -q 1 -o 4096 -w flush -t 1
 check two-namespaces $B -q 16 -o 4096 -w randread -t 2
 check pattern-out $B -T Nvme0n2 -q 4 -o 4096 -w verify -t 2 --seed "$SEED"
 # A controller reset while a verify run is going: I/O in flight is resubmitted, none fails.
-ferrite bench -z -c /tmp/nvme.json -m 0x1 -T Nvme0n1 -q 32 -o 4096 -w verify -t 6 > /tmp/z.out 2>&1 &
+ferrite bench -z -c /tmp/nvme.json -m 0x1 > /tmp/z.out 2>&1 &
 ZP=$!
-for _ in $(seq 100); do [ -S /var/tmp/spdk.sock ] && break; sleep 0.1; done
-ferrite rpc -t 120 perform_tests > /tmp/pt.out 2>&1 &
+for _ in $(seq 200); do [ -S /var/tmp/spdk.sock ] && break; sleep 0.1; done
+ferrite rpc -t 120 perform_tests \
+  '{"queue_depth":32,"io_size":4096,"workload_type":"verify","time_in_sec":6,"targets":["Nvme0n1"]}' \
+  > /tmp/pt.out 2>&1 &
 PT=$!
 sleep 2
 check reset-rpc ferrite rpc bdev_nvme_reset_controller --name Nvme0
 wait $PT; RC=$?
-if [ $RC = 0 ] && ! grep -q '"io_failed": *[1-9]' /tmp/pt.out; then pass reset-during-io; else
+grep -E '"(io_failed|iops|miscompares|status)"' /tmp/pt.out | head -n 8 | sed 's/^/GUEST: INFO   /'
+if [ $RC = 0 ] && ! grep -qE '"io_failed": *[1-9]|"status": *"failed"' /tmp/pt.out; then
+  pass reset-during-io; else
   fail reset-during-io "perform_tests exit=$RC"; tail -n 20 /tmp/pt.out /tmp/z.out | sed 's/^/GUEST: INFO   /'; fi
 check controllers ferrite rpc bdev_nvme_get_controllers
+ferrite rpc bdev_nvme_get_controllers | grep -E '"(state|io_queues_in_use)"' | sed 's/^/GUEST: INFO   /'
 kill $ZP; wait $ZP
