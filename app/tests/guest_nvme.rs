@@ -47,6 +47,7 @@ fn nvme_bdev_workloads_in_guest() {
         "reset-rpc",
         "reset-during-io",
         "controllers",
+        "save-config-round-trip",
     ]);
 
     for l in run.console.iter().filter(|l| l.contains("GUEST: INFO")) {

@@ -4,7 +4,7 @@
 #   guest.seed=N    seed of the verify run left on namespace 2 for the host to check
 # Checks: verify at depth 1 and far above the queue size (back-pressure), 128 KiB verify
 # (PRP lists), random mixed I/O, unmap, write zeroes, flush, both namespaces, a controller
-# reset during a verify run, and the pattern left on namespace 2.
+# reset during a verify run, the pattern left on namespace 2, and a save_config round trip.
 QS=$(param qsize 64)
 SEED=$(param seed 4242)
 mkdir -p /var/tmp
@@ -41,3 +41,18 @@ if [ $RC = 0 ] && ! grep -qE '"io_failed": *[1-9]|"status": *"failed"' /tmp/pt.o
 check controllers ferrite rpc bdev_nvme_get_controllers
 ferrite rpc bdev_nvme_get_controllers | grep -E '"(state|io_queues_in_use)"' | sed 's/^/GUEST: INFO   /'
 kill $ZP; wait $ZP
+# save_config round trip through the target: attach from the saved config, save again, same.
+tgt_save() {
+  ferrite tgt -c "$1" -r /tmp/t.sock > /tmp/tgt.out 2>&1 &
+  TP=$!
+  for _ in $(seq 200); do [ -S /tmp/t.sock ] && break; sleep 0.1; done
+  ferrite rpc -s /tmp/t.sock save_config > "$2"; R=$?
+  kill $TP; wait $TP
+  for _ in $(seq 100); do [ -S /tmp/t.sock ] || break; sleep 0.1; done
+  return $R
+}
+if tgt_save /tmp/nvme.json /tmp/s1.json && tgt_save /tmp/s1.json /tmp/s2.json \
+   && grep -q bdev_nvme_attach_controller /tmp/s1.json && cmp -s /tmp/s1.json /tmp/s2.json; then
+  pass save-config-round-trip; else
+  fail save-config-round-trip "configs differ or target failed"
+  tail -n 10 /tmp/tgt.out | sed 's/^/GUEST: INFO   /'; diff /tmp/s1.json /tmp/s2.json | head -n 20 | sed 's/^/GUEST: INFO   /'; fi
