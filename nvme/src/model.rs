@@ -93,6 +93,7 @@ struct State {
     granted: u16,
     scratch: Box<[u8; PAGE]>,
     held_compare: Option<(u16, Sqe)>,
+    removed: bool,
 }
 
 /// The model controller (implements [`Bar`]). See the module documentation.
@@ -202,6 +203,7 @@ impl Model {
                 granted: 0,
                 scratch: Box::new([0; PAGE]),
                 held_compare: None,
+                removed: false,
             }),
             cfg,
             dma: Arc::new(ModelDma::default()),
@@ -252,6 +254,10 @@ impl Model {
     /// Sets CSTS.CFS (controller fatal status).
     pub fn set_fatal(&self) {
         self.lock().csts |= regs::CSTS_CFS;
+    }
+    /// Surprise removal: registers read all ones and writes are ignored from now on.
+    pub fn remove(&self) {
+        self.lock().removed = true;
     }
     /// Doorbell writes seen.
     pub fn doorbells(&self) -> u64 {
@@ -692,6 +698,9 @@ impl Model {
 impl Bar for Model {
     fn read32(&self, off: usize) -> u32 {
         let st = self.lock();
+        if st.removed {
+            return u32::MAX;
+        }
         let cap: u64 = (self.cfg.max_entries as u64 - 1)
             | (1 << 16)
             | (2 << 24)
@@ -710,6 +719,9 @@ impl Bar for Model {
 
     fn write32(&self, off: usize, v: u32) {
         let mut st = self.lock();
+        if st.removed {
+            return;
+        }
         self.reg_write(&mut st, off, v);
     }
 }

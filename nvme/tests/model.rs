@@ -431,3 +431,24 @@ fn io_path_does_not_allocate() {
     assert_eq!(alloc_count::take(), 0, "allocations on the I/O path");
     c.delete_io_qpair(qp, |_, _| {});
 }
+
+#[test]
+fn surprise_removal_is_detected() {
+    let (m, c) = setup(ModelConfig::default(), CtrlrOpts::default());
+    let mut qp = c.create_io_qpair().unwrap();
+    m.set_auto(false);
+    qp.submit(spec::flush(1), DataDir::None, std::iter::empty(), 1, 0)
+        .unwrap();
+    qp.ring();
+    assert!(!c.poll_admin() && !c.is_gone());
+    m.remove();
+    assert!(c.poll_admin(), "fatal");
+    assert!(c.is_gone());
+    // Nothing completes; the owner fails what is outstanding.
+    assert!(reap_all(&mut qp).is_empty());
+    let mut failed = Vec::new();
+    c.delete_io_qpair(qp, |ck, s| failed.push((ck, s)));
+    assert_eq!(failed, vec![(1, Status::ABORTED_SQ_DELETION)]);
+    let e = c.enable().unwrap_err();
+    assert!(e.message().contains("gone"), "{e}");
+}

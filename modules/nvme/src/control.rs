@@ -707,9 +707,13 @@ fn run_blocking<T: Send + 'static>(
     }
 }
 
-/// Module-level `save_config` entries: options, then one attach per controller.
+/// Module-level `save_config` entries: options (when changed from the defaults, as the raid
+/// module does), then one attach per controller.
 pub fn config_json() -> Vec<Value> {
-    let mut v = vec![crate::opts::config_entry()];
+    let mut v = Vec::new();
+    if crate::opts::current() != crate::opts::NvmeOpts::default() {
+        v.push(crate::opts::config_entry());
+    }
     v.extend(
         all()
             .iter()

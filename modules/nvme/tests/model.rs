@@ -286,11 +286,18 @@ fn bdevs_io_reset_detach_on_the_model() {
         assert!(d.iter().all(|&x| x == i as u8), "block of I/O {i}");
     }
 
-    // save_config: options then the controller.
+    // save_config: the controller (options only once changed), then options too.
+    let cfg = ferrite_bdev_nvme::control::config_json();
+    assert_eq!(cfg.len(), 1);
+    assert_eq!(cfg[0]["method"], "bdev_nvme_attach_controller");
+    assert_eq!(cfg[0]["params"]["name"], "Nvme0");
+    let mut m = serde_json::Map::new();
+    m.insert("bdev_retry_count".into(), 5.into());
+    ferrite_bdev_nvme::opts::update(m).unwrap();
     let cfg = ferrite_bdev_nvme::control::config_json();
     assert_eq!(cfg[0]["method"], "bdev_nvme_set_options");
+    assert_eq!(cfg[0]["params"]["bdev_retry_count"], 5);
     assert_eq!(cfg[1]["method"], "bdev_nvme_attach_controller");
-    assert_eq!(cfg[1]["params"]["name"], "Nvme0");
 
     zero_alloc(&mut h, &ch);
 
