@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::identify::{parse_ctrlr, parse_ns, parse_ns_list, CtrlrData, NsData};
+use crate::identify::{parse_ctrlr, parse_ns, parse_ns_list, parse_ns_uuid, CtrlrData, NsData};
 use crate::qpair::{DataDir, QpConfig, QueuePair};
 use crate::regs::{self, Bar, Cap, Dma};
 use crate::spec::{self, Sqe, Status};
@@ -313,9 +313,16 @@ impl Controller {
         }
     }
 
-    /// Identify Namespace `nsid`; `None` if inactive or in an unusable format.
+    /// Identify Namespace `nsid` (and its UUID from the identification descriptors, when the
+    /// controller has them); `None` if inactive or in an unusable format.
     pub fn namespace(&self, nsid: u32) -> Result<Option<NsData>> {
-        Ok(parse_ns(&*self.identify(spec::CNS_NS, nsid)?))
+        let Some(mut ns) = parse_ns(&*self.identify(spec::CNS_NS, nsid)?) else {
+            return Ok(None);
+        };
+        if let Ok(d) = self.identify(spec::CNS_NS_DESC, nsid) {
+            ns.uuid = parse_ns_uuid(&d).unwrap_or([0; 16]);
+        }
+        Ok(Some(ns))
     }
 
     fn io_cfg(&self, qid: u16) -> QpConfig {

@@ -104,6 +104,8 @@ pub struct NsData {
     pub nguid: [u8; 16],
     /// EUI64 (zero when not reported).
     pub eui64: [u8; 8],
+    /// Namespace UUID from the identification descriptors (zero when not reported).
+    pub uuid: [u8; 16],
 }
 
 /// Parses Identify Namespace data. `None` for an inactive namespace (size 0) or an
@@ -135,7 +137,27 @@ pub fn parse_ns(b: &[u8; 4096]) -> Option<NsData> {
         md_size: lbaf as u16,
         nguid,
         eui64,
+        uuid: [0; 16],
     })
+}
+
+/// The UUID in a Namespace Identification Descriptor list (CNS 3), if any. Malformed lists
+/// end the walk.
+pub fn parse_ns_uuid(b: &[u8; 4096]) -> Option<[u8; 16]> {
+    let mut o = 0;
+    while o + 4 <= b.len() {
+        let (nidt, nidl) = (b[o], b[o + 1] as usize);
+        if nidt == 0 || nidl == 0 || o + 4 + nidl > b.len() {
+            return None;
+        }
+        if nidt == 3 && nidl == 16 {
+            let mut u = [0u8; 16];
+            u.copy_from_slice(&b[o + 4..o + 20]);
+            return Some(u);
+        }
+        o += 4 + nidl;
+    }
+    None
 }
 
 /// Parses an active namespace ID list (CNS 2): ascending IDs up to the first zero.
@@ -180,6 +202,17 @@ mod tests {
         assert_eq!(parse_ns(&n), None);
         n[26] = 0; // format 0 has LBADS 0: unusable
         assert_eq!(parse_ns(&n), None);
+
+        let mut d = [0u8; 4096];
+        d[0] = 1; // EUI64
+        d[1] = 8;
+        d[12] = 3; // UUID
+        d[13] = 16;
+        d[16..32].copy_from_slice(&[7u8; 16]);
+        assert_eq!(parse_ns_uuid(&d), Some([7u8; 16]));
+        d[13] = 200; // runs past the end
+        assert_eq!(parse_ns_uuid(&d), None);
+        assert_eq!(parse_ns_uuid(&[0u8; 4096]), None);
 
         let mut l = [0u8; 4096];
         l[0..4].copy_from_slice(&1u32.to_le_bytes());

@@ -155,6 +155,8 @@ pub const CNS_NS: u8 = 0x00;
 pub const CNS_CTRLR: u8 = 0x01;
 /// Identify CNS: active namespace ID list.
 pub const CNS_ACTIVE_NS: u8 = 0x02;
+/// Identify CNS: namespace identification descriptor list.
+pub const CNS_NS_DESC: u8 = 0x03;
 
 /// Builds a Read or Write (`opc`) of `nlb` blocks (1..=65536) at `slba`.
 pub fn rw(opc: u8, nsid: u32, slba: u64, nlb: u32) -> Sqe {

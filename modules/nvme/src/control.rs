@@ -478,7 +478,10 @@ fn finish_attach(
         let max_blocks = (ctrlr.driver.max_transfer() / ns.block_size as usize).max(1) as u32;
         props.optimal_io_boundary = max_blocks;
         props.split_on_optimal_io_boundary = true;
-        if ns.nguid != [0; 16] {
+        // The namespace's UUID, else its NGUID, else a random one.
+        if ns.uuid != [0; 16] {
+            props.uuid = Some(Uuid(ns.uuid));
+        } else if ns.nguid != [0; 16] {
             props.uuid = Some(Uuid(ns.nguid));
         }
         let backend = Arc::new(NsBackend {

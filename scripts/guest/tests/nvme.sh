@@ -14,6 +14,20 @@ cat > /tmp/nvme.json <<EOF
  {"method":"bdev_nvme_attach_controller","params":{"name":"Nvme0","trtype":"PCIe","traddr":"$NVME_BDF"}}]}]}
 EOF
 B="ferrite bench -c /tmp/nvme.json -m 0x1"
+# guest.hostraid=NAME: the host put a raid superblock (CRC-checked) on namespace 3; attaching
+# the controller must read it through the driver and the raid module must find the raid.
+HOSTRAID=$(param hostraid)
+if [ -n "$HOSTRAID" ]; then
+  ferrite tgt -c /tmp/nvme.json -r /tmp/h.sock > /tmp/h.out 2>&1 &
+  HP=$!
+  for _ in $(seq 300); do [ -S /tmp/h.sock ] && break; sleep 0.1; done
+  ferrite rpc -s /tmp/h.sock bdev_raid_get_bdevs --category all > /tmp/raid.out 2>&1
+  kill $HP; wait $HP
+  for _ in $(seq 100); do [ -S /tmp/h.sock ] || break; sleep 0.1; done
+  if grep -q "\"$HOSTRAID\"" /tmp/raid.out && grep -q Nvme0n3 /tmp/raid.out; then pass host-pattern; else
+    fail host-pattern "raid '$HOSTRAID' not assembled from namespace 3"
+    tail -n 20 /tmp/raid.out /tmp/h.out | sed 's/^/GUEST: INFO   /'; fi
+fi
 check verify-qd1 $B -T Nvme0n1 -q 1 -o 4096 -w verify -t 2
 check verify-deep $B -T Nvme0n1 -q 256 -o 4096 -w verify -t 3
 check verify-prp-list $B -T Nvme0n2 -q 8 -o 131072 -w verify -t 3
