@@ -104,8 +104,8 @@ fn packed_ring() {
     let sock = create_ctrlr(&t, &dir, "Malloc0", false, true);
     let mut dev = VhostBlk::new(&sock);
     dev.packed = true;
-    let spec = blk_spec(&dev, "size,pattern,fio", size);
-    boot_and_check(&img, &t, &spec, &["size", "pattern", "fio"]);
+    let spec = blk_spec(&dev, "packed,size,pattern,fio", size);
+    boot_and_check(&img, &t, &spec, &["packed", "size", "pattern", "fio"]);
 }
 
 #[test]
@@ -126,23 +126,43 @@ fn start_persisted(dir: &TempDir, name: &str) -> Target {
     start_target(dir, name, &["--persist", &persist])
 }
 
-/// Waits until the guest's fio has gone on for `d`, panicking if it finished already (the run
-/// would be too short to test recovery).
+/// Lets the guest's fio loop run for `d`, then checks it is still running and has not failed.
 fn during_fio(g: &Guest, d: Duration) {
     std::thread::sleep(d);
     let c = g.console();
     assert!(
         !c.iter()
-            .any(|l| l.contains("GUEST: PASS fio") || l.contains("GUEST: FAIL")),
-        "fio ended before the restarts were done (make guest.fio_mb larger):\n{}",
+            .any(|l| l.contains("GUEST: PASS fioloop") || l.contains("GUEST: FAIL")),
+        "the guest's fio loop ended early:\n{}",
         guest::tail(&c, 40)
     );
 }
 
+/// The number of fio runs the guest has completed.
+fn fio_runs(g: &Guest) -> usize {
+    g.console()
+        .iter()
+        .filter(|l| l.contains("GUEST: INFO fio run"))
+        .count()
+}
+
 #[test]
-fn live_recovery_sigkill_and_graceful_restart() {
+fn live_recovery_sigkill() {
+    recovery("gvb-kill", libc::SIGKILL, 3);
+}
+
+#[test]
+fn live_recovery_graceful_restart() {
+    recovery("gvb-term", libc::SIGTERM, 2);
+}
+
+/// A guest runs fio verify loops on a file-backed controller (QEMU reconnects) while the target
+/// is stopped with `sig` (SIGKILL, or SIGTERM: a graceful exit with status 0) and restarted
+/// from its persisted config `restarts` times, 1.5 s of guest I/O apart; then one whole fio run
+/// must complete, and no run may fail.
+fn recovery(tag: &str, sig: i32, restarts: usize) {
     let img = guest::image(&[]);
-    let dir = TempDir::new("gvb-recover");
+    let dir = TempDir::new(tag);
     let disk = dir.join("disk.img");
     let size: u64 = 512 << 20;
     std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
@@ -154,31 +174,62 @@ fn live_recovery_sigkill_and_graceful_restart() {
     let sock = create_ctrlr(&t, &dir, "Aio0", false, false);
     let mut dev = VhostBlk::new(&sock);
     dev.reconnect = true;
-    let mut spec = blk_spec(&dev, "size,fio", size).param("fio_mb", 256);
-    spec.timeout = Duration::from_secs(240);
+    // Back-to-back 16 MiB fio verify runs until the host writes the stop marker.
+    let mut spec = blk_spec(&dev, "size,fioloop", size).param("fio_mb", 16);
+    spec.timeout = Duration::from_secs(180);
     let t0 = Instant::now();
     let mut g = spec.boot(&img);
     g.wait_line("GUEST: INFO fio started", Duration::from_secs(60));
-    for i in 1..=3 {
+    for i in 1..=restarts {
         during_fio(&g, Duration::from_millis(1500));
-        t.kill9();
-        eprintln!("SIGKILL {i} at {:?}", t0.elapsed());
+        if sig == libc::SIGKILL {
+            t.kill9();
+        } else {
+            t.signal(sig);
+            let code = t.exit_code(Duration::from_secs(30));
+            assert_eq!(code, 0, "graceful shutdown:\n{}", t.log_text());
+        }
+        eprintln!("signal {sig} ({i}) at {:?}", t0.elapsed());
         t = start_persisted(&dir, &format!("tgt{i}"));
         assert_restored(&t, &sock);
     }
-    during_fio(&g, Duration::from_millis(1500));
-    t.signal(libc::SIGTERM);
-    let code = t.exit_code(Duration::from_secs(30));
-    assert_eq!(code, 0, "graceful shutdown:\n{}", t.log_text());
-    eprintln!("SIGTERM at {:?}", t0.elapsed());
-    t = start_persisted(&dir, "tgt4");
-    assert_restored(&t, &sock);
+    // One more whole fio run after the last restart, then stop the loop.
+    let runs = fio_runs(&g);
+    let want = format!("GUEST: INFO fio run {} ok", runs + 2);
+    if let Err(e) = g.try_wait_line(&want, Duration::from_secs(60)) {
+        panic!(
+            "guest I/O did not go on after the restarts: {e}\n{}",
+            target_logs(&dir)
+        );
+    }
+    eprintln!("{} fio runs by {:?}; stopping", runs + 2, t0.elapsed());
+    stop_marker(&disk);
     let run = g.finish();
     if !(run.failed.is_empty() && run.exit == Some(0)) {
-        eprintln!("target log:\n{}", t.log_text());
+        eprintln!("{}", target_logs(&dir));
     }
-    run.assert_passed(&["size", "fio"]);
+    run.assert_passed(&["size", "fioloop"]);
     eprintln!("live recovery run took {:?}", t0.elapsed());
+}
+
+/// The last lines of each target incarnation's log (tgt0.log, tgt1.log, ..).
+fn target_logs(dir: &TempDir) -> String {
+    let mut out = String::new();
+    for n in dir.list().iter().filter(|n| n.ends_with(".log")) {
+        let text = std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        out.push_str(&format!("--- {n}:\n{}\n", guest::tail(&lines, 25)));
+    }
+    out
+}
+
+/// Writes the guest's stop marker into the first bytes of the backing file (the target has no
+/// cache; the guest reads the disk with O_DIRECT).
+fn stop_marker(disk: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    f.write_all_at(b"FE-STOP!", 0).unwrap();
+    f.sync_all().unwrap();
 }
 
 /// The restarted target (ready: its config is applied) lists the controller again and its

@@ -264,18 +264,26 @@ impl Guest {
     /// Waits (up to `limit`, and never past the guest's deadline) for a console line containing
     /// `needle`; panics with the console if it does not come or QEMU exits first.
     pub fn wait_line(&mut self, needle: &str, limit: Duration) {
+        if let Err(e) = self.try_wait_line(needle, limit) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Guest::wait_line`], but returns the failure (with the console tail) instead.
+    pub fn try_wait_line(&mut self, needle: &str, limit: Duration) -> Result<(), String> {
         let deadline = (Instant::now() + limit).min(self.deadline);
         loop {
             if self.console().iter().any(|l| l.contains(needle)) {
-                return;
+                return Ok(());
             }
             let exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
-            assert!(
-                !exited && Instant::now() < deadline,
-                "guest console never showed {needle:?} ({}):\n{}",
-                if exited { "QEMU exited" } else { "timed out" },
-                tail(&self.console(), 60)
-            );
+            if exited || Instant::now() >= deadline {
+                return Err(format!(
+                    "guest console never showed {needle:?} ({}):\n{}",
+                    if exited { "QEMU exited" } else { "timed out" },
+                    tail(&self.console(), 60)
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

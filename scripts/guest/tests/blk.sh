@@ -8,8 +8,13 @@
 #     pattern  8 MiB random pattern written at 16 MiB (O_DIRECT) reads back identical
 #     fio      fio crc32c-verified 4 KiB random writes, guest.fio_mb=MiB (default 32) at 64 MiB
 #     ro       the disk is read-only: writes fail, reads work
+#     packed   the device negotiated the packed ring (VIRTIO_F_RING_PACKED, feature bit 34)
 #     discard  a discarded 1 MiB range (after a pattern) reads back as zeroes
 #     zeroes   a write-zeroes (BLKZEROOUT) 1 MiB range (after a pattern) reads back as zeroes
+#     fioloop  fio runs as in "fio" (guest.fio_mb each, offsets rotating over 64..320 MiB) one
+#              after another until the disk's first 8 bytes read "FE-STOP!" (the host writes
+#              them into the backing file) or guest.fio_runs=N runs (default 100); each run
+#              prints "GUEST: INFO fio run I ok", the first "GUEST: INFO fio started"
 #   The fio check prints "GUEST: INFO fio started" when it starts (the host may act on it).
 . /tests/lib.sh
 DEV=$(param dev vda); D=/dev/$DEV; Q=/sys/block/$DEV/queue
@@ -47,12 +52,29 @@ for c in $(param checks size,pattern,fio | tr ',' ' '); do
       --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --do_verify=1 --verify_fatal=1 \
       --exitall_on_error=1
     grep -E 'err=|WRITE:|READ:' /tmp/check.out | sed 's/^ */GUEST: INFO fio: /' ;;
+  fioloop)
+    N=$(param fio_mb 16); MAX=$(param fio_runs 100); i=0; ok=1
+    info "fio started ${N}MiB per run"
+    while [ $i -lt "$MAX" ]; do
+      i=$((i + 1))
+      if ! fio --name=verify --filename=$D --rw=randwrite --bs=4k --size=${N}M \
+          --offset=$((64 + (i % 16) * 16))M --ioengine=libaio --iodepth=16 --direct=1 \
+          --verify=crc32c --do_verify=1 --verify_fatal=1 --exitall_on_error=1 > /tmp/f.out 2>&1; then
+        fail fioloop "run $i failed"; tail -n 15 /tmp/f.out | sed 's/^/GUEST: INFO   /'; ok=0; break
+      fi
+      info "fio run $i ok"
+      [ "$(dd if=$D bs=4096 count=1 iflag=direct 2>/dev/null | head -c 8)" = FE-STOP! ] && break
+    done
+    [ $ok = 1 ] && pass fioloop "$i runs" ;;
   ro)
     [ "$(cat /sys/block/$DEV/ro)" = 1 ] && pass ro-flag || fail ro-flag "/sys/block/$DEV/ro is not 1"
     if dd if=/dev/zero of=$D bs=4k count=1 seek=100 oflag=direct 2>/tmp/e; then
       fail ro-write "a write succeeded on a read-only disk"
     else pass ro-write "refused: $(tail -1 /tmp/e)"; fi
     dd if=$D of=/dev/null bs=1M count=4 iflag=direct 2>/tmp/e && pass ro-read || fail ro-read "$(tail -1 /tmp/e)" ;;
+  packed)
+    F=$(cat /sys/block/$DEV/device/features 2>/dev/null)
+    [ "$(echo "$F" | cut -c35)" = 1 ] && pass packed "features=$F" || fail packed "VIRTIO_F_RING_PACKED not negotiated: features=$F" ;;
   discard)
     [ "$(cat $Q/discard_max_bytes)" -gt 0 ] || { fail discard "device advertises no discard"; continue; }
     put_pattern 8 1 >/dev/null || { fail discard "pattern write failed"; continue; }
