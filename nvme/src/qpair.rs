@@ -242,8 +242,7 @@ impl QueuePair {
             self.stats.full += 1;
             return Err(SubmitError::Full);
         }
-        let cid = self.prepare(cmd, dir, segs, cookie, now, false)?;
-        Ok(cid)
+        self.prepare(cmd, dir, segs, cookie, now)
     }
 
     /// Submits a fused Compare (`first`, data `cmp`) + Write (`second`, data `data`) pair;
@@ -268,8 +267,8 @@ impl QueuePair {
             self.stats.full += 1;
             return Err(SubmitError::Full);
         }
-        let a = self.prepare(first, DataDir::ToDevice, cmp, cookie, now, true)?;
-        let b = match self.prepare(second, DataDir::ToDevice, data, cookie, now, true) {
+        let a = self.prepare(first, DataDir::ToDevice, cmp, cookie, now)?;
+        let b = match self.prepare(second, DataDir::ToDevice, data, cookie, now) {
             Ok(b) => b,
             Err(e) => {
                 // The first entry is already in the ring (not yet rung): take it back.
@@ -291,7 +290,6 @@ impl QueuePair {
         segs: I,
         cookie: u64,
         now: u64,
-        fused: bool,
     ) -> std::result::Result<u16, SubmitError>
     where
         I: Iterator<Item = (*const u8, usize)> + Clone,
@@ -366,8 +364,6 @@ impl QueuePair {
         slot.busy = true;
         slot.cookie = cookie;
         slot.submit_tick = now;
-        slot.silent = false;
-        let _ = fused;
         self.slots[cid as usize] = slot;
         cmd.set_cid(cid);
         // SAFETY: sq_tail < entries; the entry is free (checked by the caller) and the

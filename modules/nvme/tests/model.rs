@@ -380,3 +380,44 @@ fn zero_alloc(h: &mut Harness, ch: &BdevChannel) {
         h.poll_thread(1);
     }
 }
+
+#[test]
+fn attach_rejects_bad_parameters_with_clear_errors() {
+    let mut h = Harness::new(1, 3);
+    let errs: Arc<Mutex<Vec<String>>> = Arc::default();
+    for (trtype, traddr) in [
+        ("TCP", "0000:00:04.0"),
+        ("PCIe", "0000:00:04"),
+        ("pcie", "ffff:ff:1f.7"),
+    ] {
+        let e = errs.clone();
+        h.on(0, move || {
+            ferrite_bdev_nvme::attach(
+                AttachParams {
+                    name: "Bad".into(),
+                    trtype: trtype.into(),
+                    traddr: traddr.into(),
+                    num_io_queues: None,
+                },
+                move |r| e.lock().unwrap().push(r.unwrap_err().to_string()),
+            )
+        });
+    }
+    for _ in 0..2000 {
+        if errs.lock().unwrap().len() == 3 {
+            break;
+        }
+        h.poll_all();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let e = errs.lock().unwrap().clone();
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].contains("only PCIe"), "{}", e[0]);
+    assert!(e[1].contains("invalid PCI address"), "{}", e[1]);
+    assert!(
+        e[2].contains("not found") && e[2].contains("ferrite setup"),
+        "{}",
+        e[2]
+    );
+    assert!(ferrite_bdev_nvme::lookup("Bad").is_none());
+}
