@@ -63,6 +63,7 @@ pub struct NvmeCtrlr {
     pub(crate) driver: Controller,
     pub(crate) device: IoDevice<CtrlrChannel>,
     state: AtomicU8,
+    resets: std::sync::atomic::AtomicU64,
     app: ThreadHandle,
     namespaces: Mutex<Vec<(u32, String)>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -101,6 +102,10 @@ impl NvmeCtrlr {
     }
     fn set_state(&self, s: CtrlrState) {
         self.state.store(s as u8, Ordering::Release);
+    }
+    /// Completed controller resets.
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Relaxed)
     }
     /// The driver's controller.
     pub fn driver(&self) -> &Controller {
@@ -161,6 +166,7 @@ impl NvmeCtrlr {
                 "namespaces": self.namespaces.lock().unwrap_or_else(|p| p.into_inner())
                     .iter().map(|(id, b)| json!({"nsid": id, "bdev": b})).collect::<Vec<_>>(),
                 "errors": self.errors(),
+                "resets": self.resets(),
             }
         })
     }
@@ -461,6 +467,7 @@ fn finish_attach(
                 CtrlrChannel::new(w.upgrade().unwrap_or_else(unreachable_ctrlr))
             }),
             state: AtomicU8::new(CtrlrState::Enabled as u8),
+            resets: Default::default(),
             app: app.clone(),
             namespaces: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
@@ -674,6 +681,7 @@ pub fn reset(c: &Arc<NvmeCtrlr>, done: impl FnOnce(ferrite_bdev::Result<()>) + S
                                 }
                             },
                             move || {
+                                c4.resets.fetch_add(1, Ordering::Relaxed);
                                 c4.set_state(CtrlrState::Enabled);
                                 tracing::info!("nvme controller '{}' reset", c4.name);
                                 done(Ok(()));

@@ -268,6 +268,7 @@ fn bdevs_io_reset_detach_on_the_model() {
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
     assert_eq!(*reset_done.lock().unwrap(), Some(true));
+    assert_eq!(c.resets(), 1);
     model.set_auto(true);
     let mut got = Vec::new();
     for _ in 0..100_000 {
