@@ -45,7 +45,13 @@ fn attach(h: &mut Harness, model: &Arc<Model>, name: &'static str) {
 }
 
 /// Submits one read that the (non-executing) model holds, then polls until it completes.
-fn held_read(h: &mut Harness, model: &Model, bdev: &str, step_after: Option<Duration>) -> IoStatus {
+/// `step_when(executed at submission)` says when the model may execute what it holds.
+fn held_read(
+    h: &mut Harness,
+    model: &Model,
+    bdev: &str,
+    step_when: &dyn Fn(u64) -> bool,
+) -> IoStatus {
     let desc = h.on(1, || Desc::open(bdev, true, |_| {}).unwrap());
     let ch = h.on(1, || desc.channel().unwrap());
     let buf = DmaBuf::get(4096).unwrap().unwrap();
@@ -62,6 +68,7 @@ fn held_read(h: &mut Harness, model: &Model, bdev: &str, step_after: Option<Dura
         };
         ch.submit(io);
     });
+    let base = model.executed();
     let start = std::time::Instant::now();
     loop {
         if let Some(s) = DONE.lock().unwrap().pop() {
@@ -73,7 +80,7 @@ fn held_read(h: &mut Harness, model: &Model, bdev: &str, step_after: Option<Dura
             start.elapsed() < Duration::from_secs(20),
             "I/O never completed"
         );
-        if step_after.is_some_and(|d| start.elapsed() > d) {
+        if step_when(base) {
             model.set_auto(true);
             model.step();
         }
@@ -96,14 +103,9 @@ fn timed_out_commands_are_aborted_or_reset() {
     // next execution completes it as "Command Abort Requested".
     let model = Model::new(ModelConfig::default());
     attach(&mut h, &model, "T0");
-    let model2 = model.clone();
-    let stepper = std::thread::spawn(move || {
-        // Execute queued commands only after the abort had time to be sent.
-        std::thread::sleep(Duration::from_millis(200));
-        model2.step();
-    });
-    let st = held_read(&mut h, &model, "T0n1", None);
-    stepper.join().unwrap();
+    // Execute queued commands only once the Abort (admin commands run at once) arrived.
+    let m2 = model.clone();
+    let st = held_read(&mut h, &model, "T0n1", &move |base| m2.executed() > base);
     assert_eq!(st, IoStatus::Failed);
     let c = ferrite_bdev_nvme::lookup("T0").unwrap();
     assert_eq!(
@@ -121,10 +123,11 @@ fn timed_out_commands_are_aborted_or_reset() {
     let model_b = Model::new(ModelConfig::default());
     attach(&mut h, &model_b, "T1");
     // The held read is failed back by the reset and resubmitted; the model executes it once
-    // the reset is over (after 500 ms here).
-    let st = held_read(&mut h, &model_b, "T1n1", Some(Duration::from_millis(500)));
-    assert_eq!(st, IoStatus::Success);
+    // the reset is over.
     let c = ferrite_bdev_nvme::lookup("T1").unwrap();
+    let c2 = c.clone();
+    let st = held_read(&mut h, &model_b, "T1n1", &move |_| c2.resets() >= 1);
+    assert_eq!(st, IoStatus::Success);
     assert_eq!(c.state(), ferrite_bdev_nvme::CtrlrState::Enabled);
     assert!(c.resets() >= 1, "the timeout reset the controller");
     assert_eq!(ferrite_bdev_nvme::lookup("T0").unwrap().resets(), 0);
