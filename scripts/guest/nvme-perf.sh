@@ -15,6 +15,6 @@ truncate -s 256M "$IMG"
 timeout $((SECS * 4 + 240)) qemu-system-x86_64 -accel tcg -M q35 -cpu max \
   -bios /usr/share/qemu/qboot.rom -smp 1 -m 768M -device intel-iommu \
   -display none -serial stdio -monitor none -no-reboot -kernel "$KERNEL" -initrd "$INITRD" \
-  -append "console=ttyS0 quiet panic=-1 intel_iommu=on guest.test=vfio guest.then=nvme-perf guest.hugepages=16 guest.secs=$SECS" \
+  -append "console=ttyS0 quiet panic=-1 intel_iommu=on no_timer_check guest.test=vfio guest.then=nvme-perf guest.hugepages=16 guest.secs=$SECS" \
   -drive "file=$IMG,if=none,id=nvm0,format=raw" -device nvme,serial=fe0001,drive=nvm0 \
   < /dev/null | grep -a 'GUEST'
