@@ -1,4 +1,5 @@
-//! `ferrite`: the storage target (`tgt`, the default), its RPC client (`rpc`).
+//! `ferrite`: the storage target (`tgt`, the default), its RPC client (`rpc`), the benchmark
+//! (`bench`) and NVMe device setup (`setup`).
 //!
 //! With no arguments at all, `ferrite` starts the target on an embedded default configuration.
 
@@ -9,6 +10,7 @@ mod framework_rpc;
 mod logging;
 mod modules;
 mod rpc_client;
+mod setup;
 mod tgt;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,8 @@ enum Cmd {
     Tgt(tgt::TgtOptions),
     /// Call a JSON-RPC method on a running target.
     Rpc(rpc_client::RpcOptions),
+    /// NVMe devices for the userspace driver: list, bind to vfio-pci, unbind.
+    Setup(setup::SetupOptions),
     /// Benchmark bdevs (bdevperf's options; `ferrite bench --help`).
     #[command(disable_help_flag = true)]
     Bench {
@@ -58,6 +62,7 @@ fn main() {
             tgt::run(o, plain)
         }
         Some(Cmd::Rpc(o)) => rpc_client::run(o),
+        Some(Cmd::Setup(o)) => setup::run(o),
         Some(Cmd::Bench { args }) if args.iter().any(|a| a == "-z") => bench_server::run(&args),
         Some(Cmd::Bench { args }) => bench_cmd::run(args),
     };
