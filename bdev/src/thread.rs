@@ -49,6 +49,9 @@ pub(crate) struct BdevThread {
     buf_cache: [RefCell<Vec<usize>>; 2],
     pub(crate) buf_waiters: RefCell<VecDeque<Box<BdevIo>>>,
     pub(crate) retry: RefCell<Vec<ChanPtr>>,
+    /// The retry list's twin: swapped with it every poll so that taking the list keeps its
+    /// capacity (no allocation per poll while a backend keeps answering NOMEM).
+    retry_spare: RefCell<Vec<ChanPtr>>,
     poller: RefCell<Option<PollerHandle>>,
     pub(crate) zombies: RefCell<Vec<Box<crate::channel::ChannelState>>>,
     split_scratch: RefCell<Vec<Box<BdevIo>>>,
@@ -190,7 +193,8 @@ fn drain() -> usize {
         // Channels whose NOMEM retry was scheduled before this poll: retried at its end, so
         // that I/O parked during this poll stays parked (and abortable) until the next one
         // instead of bouncing off the backend in a tight loop.
-        let retry_chans: Vec<_> = std::mem::take(&mut *t.retry.borrow_mut());
+        let mut retry_chans = std::mem::take(&mut *t.retry_spare.borrow_mut());
+        std::mem::swap(&mut retry_chans, &mut *t.retry.borrow_mut());
         // Channel completion queues first, in the order they became ready; completions may
         // make more channels ready (stacked bdevs), handled in the next round (bounded).
         for _ in 0..READY_ROUNDS {
@@ -239,9 +243,10 @@ fn drain() -> usize {
             }
         }
         // Channels with I/O that a module refused for lack of resources.
-        for ch in retry_chans {
+        for ch in retry_chans.drain(..) {
             work += crate::channel::retry_nomem(ch.0);
         }
+        *t.retry_spare.borrow_mut() = retry_chans;
         if !t.retry.borrow().is_empty() {
             work += 1; // retries due next poll: not idle
         }
