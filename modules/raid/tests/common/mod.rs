@@ -356,3 +356,5 @@ pub fn call(
     let r = slot.lock().unwrap().take();
     r.unwrap()
 }
+
+pub mod restart;
