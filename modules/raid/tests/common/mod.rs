@@ -357,4 +357,5 @@ pub fn call(
     r.unwrap()
 }
 
+pub mod mirror;
 pub mod restart;
