@@ -4,10 +4,11 @@
 //!
 //! # Layout of the crate
 //!
-//! - `control`: the raid list, create/delete, claims (exclusive-write, module "raid"),
-//!   configuration into a bdev, member removal (RPC, hot-remove, I/O failure → degraded) and
-//!   addition (rebuild), examine (by name from configuration, by superblock from disk),
-//!   teardown, JSON views, `save_config`; `control/assemble.rs`: degraded start once examine
+//! - `control` (a folder, one file per topic, listed in `control/mod.rs`): the raid list,
+//!   create/delete, claims (exclusive-write, module "raid"), configuration into a bdev,
+//!   member removal (RPC, hot-remove, I/O failure → degraded) and addition (rebuild), examine
+//!   (by name from configuration, by superblock from disk), teardown, JSON views,
+//!   `save_config`; `control/assemble.rs`: degraded start once examine
 //!   settles, returning members and their queue. State changes of one raid run as serialized
 //!   *operations* (several have asynchronous steps: quiesce, superblock writes, channel walks).
 //! - `superblock`: the on-disk format and its validation (nothing read from disk is trusted).
@@ -15,7 +16,8 @@
 //! - `io`: per-thread channel state, member masks, the write-intent bitmap, and the fan-out of
 //!   a parent I/O into children on the members.
 //! - `raid0`, `concat`, `raid1`, `raid5f`: the data path of each level.
-//! - `rebuild`: the rebuild state machine (raid1 copies, raid5f reconstructs).
+//! - `rebuild`: the rebuild state machine (raid1 copies, raid5f reconstructs);
+//!   `rebuild/machine.rs` holds its transitions, `rebuild/window.rs` the steps on one window.
 //! - `rpc`: `bdev_raid_create`, `bdev_raid_delete`, `bdev_raid_get_bdevs`,
 //!   `bdev_raid_add_base_bdev`, `bdev_raid_remove_base_bdev`, `bdev_raid_set_options`.
 //!

@@ -356,3 +356,6 @@ pub fn call(
     let r = slot.lock().unwrap().take();
     r.unwrap()
 }
+
+pub mod mirror;
+pub mod restart;

@@ -1,0 +1,124 @@
+//! Writing the superblock to the members.
+
+use super::*;
+
+/// Writes the current superblock (sequence number + 1) to every member that is not being
+/// removed.
+pub(super) fn write_sb(raid: &Arc<Raid>, then: impl FnOnce(Result<()>) + Send + 'static) {
+    write_sb_incl(raid, None, then)
+}
+
+/// As [`write_sb`], and also to the member of slot `departing` although it is being removed
+/// (its own copy then records it as having left, so that it never assembles the raid alone
+/// with stale data).
+pub(super) fn write_sb_incl(
+    raid: &Arc<Raid>,
+    departing: Option<usize>,
+    then: impl FnOnce(Result<()>) + Send + 'static,
+) {
+    let (template, targets) = {
+        let mut st = raid.st();
+        st.seq += 1;
+        // A member recorded as tracked needs a valid bitmap on disk: write one now (its
+        // absence only costs a full rebuild later, never a wrong resync).
+        if let Some(sh) = st.shared.as_ref().filter(|sh| sh.wib.persisted()) {
+            if st.slots.iter().any(|s| s.away.is_some()) {
+                sh.wib_persist_request();
+            }
+        }
+        let members = st
+            .slots
+            .iter()
+            .map(|s| {
+                let rebuilding = s.sb_state == MemberState::Rebuilding;
+                let member = s.desc.is_some() || s.expected || rebuilding;
+                SbMember {
+                    uuid: if member {
+                        s.uuid
+                    } else if s.sb_state == MemberState::Missing {
+                        s.left
+                    } else {
+                        None
+                    },
+                    data_offset: s.data_offset,
+                    data_size: s.data_size,
+                    state: s.sb_state,
+                    rebuilt: if rebuilding { s.rebuilt } else { 0 },
+                    tracked: s.sb_state == MemberState::Missing
+                        && s.away.is_some()
+                        && st.wib_persist,
+                }
+            })
+            .collect();
+        let sb = Superblock {
+            uuid: raid.uuid,
+            name: raid.name.clone(),
+            seq: st.seq,
+            num_blocks: st.num_blocks,
+            block_size: st.block_size,
+            level: raid.level,
+            strip_blocks: st.strip_blocks,
+            slot: 0,
+            members,
+        };
+        let targets: Vec<(usize, Arc<Desc>)> = st
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| !s.removing || departing == Some(*i))
+            .filter_map(|(i, s)| s.desc.clone().map(|d| (i, d)))
+            .collect();
+        (sb, targets)
+    };
+    let n = template.members.len();
+    let bs = template.block_size;
+    let len = (sbk::blocks_for(n, bs) * u64::from(bs)) as usize;
+    let mut ops = Vec::with_capacity(targets.len());
+    for (i, d) in targets {
+        let ch = match d.channel() {
+            Ok(c) => c,
+            Err(e) => return then(Err(e)),
+        };
+        let mut buf = match DmaBuf::get(len) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return then(Err(BdevError::new(
+                    ErrorKind::NoMemory,
+                    "no buffer for the superblock",
+                )))
+            }
+            Err(e) => return then(Err(e)),
+        };
+        let mut sb = template.clone();
+        sb.slot = i as u32;
+        sb.encode(buf.as_mut_slice());
+        ops.push(CtlOp {
+            ch,
+            write: true,
+            offset: 0,
+            buf,
+            flush: false,
+        });
+    }
+    let name = raid.name.clone();
+    let seq = template.seq;
+    crate::ctlio::submit(ops, move |res| {
+        let bad: Vec<String> = res
+            .iter()
+            .filter(|r| r.status != IoStatus::Success)
+            .map(|r| r.ch.bdev().name().to_string())
+            .collect();
+        if bad.is_empty() {
+            tracing::debug!("raid '{name}': superblock seq {seq} written");
+            then(Ok(()))
+        } else {
+            then(Err(BdevError::new(
+                ErrorKind::Io,
+                format!(
+                    "raid '{name}': superblock write failed on {}",
+                    bad.join(", ")
+                ),
+            )))
+        }
+    });
+}

@@ -1,0 +1,329 @@
+//! Superblocks, assembly policy: degraded start once examine settles (raid1, raid5f; never
+//! raid0), returning members (waiting their turn behind a rebuild), and the persisted
+//! write-intent bitmap across a restart.
+//!
+//! The rebuild window (`bdev_raid_set_options`) is global to the process: every test here
+//! that depends on it sets 16 KiB, and none sets anything else.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::restart::*;
+use common::*;
+use ferrite_bdev::IoStatus;
+use ferrite_raid::{MemberState, RebuildState};
+use ferrite_reactor::harness::Harness;
+
+#[test]
+fn absent_member_starts_degraded_once_examine_settles_and_returns_with_a_resync() {
+    let mut h = Harness::new(2, 36);
+    setup(&mut h);
+    let d = disks(&mut h, "P6d", 2);
+    create(&mut h, "P6", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let data = noise(6, data_blocks as usize * BS);
+    fill(&mut h, "P6", &data);
+    let seq_before = sb_of(&d.disks[1], d.uuids[1]).seq;
+    shutdown(&mut h, "P6", &d);
+
+    // Only member 0: configuring while examine goes on, degraded once it has settled (and
+    // the waiter runs only once the raid bdev is registered).
+    register(&mut h, &d, 0);
+    assert_eq!(info("P6").unwrap()["state"], "configuring");
+    assert!(
+        settle(&mut h, "P6"),
+        "the waiter ran before the raid was registered"
+    );
+    let v = info("P6").unwrap();
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(v["num_base_bdevs_operational"], 1, "{v}");
+    let sb = sb_of(&d.disks[0], d.uuids[0]);
+    assert!(sb.seq > seq_before, "{sb:?}");
+    assert_eq!(sb.members[1].state, MemberState::Missing);
+    assert_eq!(sb.members[1].uuid, Some(d.uuids[1]));
+    // Settling again changes nothing.
+    assert!(settle(&mut h, "P6"));
+    // Degraded writes to two 64 KiB regions.
+    let (desc, ch) = io_channel(&mut h, "P6");
+    let arena = Arena::default();
+    let mut model = data.clone();
+    for (off, seed) in [(0u64, 61u64), (1000, 62)] {
+        let w = noise(seed, 10 * BS);
+        model[off as usize * BS..(off as usize + 10) * BS].copy_from_slice(&w);
+        write(&mut h, &ch, &arena, off, w);
+    }
+    close(&mut h, desc, ch);
+
+    // Member 1 appears (older superblock, still listing itself in sync): taken back with a
+    // resync of exactly the two regions written without it.
+    register(&mut h, &d, 1);
+    run_until(&mut h, "resync", || {
+        ferrite_raid::rebuild_state("P6").is_none() && ferrite_raid::last_rebuild("P6").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("P6").unwrap();
+    assert_eq!(rep.error, None);
+    assert!(rep.resync, "{rep:?}");
+    assert_eq!(rep.copied_blocks, 2 * 128, "{rep:?}");
+    let v = info("P6").unwrap();
+    assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
+    for i in 0..2 {
+        assert_eq!(d.disks[i].read(OFF, data_blocks), model, "member {i}");
+        let sb = sb_of(&d.disks[i], d.uuids[i]);
+        assert!(
+            sb.members
+                .iter()
+                .all(|m| m.state == MemberState::Configured),
+            "{sb:?}"
+        );
+    }
+
+    // Removed by RPC: its own superblock says it left, so alone it assembles nothing (its
+    // data is stale), and next to member 0 it is not taken back silently.
+    let r = call(&mut h, |done| ferrite_raid::remove_base_bdev("P6d1", done));
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(
+        sb_of(&d.disks[1], d.uuids[1]).members[1].state,
+        MemberState::Missing
+    );
+    shutdown(&mut h, "P6", &d);
+    register(&mut h, &d, 1);
+    settle(&mut h, "P6");
+    assert!(
+        info("P6").is_none(),
+        "a member that left assembled the raid"
+    );
+    register(&mut h, &d, 0);
+    settle(&mut h, "P6");
+    let v = info("P6").unwrap();
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(v["num_base_bdevs_operational"], 1, "{v}");
+    shutdown(&mut h, "P6", &d);
+}
+
+#[test]
+fn raid0_missing_a_member_stays_configuring_after_examine_settles() {
+    let mut h = Harness::new(2, 37);
+    setup(&mut h);
+    let d = disks(&mut h, "P7d", 2);
+    create(&mut h, "P7", "raid0", 64, &d);
+    shutdown(&mut h, "P7", &d);
+    register(&mut h, &d, 1);
+    assert!(!settle(&mut h, "P7"));
+    let v = info("P7").unwrap();
+    assert_eq!(v["state"], "configuring", "{v}");
+    register(&mut h, &d, 0);
+    assert_eq!(info("P7").unwrap()["state"], "online");
+    shutdown(&mut h, "P7", &d);
+}
+
+#[test]
+fn persisted_bitmap_resyncs_a_member_after_restart_and_garbage_means_full_rebuild() {
+    let mut h = Harness::new(2, 38);
+    setup(&mut h);
+    let d = disks(&mut h, "P8d", 2);
+    create(&mut h, "P8", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let mut model = noise(8, data_blocks as usize * BS);
+    fill(&mut h, "P8", &model);
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("P8d1", done)).is_ok());
+    assert!(sb_of(&d.disks[0], d.uuids[0]).members[1].tracked);
+
+    // A write to a clean region waits until its bit is on disk: with member 0 holding its
+    // I/O, only the bitmap write has reached it.
+    let (desc, ch) = io_channel(&mut h, "P8");
+    let arena = Arena::default();
+    d.disks[0].hold.store(true, Ordering::SeqCst);
+    let w0 = noise(81, 10 * BS);
+    h.on(1, || write_at(&ch, &arena, 0, w0.clone(), 1));
+    h.run_until_idle();
+    assert_eq!(
+        d.disks[0].held(),
+        1,
+        "the data write went before its bitmap bit"
+    );
+    assert_eq!(done_count(), 0);
+    d.disks[0].hold.store(false, Ordering::SeqCst);
+    run_until(&mut h, "write", || done_count() == 1);
+    assert!(take_done().iter().all(|x| x.status == IoStatus::Success));
+    assert_eq!(
+        bitmap_byte(&d.disks[0]) & 1,
+        1,
+        "region 0 not marked on disk"
+    );
+    model[..10 * BS].copy_from_slice(&w0);
+    let w1 = noise(82, 10 * BS);
+    write(&mut h, &ch, &arena, 1000, w1.clone());
+    model[1000 * BS..1010 * BS].copy_from_slice(&w1);
+    assert_eq!(bitmap_byte(&d.disks[0]), 0b1000_0001);
+    close(&mut h, desc, ch);
+
+    // Restart: member 1 (removed by RPC) is not assembled; re-added, it is resynced from the
+    // bitmap loaded from disk: exactly the two regions.
+    shutdown(&mut h, "P8", &d);
+    register(&mut h, &d, 0);
+    register(&mut h, &d, 1);
+    settle(&mut h, "P8");
+    assert_eq!(info("P8").unwrap()["num_base_bdevs_operational"], 1);
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "P8", "P8d1", done
+    ))
+    .is_ok());
+    run_until(&mut h, "resync", || {
+        ferrite_raid::rebuild_state("P8").is_none() && ferrite_raid::last_rebuild("P8").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("P8").unwrap();
+    assert_eq!(rep.error, None);
+    assert!(rep.resync, "{rep:?}");
+    assert_eq!(rep.copied_blocks, 2 * 128, "{rep:?}");
+    for i in 0..2 {
+        assert_eq!(d.disks[i].read(OFF, data_blocks), model, "member {i}");
+    }
+    // Nobody away: the bitmap is cleared on disk too (lazily, by the next round).
+    run_until(&mut h, "bitmap cleared", || bitmap_byte(&d.disks[0]) == 0);
+
+    // Again, but the bitmap on disk is damaged: never trusted, a full rebuild.
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("P8d1", done)).is_ok());
+    let (desc, ch) = io_channel(&mut h, "P8");
+    let arena = Arena::default();
+    let w2 = noise(83, 8 * BS);
+    write(&mut h, &ch, &arena, 1500, w2.clone());
+    model[1500 * BS..1508 * BS].copy_from_slice(&w2);
+    close(&mut h, desc, ch);
+    shutdown(&mut h, "P8", &d);
+    // A bit of the region bytes (16 regions: two bytes) flipped.
+    d.disks[0].poke(64 * 1024 + 65, &[d.disks[0].read(128, 1)[65] ^ 0x20]);
+    register(&mut h, &d, 0);
+    register(&mut h, &d, 1);
+    settle(&mut h, "P8");
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "P8", "P8d1", done
+    ))
+    .is_ok());
+    run_until(&mut h, "rebuild", || {
+        ferrite_raid::rebuild_state("P8").is_none()
+            && ferrite_raid::last_rebuild("P8").is_some_and(|r| !r.resync)
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("P8").unwrap();
+    assert_eq!(rep.error, None);
+    assert_eq!(rep.copied_blocks, data_blocks, "{rep:?}");
+    for i in 0..2 {
+        assert_eq!(d.disks[i].read(OFF, data_blocks), model, "member {i}");
+    }
+    shutdown(&mut h, "P8", &d);
+}
+
+#[test]
+fn member_returning_during_a_rebuild_waits_its_turn() {
+    let mut h = Harness::new(2, 39);
+    setup(&mut h);
+    assert!(ferrite_raid::set_options(Some(16), None).is_ok());
+    let d = disks(&mut h, "P9d", 3);
+    create(&mut h, "P9", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let mut model = noise(9, data_blocks as usize * BS);
+    fill(&mut h, "P9", &model);
+    // Member 2 disappears (hot-remove: it may come back); member 1 is replaced by a new
+    // disk, whose rebuild is held at its first window.
+    unregister(&mut h, "P9d2");
+    assert_eq!(info("P9").unwrap()["num_base_bdevs_operational"], 2);
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("P9d1", done)).is_ok());
+    let (desc, ch) = io_channel(&mut h, "P9");
+    let arena = Arena::default();
+    let w = noise(91, 16 * BS);
+    write(&mut h, &ch, &arena, 300, w.clone());
+    model[300 * BS..316 * BS].copy_from_slice(&w);
+    let fresh = Disk::new(512, DISK_BLOCKS);
+    let f2 = fresh.clone();
+    h.on(0, move || {
+        register_disk("P9n", &f2, None);
+    });
+    h.run_until_idle();
+    ferrite_raid::set_rebuild_pause("P9", Some(RebuildState::Locking));
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "P9", "P9n", done
+    ))
+    .is_ok());
+    h.run_until_idle();
+    assert_eq!(
+        ferrite_raid::rebuild_state("P9"),
+        Some((RebuildState::Locking, true))
+    );
+    // Member 2 comes back in the middle: queued, not claimed yet.
+    register(&mut h, &d, 2);
+    assert!(ferrite_bdev::lookup("P9d2").unwrap().claim().is_none());
+    assert_eq!(info("P9").unwrap()["process"]["target"], "P9n");
+    // The rebuild goes on and finishes; then member 2's resync runs by itself.
+    ferrite_raid::set_rebuild_pause("P9", None);
+    ferrite_raid::resume_rebuild("P9");
+    run_until(&mut h, "both done", || {
+        ferrite_raid::rebuild_state("P9").is_none()
+            && ferrite_raid::last_rebuild("P9").is_some_and(|r| r.target == "P9d2")
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("P9").unwrap();
+    assert_eq!(rep.error, None);
+    assert!(rep.resync, "{rep:?}");
+    // Only the region written while it was away (16 blocks inside one 128-block region).
+    assert_eq!(rep.copied_blocks, 128, "{rep:?}");
+    let v = info("P9").unwrap();
+    assert_eq!(v["num_base_bdevs_operational"], 3, "{v}");
+    for (i, disk) in [&d.disks[0], &fresh, &d.disks[2]].iter().enumerate() {
+        assert_eq!(disk.read(OFF, data_blocks), model, "member {i}");
+    }
+    close(&mut h, desc, ch);
+    shutdown(&mut h, "P9", &d);
+    unregister(&mut h, "P9n");
+}
+
+#[test]
+fn raid5f_missing_a_member_starts_degraded_and_rebuilds_it_when_it_returns() {
+    let mut h = Harness::new(2, 40);
+    setup(&mut h);
+    let d = disks(&mut h, "PAd", 3);
+    create(&mut h, "PA", "raid5f", 4, &d);
+    // 2048 data blocks per member, strips of 8 blocks: stripes of 16 raid blocks.
+    let blocks = 2 * (DISK_BLOCKS - OFF);
+    let mut model = noise(10, blocks as usize * BS);
+    fill(&mut h, "PA", &model);
+    shutdown(&mut h, "PA", &d);
+    register(&mut h, &d, 0);
+    register(&mut h, &d, 2);
+    assert!(settle(&mut h, "PA"));
+    let v = info("PA").unwrap();
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
+    // Degraded: member 1's strips are reconstructed; full-stripe writes go on.
+    let (desc, ch) = io_channel(&mut h, "PA");
+    let arena = Arena::default();
+    let w = noise(101, 32 * BS);
+    write(&mut h, &ch, &arena, 64, w.clone());
+    model[64 * BS..96 * BS].copy_from_slice(&w);
+    assert!(read(&mut h, &ch, 0, blocks) == model);
+    // Member 1 comes back: rebuilt in full (raid5f keeps no bitmap), then read normally.
+    register(&mut h, &d, 1);
+    run_until(&mut h, "rebuild", || {
+        ferrite_raid::rebuild_state("PA").is_none() && ferrite_raid::last_rebuild("PA").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("PA").unwrap();
+    assert_eq!(rep.error, None);
+    assert_eq!(rep.copied_blocks, blocks, "{rep:?}");
+    assert_eq!(info("PA").unwrap()["num_base_bdevs_operational"], 3);
+    let before = d.disks[1].reads.load(Ordering::SeqCst);
+    assert!(read(&mut h, &ch, 0, blocks) == model);
+    assert!(d.disks[1].reads.load(Ordering::SeqCst) > before);
+    // Every stripe XORs to zero across the members.
+    let areas: Vec<Vec<u8>> = (0..3)
+        .map(|i| d.disks[i].read(OFF, DISK_BLOCKS - OFF))
+        .collect();
+    assert!((0..areas[0].len()).all(|i| areas[0][i] ^ areas[1][i] ^ areas[2][i] == 0));
+    close(&mut h, desc, ch);
+    shutdown(&mut h, "PA", &d);
+}
