@@ -12,10 +12,20 @@ use ferrite_vring::{Chain, ChainError, ErrorKind, RingBase, Vring, MAX_SEGS};
 
 const SIZE: u16 = 16;
 
-/// Offers `head` (whose descriptors the closure wrote), pops, expects `want`, completes the
-/// chain with 0 bytes, and checks the ring still serves a good chain.
+/// Offers `head` (whose descriptors the closure wrote), pops, expects `want` and no status
+/// hint, completes the chain with 0 bytes, and checks the ring still serves a good chain.
 fn check(setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver), want: ChainError) {
-    check_cfg(SIZE, true, setup, want)
+    check_cfg(SIZE, true, setup, want, None)
+}
+
+/// As [`check`], expecting the status hint `hint` (address, length of a device-writable
+/// segment).
+fn check_hint(
+    setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver),
+    want: ChainError,
+    hint: Option<(u64, u32)>,
+) {
+    check_cfg(SIZE, true, setup, want, hint)
 }
 
 fn check_cfg(
@@ -23,6 +33,7 @@ fn check_cfg(
     indirect: bool,
     setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver),
     want: ChainError,
+    hint: Option<(u64, u32)>,
 ) {
     let mem = memory();
     let mut drv = SplitDriver::new(&mem, size);
@@ -38,6 +49,9 @@ fn check_cfg(
     let e = dev.pop(&mem, &mut ch).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Chain);
     assert_eq!(e.chain_error(), Some(want), "{e}");
+    let got = e.status_hint();
+    assert_eq!(got.map(|s| (s.addr, s.len)), hint, "status hint for {e}");
+    assert!(got.is_none_or(|s| s.device_writable));
     assert_eq!(ch.id(), 0);
     assert!(ch.segments().is_empty());
     assert_eq!(dev.in_flight(), 1);
@@ -92,6 +106,25 @@ fn chain_longer_than_max_segs() {
             }
         },
         ChainError::TooLong { max: MAX_SEGS },
+        None,
+    );
+}
+
+#[test]
+fn chain_longer_than_max_segs_with_status() {
+    // the status descriptor lies past MAX_SEGS: still found, the links being sound
+    let n = (MAX_SEGS + 1) as u16;
+    check_cfg(
+        512,
+        true,
+        |m, d| {
+            for i in 0..n {
+                let f = if i + 1 < n { F_NEXT } else { F_WRITE };
+                d.raw(m, i, HIGH, 8, f, i + 1);
+            }
+        },
+        ChainError::TooLong { max: MAX_SEGS },
+        Some((HIGH, 8)),
     );
 }
 
@@ -158,6 +191,7 @@ fn indirect_not_negotiated() {
             d.raw(m, 0, a, l, F_INDIRECT, 0);
         },
         ChainError::IndirectNotNegotiated,
+        None,
     );
 }
 
@@ -297,5 +331,141 @@ fn head_offered_twice_breaks_the_ring() {
     assert_eq!(
         dev.pop(&mem, &mut ch).unwrap_err().kind(),
         ErrorKind::Broken
+    );
+}
+
+/// Status hints: a defective data buffer leaves the status descriptor usable.
+const ST: u64 = HIGH + 0x1000;
+
+#[test]
+fn data_in_hole_then_status() {
+    check_hint(
+        |m, d| {
+            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
+            d.raw(m, 1, HOLE, 8, F_WRITE | F_NEXT, 2);
+            d.raw(m, 2, ST, 1, F_WRITE, 0);
+        },
+        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        Some((ST, 1)),
+    );
+}
+
+#[test]
+fn zero_length_data_then_status() {
+    check_hint(
+        |m, d| {
+            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
+            d.raw(m, 1, HIGH, 0, F_WRITE | F_NEXT, 2);
+            d.raw(m, 2, ST, 4, F_WRITE, 0);
+        },
+        ChainError::ZeroLength,
+        Some((ST, 4)),
+    );
+}
+
+#[test]
+fn oversize_data_then_status() {
+    check_hint(
+        |m, d| {
+            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
+            d.raw(m, 1, HIGH, u32::MAX, F_WRITE | F_NEXT, 2);
+            d.raw(m, 2, ST, 1, F_WRITE, 0);
+        },
+        ChainError::Oversize,
+        Some((ST, 1)),
+    );
+}
+
+#[test]
+fn wrong_direction_then_status() {
+    check_hint(
+        |m, d| {
+            d.raw(m, 0, HIGH, 16, F_WRITE | F_NEXT, 1);
+            d.raw(m, 1, HIGH, 8, F_NEXT, 2);
+            d.raw(m, 2, ST, 1, F_WRITE, 0);
+        },
+        ChainError::WrongDirection,
+        Some((ST, 1)),
+    );
+}
+
+#[test]
+fn readonly_status_gives_no_hint() {
+    check(
+        |m, d| {
+            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
+            d.raw(m, 1, HOLE, 8, F_WRITE | F_NEXT, 2);
+            d.raw(m, 2, ST, 1, 0, 0);
+        },
+        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+    );
+}
+
+#[test]
+fn status_outside_memory_gives_no_hint() {
+    check(
+        |m, d| {
+            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
+            d.raw(m, 1, HOLE, 1, F_WRITE, 0);
+        },
+        ChainError::OutOfMemory { addr: HOLE, len: 1 },
+    );
+}
+
+#[test]
+fn bad_buffer_then_loop_gives_no_hint() {
+    check(
+        |m, d| {
+            d.raw(m, 0, HOLE, 8, F_NEXT, 1);
+            d.raw(m, 1, ST, 1, F_WRITE | F_NEXT, 0);
+        },
+        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+    );
+}
+
+#[test]
+fn bad_buffer_then_index_out_of_range_gives_no_hint() {
+    check(
+        |m, d| d.raw(m, 0, HOLE, 8, F_NEXT, SIZE + 1),
+        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+    );
+}
+
+#[test]
+fn indirect_data_in_hole_then_status() {
+    check_hint(
+        |m, d| {
+            let (a, l) = indirect_table(m, TABLES, &[r(HIGH, 16), w(HOLE, 8), w(ST, 1)], false);
+            d.raw(m, 0, a, l, F_INDIRECT, 0);
+        },
+        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        Some((ST, 1)),
+    );
+}
+
+#[test]
+fn indirect_too_long_with_status() {
+    let n = MAX_SEGS + 1;
+    check_hint(
+        |m, d| {
+            let mut bufs: Vec<Buf> = (0..n - 1).map(|_| r(HIGH, 8)).collect();
+            bufs.push(w(ST, 1));
+            let (a, l) = indirect_table(m, TABLES, &bufs, false);
+            d.raw(m, 0, a, l, F_INDIRECT, 0);
+        },
+        ChainError::TooLong { max: MAX_SEGS },
+        Some((ST, 1)),
+    );
+}
+
+#[test]
+fn indirect_loop_after_bad_buffer_gives_no_hint() {
+    check(
+        |m, d| {
+            write_desc(m, TABLES, HOLE, 8, F_NEXT, 1);
+            write_desc(m, TABLES + 16, ST, 1, F_WRITE | F_NEXT, 0);
+            d.raw(m, 0, TABLES, 32, F_INDIRECT, 0);
+        },
+        ChainError::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
