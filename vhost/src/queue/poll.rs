@@ -57,7 +57,7 @@ impl Queue {
                 Ok(true) => {
                     work += 1;
                     self.handle_chain();
-                    if self.retry.is_some() {
+                    if self.retry.is_some() || self.broken {
                         break;
                     }
                 }

@@ -36,7 +36,8 @@ impl Queue {
                 self.push(id, 1);
             }
             Err(request::ParseError::Broken(reason)) => {
-                self.push(id, 0);
+                // No status byte the device may write: as for a refused chain without one
+                // (`refuse_chain`), the chain stays in flight, unanswered, and the queue stops.
                 self.set_broken(reason);
             }
         }
