@@ -64,6 +64,9 @@ fn check(descs: &[(u64, u32, u16)], want: ChainError) {
     check_cfg(16, true, descs, want)
 }
 
+/// A well-formed status descriptor's address.
+const ST: u64 = HIGH + 0x1000;
+
 fn table(mem: &GuestMemory, at: u64, entries: &[(u64, u32, u16)]) {
     for (i, &(a, l, f)) in entries.iter().enumerate() {
         write_desc(mem, at + 16 * i as u64, a, l, 0, f);
@@ -279,128 +282,5 @@ fn more_descriptors_offered_than_the_ring_holds() {
     assert_eq!(
         dev.pop(&mem, &mut ch).unwrap_err().kind(),
         ErrorKind::Broken
-    );
-}
-
-/// Status hints: a defective data buffer leaves the status descriptor usable.
-const ST: u64 = HIGH + 0x1000;
-
-#[test]
-fn zero_length_data_then_status() {
-    check_hint(
-        |_| {},
-        &[
-            (HIGH, 16, F_NEXT),
-            (HIGH, 0, F_NEXT | F_WRITE),
-            (ST, 2, F_WRITE),
-        ],
-        ChainError::ZeroLength,
-        Some((ST, 2)),
-    );
-}
-
-#[test]
-fn oversize_data_then_status() {
-    check_hint(
-        |_| {},
-        &[
-            (HIGH, 16, F_NEXT),
-            (HIGH, u32::MAX, F_NEXT | F_WRITE),
-            (ST, 1, F_WRITE),
-        ],
-        ChainError::Oversize,
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn wrong_direction_then_status() {
-    check_hint(
-        |_| {},
-        &[
-            (HIGH, 16, F_NEXT | F_WRITE),
-            (HIGH, 8, F_NEXT),
-            (ST, 1, F_WRITE),
-        ],
-        ChainError::WrongDirection,
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn too_long_with_status() {
-    let descs: Vec<(u64, u32, u16)> = (0..=MAX_SEGS)
-        .map(|i| {
-            if i < MAX_SEGS {
-                (HIGH, 8, F_NEXT)
-            } else {
-                (ST, 1, F_WRITE)
-            }
-        })
-        .collect();
-    check_full(
-        512,
-        true,
-        |_| {},
-        &descs,
-        ChainError::TooLong { max: MAX_SEGS },
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn readonly_status_gives_no_hint() {
-    check(
-        &[(HIGH, 16, F_NEXT), (HOLE, 8, F_NEXT | F_WRITE), (ST, 1, 0)],
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-    );
-}
-
-#[test]
-fn status_outside_memory_gives_no_hint() {
-    check(
-        &[(HIGH, 16, F_NEXT), (HOLE, 1, F_WRITE)],
-        ChainError::OutOfMemory { addr: HOLE, len: 1 },
-    );
-}
-
-#[test]
-fn indirect_chained_with_writable_status_gives_no_hint() {
-    // indirect_with_next's last descriptor is a good writable buffer; the structure is not
-    check(
-        &[(TABLES, 16, F_INDIRECT | F_NEXT), (ST, 1, F_WRITE)],
-        ChainError::IndirectChained,
-    );
-}
-
-#[test]
-fn indirect_data_in_hole_then_status() {
-    check_hint(
-        |m| {
-            table(
-                m,
-                TABLES,
-                &[(HIGH, 16, 0), (HOLE, 8, F_WRITE), (ST, 1, F_WRITE)],
-            )
-        },
-        &[(TABLES, 48, F_INDIRECT)],
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn indirect_nested_after_bad_buffer_gives_no_hint() {
-    check_hint(
-        |m| {
-            table(
-                m,
-                TABLES,
-                &[(HOLE, 8, 0), (TABLES, 16, F_INDIRECT), (ST, 1, F_WRITE)],
-            )
-        },
-        &[(TABLES, 48, F_INDIRECT)],
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-        None,
     );
 }

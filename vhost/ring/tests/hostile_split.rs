@@ -18,16 +18,6 @@ fn check(setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver), want: Ch
     check_cfg(SIZE, true, setup, want, None)
 }
 
-/// As [`check`], expecting the status hint `hint` (address, length of a device-writable
-/// segment).
-fn check_hint(
-    setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver),
-    want: ChainError,
-    hint: Option<(u64, u32)>,
-) {
-    check_cfg(SIZE, true, setup, want, hint)
-}
-
 fn check_cfg(
     size: u16,
     indirect: bool,
@@ -107,24 +97,6 @@ fn chain_longer_than_max_segs() {
         },
         ChainError::TooLong { max: MAX_SEGS },
         None,
-    );
-}
-
-#[test]
-fn chain_longer_than_max_segs_with_status() {
-    // the status descriptor lies past MAX_SEGS: still found, the links being sound
-    let n = (MAX_SEGS + 1) as u16;
-    check_cfg(
-        512,
-        true,
-        |m, d| {
-            for i in 0..n {
-                let f = if i + 1 < n { F_NEXT } else { F_WRITE };
-                d.raw(m, i, HIGH, 8, f, i + 1);
-            }
-        },
-        ChainError::TooLong { max: MAX_SEGS },
-        Some((HIGH, 8)),
     );
 }
 
@@ -331,141 +303,5 @@ fn head_offered_twice_breaks_the_ring() {
     assert_eq!(
         dev.pop(&mem, &mut ch).unwrap_err().kind(),
         ErrorKind::Broken
-    );
-}
-
-/// Status hints: a defective data buffer leaves the status descriptor usable.
-const ST: u64 = HIGH + 0x1000;
-
-#[test]
-fn data_in_hole_then_status() {
-    check_hint(
-        |m, d| {
-            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
-            d.raw(m, 1, HOLE, 8, F_WRITE | F_NEXT, 2);
-            d.raw(m, 2, ST, 1, F_WRITE, 0);
-        },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn zero_length_data_then_status() {
-    check_hint(
-        |m, d| {
-            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
-            d.raw(m, 1, HIGH, 0, F_WRITE | F_NEXT, 2);
-            d.raw(m, 2, ST, 4, F_WRITE, 0);
-        },
-        ChainError::ZeroLength,
-        Some((ST, 4)),
-    );
-}
-
-#[test]
-fn oversize_data_then_status() {
-    check_hint(
-        |m, d| {
-            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
-            d.raw(m, 1, HIGH, u32::MAX, F_WRITE | F_NEXT, 2);
-            d.raw(m, 2, ST, 1, F_WRITE, 0);
-        },
-        ChainError::Oversize,
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn wrong_direction_then_status() {
-    check_hint(
-        |m, d| {
-            d.raw(m, 0, HIGH, 16, F_WRITE | F_NEXT, 1);
-            d.raw(m, 1, HIGH, 8, F_NEXT, 2);
-            d.raw(m, 2, ST, 1, F_WRITE, 0);
-        },
-        ChainError::WrongDirection,
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn readonly_status_gives_no_hint() {
-    check(
-        |m, d| {
-            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
-            d.raw(m, 1, HOLE, 8, F_WRITE | F_NEXT, 2);
-            d.raw(m, 2, ST, 1, 0, 0);
-        },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-    );
-}
-
-#[test]
-fn status_outside_memory_gives_no_hint() {
-    check(
-        |m, d| {
-            d.raw(m, 0, HIGH, 16, F_NEXT, 1);
-            d.raw(m, 1, HOLE, 1, F_WRITE, 0);
-        },
-        ChainError::OutOfMemory { addr: HOLE, len: 1 },
-    );
-}
-
-#[test]
-fn bad_buffer_then_loop_gives_no_hint() {
-    check(
-        |m, d| {
-            d.raw(m, 0, HOLE, 8, F_NEXT, 1);
-            d.raw(m, 1, ST, 1, F_WRITE | F_NEXT, 0);
-        },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-    );
-}
-
-#[test]
-fn bad_buffer_then_index_out_of_range_gives_no_hint() {
-    check(
-        |m, d| d.raw(m, 0, HOLE, 8, F_NEXT, SIZE + 1),
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-    );
-}
-
-#[test]
-fn indirect_data_in_hole_then_status() {
-    check_hint(
-        |m, d| {
-            let (a, l) = indirect_table(m, TABLES, &[r(HIGH, 16), w(HOLE, 8), w(ST, 1)], false);
-            d.raw(m, 0, a, l, F_INDIRECT, 0);
-        },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn indirect_too_long_with_status() {
-    let n = MAX_SEGS + 1;
-    check_hint(
-        |m, d| {
-            let mut bufs: Vec<Buf> = (0..n - 1).map(|_| r(HIGH, 8)).collect();
-            bufs.push(w(ST, 1));
-            let (a, l) = indirect_table(m, TABLES, &bufs, false);
-            d.raw(m, 0, a, l, F_INDIRECT, 0);
-        },
-        ChainError::TooLong { max: MAX_SEGS },
-        Some((ST, 1)),
-    );
-}
-
-#[test]
-fn indirect_loop_after_bad_buffer_gives_no_hint() {
-    check(
-        |m, d| {
-            write_desc(m, TABLES, HOLE, 8, F_NEXT, 1);
-            write_desc(m, TABLES + 16, ST, 1, F_WRITE | F_NEXT, 0);
-            d.raw(m, 0, TABLES, 32, F_INDIRECT, 0);
-        },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
