@@ -61,10 +61,12 @@ fn negotiate_read_write_and_fail_cleanly() {
         d.request(req_type::IN, 0, &[(0x40000, 512)], false).0,
         status::IOERR
     );
-    // a data buffer outside guest memory: the ring refuses the chain (ferrite-vring gives no
-    // segments to find the status byte in), returns it with nothing written, keeps serving
+    // a data buffer outside guest memory: the ring refuses the chain but finds its status
+    // descriptor; the request fails with IOERR (more in tests/hostile.rs)
+    d.mem.write(0x9000, &[0xff]);
     let head = d.submit(&[(0x8000, 16, 0), (0xff000, 0x2000, 0), (0x9000, 1, F_WRITE)]);
-    assert_eq!(d.wait_used(), (u32::from(head), 0));
+    assert_eq!(d.wait_used(), (u32::from(head), 1));
+    assert_eq!(d.mem.read(0x9000, 1)[0], status::IOERR);
     // the queue still serves
     assert_eq!(
         d.request(req_type::IN, 8, &[(0x40000, 512)], true).0,

@@ -3,10 +3,12 @@
 
 use thiserror::Error;
 
+use crate::Segment;
+
 /// What is wrong with one descriptor chain offered by the driver. The chain has been consumed
 /// from the ring when this is reported (see [`RingError::Chain`]): the caller completes it with
-/// an error (`push_used(id, 0)`, after writing a status byte if it can find one) or marks the
-/// device broken. Each variant names a rule of the virtio specification the driver broke.
+/// an error (through its status descriptor, [`RingError::status_hint`], when there is one) or
+/// marks the device broken. Each variant names a rule of the virtio specification the driver broke.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum ChainError {
     /// A head or `next` descriptor index is not below the queue (or indirect table) size.
@@ -74,9 +76,17 @@ pub enum ErrorKind {
 /// The crate's error type.
 #[derive(Debug, Error)]
 pub enum RingError {
-    /// A bad chain, consumed: complete it with an error through `push_used(id, 0)`.
+    /// A bad chain, consumed and in flight. `status` is the chain's last descriptor when it
+    /// can be identified safely (see [`RingError::status_hint`]): the caller writes its
+    /// error status there and completes the chain with `push_used(id, bytes written)`. With
+    /// no `status` the driver cannot be told: complete it with `push_used(id, 0)` or mark
+    /// the device broken.
     #[error("queue chain {id}: {error}")]
-    Chain { id: u16, error: ChainError },
+    Chain {
+        id: u16,
+        error: ChainError,
+        status: Option<Segment>,
+    },
     /// Invalid ring configuration.
     #[error("invalid ring configuration: {0}")]
     Config(String),
@@ -111,6 +121,25 @@ impl RingError {
     pub fn chain_error(&self) -> Option<ChainError> {
         match self {
             RingError::Chain { error, .. } => Some(*error),
+            _ => None,
+        }
+    }
+
+    /// For a refused chain, the descriptor its status can be written to: the chain's last
+    /// descriptor, reported only when all of these hold (otherwise `None`):
+    /// - the chain's structure is sound: its `next` links stay in the table and end without
+    ///   looping (split), an indirect descriptor is negotiated, alone in the chain, with a
+    ///   well-formed table in guest memory holding no indirect descriptor;
+    /// - that last descriptor is device-writable, not indirect, at least 1 byte long and
+    ///   wholly inside guest memory (checked when the chain was popped).
+    ///
+    /// Defects of the buffers themselves (out of guest memory, zero length, wrong direction,
+    /// too many of them, too large in total) do not hide the status descriptor; a loop, a
+    /// `next` index out of range or a malformed indirect table do. A virtio-blk device
+    /// writes its status into the segment's last byte (`addr + len - 1`).
+    pub fn status_hint(&self) -> Option<Segment> {
+        match self {
+            RingError::Chain { status, .. } => *status,
             _ => None,
         }
     }

@@ -97,9 +97,11 @@ mod tests {
         let e = RingError::Chain {
             id: 3,
             error: ChainError::Loop,
+            status: None,
         };
         assert_eq!(e.kind(), ErrorKind::Chain);
         assert_eq!(e.chain_error(), Some(ChainError::Loop));
+        assert_eq!(e.status_hint(), None);
         assert_eq!(e.to_string(), "queue chain 3: descriptor chain loops");
         assert_eq!(RingError::Broken("x").kind(), ErrorKind::Broken);
         assert_eq!(RingError::Broken("x").chain_error(), None);

@@ -16,7 +16,7 @@ pub(crate) const F_INDIRECT: u16 = 4;
 
 /// A descriptor as it lies in memory: `addr u64, len u32`, then for a split ring
 /// `flags u16, next u16` and for a packed ring `id u16, flags u16`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct RawDesc {
     pub addr: u64,
     pub len: u32,

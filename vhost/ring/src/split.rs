@@ -11,7 +11,7 @@ use crate::mem::{
     load_u16, range_ok, read_desc, store_u16, store_u32, F_INDIRECT, F_NEXT, F_WRITE,
 };
 use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
-use crate::walk::Builder;
+use crate::walk::{indirect_tail, status_segment, Builder};
 use crate::{Chain, ChainError, GuestMemory, RingError};
 
 /// VIRTQ_USED_F_NO_NOTIFY.
@@ -154,13 +154,47 @@ impl SplitRing {
         }
     }
 
+    /// The last descriptor `(addr, len, flags)` of the chain at `head`, following only its
+    /// structure (links and indirect table, not the buffers), if that structure is sound:
+    /// `None` on a link out of range, a loop, or an indirect descriptor the walk refuses.
+    /// Touches at most `size` descriptors plus one indirect table.
+    fn tail(&self, mem: &GuestMemory, head: u16) -> Option<(u64, u32, u16)> {
+        let mut i = head;
+        let mut steps: u16 = 0;
+        loop {
+            let d = read_desc(mem, self.desc + 16 * u64::from(i))?;
+            let flags = d.w12;
+            if flags & F_INDIRECT != 0 {
+                if !self.indirect || steps != 0 || flags & F_NEXT != 0 {
+                    return None;
+                }
+                return indirect_tail(mem, d.addr, d.len, false);
+            }
+            if flags & F_NEXT == 0 {
+                return Some((d.addr, d.len, flags));
+            }
+            steps += 1;
+            if d.w14 >= self.size || steps >= self.size {
+                return None;
+            }
+            i = d.w14;
+        }
+    }
+
     fn walk_into(&self, mem: &GuestMemory, head: u16, out: &mut Chain) -> Result<bool, RingError> {
         out.reset(head);
         match self.walk(mem, head, out) {
             Ok(()) => Ok(true),
             Err(error) => {
                 out.count = 0;
-                Err(RingError::Chain { id: head, error })
+                let status = self
+                    .tail(mem, head)
+                    .and_then(|(a, l, f)| status_segment(mem, a, l, f));
+                Err(RingError::Chain {
+                    id: head,
+                    error,
+                    status,
+                })
             }
         }
     }

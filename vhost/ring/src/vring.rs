@@ -156,8 +156,10 @@ impl Vring {
 
     /// Pops the next chain into `out`. `Ok(true)`: `out` holds a valid chain. `Ok(false)`:
     /// nothing available. `Err` with [`crate::ErrorKind::Chain`]: the chain was bad; it is
-    /// consumed and in flight (`out.id()` is its id, `out.segments()` is empty): complete it
-    /// with `push_used(id, 0)`. Other errors: the ring is broken, stop using it.
+    /// consumed and in flight (`out.id()` is its id, `out.segments()` is empty): write the
+    /// error status into [`RingError::status_hint`] and complete it with `push_used`, or,
+    /// with no hint, complete it with `push_used(id, 0)` or treat the device as broken.
+    /// Other errors: the ring is broken, stop using it.
     ///
     /// After [`Vring::attach_inflight`] found chains in flight, those come first (as
     /// [`Vring::pop_resubmit`] returns them), then new ones. With a region attached every

@@ -111,3 +111,68 @@ impl Builder {
         }
     }
 }
+
+/// The status segment of a refused chain whose last descriptor is `(addr, len, flags)`: only
+/// if it is device-writable, not indirect, non-empty and wholly in guest memory (see
+/// [`crate::RingError::status_hint`]).
+pub(crate) fn status_segment(
+    mem: &GuestMemory,
+    addr: u64,
+    len: u32,
+    flags: u16,
+) -> Option<Segment> {
+    if flags & F_WRITE == 0 || flags & F_INDIRECT != 0 || len == 0 {
+        return None;
+    }
+    if !range_ok(mem, addr, u64::from(len)) {
+        return None;
+    }
+    Some(Segment {
+        addr,
+        len,
+        device_writable: true,
+    })
+}
+
+/// The last descriptor `(addr, len, flags)` of the indirect table `[addr, addr + len)` if the
+/// table is well formed: a length the walk accepts, in guest memory, every entry visited
+/// readable and not indirect, split `next` links in the table and not looping. Touches at
+/// most the table's entries (no more than [`MAX_INDIRECT`]).
+pub(crate) fn indirect_tail(
+    mem: &GuestMemory,
+    addr: u64,
+    len: u32,
+    packed: bool,
+) -> Option<(u64, u32, u16)> {
+    if len == 0 || !len.is_multiple_of(16) || len / 16 > MAX_INDIRECT {
+        return None;
+    }
+    if !range_ok(mem, addr, u64::from(len)) {
+        return None;
+    }
+    let n = (len / 16) as u16;
+    let mut i: u16 = 0;
+    let mut steps: u32 = 0;
+    loop {
+        let d = read_desc(mem, addr + 16 * u64::from(i))?;
+        let flags = if packed { d.w14 } else { d.w12 };
+        if flags & F_INDIRECT != 0 {
+            return None;
+        }
+        steps += 1;
+        if packed {
+            if steps == u32::from(n) {
+                return Some((d.addr, d.len, flags));
+            }
+            i += 1;
+        } else {
+            if flags & F_NEXT == 0 {
+                return Some((d.addr, d.len, flags));
+            }
+            if d.w14 >= n || steps >= u32::from(n) {
+                return None;
+            }
+            i = d.w14;
+        }
+    }
+}

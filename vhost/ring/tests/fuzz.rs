@@ -1,7 +1,9 @@
 //! Property test: random bytes as descriptor tables, available rings, packed descriptor rings,
 //! indirect tables and inflight regions, for thousands of seeds. Whatever the bytes, the ring
 //! never panics, every call returns (bounded steps), every segment it hands out lies in guest
-//! memory, and a consumed bad chain can always be completed. A seeded generator keeps runs
+//! memory, every status descriptor reported with a refused chain (`status_hint`) is a
+//! non-empty device-writable range in guest memory, and a consumed bad chain can always be
+//! completed. A seeded generator keeps runs
 //! reproducible; a failing seed is printed by the assertion.
 
 // Test code: a failed unwrap is a failed test.
@@ -11,7 +13,7 @@ mod common;
 
 use common::*;
 use ferrite_vring::vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
-use ferrite_vring::{Chain, ErrorKind, GuestMemory, InflightRegion, RingBase, Vring};
+use ferrite_vring::{Chain, ErrorKind, GuestMemory, InflightRegion, RingBase, RingError, Vring};
 
 struct Rng(u64);
 
@@ -95,7 +97,23 @@ fn check_chain(mem: &GuestMemory, c: &Chain, seed: u64) {
     }
 }
 
-fn run(seed: u64, packed: bool, mem: &GuestMemory) {
+/// Checks the status hint of a refused chain; true if there was one.
+fn check_hint(mem: &GuestMemory, e: &RingError, seed: u64) -> bool {
+    let Some(s) = e.status_hint() else {
+        return false;
+    };
+    assert!(s.len > 0, "seed {seed}: empty status segment");
+    assert!(s.device_writable, "seed {seed}: read-only status {s:?}");
+    assert!(
+        mem.check_range(GuestAddress(s.addr), s.len as usize),
+        "seed {seed}: status {s:?} outside memory ({e})"
+    );
+    true
+}
+
+/// One random ring; returns how many refused chains came with a status hint.
+fn run(seed: u64, packed: bool, mem: &GuestMemory) -> usize {
+    let mut hints = 0;
     let mut rng = Rng(seed);
     let size = [1u16, 2, 4, 8, 16, 32][rng.below(6) as usize];
     fill(mem, &mut rng, DESC, u64::from(size), size, packed);
@@ -107,6 +125,13 @@ fn run(seed: u64, packed: bool, mem: &GuestMemory) {
     if !packed {
         mem.write_slice(&junk[..6 + 2 * size as usize], GuestAddress(DRIVER))
             .unwrap();
+        // mostly plausible heads, so that chains get walked and not only refused heads
+        for i in 0..u64::from(size) {
+            if rng.below(4) != 0 {
+                let h = rng.below(u64::from(size)) as u16;
+                mem.write_obj(h, GuestAddress(DRIVER + 4 + 2 * i)).unwrap();
+            }
+        }
         mem.write_slice(
             &junk[256..256 + 6 + 8 * size as usize],
             GuestAddress(DEVICE),
@@ -165,8 +190,14 @@ fn run(seed: u64, packed: bool, mem: &GuestMemory) {
                 dev.disable_notify(mem).unwrap();
             }
             4 if !packed => {
-                // advance avail idx by a random amount
-                let v = rng.next() as u16;
+                // advance avail idx: by a plausible amount or anything
+                let v = if rng.below(2) == 0 {
+                    dev.base()
+                        .avail
+                        .wrapping_add(rng.below(u64::from(size) + 1) as u16)
+                } else {
+                    rng.next() as u16
+                };
                 mem.write_obj(v, GuestAddress(DRIVER + 2)).unwrap();
             }
             _ => match dev.pop(mem, &mut ch) {
@@ -177,6 +208,7 @@ fn run(seed: u64, packed: bool, mem: &GuestMemory) {
                 Ok(false) => {}
                 Err(e) if e.kind() == ErrorKind::Chain => {
                     assert!(ch.segments().is_empty());
+                    hints += usize::from(check_hint(mem, &e, seed));
                     held.push(ch.id());
                 }
                 Err(e) => {
@@ -202,7 +234,10 @@ fn run(seed: u64, packed: bool, mem: &GuestMemory) {
                     match dev.pop_resubmit(mem, &mut ch) {
                         Ok(true) => check_chain(mem, &ch, seed),
                         Ok(false) => break,
-                        Err(e) => assert_eq!(e.kind(), ErrorKind::Chain, "seed {seed}: {e}"),
+                        Err(e) => {
+                            assert_eq!(e.kind(), ErrorKind::Chain, "seed {seed}: {e}");
+                            hints += usize::from(check_hint(mem, &e, seed));
+                        }
                     }
                 }
                 assert_eq!(dev.resubmit_pending(), 0, "seed {seed}");
@@ -210,12 +245,15 @@ fn run(seed: u64, packed: bool, mem: &GuestMemory) {
             Err(e) => assert_eq!(e.kind(), ErrorKind::Inflight, "seed {seed}: {e}"),
         }
     }
+    hints
 }
 
 #[test]
 fn random_split_rings() {
     let mem = memory();
     for seed in 0..3000 {
+        // random rings seldom offer a refused chain whose links are sound: see
+        // random_status_hints for those
         run(seed, false, &mem);
     }
 }
@@ -223,9 +261,11 @@ fn random_split_rings() {
 #[test]
 fn random_packed_rings() {
     let mem = memory();
+    let mut hints = 0;
     for seed in 0..3000 {
-        run(seed ^ 0xdead_beef, true, &mem);
+        hints += run(seed ^ 0xdead_beef, true, &mem);
     }
+    assert!(hints > 0, "no refused chain came with a status hint");
 }
 
 /// Random bytes as a used inflight region: attach refuses it or recovers from it, and what
@@ -271,7 +311,9 @@ fn random_inflight_regions() {
                     match dev.pop(&mem, &mut ch) {
                         Ok(true) => check_chain(&mem, &ch, seed),
                         Ok(false) => break,
-                        Err(e) if e.kind() == ErrorKind::Chain => {}
+                        Err(e) if e.kind() == ErrorKind::Chain => {
+                            check_hint(&mem, &e, seed);
+                        }
                         Err(_) => break,
                     }
                     n += 1;
@@ -284,4 +326,71 @@ fn random_inflight_regions() {
             Err(e) => assert_eq!(e.kind(), ErrorKind::Inflight, "seed {seed}: {e}"),
         }
     }
+}
+
+/// Sound links, random buffers: a refused chain comes with a status hint exactly when its
+/// last descriptor is device-writable, non-empty and in guest memory, and the hint is that
+/// descriptor.
+#[test]
+fn random_status_hints() {
+    let mem = memory();
+    let (mut refused, mut hinted) = (0, 0);
+    for seed in 0..4000u64 {
+        let mut rng = Rng(seed);
+        let packed = seed % 2 == 1;
+        let size = 16u16;
+        let k = 1 + rng.below(6) as u16;
+        let descs: Vec<(u64, u32, u16)> = (0..k)
+            .map(|i| {
+                let mut f = if rng.below(2) == 0 { F_WRITE } else { 0 };
+                if rng.below(16) == 0 {
+                    f |= F_INDIRECT;
+                }
+                if i + 1 < k {
+                    f |= F_NEXT;
+                }
+                (rng.addr(), rng.len(), f)
+            })
+            .collect();
+        let mut dev = device(&mem, size, packed, false);
+        if packed {
+            PackedDriver::new(&mem, size).add_raw(&mem, &descs, None);
+        } else {
+            let mut drv = SplitDriver::new(&mem, size);
+            for (i, &(a, l, f)) in descs.iter().enumerate() {
+                drv.raw(&mem, i as u16, a, l, f, i as u16 + 1);
+            }
+            drv.offer(&mem, 0);
+        }
+        let mut ch = Chain::new();
+        let e = match dev.pop(&mem, &mut ch) {
+            Ok(true) => continue,
+            Ok(false) => panic!("seed {seed}: chain not offered"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), ErrorKind::Chain, "seed {seed}: {e}");
+        refused += 1;
+        let &(a, l, f) = descs.last().unwrap();
+        let any_indirect = descs.iter().any(|d| d.2 & F_INDIRECT != 0);
+        let want = !any_indirect
+            && f & F_WRITE != 0
+            && l > 0
+            && mem.check_range(GuestAddress(a), l as usize);
+        let got = e.status_hint();
+        if k == 1 && any_indirect {
+            // a lone indirect descriptor: the hint comes from whatever table it points at
+            hinted += usize::from(check_hint(&mem, &e, seed));
+            continue;
+        }
+        assert_eq!(
+            got.map(|s| (s.addr, s.len)),
+            want.then_some((a, l)),
+            "seed {seed}: {e} {descs:x?}"
+        );
+        hinted += usize::from(check_hint(&mem, &e, seed));
+    }
+    assert!(
+        refused > 1000 && hinted > 100,
+        "{refused} refused, {hinted} hinted"
+    );
 }

@@ -13,7 +13,30 @@ use ferrite_vring::{Chain, ChainError, ErrorKind, GuestMemory, Vring, MAX_SEGS};
 /// Offers the raw chain, expects `want` on pop, completes it, then checks that a good chain
 /// right after it is served (so exactly the bad chain's descriptors were consumed).
 fn check_cfg(size: u16, indirect: bool, descs: &[(u64, u32, u16)], want: ChainError) {
+    check_full(size, indirect, |_| {}, descs, want, None)
+}
+
+/// As [`check_cfg`] on a ring of 16 with indirect descriptors, after `setup` wrote guest
+/// memory (indirect tables), expecting the status hint `hint` (address, length).
+fn check_hint(
+    setup: impl FnOnce(&GuestMemory),
+    descs: &[(u64, u32, u16)],
+    want: ChainError,
+    hint: Option<(u64, u32)>,
+) {
+    check_full(16, true, setup, descs, want, hint)
+}
+
+fn check_full(
+    size: u16,
+    indirect: bool,
+    setup: impl FnOnce(&GuestMemory),
+    descs: &[(u64, u32, u16)],
+    want: ChainError,
+    hint: Option<(u64, u32)>,
+) {
     let mem = memory();
+    setup(&mem);
     let mut drv = PackedDriver::new(&mem, size);
     let mut c = cfg(size, true, false);
     c.indirect = indirect;
@@ -23,6 +46,9 @@ fn check_cfg(size: u16, indirect: bool, descs: &[(u64, u32, u16)], want: ChainEr
     let e = dev.pop(&mem, &mut ch).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Chain);
     assert_eq!(e.chain_error(), Some(want), "{e}");
+    let got = e.status_hint();
+    assert_eq!(got.map(|s| (s.addr, s.len)), hint, "status hint for {e}");
+    assert!(got.is_none_or(|s| s.device_writable));
     assert_eq!(ch.id(), id);
     assert!(ch.segments().is_empty());
     dev.push_used(&mem, id, 0).unwrap();
@@ -38,6 +64,9 @@ fn check(descs: &[(u64, u32, u16)], want: ChainError) {
     check_cfg(16, true, descs, want)
 }
 
+/// A well-formed status descriptor's address.
+const ST: u64 = HIGH + 0x1000;
+
 fn table(mem: &GuestMemory, at: u64, entries: &[(u64, u32, u16)]) {
     for (i, &(a, l, f)) in entries.iter().enumerate() {
         write_desc(mem, at + 16 * i as u64, a, l, 0, f);
@@ -46,13 +75,15 @@ fn table(mem: &GuestMemory, at: u64, entries: &[(u64, u32, u16)]) {
 
 #[test]
 fn buffer_in_hole_mid_chain() {
-    check(
+    check_hint(
+        |_| {},
         &[
             (HIGH, 16, F_NEXT),
             (HOLE, 8, F_NEXT | F_WRITE),
             (HIGH, 1, F_WRITE),
         ],
         ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        Some((HIGH, 1)),
     );
 }
 
@@ -90,13 +121,14 @@ fn too_long() {
 
 #[test]
 fn indirect_not_negotiated() {
-    let mem = memory();
-    table(&mem, TABLES, &[(HIGH, 8, 0)]);
-    check_cfg(
+    // a well-formed table ending in a writable status: not read, indirect not negotiated
+    check_full(
         16,
         false,
-        &[(TABLES, 16, F_INDIRECT)],
+        |m| table(m, TABLES, &[(HIGH, 8, 0), (ST, 1, F_WRITE)]),
+        &[(TABLES, 32, F_INDIRECT)],
         ChainError::IndirectNotNegotiated,
+        None,
     );
 }
 
@@ -151,6 +183,7 @@ fn nested_indirect() {
     let mut ch = Chain::new();
     let e = dev.pop(&mem, &mut ch).unwrap_err();
     assert_eq!(e.chain_error(), Some(ChainError::NestedIndirect));
+    assert_eq!(e.status_hint(), None);
     assert_eq!(ch.id(), id);
 }
 
@@ -170,6 +203,7 @@ fn indirect_table_entry_outside_memory() {
             len: 16
         })
     );
+    assert_eq!(e.status_hint(), None, "the status itself is outside memory");
 }
 
 fn broken(setup: impl FnOnce(&GuestMemory, &mut PackedDriver)) {

@@ -12,10 +12,10 @@ use ferrite_vring::{Chain, ChainError, ErrorKind, RingBase, Vring, MAX_SEGS};
 
 const SIZE: u16 = 16;
 
-/// Offers `head` (whose descriptors the closure wrote), pops, expects `want`, completes the
-/// chain with 0 bytes, and checks the ring still serves a good chain.
+/// Offers `head` (whose descriptors the closure wrote), pops, expects `want` and no status
+/// hint, completes the chain with 0 bytes, and checks the ring still serves a good chain.
 fn check(setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver), want: ChainError) {
-    check_cfg(SIZE, true, setup, want)
+    check_cfg(SIZE, true, setup, want, None)
 }
 
 fn check_cfg(
@@ -23,6 +23,7 @@ fn check_cfg(
     indirect: bool,
     setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver),
     want: ChainError,
+    hint: Option<(u64, u32)>,
 ) {
     let mem = memory();
     let mut drv = SplitDriver::new(&mem, size);
@@ -38,6 +39,9 @@ fn check_cfg(
     let e = dev.pop(&mem, &mut ch).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Chain);
     assert_eq!(e.chain_error(), Some(want), "{e}");
+    let got = e.status_hint();
+    assert_eq!(got.map(|s| (s.addr, s.len)), hint, "status hint for {e}");
+    assert!(got.is_none_or(|s| s.device_writable));
     assert_eq!(ch.id(), 0);
     assert!(ch.segments().is_empty());
     assert_eq!(dev.in_flight(), 1);
@@ -92,6 +96,7 @@ fn chain_longer_than_max_segs() {
             }
         },
         ChainError::TooLong { max: MAX_SEGS },
+        None,
     );
 }
 
@@ -158,6 +163,7 @@ fn indirect_not_negotiated() {
             d.raw(m, 0, a, l, F_INDIRECT, 0);
         },
         ChainError::IndirectNotNegotiated,
+        None,
     );
 }
 

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use ferrite_vring::ErrorKind as RingKind;
 
 use super::{Queue, POP_BATCH};
+use crate::blk::request::status;
 
 impl Queue {
     pub(super) fn poll(&mut self) -> usize {
@@ -56,21 +57,16 @@ impl Queue {
                 Ok(true) => {
                     work += 1;
                     self.handle_chain();
-                    if self.retry.is_some() {
+                    if self.retry.is_some() || self.broken {
                         break;
                     }
                 }
                 Ok(false) => break,
                 Err(e) if e.kind() == RingKind::Chain => {
                     work += 1;
-                    tracing::warn!(
-                        "vhost controller '{}': queue {}: {e}",
-                        self.ctrl.name,
-                        self.index
-                    );
-                    // No segments to find a status byte in: return it with nothing written.
-                    let id = self.chain.id();
-                    self.push(id, 0);
+                    if !self.refuse_chain(&e) {
+                        break;
+                    }
                 }
                 Err(e) => {
                     self.set_broken(&e.to_string());
@@ -108,6 +104,31 @@ impl Queue {
             Err(e) => {
                 self.set_broken(&e.to_string());
                 true
+            }
+        }
+    }
+
+    /// Answers a chain the ring refused (a [`RingKind::Chain`] error): VIRTIO_BLK_S_IOERR in
+    /// the last byte of its status descriptor and 1 byte written, when the ring found that
+    /// descriptor safely ([`ferrite_vring::RingError::status_hint`]). Otherwise the guest
+    /// cannot be told: the chain stays in flight (completing it would let the driver read a
+    /// status byte nobody wrote) and the queue is marked broken. Returns whether the queue
+    /// goes on.
+    fn refuse_chain(&mut self, e: &ferrite_vring::RingError) -> bool {
+        let id = self.chain.id();
+        match e.status_hint() {
+            Some(s) if self.write_status(s.addr + u64::from(s.len) - 1, status::IOERR) => {
+                tracing::warn!(
+                    "vhost controller '{}': queue {}: {e}: request failed with IOERR",
+                    self.ctrl.name,
+                    self.index
+                );
+                self.push(id, 1);
+                true
+            }
+            _ => {
+                self.set_broken(&format!("{e}, no status byte to fail it with"));
+                false
             }
         }
     }

@@ -32,20 +32,26 @@ impl Queue {
                     self.ctrl.name,
                     self.index
                 );
-                self.write_status(status_gpa, st);
+                let _ = self.write_status(status_gpa, st);
                 self.push(id, 1);
             }
             Err(request::ParseError::Broken(reason)) => {
-                self.push(id, 0);
+                // No status byte the device may write: as for a refused chain without one
+                // (`refuse_chain`), the chain stays in flight, unanswered, and the queue stops.
                 self.set_broken(reason);
             }
         }
     }
 
-    pub(super) fn write_status(&self, gpa: u64, st: u8) {
-        if let Some(p) = self.mem.host_ptr(gpa, 1) {
-            // SAFETY: host_ptr checked the byte lies in mapped guest memory.
-            unsafe { p.write_volatile(st) };
+    /// Writes status byte `st` at `gpa`; false if the byte is not in the memory table.
+    pub(super) fn write_status(&self, gpa: u64, st: u8) -> bool {
+        match self.mem.host_ptr(gpa, 1) {
+            Some(p) => {
+                // SAFETY: host_ptr checked the byte lies in mapped guest memory.
+                unsafe { p.write_volatile(st) };
+                true
+            }
+            None => false,
         }
     }
 
@@ -60,7 +66,7 @@ impl Queue {
 
     /// Completes a request at once (no bdev I/O) with status `st`.
     pub(super) fn finish_now(&mut self, id: u16, st: u8, data_written: u32) {
-        self.write_status(self.scratch.status_gpa, st);
+        let _ = self.write_status(self.scratch.status_gpa, st);
         self.push(id, data_written + 1);
     }
 

@@ -20,8 +20,8 @@ use crate::mem::{
     load_u16, range_ok, read_desc, store_u16, store_u32, RawDesc, F_INDIRECT, F_NEXT, F_WRITE,
 };
 use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
-use crate::walk::Builder;
-use crate::{Chain, ChainError, GuestMemory, RingError};
+use crate::walk::{indirect_tail, status_segment, Builder};
+use crate::{Chain, ChainError, GuestMemory, RingError, Segment};
 
 pub(crate) const P_AVAIL: u16 = 1 << 7;
 pub(crate) const P_USED: u16 = 1 << 15;
@@ -43,6 +43,24 @@ pub(crate) fn advance(pos: u16, wrap: bool, n: u16, size: u16) -> (u16, bool) {
         ((p - u32::from(size)) as u16, !wrap)
     } else {
         (p as u16, wrap)
+    }
+}
+
+/// What a packed chain walk remembers to find a refused chain's status descriptor: its last
+/// descriptor (flags in `w14`), its length and whether any descriptor was indirect.
+#[derive(Default)]
+pub(crate) struct Tail {
+    last: RawDesc,
+    ndesc: u16,
+    any_indirect: bool,
+}
+
+impl Tail {
+    /// Notes the next descriptor of the chain (flags in `w14`).
+    pub(crate) fn see(&mut self, d: &RawDesc) {
+        self.last = *d;
+        self.ndesc = self.ndesc.saturating_add(1);
+        self.any_indirect |= d.w14 & F_INDIRECT != 0;
     }
 }
 
@@ -218,11 +236,13 @@ impl PackedRing {
         let mut d = head;
         let mut n: u16 = 1;
         let (mut pos, mut wrap) = start;
+        let mut tail = Tail::default();
         // Walk to the chain's end even past a defect, to consume exactly its descriptors.
         loop {
             if err.is_none() {
                 err = self.add_desc(mem, &mut b, out, &d, n == 1).err();
             }
+            tail.see(&d);
             if d.w14 & F_NEXT == 0 {
                 break;
             }
@@ -285,9 +305,26 @@ impl PackedRing {
             None => Ok(true),
             Some(error) => {
                 out.count = 0;
-                Err(RingError::Chain { id, error })
+                let status = self.status_hint(mem, &tail);
+                Err(RingError::Chain { id, error, status })
             }
         }
+    }
+
+    /// The status segment of a refused chain walked to its end (see
+    /// [`RingError::status_hint`]).
+    pub(crate) fn status_hint(&self, mem: &GuestMemory, t: &Tail) -> Option<Segment> {
+        let (a, l, f) = if t.ndesc == 1 && t.last.w14 & F_INDIRECT != 0 {
+            if !self.indirect {
+                return None;
+            }
+            indirect_tail(mem, t.last.addr, t.last.len, true)?
+        } else if t.any_indirect {
+            return None;
+        } else {
+            (t.last.addr, t.last.len, t.last.w14)
+        };
+        status_segment(mem, a, l, f)
     }
 
     pub(crate) fn push_used(

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{advance, mem_err, PackedRing};
+use super::{advance, mem_err, PackedRing, Tail};
 use crate::inflight::InflightQueue;
 use crate::mem::load_u16;
 use crate::walk::Builder;
@@ -28,10 +28,12 @@ impl PackedRing {
         out.reset(0);
         let mut b = Builder::new();
         let mut err = None;
+        let mut tail = Tail::default();
         let (id, n) = q.packed_walk(e, |i, d| {
             if err.is_none() {
                 err = self.add_desc(mem, &mut b, out, d, i == 0).err();
             }
+            tail.see(d);
         })?;
         out.id = id;
         out.ndesc = n;
@@ -39,7 +41,8 @@ impl PackedRing {
             None => Ok(true),
             Some(error) => {
                 out.count = 0;
-                Err(RingError::Chain { id, error })
+                let status = self.status_hint(mem, &tail);
+                Err(RingError::Chain { id, error, status })
             }
         }
     }
