@@ -55,6 +55,9 @@ for c in $(param checks size,pattern,fio | tr ',' ' '); do
   fioloop)
     N=$(param fio_mb 16); MAX=$(param fio_runs 100); i=0; ok=1
     info "fio started ${N}MiB per run"
+    # every 10 s, the disk's requests in flight (reads writes): shows a stall on the console
+    ( while sleep 10; do info "in flight on $DEV: $(cat /sys/block/$DEV/inflight | tr -s ' ')"; done ) &
+    WATCH=$!
     while [ $i -lt "$MAX" ]; do
       i=$((i + 1))
       if ! fio --name=verify --filename=$D --rw=randwrite --bs=4k --size=${N}M \
@@ -65,6 +68,7 @@ for c in $(param checks size,pattern,fio | tr ',' ' '); do
       info "fio run $i ok"
       [ "$(dd if=$D bs=4096 count=1 iflag=direct 2>/dev/null | head -c 8)" = FE-STOP! ] && break
     done
+    kill $WATCH
     [ $ok = 1 ] && pass fioloop "$i runs" ;;
   ro)
     [ "$(cat /sys/block/$DEV/ro)" = 1 ] && pass ro-flag || fail ro-flag "/sys/block/$DEV/ro is not 1"
