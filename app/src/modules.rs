@@ -15,6 +15,7 @@ pub fn register_bdev_modules() {
     ferrite_bdev::register_module(Arc::new(ferrite_uring::UringModule));
     ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
     ferrite_bdev::register_module(Arc::new(ferrite_delay::DelayModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_virtio::VirtioModule));
 }
 
 /// Registers the RPC methods of the bdev layer and of every module; handlers run on `app`.
@@ -28,6 +29,7 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     ferrite_uring::register_rpcs(reg, app);
     ferrite_error::register_rpcs(reg, app);
     ferrite_delay::register_rpcs(reg, app);
+    ferrite_virtio::register_rpcs(reg, app);
 }
 
 /// Subsystems reported by `framework_get_subsystems`, with their dependencies.
