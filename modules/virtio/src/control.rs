@@ -28,7 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::frontend::{self, feat, BlkConfig, Session};
 use crate::mem::SharedMem;
-use crate::queue::{Queue, BOUNCE_SIZE};
+use crate::queue::{Queue, QueueStats, BOUNCE_SIZE};
 
 /// Default queue count and size (SPDK's for trtype user).
 pub const DEFAULT_VQ_COUNT: u16 = 1;
@@ -55,6 +55,7 @@ pub(crate) struct Ctrl {
     pub queue_count: u16,
     queues: Mutex<Vec<Option<Queue>>>,
     calls: Vec<Arc<EventFd>>,
+    stats: Vec<Arc<QueueStats>>,
     pub broken: AtomicBool,
     pub features: u64,
     pub protocol: u64,
@@ -156,7 +157,13 @@ impl BdevBackend for VirtioBackend {
 }
 
 fn info(c: &Ctrl) -> Value {
+    let sum = |f: fn(&QueueStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+        c.stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+    };
     json!({
+        "requests": sum(|s| &s.requests),
+        "kicks": sum(|s| &s.kicks),
+        "bounces": sum(|s| &s.bounces),
         "name": c.name,
         "trtype": "user",
         "traddr": c.opts.traddr,
@@ -274,12 +281,14 @@ fn register(opts: AttachOpts, s: Session, app: ThreadHandle) -> Result<Vec<Strin
         calls,
     } = s;
     let queue_count = queues.len() as u16;
+    let stats = queues.iter().map(|q| q.stats.clone()).collect();
     let ctrl = Arc::new(Ctrl {
         name: name.clone(),
         opts,
         queue_count,
         queues: Mutex::new(queues.into_iter().map(Some).collect()),
         calls,
+        stats,
         broken: AtomicBool::new(false),
         features,
         protocol,

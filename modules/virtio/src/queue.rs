@@ -12,6 +12,7 @@
 //! channel (one lightweight thread) while it does.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferrite_bdev::BdevIo;
@@ -36,6 +37,23 @@ pub(crate) struct Slot {
     pub io: Option<Box<BdevIo>>,
     pub kind: Kind,
     pub len: usize,
+}
+
+/// Counters of one queue, written only by the thread owning it (load + store, no
+/// read-modify-write), read by `bdev_virtio_blk_get_controllers`.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Requests posted.
+    pub requests: AtomicU64,
+    /// Kicks written (eventfd writes): only when the server asked for one (EVENT_IDX).
+    pub kicks: AtomicU64,
+    /// Requests whose data went through a bounce buffer (every read and write).
+    pub bounces: AtomicU64,
+}
+
+#[inline]
+pub(crate) fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// Offsets of one queue's parts inside the shared memory, from the queue's base.
@@ -81,6 +99,7 @@ pub struct Queue {
     pub(crate) inflight: usize,
     pub(crate) kick: Arc<EventFd>,
     pub(crate) call: Arc<EventFd>,
+    pub(crate) stats: Arc<QueueStats>,
 }
 
 /// Virtio-blk request types.
@@ -125,6 +144,7 @@ impl Queue {
             inflight: 0,
             kick,
             call,
+            stats: Arc::new(QueueStats::default()),
         }
     }
 
@@ -203,8 +223,13 @@ impl Queue {
         }
         self.ring.set_desc(d0 + 2, status);
         self.inflight += 1;
+        bump(&self.stats.requests);
+        if data_len != 0 && t != T_DISCARD && t != T_WRITE_ZEROES {
+            bump(&self.stats.bounces);
+        }
         if self.ring.publish(d0) {
             // One syscall, only when the device is waiting for it (EVENT_IDX).
+            bump(&self.stats.kicks);
             let _ = self.kick.write(1);
         }
     }
