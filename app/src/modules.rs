@@ -30,7 +30,8 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     ferrite_error::register_rpcs(reg, app);
     ferrite_delay::register_rpcs(reg, app);
     ferrite_virtio::register_rpcs(reg, app);
+    ferrite_vhost::register_rpcs(reg, app);
 }
 
 /// Subsystems reported by `framework_get_subsystems`, with their dependencies.
-pub const SUBSYSTEMS: &[(&str, &[&str])] = &[("bdev", &[])];
+pub const SUBSYSTEMS: &[(&str, &[&str])] = &[("bdev", &[]), ("vhost_blk", &["bdev"])];

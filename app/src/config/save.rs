@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 pub fn subsystem_config(name: &str) -> Option<Vec<Value>> {
     match name {
         "bdev" => Some(ferrite_bdev::config::subsystem_config()),
+        ferrite_vhost::SUBSYSTEM => Some(ferrite_vhost::config_json()),
         _ => None,
     }
 }

@@ -68,6 +68,24 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
                 opts.rpc_socket_mode
             )
         })?;
+    let vhost_mode = u32::from_str_radix(opts.vhost_socket_mode.trim_start_matches("0o"), 8)
+        .map_err(|_| {
+            format!(
+                "invalid --vhost-socket-mode '{}': expected an octal mode such as 0600",
+                opts.vhost_socket_mode
+            )
+        })?;
+    let vhost_dir = match &opts.vhost_sock_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| format!("cannot read the working directory: {e}"))?,
+    };
+    if !vhost_dir.is_dir() {
+        return Err(format!(
+            "vhost socket directory '{}' does not exist",
+            vhost_dir.display()
+        ));
+    }
     // Read the config before starting anything, so a bad file fails fast.
     let config = load_config_text(&opts, embedded_default)?;
     let runtime = Runtime::start(RuntimeConfig {
@@ -78,6 +96,11 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
     })
     .map_err(|e| e.to_string())?;
     crate::modules::register_bdev_modules();
+    ferrite_vhost::init(ferrite_vhost::VhostSettings {
+        socket_dir: vhost_dir,
+        socket_mode: vhost_mode,
+        reactor_cores: runtime.reactors().iter().map(|r| r.lcore).collect(),
+    });
 
     let state = Arc::new(ServerState::new(STARTUP));
     let registry = Registry::new(state.clone());
@@ -259,6 +282,9 @@ fn shutdown_all(
     if let Some(p) = persister {
         p.stop();
     }
+    // vhost controllers first: their frontends are disconnected and their rings drained, and
+    // they release the bdevs they claim.
+    ferrite_vhost::shutdown();
     let (tx, rx) = mpsc::channel();
     let sent = runtime.app_thread().send(move || {
         ferrite_bdev::unregister_all(move || {

@@ -45,6 +45,13 @@ pub struct TgtOptions {
     /// after every successful state-changing RPC.
     #[arg(long = "persist")]
     pub persist: Option<PathBuf>,
+    /// Directory where vhost-user controller sockets are created (default: the working
+    /// directory), as SPDK's `-S`.
+    #[arg(short = 'S', long = "vhost-sock-dir")]
+    pub vhost_sock_dir: Option<PathBuf>,
+    /// Permissions of vhost-user controller sockets (octal).
+    #[arg(long = "vhost-socket-mode", default_value = "0600")]
+    pub vhost_socket_mode: String,
     /// Seconds a graceful shutdown may take before the process gives up and exits non-zero.
     #[arg(long = "shutdown-timeout", default_value_t = 30)]
     pub shutdown_timeout: u64,

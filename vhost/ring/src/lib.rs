@@ -1,0 +1,49 @@
+//! Device-side virtqueues for Ferrite's vhost-user targets: split and packed rings, validated
+//! descriptor chains, used-ring publication with EVENT_IDX / event suppression, notification
+//! enable/disable without lost wake-ups, and inflight tracking in the shared-memory region of
+//! VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD so that a restarted backend resubmits what was in
+//! flight when it crashed.
+//!
+//! # Thread contract
+//! A [`Vring`] is owned by one reactor thread: every method takes `&mut self` and is called on
+//! that thread; nothing here blocks, locks, allocates per request or makes a system call.
+//! The [`GuestMemory`] passed to each call is the current memory table (from
+//! VHOST_USER_SET_MEM_TABLE); a Vring keeps no pointer into it between calls, so the caller
+//! may swap tables between calls. An [`InflightRegion`] may be created on one thread and its
+//! [`InflightQueue`]s handed to the reactor threads owning the rings (they are `Send`); each
+//! queue's part of the region must be attached to one Vring at a time.
+//!
+//! # Hostile guests
+//! Everything read from guest memory (descriptors, indices, indirect tables) and from the
+//! inflight region is validated; every access goes through vm-memory's checked accessors, so
+//! a guest can make a request fail ([`ChainError`]) or the ring broken
+//! ([`ErrorKind::Broken`]), never make this crate panic, loop or touch memory outside the
+//! guest's regions.
+//!
+//! # Addresses
+//! All ring addresses are guest physical addresses. vhost-user's SET_VRING_ADDR carries
+//! front-end user addresses: the caller translates them through the memory table first.
+
+mod chain;
+mod error;
+mod inflight;
+mod mem;
+mod packed;
+mod split;
+mod vring;
+mod walk;
+
+pub use vm_memory;
+
+pub use chain::{Chain, Segment, MAX_SEGS};
+pub use error::{ChainError, ErrorKind, RingError};
+pub use inflight::{inflight_queue_size, InflightQueue, InflightRegion};
+pub use vring::{RingAddrs, RingBase, RingConfig, Vring};
+
+/// Guest memory as this crate reads it: built by the vhost-user target from the regions of
+/// VHOST_USER_SET_MEM_TABLE (each region an mmap of the fd the front-end sent).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+
+/// Largest queue size accepted (the virtio limit for packed rings; split rings must also be a
+/// power of two).
+pub const MAX_QUEUE_SIZE: u16 = 32768;

@@ -1,0 +1,80 @@
+//! Checked little-endian access to guest memory. Every function goes through vm-memory's
+//! checked accessors: an address outside the guest's regions is an error, never a fault.
+
+use std::sync::atomic::Ordering;
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend as _};
+
+use crate::GuestMemory;
+
+/// VIRTQ_DESC_F_NEXT (split and packed).
+pub(crate) const F_NEXT: u16 = 1;
+/// VIRTQ_DESC_F_WRITE.
+pub(crate) const F_WRITE: u16 = 2;
+/// VIRTQ_DESC_F_INDIRECT.
+pub(crate) const F_INDIRECT: u16 = 4;
+
+/// A descriptor as it lies in memory: `addr u64, len u32`, then for a split ring
+/// `flags u16, next u16` and for a packed ring `id u16, flags u16`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawDesc {
+    pub addr: u64,
+    pub len: u32,
+    pub w12: u16,
+    pub w14: u16,
+}
+
+/// Reads the 16-byte descriptor at `addr`.
+#[inline]
+pub(crate) fn read_desc(mem: &GuestMemory, addr: u64) -> Option<RawDesc> {
+    let b: [u8; 16] = mem.read_obj(GuestAddress(addr)).ok()?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[0..8]);
+    let mut l = [0u8; 4];
+    l.copy_from_slice(&b[8..12]);
+    Some(RawDesc {
+        addr: u64::from_le_bytes(a),
+        len: u32::from_le_bytes(l),
+        w12: u16::from_le_bytes([b[12], b[13]]),
+        w14: u16::from_le_bytes([b[14], b[15]]),
+    })
+}
+
+/// Loads a little-endian u16 (atomically, `addr` 2-byte aligned).
+#[inline]
+pub(crate) fn load_u16(mem: &GuestMemory, addr: u64, order: Ordering) -> Option<u16> {
+    mem.load::<u16>(GuestAddress(addr), order)
+        .ok()
+        .map(u16::from_le)
+}
+
+/// Stores a little-endian u16 (atomically, `addr` 2-byte aligned).
+#[inline]
+pub(crate) fn store_u16(mem: &GuestMemory, addr: u64, v: u16, order: Ordering) -> Option<()> {
+    mem.store::<u16>(v.to_le(), GuestAddress(addr), order).ok()
+}
+
+/// Stores a little-endian u32 (atomically, `addr` 4-byte aligned).
+#[inline]
+pub(crate) fn store_u32(mem: &GuestMemory, addr: u64, v: u32, order: Ordering) -> Option<()> {
+    mem.store::<u32>(v.to_le(), GuestAddress(addr), order).ok()
+}
+
+/// Whether `[addr, addr + len)` lies wholly in guest memory (possibly across regions).
+#[inline]
+pub(crate) fn range_ok(mem: &GuestMemory, addr: u64, len: u64) -> bool {
+    if len == 0 {
+        return mem.address_in_range(GuestAddress(addr));
+    }
+    let Some(last) = GuestAddress(addr).checked_add(len - 1) else {
+        return false;
+    };
+    // One region holding both ends is the common case and the cheapest check.
+    match (mem.find_region(GuestAddress(addr)), mem.find_region(last)) {
+        (Some(a), Some(b)) if std::ptr::eq(a, b) => true,
+        (Some(_), Some(_)) => {
+            usize::try_from(len).is_ok_and(|l| mem.check_range(GuestAddress(addr), l))
+        }
+        _ => false,
+    }
+}
