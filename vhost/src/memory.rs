@@ -97,13 +97,26 @@ impl MemTable {
         for (i, (d, f)) in descs.iter().zip(files).enumerate() {
             let size = usize::try_from(d.size)
                 .map_err(|_| bad(format!("memory region {i} is too large")))?;
-            let m = MmapRegion::<()>::from_file(FileOffset::new(f, d.mmap_offset), size)
-                .map_err(|e| {
+            // A region announced beyond the end of its file maps, but touching that part
+            // raises SIGBUS: refuse it (found by the hostile frontend test).
+            if let Ok(md) = f.metadata() {
+                if md.is_file() && d.mmap_offset.saturating_add(d.size) > md.len() {
+                    return Err(bad(format!(
+                        "memory region {i} (offset {:#x}, size {:#x}) extends beyond its file ({:#x} bytes)",
+                        d.mmap_offset,
+                        d.size,
+                        md.len()
+                    )));
+                }
+            }
+            let m = MmapRegion::<()>::from_file(FileOffset::new(f, d.mmap_offset), size).map_err(
+                |e| {
                     VhostError::new(
                         ErrorKind::Io,
                         format!("cannot map memory region {i} ({} bytes): {e}", d.size),
                     )
-                })?;
+                },
+            )?;
             let host = m.as_ptr();
             let r = GuestRegionMmap::new(m, GuestAddress(d.gpa))
                 .ok_or_else(|| bad(format!("memory region {i} overflows")))?;
@@ -217,8 +230,18 @@ mod tests {
 
     fn two_regions() -> MemTable {
         let descs = [
-            RegionDesc { gpa: 0, size: 0x10000, uaddr: 0x7000_0000, mmap_offset: 0 },
-            RegionDesc { gpa: 0x10000, size: 0x10000, uaddr: 0x9000_0000, mmap_offset: 0x1000 },
+            RegionDesc {
+                gpa: 0,
+                size: 0x10000,
+                uaddr: 0x7000_0000,
+                mmap_offset: 0,
+            },
+            RegionDesc {
+                gpa: 0x10000,
+                size: 0x10000,
+                uaddr: 0x9000_0000,
+                mmap_offset: 0x1000,
+            },
         ];
         MemTable::map(&descs, vec![memfd(0x10000), memfd(0x11000)]).unwrap()
     }
@@ -252,17 +275,42 @@ mod tests {
     #[test]
     fn bad_tables_are_refused() {
         let overlap = [
-            RegionDesc { gpa: 0, size: 0x2000, uaddr: 0, mmap_offset: 0 },
-            RegionDesc { gpa: 0x1000, size: 0x2000, uaddr: 0x10000, mmap_offset: 0 },
+            RegionDesc {
+                gpa: 0,
+                size: 0x2000,
+                uaddr: 0,
+                mmap_offset: 0,
+            },
+            RegionDesc {
+                gpa: 0x1000,
+                size: 0x2000,
+                uaddr: 0x10000,
+                mmap_offset: 0,
+            },
         ];
         let e = MemTable::map(&overlap, vec![memfd(0x2000), memfd(0x2000)]).unwrap_err();
         assert!(e.message().contains("overlap"), "{e}");
-        let one = [RegionDesc { gpa: 0, size: 0x1000, uaddr: 0, mmap_offset: 0 }];
+        let one = [RegionDesc {
+            gpa: 0,
+            size: 0x1000,
+            uaddr: 0,
+            mmap_offset: 0,
+        }];
         let e = MemTable::map(&one, vec![]).unwrap_err();
         assert!(e.message().contains("file descriptors"), "{e}");
-        let empty = [RegionDesc { gpa: 0, size: 0, uaddr: 0, mmap_offset: 0 }];
+        let empty = [RegionDesc {
+            gpa: 0,
+            size: 0,
+            uaddr: 0,
+            mmap_offset: 0,
+        }];
         assert!(MemTable::map(&empty, vec![memfd(0x1000)]).is_err());
-        let wrap = [RegionDesc { gpa: u64::MAX - 10, size: 0x1000, uaddr: 0, mmap_offset: 0 }];
+        let wrap = [RegionDesc {
+            gpa: u64::MAX - 10,
+            size: 0x1000,
+            uaddr: 0,
+            mmap_offset: 0,
+        }];
         assert!(MemTable::map(&wrap, vec![memfd(0x1000)]).is_err());
     }
 }
