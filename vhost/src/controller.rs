@@ -143,7 +143,9 @@ pub fn create(opts: &CreateOpts) -> Result<()> {
         None => (0..set.reactor_cores.len()).collect(),
         Some(m) => {
             let mask = CpuMask::parse(m).map_err(|e| {
-                bad(format!("vhost controller '{name}': invalid cpumask '{m}': {e}"))
+                bad(format!(
+                    "vhost controller '{name}': invalid cpumask '{m}': {e}"
+                ))
             })?;
             let idx: Vec<usize> = set
                 .reactor_cores
@@ -183,7 +185,10 @@ pub fn create(opts: &CreateOpts) -> Result<()> {
     desc.claim(kind, "vhost_blk").map_err(|e| {
         VhostError::new(
             ErrorKind::Claimed,
-            format!("vhost controller '{name}': cannot claim bdev: {}", e.message()),
+            format!(
+                "vhost controller '{name}': cannot claim bdev: {}",
+                e.message()
+            ),
         )
     })?;
     let bdev = desc.bdev().clone();
@@ -207,9 +212,10 @@ pub fn create(opts: &CreateOpts) -> Result<()> {
     // Queue threads, one per reactor of the mask.
     let mut threads = Vec::with_capacity(indices.len());
     for i in &indices {
-        let t = ferrite_reactor::spawn_thread(&format!("vhost.{name}.{i}"), Some(*i)).map_err(
-            |e| VhostError::new(ErrorKind::Io, format!("vhost controller '{name}': {e}")),
-        )?;
+        let t =
+            ferrite_reactor::spawn_thread(&format!("vhost.{name}.{i}"), Some(*i)).map_err(|e| {
+                VhostError::new(ErrorKind::Io, format!("vhost controller '{name}': {e}"))
+            })?;
         threads.push(t);
     }
     let mut serial = [0u8; crate::blk::request::ID_LEN];
@@ -395,15 +401,12 @@ fn on_bdev_event(name: &str, ev: BdevEvent) {
 /// does more than `iops_threshold` requests a second (0 = off).
 pub fn set_coalescing(name: &str, delay_base_us: u32, iops_threshold: u32) -> Result<()> {
     let list = controllers();
-    let c = list
-        .iter()
-        .find(|c| c.shared.name == name)
-        .ok_or_else(|| {
-            VhostError::new(
-                ErrorKind::NotFound,
-                format!("vhost controller '{name}' does not exist"),
-            )
-        })?;
+    let c = list.iter().find(|c| c.shared.name == name).ok_or_else(|| {
+        VhostError::new(
+            ErrorKind::NotFound,
+            format!("vhost controller '{name}' does not exist"),
+        )
+    })?;
     if delay_base_us > 1_000_000 {
         return Err(bad(format!(
             "vhost controller '{name}': delay_base_us {delay_base_us} is too large (at most 1000000)"
@@ -414,8 +417,12 @@ pub fn set_coalescing(name: &str, delay_base_us: u32, iops_threshold: u32) -> Re
             "vhost controller '{name}': iops_threshold must be non-zero when delay_base_us is set"
         )));
     }
-    c.shared.delay_base_us.store(delay_base_us, Ordering::Relaxed);
-    c.shared.iops_threshold.store(iops_threshold, Ordering::Relaxed);
+    c.shared
+        .delay_base_us
+        .store(delay_base_us, Ordering::Relaxed);
+    c.shared
+        .iops_threshold
+        .store(iops_threshold, Ordering::Relaxed);
     Ok(())
 }
 
@@ -477,11 +484,13 @@ pub fn config_json() -> Vec<Value> {
         }}));
         let d = s.delay_base_us.load(Ordering::Relaxed);
         if d > 0 {
-            out.push(json!({"method": "vhost_controller_set_coalescing", "params": {
-                "ctrlr": s.name,
-                "delay_base_us": d,
-                "iops_threshold": s.iops_threshold.load(Ordering::Relaxed),
-            }}));
+            out.push(
+                json!({"method": "vhost_controller_set_coalescing", "params": {
+                    "ctrlr": s.name,
+                    "delay_base_us": d,
+                    "iops_threshold": s.iops_threshold.load(Ordering::Relaxed),
+                }}),
+            );
         }
     }
     out
@@ -489,5 +498,8 @@ pub fn config_json() -> Vec<Value> {
 
 /// Names of the controllers (tests, shutdown).
 pub fn names() -> Vec<String> {
-    controllers().iter().map(|c| c.shared.name.clone()).collect()
+    controllers()
+        .iter()
+        .map(|c| c.shared.name.clone())
+        .collect()
 }

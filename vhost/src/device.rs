@@ -15,13 +15,12 @@ use std::fs::File;
 use std::sync::Arc;
 
 use vhost::vhost_user::message::{
-    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags,
-    VhostUserInflight, VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures,
-    VhostUserSharedMsg, VhostUserShMemConfig, VhostUserSingleMemoryRegion,
-    VhostUserVringAddrFlags, VhostUserVringState,
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
 };
-use vhost::vhost_user::{Backend, Error as VuError, GpuBackend, Result as VuResult};
 use vhost::vhost_user::VhostUserBackendReqHandlerMut;
+use vhost::vhost_user::{Backend, Error as VuError, GpuBackend, Result as VuResult};
 use vhost::VhostUserMemoryRegionBase;
 
 use crate::blk::config::{feature, MAX_QUEUES};
@@ -140,7 +139,11 @@ impl Device {
             .kick
             .as_ref()
             .and_then(|f| f.try_clone().ok())
-            .ok_or_else(|| err(format!("vhost controller '{name}': cannot duplicate kick fd")))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "vhost controller '{name}': cannot duplicate kick fd"
+                ))
+            })?;
         let call = r.call.as_ref().and_then(|f| f.try_clone().ok());
         let inflight = match &self.inflight {
             Some(reg) => reg.queue(index as u16).ok(),
@@ -372,7 +375,12 @@ impl VhostUserBackendReqHandlerMut for Device {
         })
     }
 
-    fn set_config(&mut self, _offset: u32, _buf: &[u8], _flags: VhostUserConfigFlags) -> VuResult<()> {
+    fn set_config(
+        &mut self,
+        _offset: u32,
+        _buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<()> {
         // Nothing in our config space is writable (no writeback toggle).
         Ok(())
     }
@@ -444,11 +452,15 @@ impl VhostUserBackendReqHandlerMut for Device {
         _phase: VhostTransferStatePhase,
         _fd: File,
     ) -> VuResult<Option<File>> {
-        Err(VuError::InvalidOperation("device state transfer is not offered"))
+        Err(VuError::InvalidOperation(
+            "device state transfer is not offered",
+        ))
     }
 
     fn check_device_state(&mut self) -> VuResult<()> {
-        Err(VuError::InvalidOperation("device state transfer is not offered"))
+        Err(VuError::InvalidOperation(
+            "device state transfer is not offered",
+        ))
     }
 
     fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {

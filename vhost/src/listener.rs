@@ -53,7 +53,12 @@ impl ControlThread {
         // SAFETY: shutdown(2) on a socket fd we own; a listening socket shut down makes a
         // blocked accept return.
         unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if let Some(c) = self.conn.lock().ok().and_then(|g| g.as_ref().and_then(|c| c.try_clone().ok())) {
+        if let Some(c) = self
+            .conn
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().and_then(|c| c.try_clone().ok()))
+        {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
         if let Some(j) = self.join.take() {

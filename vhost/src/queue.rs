@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use ferrite_bdev::{BdevChannel, BdevIo, IoVec};
 use ferrite_reactor::{FdRegistration, Poll, PollerHandle, ThreadHandle};
-use ferrite_vring::{Chain, ErrorKind as RingKind, InflightQueue, RingAddrs, RingBase, RingConfig, Vring};
+use ferrite_vring::{
+    Chain, ErrorKind as RingKind, InflightQueue, RingAddrs, RingBase, RingConfig, Vring,
+};
 
 use crate::blk::request::{self, parse, status, Kind, Parsed, MAX_DATA_SEGS};
 use crate::controller::CtrlShared;
@@ -389,7 +391,11 @@ impl Queue {
         if self.finished || self.broken {
             return !self.pending_publish && !self.signal_pending;
         }
-        if self.stop.is_some() || self.pending_publish || self.signal_pending || self.retry.is_some() {
+        if self.stop.is_some()
+            || self.pending_publish
+            || self.signal_pending
+            || self.retry.is_some()
+        {
             return false;
         }
         // Drain the kick eventfd first, then re-enable notifications and look again: a kick
@@ -435,7 +441,12 @@ impl Queue {
     fn handle_chain(&mut self) {
         let id = self.chain.id();
         let readonly = self.ctrl.readonly;
-        match parse(self.chain.segments(), &self.mem, readonly, &mut self.scratch) {
+        match parse(
+            self.chain.segments(),
+            &self.mem,
+            readonly,
+            &mut self.scratch,
+        ) {
             Ok(()) => {
                 if let Some(p) = self.mem.host_ptr(self.scratch.status_gpa, 1) {
                     self.slot_mut(id).status = p;
@@ -502,10 +513,7 @@ impl Queue {
             Kind::Read | Kind::Write => (p.sector.saturating_mul(512), p.data_len),
             Kind::Flush => (0, 0),
             Kind::Discard | Kind::WriteZeroes => match request::read_range(p, &self.mem) {
-                Some(r) => (
-                    r.sector.saturating_mul(512),
-                    u64::from(r.num_sectors) * 512,
-                ),
+                Some(r) => (r.sector.saturating_mul(512), u64::from(r.num_sectors) * 512),
                 None => return self.finish_now(id, status::IOERR, 0),
             },
         };
@@ -531,7 +539,11 @@ impl Queue {
             return;
         };
         let (ob, nb) = (offset / bs, len / bs);
-        let written = if kind == Kind::Read { len as u32 + 1 } else { 1 };
+        let written = if kind == Kind::Read {
+            len as u32 + 1
+        } else {
+            1
+        };
         self.slot_mut(id).written = written;
         io.user = [me, u64::from(id)];
         match kind {
@@ -609,7 +621,10 @@ impl Queue {
 
     /// Signals the call eventfd now, unless coalescing holds it back.
     fn maybe_signal(&mut self) {
-        let delay_us = self.ctrl.delay_base_us.load(std::sync::atomic::Ordering::Relaxed);
+        let delay_us = self
+            .ctrl
+            .delay_base_us
+            .load(std::sync::atomic::Ordering::Relaxed);
         if delay_us > 0 {
             let now = ferrite_reactor::clock::ticks();
             let second = ferrite_reactor::clock::us_to_ticks(1_000_000);
@@ -617,7 +632,10 @@ impl Queue {
                 self.window_start = now;
                 self.window_ios = 0;
             }
-            let threshold = self.ctrl.iops_threshold.load(std::sync::atomic::Ordering::Relaxed);
+            let threshold = self
+                .ctrl
+                .iops_threshold
+                .load(std::sync::atomic::Ordering::Relaxed);
             if self.window_ios > u64::from(threshold)
                 && now.wrapping_sub(self.last_signal)
                     < ferrite_reactor::clock::us_to_ticks(u64::from(delay_us))

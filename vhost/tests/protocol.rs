@@ -51,14 +51,23 @@ fn negotiate_read_write_and_fail_cleanly() {
     // failures: unsupported type, out of range, read into a read-only buffer, data
     // outside guest memory
     assert_eq!(d.request(77, 0, &[], false).0, status::UNSUPP);
-    assert_eq!(d.request(req_type::IN, 4096, &[(0x40000, 512)], true).0, status::IOERR);
-    assert_eq!(d.request(req_type::IN, 0, &[(0x40000, 512)], false).0, status::IOERR);
+    assert_eq!(
+        d.request(req_type::IN, 4096, &[(0x40000, 512)], true).0,
+        status::IOERR
+    );
+    assert_eq!(
+        d.request(req_type::IN, 0, &[(0x40000, 512)], false).0,
+        status::IOERR
+    );
     // a data buffer outside guest memory: the ring refuses the chain (ferrite-vring gives no
     // segments to find the status byte in), returns it with nothing written, keeps serving
     let head = d.submit(&[(0x8000, 16, 0), (0xff000, 0x2000, 0), (0x9000, 1, F_WRITE)]);
     assert_eq!(d.wait_used(), (u32::from(head), 0));
     // the queue still serves
-    assert_eq!(d.request(req_type::IN, 8, &[(0x40000, 512)], true).0, status::OK);
+    assert_eq!(
+        d.request(req_type::IN, 8, &[(0x40000, 512)], true).0,
+        status::OK
+    );
 
     // stop the ring: its position comes back; restart from it
     let base = d.fe.get_vring_base(0).unwrap();
@@ -66,13 +75,19 @@ fn negotiate_read_write_and_fail_cleanly() {
     d.fe.set_vring_base(0, base as u16).unwrap();
     d.fe.set_vring_kick(0, &d.kick).unwrap();
     d.fe.set_vring_enable(0, true).unwrap();
-    assert_eq!(d.request(req_type::IN, 8, &[(0x40000, 4096)], true).0, status::OK);
+    assert_eq!(
+        d.request(req_type::IN, 8, &[(0x40000, 4096)], true).0,
+        status::OK
+    );
     assert_eq!(d.mem.read(0x40000, 4096), pattern);
 
     // bdev in use: deleting it is hot-remove, the controller stops serving
     drop(d);
     env.delete("vhost.0").unwrap();
-    assert!(!sock.exists(), "the socket file is removed with the controller");
+    assert!(
+        !sock.exists(),
+        "the socket file is removed with the controller"
+    );
 }
 
 /// Reads blocks straight from the bdev (not through the target), on the app thread.
@@ -86,7 +101,10 @@ fn read_bdev(env: &Env, name: &str, block: u64, blocks: u64) -> Vec<u8> {
     fn done(mut io: Box<ferrite_bdev::BdevIo>) {
         // SAFETY: user[0] is the Box<Ctx> leaked below, taken back exactly once.
         let ctx = unsafe { Box::from_raw(io.user[0] as *mut Ctx) };
-        let v = io.take_buf().map(|b| b.as_slice().to_vec()).unwrap_or_default();
+        let v = io
+            .take_buf()
+            .map(|b| b.as_slice().to_vec())
+            .unwrap_or_default();
         ferrite_bdev::free_io(io);
         let _ = ctx.tx.send(v);
     }
@@ -96,10 +114,16 @@ fn read_bdev(env: &Env, name: &str, block: u64, blocks: u64) -> Vec<u8> {
         let desc = ferrite_bdev::Desc::open(&n, false, |_| {}).unwrap();
         let ch = desc.channel().unwrap();
         let mut io = ch.alloc_io().unwrap();
-        let buf = ferrite_bdev::DmaBuf::get(blocks as usize * 512).unwrap().unwrap();
+        let buf = ferrite_bdev::DmaBuf::get(blocks as usize * 512)
+            .unwrap()
+            .unwrap();
         io.prep_read(block, blocks, done).attach_buf(buf);
         let ch2 = desc.channel().unwrap();
-        let ctx = Box::new(Ctx { tx, _ch: ch2, _desc: desc });
+        let ctx = Box::new(Ctx {
+            tx,
+            _ch: ch2,
+            _desc: desc,
+        });
         io.user[0] = Box::into_raw(ctx) as u64;
         ch.submit(io);
     });
@@ -136,9 +160,12 @@ fn controller_errors_are_clear() {
     assert!(e.message().contains("invalid"), "{e}");
     let e = env.delete("nope").unwrap_err();
     assert!(e.message().contains("'nope' does not exist"), "{e}");
-    let e = env.app(|| ferrite_vhost::set_coalescing("err.0", 10, 0)).unwrap_err();
+    let e = env
+        .app(|| ferrite_vhost::set_coalescing("err.0", 10, 0))
+        .unwrap_err();
     assert!(e.message().contains("iops_threshold"), "{e}");
-    env.app(|| ferrite_vhost::set_coalescing("err.0", 10, 1000)).unwrap();
+    env.app(|| ferrite_vhost::set_coalescing("err.0", 10, 1000))
+        .unwrap();
     let cfg = env.app(ferrite_vhost::config_json);
     let mine: Vec<_> = cfg
         .iter()

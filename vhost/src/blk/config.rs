@@ -169,7 +169,11 @@ mod tests {
         assert_eq!(u16::from_le_bytes(c[34..36].try_into().unwrap()), 4);
         assert_eq!(u32::from_le_bytes(c[40..44].try_into().unwrap()), 1);
         assert_eq!(u32::from_le_bytes(c[44..48].try_into().unwrap()), 8);
-        assert_eq!(u32::from_le_bytes(c[52..56].try_into().unwrap()), 0, "no write zeroes");
+        assert_eq!(
+            u32::from_le_bytes(c[52..56].try_into().unwrap()),
+            0,
+            "no write zeroes"
+        );
     }
 
     #[test]
@@ -177,7 +181,11 @@ mod tests {
         let f = geo().features();
         assert!(f & feature::DISCARD != 0 && f & feature::WRITE_ZEROES == 0);
         assert!(f & feature::RING_PACKED == 0 && f & feature::RO == 0);
-        let ro = BlkGeometry { readonly: true, packed: true, ..geo() };
+        let ro = BlkGeometry {
+            readonly: true,
+            packed: true,
+            ..geo()
+        };
         let f = ro.features();
         assert!(f & feature::RO != 0 && f & feature::DISCARD == 0 && f & feature::RING_PACKED != 0);
         assert_eq!(ro.config_space()[36..60], [0u8; 24]);

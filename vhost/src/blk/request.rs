@@ -148,7 +148,9 @@ pub fn parse<S: SegView>(
     };
     let ls = &segs[last];
     if !ls.writable() {
-        return Err(ParseError::Broken("status descriptor is not device-writable"));
+        return Err(ParseError::Broken(
+            "status descriptor is not device-writable",
+        ));
     }
     let status_gpa = ls.addr().wrapping_add(u64::from(ls.len()) - 1);
     if mem.host_ptr(status_gpa, 1).is_none() {
@@ -223,7 +225,10 @@ pub fn parse<S: SegView>(
             continue;
         }
         if s.writable() != device_writes {
-            return Err(fail(status::IOERR, "data descriptor has the wrong direction"));
+            return Err(fail(
+                status::IOERR,
+                "data descriptor has the wrong direction",
+            ));
         }
         if out.nsegs == MAX_DATA_SEGS {
             return Err(fail(status::IOERR, "too many data segments"));
@@ -249,7 +254,10 @@ pub fn parse<S: SegView>(
             return Err(fail(status::IOERR, "GET_ID without a data buffer"));
         }
         Kind::Discard | Kind::WriteZeroes if out.data_len != 16 || out.nsegs != 1 => {
-            return Err(fail(status::IOERR, "discard/write-zeroes needs one 16-byte range"));
+            return Err(fail(
+                status::IOERR,
+                "discard/write-zeroes needs one 16-byte range",
+            ));
         }
         _ => {}
     }

@@ -69,7 +69,12 @@ fn every_request_type() {
         put_header(&m, 0x1000, t, 8);
         let p = run(
             &m,
-            &[S(0x1000, 16, false), S(0x2000, 512, data_writable), S(0x2200, 512, data_writable), status],
+            &[
+                S(0x1000, 16, false),
+                S(0x2000, 512, data_writable),
+                S(0x2200, 512, data_writable),
+                status,
+            ],
             false,
         )
         .unwrap();
@@ -82,7 +87,10 @@ fn every_request_type() {
     put_header(&m, 0x1000, req_type::FLUSH, 0);
     let p = run(&m, &[S(0x1000, 16, false), status], false).unwrap();
     assert_eq!((p.kind, p.nsegs), (Kind::Flush, 0));
-    for (t, kind) in [(req_type::DISCARD, Kind::Discard), (req_type::WRITE_ZEROES, Kind::WriteZeroes)] {
+    for (t, kind) in [
+        (req_type::DISCARD, Kind::Discard),
+        (req_type::WRITE_ZEROES, Kind::WriteZeroes),
+    ] {
         put_header(&m, 0x1000, t, 0);
         let range = m.host_ptr(0x2000, 16).unwrap();
         let mut b = [0u8; 16];
@@ -90,7 +98,12 @@ fn every_request_type() {
         b[8..12].copy_from_slice(&16u32.to_le_bytes());
         // SAFETY: 16 mapped bytes.
         unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), range, 16) };
-        let p = run(&m, &[S(0x1000, 16, false), S(0x2000, 16, false), status], false).unwrap();
+        let p = run(
+            &m,
+            &[S(0x1000, 16, false), S(0x2000, 16, false), status],
+            false,
+        )
+        .unwrap();
         assert_eq!(p.kind, kind);
         let r = read_range(&p, &m).unwrap();
         assert_eq!((r.sector, r.num_sectors, r.flags), (64, 16, 0));
@@ -103,15 +116,35 @@ fn header_sharing_a_descriptor_and_status_sharing_data() {
     put_header(&m, 0x1000, req_type::OUT, 3);
     // header + 512 bytes of data in one readable descriptor; status alone
     let p = run(&m, &[S(0x1000, 16 + 512, false), S(0x3000, 1, true)], false).unwrap();
-    assert_eq!(p.data(), &[DataSeg { gpa: 0x1010, len: 512 }]);
+    assert_eq!(
+        p.data(),
+        &[DataSeg {
+            gpa: 0x1010,
+            len: 512
+        }]
+    );
     // read: data and status in one writable descriptor
     put_header(&m, 0x1000, req_type::IN, 0);
     let p = run(&m, &[S(0x1000, 16, false), S(0x2000, 513, true)], false).unwrap();
-    assert_eq!(p.data(), &[DataSeg { gpa: 0x2000, len: 512 }]);
+    assert_eq!(
+        p.data(),
+        &[DataSeg {
+            gpa: 0x2000,
+            len: 512
+        }]
+    );
     assert_eq!(p.status_gpa, 0x2200);
     // header split over two descriptors
-    let p = run(&m, &[S(0x1000, 8, false), S(0x1008, 8, false), S(0x2000, 513, true)], false)
-        .unwrap();
+    let p = run(
+        &m,
+        &[
+            S(0x1000, 8, false),
+            S(0x1008, 8, false),
+            S(0x2000, 513, true),
+        ],
+        false,
+    )
+    .unwrap();
     assert_eq!(p.kind, Kind::Read);
 }
 
@@ -127,28 +160,73 @@ fn malformed_requests_fail_with_ioerr_or_unsupp() {
     let m = mem();
     let st = S(0x3000, 1, true);
     put_header(&m, 0x1000, 99, 0);
-    assert_eq!(fail_status(run(&m, &[S(0x1000, 16, false), st], false)).0, status::UNSUPP);
+    assert_eq!(
+        fail_status(run(&m, &[S(0x1000, 16, false), st], false)).0,
+        status::UNSUPP
+    );
     // short header
     let (s, why) = fail_status(run(&m, &[S(0x1000, 8, false), st], false));
     assert_eq!(s, status::IOERR);
     assert!(why.contains("header"), "{why}");
     // writable header
     put_header(&m, 0x1000, req_type::IN, 0);
-    assert_eq!(fail_status(run(&m, &[S(0x1000, 16, true), S(0x2000, 512, true), st], false)).0, status::IOERR);
+    assert_eq!(
+        fail_status(run(
+            &m,
+            &[S(0x1000, 16, true), S(0x2000, 512, true), st],
+            false
+        ))
+        .0,
+        status::IOERR
+    );
     // header outside guest memory
-    assert_eq!(fail_status(run(&m, &[S(MEM - 8, 16, false), st], false)).0, status::IOERR);
+    assert_eq!(
+        fail_status(run(&m, &[S(MEM - 8, 16, false), st], false)).0,
+        status::IOERR
+    );
     // read into a device-readable buffer
-    let (_, why) = fail_status(run(&m, &[S(0x1000, 16, false), S(0x2000, 512, false), st], false));
+    let (_, why) = fail_status(run(
+        &m,
+        &[S(0x1000, 16, false), S(0x2000, 512, false), st],
+        false,
+    ));
     assert!(why.contains("direction"), "{why}");
     // write from a device-writable buffer
     put_header(&m, 0x1000, req_type::OUT, 0);
-    assert_eq!(fail_status(run(&m, &[S(0x1000, 16, false), S(0x2000, 512, true), st], false)).0, status::IOERR);
+    assert_eq!(
+        fail_status(run(
+            &m,
+            &[S(0x1000, 16, false), S(0x2000, 512, true), st],
+            false
+        ))
+        .0,
+        status::IOERR
+    );
     // length not a multiple of 512, and no data
-    assert_eq!(fail_status(run(&m, &[S(0x1000, 16, false), S(0x2000, 100, false), st], false)).0, status::IOERR);
-    assert_eq!(fail_status(run(&m, &[S(0x1000, 16, false), st], false)).0, status::IOERR);
+    assert_eq!(
+        fail_status(run(
+            &m,
+            &[S(0x1000, 16, false), S(0x2000, 100, false), st],
+            false
+        ))
+        .0,
+        status::IOERR
+    );
+    assert_eq!(
+        fail_status(run(&m, &[S(0x1000, 16, false), st], false)).0,
+        status::IOERR
+    );
     // discard with two ranges
     put_header(&m, 0x1000, req_type::DISCARD, 0);
-    assert_eq!(fail_status(run(&m, &[S(0x1000, 16, false), S(0x2000, 32, false), st], false)).0, status::IOERR);
+    assert_eq!(
+        fail_status(run(
+            &m,
+            &[S(0x1000, 16, false), S(0x2000, 32, false), st],
+            false
+        ))
+        .0,
+        status::IOERR
+    );
     // too many segments
     put_header(&m, 0x1000, req_type::OUT, 0);
     let mut many = vec![S(0x1000, 16, false)];
@@ -179,11 +257,23 @@ fn readonly_fails_writes_not_reads() {
     let m = mem();
     let st = S(0x3000, 1, true);
     put_header(&m, 0x1000, req_type::OUT, 0);
-    let (s, why) = fail_status(run(&m, &[S(0x1000, 16, false), S(0x2000, 512, false), st], true));
+    let (s, why) = fail_status(run(
+        &m,
+        &[S(0x1000, 16, false), S(0x2000, 512, false), st],
+        true,
+    ));
     assert_eq!(s, status::IOERR);
     assert!(why.contains("read-only"), "{why}");
     put_header(&m, 0x1000, req_type::WRITE_ZEROES, 0);
-    assert_eq!(fail_status(run(&m, &[S(0x1000, 16, false), S(0x2000, 16, false), st], true)).0, status::IOERR);
+    assert_eq!(
+        fail_status(run(
+            &m,
+            &[S(0x1000, 16, false), S(0x2000, 16, false), st],
+            true
+        ))
+        .0,
+        status::IOERR
+    );
     put_header(&m, 0x1000, req_type::IN, 0);
     assert!(run(&m, &[S(0x1000, 16, false), S(0x2000, 512, true), st], true).is_ok());
     put_header(&m, 0x1000, req_type::FLUSH, 0);

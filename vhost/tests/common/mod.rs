@@ -124,7 +124,11 @@ impl GuestMem {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
-        GuestMem { file, ptr: ptr as *mut u8, size }
+        GuestMem {
+            file,
+            ptr: ptr as *mut u8,
+            size,
+        }
     }
 
     pub fn uaddr(&self, gpa: u64) -> u64 {
@@ -134,7 +138,9 @@ impl GuestMem {
     pub fn write(&self, gpa: u64, data: &[u8]) {
         assert!(gpa + data.len() as u64 <= self.size);
         // SAFETY: inside the mapping.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(gpa as usize), data.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(gpa as usize), data.len())
+        }
     }
 
     pub fn read(&self, gpa: u64, len: usize) -> Vec<u8> {
@@ -242,7 +248,12 @@ impl Driver {
     pub fn config(&mut self, size: u32) -> Vec<u8> {
         let (_, payload) = self
             .fe
-            .get_config(0, size, VhostUserConfigFlags::WRITABLE, &vec![0u8; size as usize])
+            .get_config(
+                0,
+                size,
+                VhostUserConfigFlags::WRITABLE,
+                &vec![0u8; size as usize],
+            )
             .unwrap();
         payload
     }
@@ -292,7 +303,13 @@ impl Driver {
     }
 
     /// A whole request: header, data buffers, status. Returns (status, used len).
-    pub fn request(&mut self, rtype: u32, sector: u64, data: &[(u64, u32)], device_writes: bool) -> (u8, u32) {
+    pub fn request(
+        &mut self,
+        rtype: u32,
+        sector: u64,
+        data: &[(u64, u32)],
+        device_writes: bool,
+    ) -> (u8, u32) {
         let hdr = 0x8000u64;
         let st = 0x9000u64;
         let mut h = [0u8; 16];
