@@ -327,3 +327,72 @@ fn detach_while_io_runs() {
         b.log_text()
     );
 }
+
+/// The same verify against Ferrite's own vhost-user-blk target serving a malloc bdev, with two
+/// reactors on the client (two channels, so two virtqueues).
+#[test]
+fn bench_verify_against_ferrite_target() {
+    let dir = TempDir::new("virtio-ferrite");
+    let tconf = dir.join("tgt.json");
+    let doc = json!({"subsystems": [
+        {"subsystem": "bdev", "config": [{"method": "bdev_malloc_create",
+            "params": {"name": "Malloc0", "num_blocks": 32768, "block_size": 4096}}]},
+        {"subsystem": "vhost_blk", "config": [{"method": "vhost_create_blk_controller",
+            "params": {"ctrlr": "vhost.0", "dev_name": "Malloc0"}}]}]});
+    std::fs::write(&tconf, doc.to_string()).unwrap();
+    let d = dir.path.display().to_string();
+    let t = Target::start_in(
+        &dir,
+        "t",
+        &["-m", "0x1", "-S", &d, "-c", tconf.to_str().unwrap()],
+    );
+    let vsock = dir.join("vhost.0");
+    let conf = bench_conf(&dir, &vsock, &[]);
+    let r = run(
+        &mut bench_cmd(
+            &conf,
+            &[
+                "-m",
+                "0x3",
+                "-C",
+                "-q",
+                "32",
+                "-o",
+                "8192",
+                "-w",
+                "verify",
+                "-t",
+                "2",
+                "--output-json",
+            ],
+        ),
+        None,
+    );
+    assert!(r.ok(), "{}", r.all());
+    let out = r.json();
+    let res = out["results"].as_array().unwrap();
+    assert_eq!(res.len(), 2, "{out}");
+    for j in res {
+        assert_eq!(j["status"], "finished", "{j}");
+        assert_eq!(j["io_failed"], 0, "{j}");
+        assert!(j["iops"].as_f64().unwrap() > 0.0, "{j}");
+    }
+    // Geometry through a client target attaching over RPC.
+    let c = Target::start_in(&dir, "client", &["-m", "0x2"]);
+    let r = c.call(
+        "bdev_virtio_attach_controller",
+        json!({"name": "VirtioBlk1", "trtype": "user", "traddr": vsock, "dev_type": "blk"}),
+    );
+    assert_eq!(r, json!(["VirtioBlk1"]));
+    let b = c.bdev("VirtioBlk1");
+    assert_eq!(b["block_size"], 4096, "{b}");
+    assert_eq!(b["num_blocks"], 32768, "{b}");
+    assert_eq!(
+        c.call(
+            "bdev_virtio_detach_controller",
+            json!({"name": "VirtioBlk1"})
+        ),
+        json!(true)
+    );
+    assert!(!t.log_text().contains("panicked"));
+}
