@@ -258,7 +258,7 @@ fn register(opts: AttachOpts, s: Session, app: ThreadHandle) -> Result<Vec<Strin
     } else {
         512
     };
-    if block_size % 512 != 0 || block_size as usize > BOUNCE_SIZE {
+    if !block_size.is_multiple_of(512) || block_size as usize > BOUNCE_SIZE {
         return Err(invalid(
             &name,
             &format!("the server's block size {block_size} is not a multiple of 512 up to 128 KiB"),

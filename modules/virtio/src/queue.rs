@@ -237,7 +237,7 @@ impl Queue {
     /// Maps a used id to a slot in flight, or `None` for an id no request of ours has.
     #[inline]
     pub(crate) fn slot_of(&self, id: u32) -> Option<usize> {
-        if id % 3 != 0 {
+        if !id.is_multiple_of(3) {
             return None;
         }
         let s = (id / 3) as usize;

@@ -107,6 +107,8 @@ fn start_qsd() -> (Qsd, String) {
     (q, sock.display().to_string())
 }
 
+type AttachResult = Result<Vec<String>, String>;
+
 #[test]
 fn steady_state_io_does_not_allocate() {
     ferrite_reactor::alloc_count::start();
@@ -121,7 +123,7 @@ fn steady_state_io_does_not_allocate() {
 
     let (_qsd, sock) = start_qsd();
     let mut h = Harness::new(1, 1);
-    let res: Arc<Mutex<Option<Result<Vec<String>, String>>>> = Arc::new(Mutex::new(None));
+    let res: Arc<Mutex<Option<AttachResult>>> = Arc::new(Mutex::new(None));
     let r2 = res.clone();
     h.on(0, move || {
         let app = ferrite_reactor::current().unwrap();
