@@ -64,6 +64,8 @@ pub(crate) struct Ctrl {
     pub max_discard_seg: u32,
     pub max_wz_sectors: u32,
     pub max_wz_seg: u32,
+    /// Shared DMA pool ranges (start, end): single-segment I/O inside one goes zero-copy.
+    pub zero_copy: Vec<(usize, usize)>,
     stop: EventFd,
     // Last: unmapped after the queues (which point into it) are gone.
     mem: SharedMem,
@@ -164,6 +166,7 @@ fn info(c: &Ctrl) -> Value {
         "requests": sum(|s| &s.requests),
         "kicks": sum(|s| &s.kicks),
         "bounces": sum(|s| &s.bounces),
+        "zero_copy_regions": c.zero_copy.len(),
         "name": c.name,
         "trtype": "user",
         "traddr": c.opts.traddr,
@@ -279,6 +282,7 @@ fn register(opts: AttachOpts, s: Session, app: ThreadHandle) -> Result<Vec<Strin
         mem,
         queues,
         calls,
+        zero_copy,
     } = s;
     let queue_count = queues.len() as u16;
     let stats = queues.iter().map(|q| q.stats.clone()).collect();
@@ -297,6 +301,7 @@ fn register(opts: AttachOpts, s: Session, app: ThreadHandle) -> Result<Vec<Strin
         max_discard_seg: config.max_discard_seg,
         max_wz_sectors: config.max_write_zeroes_sectors,
         max_wz_seg: config.max_write_zeroes_seg,
+        zero_copy,
         stop,
         mem,
     });

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrite_bdev::{BdevError, ErrorKind, Result};
-use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{
     Frontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
@@ -131,6 +131,9 @@ pub struct Session {
     pub queues: Vec<Queue>,
     /// Their call eventfds (to wake a channel's reactor on teardown).
     pub calls: Vec<Arc<EventFd>>,
+    /// DMA buffer pool regions shared with the server (start, end): I/O on buffers inside
+    /// them goes without a copy.
+    pub zero_copy: Vec<(usize, usize)>,
 }
 
 fn verr(what: &str, name: &str, path: &str, e: impl std::fmt::Display) -> BdevError {
@@ -179,6 +182,11 @@ pub fn connect(name: &str, path: &str, vq_count: u16, vq_size: u16) -> Result<Se
     }
     fe.set_protocol_features(protocol)
         .map_err(|x| e("SET_PROTOCOL_FEATURES", &x))?;
+    if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+        // Every SET waits for the server's verdict: a refused memory table or ring fails the
+        // attach instead of leaving a device that never completes anything.
+        fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    }
     let server_queues = if protocol.contains(VhostUserProtocolFeatures::MQ) {
         fe.get_queue_num().map_err(|x| e("GET_QUEUE_NUM", &x))?
     } else {
@@ -207,14 +215,21 @@ pub fn connect(name: &str, path: &str, vq_count: u16, vq_size: u16) -> Result<Se
         &format!("ferrite-virtio-{name}"),
         ql.total * usize::from(nq),
     )?;
-    let region = VhostUserMemoryRegionInfo {
-        guest_phys_addr: mem.addr() as u64,
-        memory_size: mem.len() as u64,
-        userspace_addr: mem.addr() as u64,
+    let region = |addr: usize, len: usize, fd| VhostUserMemoryRegionInfo {
+        guest_phys_addr: addr as u64,
+        memory_size: len as u64,
+        userspace_addr: addr as u64,
         mmap_offset: 0,
-        mmap_handle: mem.raw_fd(),
+        mmap_handle: fd,
     };
-    fe.set_mem_table(&[region])
+    let mut regions = vec![region(mem.addr(), mem.len(), mem.raw_fd())];
+    // The bdev layer's DMA buffer pool, when it is memfd-backed: buffers from it need no copy.
+    let pool = ferrite_bdev::buf::shared_regions().unwrap_or_default();
+    let zero_copy = pool.iter().map(|r| (r.addr, r.addr + r.len)).collect();
+    regions.extend(pool.iter().map(|r| region(r.addr, r.len, r.fd)));
+    // Sorted by address: some servers (vm-memory based) refuse an unsorted table.
+    regions.sort_by_key(|r| r.guest_phys_addr);
+    fe.set_mem_table(&regions)
         .map_err(|x| e("SET_MEM_TABLE", &x))?;
     let event_idx = features & feat::EVENT_IDX != 0;
     let mut queues = Vec::with_capacity(usize::from(nq));
@@ -260,6 +275,7 @@ pub fn connect(name: &str, path: &str, vq_count: u16, vq_size: u16) -> Result<Se
         mem,
         queues,
         calls,
+        zero_copy,
     })
 }
 

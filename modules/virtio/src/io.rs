@@ -105,6 +105,17 @@ impl BackendChannel for VirtioChannel {
     }
 }
 
+/// True if the I/O has one segment of `len` bytes lying inside one shared range.
+#[inline]
+fn direct(ranges: &[(usize, usize)], iovs: &[IoVec], len: usize) -> bool {
+    let [v] = iovs else { return false };
+    let a = v.base as usize;
+    v.len == len
+        && ranges
+            .iter()
+            .any(|&(s, e)| a >= s && a.saturating_add(len) <= e)
+}
+
 /// Copies the segments into `dst` (which holds their total length).
 ///
 /// # Safety
@@ -163,14 +174,22 @@ impl Inner {
             return io.complete(IoStatus::NoMem);
         };
         let s = usize::from(s);
+        let mut kind = kind;
+        let mut data = q.bounce(s) as u64;
         let data_len = match kind {
+            Kind::Read | Kind::Write if direct(&self.ctrl.zero_copy, io.iovs(), len) => {
+                // Single segment inside shared pool memory: the server reads/writes it.
+                data = io.iovs()[0].base as u64;
+                kind = Kind::Direct;
+                len
+            }
             Kind::Write => {
                 // SAFETY: the segments total `len` bytes and stay valid until completion; the
                 // bounce buffer holds BOUNCE_SIZE >= len bytes.
                 unsafe { gather(q.bounce(s), io.iovs()) };
                 len
             }
-            Kind::Read => len,
+            Kind::Read | Kind::Direct => len,
             Kind::Other if t == T_FLUSH => 0,
             Kind::Other => {
                 let (max_sectors, max_seg) = if t == T_DISCARD {
@@ -196,7 +215,7 @@ impl Inner {
         slot.kind = kind;
         slot.len = len;
         slot.io = Some(io);
-        q.post(s, t, sector, data_len);
+        q.post(s, t, sector, data, data_len);
     }
 
     fn poll(&mut self) -> usize {

@@ -28,8 +28,13 @@ const HDR_SIZE: usize = 16;
 /// What a slot carries, to finish it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// A read through the bounce buffer (copied out at completion).
     Read,
+    /// A write through the bounce buffer (copied in at submission).
     Write,
+    /// A read or write straight into/from the submitter's buffer (shared pool memory).
+    Direct,
+    /// Flush, discard, write-zeroes.
     Other,
 }
 
@@ -47,7 +52,8 @@ pub struct QueueStats {
     pub requests: AtomicU64,
     /// Kicks written (eventfd writes): only when the server asked for one (EVENT_IDX).
     pub kicks: AtomicU64,
-    /// Requests whose data went through a bounce buffer (every read and write).
+    /// Reads and writes whose data went through a bounce buffer (buffers outside shared
+    /// memory).
     pub bounces: AtomicU64,
 }
 
@@ -170,10 +176,10 @@ impl Queue {
     }
 
     /// Writes slot `s`'s header and descriptors for a request of type `t` at `sector` with
-    /// `data_len` bytes of data in the bounce buffer (none for flush), and publishes it.
-    /// Kicks the device if it asked to be kicked.
+    /// `data_len` bytes of data at `data` (the slot's bounce buffer, or shared pool memory;
+    /// none for flush), and publishes it. Kicks the device if it asked to be kicked.
     #[inline]
-    pub(crate) fn post(&mut self, s: usize, t: u32, sector: u64, data_len: usize) {
+    pub(crate) fn post(&mut self, s: usize, t: u32, sector: u64, data: u64, data_len: usize) {
         let hdr = self.hdr(s);
         // SAFETY: the header lies inside the queue's header area; the device reads it only
         // after publication.
@@ -214,7 +220,7 @@ impl Queue {
             self.ring.set_desc(
                 d0 + 1,
                 Desc {
-                    addr: self.bounce(s) as u64,
+                    addr: data,
                     len: data_len as u32,
                     flags: DESC_F_NEXT | wflag,
                     next: d0 + 2,
@@ -224,7 +230,7 @@ impl Queue {
         self.ring.set_desc(d0 + 2, status);
         self.inflight += 1;
         bump(&self.stats.requests);
-        if data_len != 0 && t != T_DISCARD && t != T_WRITE_ZEROES {
+        if data == self.bounce(s) as u64 && (t == T_IN || t == T_OUT) {
             bump(&self.stats.bounces);
         }
         if self.ring.publish(d0) {
