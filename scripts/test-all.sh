@@ -10,6 +10,8 @@ log() { printf '\n== %s\n' "$*"; }
 need=()
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# qemu-storage-daemon: the vhost-user-blk server the virtio-user bdev tests attach to.
+command -v qemu-storage-daemon >/dev/null || need+=(qemu-system-common)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need[*]}"

@@ -291,3 +291,33 @@ fn read_config(fe: &mut Frontend) -> vhost::Result<BlkConfig> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use super::*;
+
+    #[test]
+    fn config_fields_at_their_offsets() {
+        let mut b = [0u8; CONFIG_LEN as usize];
+        b[0..8].copy_from_slice(&(1u64 << 21).to_le_bytes());
+        b[20..24].copy_from_slice(&4096u32.to_le_bytes());
+        b[34..36].copy_from_slice(&4u16.to_le_bytes());
+        b[36..40].copy_from_slice(&65536u32.to_le_bytes());
+        b[40..44].copy_from_slice(&1u32.to_le_bytes());
+        b[48..52].copy_from_slice(&8192u32.to_le_bytes());
+        b[52..56].copy_from_slice(&2u32.to_le_bytes());
+        let c = BlkConfig::parse(&b);
+        assert_eq!(c.capacity, 1 << 21);
+        assert_eq!(c.blk_size, 4096);
+        assert_eq!(c.num_queues, 4);
+        assert_eq!(c.max_discard_sectors, 65536);
+        assert_eq!(c.max_discard_seg, 1);
+        assert_eq!(c.max_write_zeroes_sectors, 8192);
+        assert_eq!(c.max_write_zeroes_seg, 2);
+        // The short (36-byte) form: no discard fields.
+        let c = BlkConfig::parse(&b[..36]);
+        assert_eq!((c.num_queues, c.max_discard_sectors), (4, 0));
+    }
+}
