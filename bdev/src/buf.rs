@@ -124,7 +124,8 @@ fn memfd(len: usize, huge: bool) -> Option<OwnedFd> {
 fn map_region(len: usize) -> std::result::Result<(Region, Option<OwnedFd>), String> {
     // A shared memfd (hugetlb first, only when the kernel reports enough free hugepages; the
     // length must then be a multiple of the hugepage size), anonymous memory as a last resort.
-    let huge_ok = free_hugepages() * hugepage_size() >= len && len % hugepage_size().max(1) == 0;
+    let huge_ok =
+        free_hugepages() * hugepage_size() >= len && len.is_multiple_of(hugepage_size().max(1));
     for huge in [true, false] {
         if huge && !huge_ok {
             continue;
