@@ -10,8 +10,12 @@ log() { printf '\n== %s\n' "$*"; }
 need=()
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-# qemu-storage-daemon: the vhost-user-blk server the virtio-user bdev tests attach to.
-command -v qemu-storage-daemon >/dev/null || need+=(qemu-system-common)
+# QEMU guest tests: qemu-system-x86 (also brings qemu-storage-daemon and the qboot firmware),
+# fio and busybox-static go into the guest's initramfs (scripts/guest/build-guest.sh).
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-storage-daemon >/dev/null || need+=(qemu-system-x86)
+command -v fio >/dev/null || need+=(fio)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need[*]}"
@@ -30,6 +34,11 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 log "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "guest image and the static ferrite the VFIO guest tests run (cached under the target dir)"
+export GUEST_DIR="${CARGO_TARGET_DIR:-$PWD/target}/guest"
+bash scripts/guest/static-ferrite.sh >/dev/null
+bash scripts/guest/build-guest.sh >/dev/null
 
 log "tests"
 exec cargo nextest run --workspace --no-fail-fast "$@"

@@ -17,7 +17,10 @@ use common::*;
 use serde_json::{json, Value};
 
 fn empty_config() -> Value {
-    json!({"subsystems": [{"subsystem": "bdev", "config": [{"method": "bdev_wait_for_examine"}]}]})
+    json!({"subsystems": [
+        {"subsystem": "bdev", "config": [{"method": "bdev_wait_for_examine"}]},
+        {"subsystem": "vhost_blk", "config": []},
+    ]})
 }
 
 #[test]

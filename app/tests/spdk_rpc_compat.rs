@@ -148,6 +148,10 @@ const ALL_METHODS: &[&str] = &[
     "spdk_get_version",
     "spdk_kill_instance",
     "thread_get_stats",
+    "vhost_controller_set_coalescing",
+    "vhost_create_blk_controller",
+    "vhost_delete_controller",
+    "vhost_get_controllers",
 ];
 const STARTUP_ONLY: &[&str] = &["framework_start_init", "bdev_set_options"];
 const ANY_STATE: &[&str] = &[
@@ -173,6 +177,10 @@ const RUNTIME_ONLY: &[&str] = &[
     "framework_get_subsystems",
     "framework_get_reactors",
     "thread_get_stats",
+    "vhost_controller_set_coalescing",
+    "vhost_create_blk_controller",
+    "vhost_delete_controller",
+    "vhost_get_controllers",
 ];
 
 fn assert_has(list: &[String], want: &[&str], not: &[&str], what: &str) {
@@ -268,7 +276,10 @@ fn framework(ver: &'static str) {
     // Subsystems and their config.
     assert_eq!(
         c.json(&s, &["framework_get_subsystems"]),
-        json!([{"subsystem": "bdev", "depends_on": []}])
+        json!([
+            {"subsystem": "bdev", "depends_on": []},
+            {"subsystem": "vhost_blk", "depends_on": ["bdev"]}
+        ])
     );
     if ver == V25 {
         assert_eq!(

@@ -10,7 +10,8 @@
 //! - `device`: the control-plane state of a connection (features, memory table, rings,
 //!   inflight region), on the control thread;
 //! - `memory`: the mapped memory table and its address translations;
-//! - `queue`: the data path, one poller per ring on a reactor of the controller's cpumask;
+//! - `queue`: the data path, one poller per ring on a reactor of the controller's cpumask
+//!   (`mod.rs` start/stop, `poll.rs` the poller, `request.rs` requests);
 //! - `blk`: virtio-blk features, configuration space, request parsing;
 //! - `rpc`: SPDK's `vhost_*` methods.
 //!

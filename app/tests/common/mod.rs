@@ -3,6 +3,8 @@
 //! run with a deadline.
 #![allow(dead_code)]
 
+pub mod guest;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

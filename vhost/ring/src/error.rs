@@ -47,10 +47,6 @@ pub enum ChainError {
     /// An indirect descriptor inside an indirect table.
     #[error("nested indirect descriptor")]
     NestedIndirect,
-    /// Packed ring: a descriptor with NEXT set is followed by one the driver has not made
-    /// available.
-    #[error("packed chain continues into a descriptor that is not available")]
-    Incomplete,
 }
 
 /// The stable kind of a [`RingError`], for callers that branch on it.
@@ -60,9 +56,12 @@ pub enum ErrorKind {
     Chain,
     /// The ring configuration is invalid (size, alignment, areas outside memory).
     Config,
-    /// The driver broke the ring itself (e.g. the available index jumped by more than the
-    /// queue size, a packed buffer id out of range or reused while in flight): the device must
-    /// be marked broken (DEVICE_NEEDS_RESET) and the ring not used again.
+    /// The driver broke the ring itself, so that the extent or identity of a chain is
+    /// unknown: the available index jumped by more than the queue size, a split head index out
+    /// of range or already in flight, a packed buffer id out of range or reused while in
+    /// flight, a packed chain running into a descriptor that is not available or around the
+    /// whole ring. The device must be marked broken (DEVICE_NEEDS_RESET) and the ring not used
+    /// again.
     Broken,
     /// A ring area in guest memory could not be accessed.
     Memory,

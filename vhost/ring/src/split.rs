@@ -10,7 +10,7 @@ use crate::inflight::InflightQueue;
 use crate::mem::{
     load_u16, range_ok, read_desc, store_u16, store_u32, F_INDIRECT, F_NEXT, F_WRITE,
 };
-use crate::vring::{RingBase, RingConfig};
+use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::Builder;
 use crate::{Chain, ChainError, GuestMemory, RingError};
 
@@ -51,6 +51,8 @@ pub(crate) struct SplitRing {
     counter: u64,
     resubmit: Vec<u16>,
     resubmit_pos: usize,
+    /// Test hook: where to stop as if crashed.
+    pub(crate) crash: Option<CrashPoint>,
 }
 
 fn cfg_err(what: &str, addr: u64) -> RingError {
@@ -67,13 +69,13 @@ impl SplitRing {
     ) -> Result<Self, RingError> {
         let n = u64::from(cfg.size);
         let a = cfg.addrs;
-        if a.desc % 16 != 0 || !range_ok(mem, a.desc, 16 * n) {
+        if !a.desc.is_multiple_of(16) || !range_ok(mem, a.desc, 16 * n) {
             return Err(cfg_err("descriptor table", a.desc));
         }
-        if a.driver % 2 != 0 || !range_ok(mem, a.driver, 6 + 2 * n) {
+        if !a.driver.is_multiple_of(2) || !range_ok(mem, a.driver, 6 + 2 * n) {
             return Err(cfg_err("available ring", a.driver));
         }
-        if a.device % 4 != 0 || !range_ok(mem, a.device, 6 + 8 * n) {
+        if !a.device.is_multiple_of(4) || !range_ok(mem, a.device, 6 + 8 * n) {
             return Err(cfg_err("used ring", a.device));
         }
         let used_idx = load_u16(mem, a.device + 2, Ordering::Acquire)
@@ -97,6 +99,7 @@ impl SplitRing {
             counter: 0,
             resubmit: Vec::new(),
             resubmit_pos: 0,
+            crash: None,
         })
     }
 
@@ -211,6 +214,7 @@ impl SplitRing {
         self.busy[usize::from(head)] = true;
         self.in_flight += 1;
         if let Some(q) = &self.inflight {
+            crash(self.crash, CrashPoint::PopPartial)?;
             q.split_fetched(head, self.counter)?;
             self.counter += 1;
         }
@@ -249,9 +253,11 @@ impl SplitRing {
         }
         let old = self.published;
         let new = self.used_idx;
+        crash(self.crash, CrashPoint::PublishBeforeVisible)?;
         store_u16(mem, self.used + 2, new, Ordering::Release)
             .ok_or(RingError::Memory { addr: self.used })?;
         self.published = new;
+        crash(self.crash, CrashPoint::PublishAfterVisible)?;
         if let Some(q) = &self.inflight {
             q.split_batch_done(&self.batch, new)?;
         }
@@ -336,5 +342,21 @@ impl SplitRing {
         self.resubmit_pos = 0;
         self.inflight = Some(q);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::need_event;
+
+    #[test]
+    fn need_event_window() {
+        // notify iff event lies in [old, new), modulo 2^16
+        assert!(need_event(5, 6, 5));
+        assert!(!need_event(5, 5, 4));
+        assert!(need_event(4, 8, 2));
+        assert!(!need_event(1, 8, 2));
+        assert!(need_event(65535, 2, 65534), "across the 16-bit wrap");
+        assert!(!need_event(3, 3, 3), "empty window");
     }
 }

@@ -80,6 +80,26 @@ impl RingBase {
     }
 }
 
+/// A step at which a test can make a ring stop, as if the process crashed there (with the
+/// `fault-injection` feature, `Vring::inject_crash`). The method returns an error at that
+/// step; the test then drops the ring and recovers from the inflight region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// `pop`: the chain is consumed from the ring but only partly recorded in the region.
+    PopPartial,
+    /// `publish`: the region has the batch's bookkeeping, the driver does not see the batch.
+    PublishBeforeVisible,
+    /// `publish`: the driver sees the batch, the region does not record it yet.
+    PublishAfterVisible,
+}
+
+pub(crate) fn crash(at: Option<CrashPoint>, here: CrashPoint) -> Result<(), RingError> {
+    if at == Some(here) {
+        return Err(RingError::Usage("injected crash"));
+    }
+    Ok(())
+}
+
 enum Kind {
     Split(SplitRing),
     Packed(PackedRing),
@@ -212,6 +232,15 @@ impl Vring {
         match &mut self.kind {
             Kind::Split(r) => r.enable_notify(mem),
             Kind::Packed(r) => r.enable_notify(mem),
+        }
+    }
+
+    /// Makes the ring stop at `at` the next time it gets there (tests of crash recovery).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_crash(&mut self, at: CrashPoint) {
+        match &mut self.kind {
+            Kind::Split(r) => r.crash = Some(at),
+            Kind::Packed(r) => r.crash = Some(at),
         }
     }
 

@@ -70,7 +70,7 @@ impl Builder {
         len: u32,
         packed: bool,
     ) -> Result<(), ChainError> {
-        if len == 0 || len % 16 != 0 || len / 16 > MAX_INDIRECT {
+        if len == 0 || !len.is_multiple_of(16) || len / 16 > MAX_INDIRECT {
             return Err(ChainError::BadIndirectLength { len });
         }
         if !range_ok(mem, addr, u64::from(len)) {

@@ -46,6 +46,7 @@ pub const ID_LEN: usize = 20;
 pub const MAX_DATA_SEGS: usize = crate::blk::config::SEG_MAX as usize + 2;
 
 /// One segment as the ring hands it over.
+#[allow(clippy::len_without_is_empty)] // a segment, not a collection
 pub trait SegView {
     /// Guest-physical address.
     fn addr(&self) -> u64;
@@ -245,10 +246,8 @@ pub fn parse<S: SegView>(
     out.sector = sector;
     out.status_gpa = status_gpa;
     match kind {
-        Kind::Read | Kind::Write => {
-            if out.data_len == 0 || out.data_len % 512 != 0 {
-                return Err(fail(status::IOERR, "data length is not a multiple of 512"));
-            }
+        Kind::Read | Kind::Write if out.data_len == 0 || !out.data_len.is_multiple_of(512) => {
+            return Err(fail(status::IOERR, "data length is not a multiple of 512"));
         }
         Kind::GetId if out.data_len == 0 => {
             return Err(fail(status::IOERR, "GET_ID without a data buffer"));

@@ -11,7 +11,9 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ferrite_reactor::{CpuMask, PollMode, Runtime, RuntimeConfig, ThreadHandle};
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserInflight, VhostUserProtocolFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
@@ -47,8 +49,10 @@ pub fn env() -> &'static Env {
     })
 }
 
+/// Runs `f` on `t` and returns its result. (A bounded channel: its send does not allocate on
+/// the reactor, which the zero-allocation test counts.)
 pub fn on<R: Send + 'static>(t: &ThreadHandle, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(1);
     t.send(move || {
         let _ = tx.send(f());
     })
@@ -168,6 +172,11 @@ impl Drop for GuestMem {
     }
 }
 
+/// Feature bits the test driver declines (besides the packed ring), for tests of
+/// feature-dependent behaviour. Each test binary runs its tests in their own process
+/// (nextest) or one after another (`--test-threads 1` for `cargo test`).
+pub static CLEAR_FEATURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub const QSIZE: u16 = 16;
 pub const DESC: u64 = 0x1000;
 pub const AVAIL: u64 = 0x2000;
@@ -185,32 +194,73 @@ pub struct Driver {
     avail_idx: u16,
     pub used_seen: u16,
     pub features: u64,
+    pub region: Option<(VhostUserInflight, File)>,
+}
+
+/// What a connecting frontend does about the inflight region.
+pub enum Inflight {
+    /// Nothing (INFLIGHT_SHMFD not negotiated).
+    None,
+    /// GET_INFLIGHT_FD then SET_INFLIGHT_FD (QEMU's first start).
+    Get,
+    /// SET_INFLIGHT_FD with the region kept from before (QEMU after a reconnect).
+    Set(VhostUserInflight, File),
 }
 
 impl Driver {
     /// Connects, negotiates, sets the memory table and starts queue 0.
     pub fn connect(sock: &std::path::Path) -> Driver {
+        Driver::connect_with(sock, GuestMem::new(1 << 20), Inflight::None, 0, 0)
+    }
+
+    /// As `connect`, with given guest memory (a reconnect keeps the guest's), inflight
+    /// handling as QEMU does it, and the ring's base.
+    pub fn connect_with(
+        sock: &std::path::Path,
+        mem: GuestMem,
+        inflight: Inflight,
+        base: u16,
+        next_desc: u16,
+    ) -> Driver {
         let mut fe = Frontend::connect(sock, 1).expect("connect to the controller");
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
-        let features = offered & !(1u64 << 34);
-        fe.set_features(features).unwrap();
         let pf = fe.get_protocol_features().unwrap();
         assert!(pf.contains(VhostUserProtocolFeatures::INFLIGHT_SHMFD));
-        fe.set_protocol_features(
-            VhostUserProtocolFeatures::MQ
-                | VhostUserProtocolFeatures::CONFIG
-                | VhostUserProtocolFeatures::REPLY_ACK,
-        )
-        .unwrap();
-        let mem = GuestMem::new(1 << 20);
+        let mut want = VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK;
+        if !matches!(inflight, Inflight::None) {
+            want |= VhostUserProtocolFeatures::INFLIGHT_SHMFD;
+        }
+        fe.set_protocol_features(want).unwrap();
+        // QEMU's order: the inflight region before the features of a start.
+        let region = match inflight {
+            Inflight::None => None,
+            Inflight::Get => {
+                let req = VhostUserInflight {
+                    num_queues: 1,
+                    queue_size: QSIZE,
+                    ..Default::default()
+                };
+                let (info, file) = fe.get_inflight_fd(&req).unwrap();
+                assert!(info.mmap_size > 0);
+                fe.set_inflight_fd(&info, file.as_raw_fd()).unwrap();
+                Some((info, file))
+            }
+            Inflight::Set(info, file) => {
+                fe.set_inflight_fd(&info, file.as_raw_fd()).unwrap();
+                Some((info, file))
+            }
+        };
+        let features = offered & !(1u64 << 34) & !CLEAR_FEATURES.load(Ordering::Relaxed);
+        fe.set_features(features).unwrap();
         fe.set_mem_table(&[VhostUserMemoryRegionInfo {
             guest_phys_addr: 0,
             memory_size: mem.size,
             userspace_addr: mem.uaddr(0),
             mmap_offset: 0,
             mmap_handle: mem.file.as_raw_fd(),
-            ..Default::default()
         }])
         .unwrap();
         let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
@@ -229,7 +279,7 @@ impl Driver {
             },
         )
         .unwrap();
-        fe.set_vring_base(0, 0).unwrap();
+        fe.set_vring_base(0, base).unwrap();
         fe.set_vring_call(0, &call).unwrap();
         fe.set_vring_kick(0, &kick).unwrap();
         fe.set_vring_enable(0, true).unwrap();
@@ -238,11 +288,36 @@ impl Driver {
             mem,
             kick,
             call,
-            next_desc: 0,
-            avail_idx: 0,
-            used_seen: 0,
+            next_desc,
+            avail_idx: base,
+            used_seen: base,
             features,
+            region,
         }
+    }
+
+    /// A driver with no connection, to put chains on a ring while no backend serves it.
+    pub fn detached(mem: GuestMem, avail_idx: u16, next_desc: u16) -> DetachedRing {
+        DetachedRing {
+            mem,
+            avail_idx,
+            next_desc,
+        }
+    }
+
+    /// Disconnects, keeping the guest memory and the inflight region (as QEMU does when the
+    /// backend goes away).
+    pub fn disconnect(self) -> (GuestMem, Option<(VhostUserInflight, File)>, u16, u16) {
+        let Driver {
+            fe,
+            mem,
+            region,
+            avail_idx,
+            next_desc,
+            ..
+        } = self;
+        drop(fe);
+        (mem, region, avail_idx, next_desc)
     }
 
     pub fn config(&mut self, size: u32) -> Vec<u8> {
@@ -261,6 +336,18 @@ impl Driver {
     /// Puts a chain of (gpa, len, flags) on the ring and kicks. Returns the head.
     pub fn submit(&mut self, bufs: &[(u64, u32, u16)]) -> u16 {
         let head = self.next_desc;
+        self.write_chain(bufs);
+        let slot = self.avail_idx % QSIZE;
+        self.mem.set_u16(AVAIL + 4 + 2 * u64::from(slot), head);
+        fence(Ordering::SeqCst);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.mem.set_u16(AVAIL + 2, self.avail_idx);
+        fence(Ordering::SeqCst);
+        self.kick.write(1).unwrap();
+        head
+    }
+
+    fn write_chain(&mut self, bufs: &[(u64, u32, u16)]) {
         for (i, (gpa, len, flags)) in bufs.iter().enumerate() {
             let d = (self.next_desc + i as u16) % QSIZE;
             let last = i + 1 == bufs.len();
@@ -273,14 +360,6 @@ impl Driver {
             self.mem.write(DESC + 16 * u64::from(d), &e);
         }
         self.next_desc = (self.next_desc + bufs.len() as u16) % QSIZE;
-        let slot = self.avail_idx % QSIZE;
-        self.mem.set_u16(AVAIL + 4 + 2 * u64::from(slot), head);
-        fence(Ordering::SeqCst);
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.mem.set_u16(AVAIL + 2, self.avail_idx);
-        fence(Ordering::SeqCst);
-        self.kick.write(1).unwrap();
-        head
     }
 
     /// Waits for the next used entry; returns (id, len).
@@ -326,5 +405,41 @@ impl Driver {
         let (id, len) = self.wait_used();
         assert_eq!(id, u32::from(head));
         (self.mem.read(st, 1)[0], len)
+    }
+}
+
+/// The driver side of a ring while no backend is connected.
+pub struct DetachedRing {
+    mem: GuestMem,
+    avail_idx: u16,
+    next_desc: u16,
+}
+
+impl DetachedRing {
+    /// Writes a chain and makes it available (no kick: nobody listens).
+    pub fn publish_only(&mut self, bufs: &[(u64, u32, u16)]) -> u16 {
+        let head = self.next_desc;
+        for (i, (gpa, len, flags)) in bufs.iter().enumerate() {
+            let d = (self.next_desc + i as u16) % QSIZE;
+            let last = i + 1 == bufs.len();
+            let mut e = [0u8; 16];
+            e[0..8].copy_from_slice(&gpa.to_le_bytes());
+            e[8..12].copy_from_slice(&len.to_le_bytes());
+            let fl = flags | if last { 0 } else { F_NEXT };
+            e[12..14].copy_from_slice(&fl.to_le_bytes());
+            e[14..16].copy_from_slice(&((d + 1) % QSIZE).to_le_bytes());
+            self.mem.write(DESC + 16 * u64::from(d), &e);
+        }
+        self.next_desc = (self.next_desc + bufs.len() as u16) % QSIZE;
+        let slot = self.avail_idx % QSIZE;
+        self.mem.set_u16(AVAIL + 4 + 2 * u64::from(slot), head);
+        fence(Ordering::SeqCst);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.mem.set_u16(AVAIL + 2, self.avail_idx);
+        head
+    }
+
+    pub fn into_mem(self) -> GuestMem {
+        self.mem
     }
 }

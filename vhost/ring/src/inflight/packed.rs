@@ -308,6 +308,9 @@ impl InflightQueue {
                 counter,
             });
         }
+        if owned.iter().any(|o| !o) {
+            return Err(bad("entries neither free nor in flight".into()));
+        }
         if total > u32::from(size) {
             return Err(bad(format!(
                 "{total} descriptors in flight on a ring of {size}"

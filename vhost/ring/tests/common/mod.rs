@@ -319,7 +319,7 @@ impl PackedDriver {
             }
         }
         st16(mem, DESC + 16 * head as u64 + 14, head_flags);
-        self.free_descs -= descs.len() as u16;
+        self.free_descs = self.free_descs.saturating_sub(descs.len() as u16);
         self.ndesc.insert(id, descs.len() as u16);
         id
     }

@@ -26,7 +26,9 @@ use vhost::VhostUserMemoryRegionBase;
 use crate::blk::config::{feature, MAX_QUEUES};
 use crate::controller::CtrlShared;
 use crate::memory::{MemTable, RegionDesc};
-use crate::queue::{QueueSpec, Running};
+use crate::queue::Running;
+
+mod start;
 
 /// Largest ring a frontend may ask for.
 pub const MAX_QUEUE_SIZE: u32 = 1024;
@@ -90,91 +92,34 @@ impl Device {
         }
     }
 
+    /// The bdev is going away: every running ring releases its channel (after its I/O
+    /// outstanding completes) and fails later requests with IOERR.
+    pub fn detach_bdev(&mut self) {
+        for r in &self.rings {
+            if let Some(run) = &r.running {
+                run.detach_bdev();
+            }
+        }
+    }
+
     /// Number of rings currently running.
     pub fn running_rings(&self) -> usize {
         self.rings.iter().filter(|r| r.running.is_some()).count()
     }
 
+    /// The inflight region's layout. QEMU asks for the region (GET_INFLIGHT_FD) before it
+    /// sets the features of a first start, so without acked features the layout follows the
+    /// controller's offer (`packed_ring`).
+    fn inflight_packed(&self) -> bool {
+        if self.acked_features != 0 {
+            self.acked_features & feature::RING_PACKED != 0
+        } else {
+            self.ctrl.packed
+        }
+    }
+
     fn protocol_negotiated(&self) -> bool {
         self.acked_features & feature::PROTOCOL_FEATURES != 0
-    }
-
-    /// Starts ring `index` if it has everything it needs and is not running.
-    fn try_start(&mut self, index: usize) -> VuResult<()> {
-        if self.ctrl.is_removed() {
-            return Ok(());
-        }
-        let proto = self.protocol_negotiated();
-        let features = self.acked_features;
-        let Some(mem) = self.mem.clone() else {
-            return Ok(());
-        };
-        let r = &self.rings[index];
-        if r.running.is_some() || r.size == 0 || r.kick.is_none() || (proto && !r.enabled) {
-            return Ok(());
-        }
-        let Some((desc_va, used_va, avail_va)) = r.addr else {
-            return Ok(());
-        };
-        let name = &self.ctrl.name;
-        let packed = features & feature::RING_PACKED != 0;
-        let size = u64::from(r.size);
-        let (dlen, alen, ulen) = if packed {
-            (16 * size, 4, 4)
-        } else {
-            (16 * size, 6 + 2 * size, 6 + 8 * size)
-        };
-        let tr = |va: u64, len: u64, what: &str| {
-            mem.va_to_gpa(va, len).map_err(|e| {
-                err(format!(
-                    "vhost controller '{name}': ring {index}: {what} ring: {}",
-                    e.message()
-                ))
-            })
-        };
-        let desc = tr(desc_va, dlen, "descriptor")?;
-        let driver = tr(avail_va, alen, "driver (available)")?;
-        let device = tr(used_va, ulen, "device (used)")?;
-        let kick = r
-            .kick
-            .as_ref()
-            .and_then(|f| f.try_clone().ok())
-            .ok_or_else(|| {
-                err(format!(
-                    "vhost controller '{name}': cannot duplicate kick fd"
-                ))
-            })?;
-        let call = r.call.as_ref().and_then(|f| f.try_clone().ok());
-        let inflight = match &self.inflight {
-            Some(reg) => reg.queue(index as u16).ok(),
-            None => None,
-        };
-        let spec = QueueSpec {
-            index: index as u16,
-            size: r.size,
-            desc,
-            driver,
-            device,
-            base: r.base,
-            packed,
-            event_idx: features & feature::RING_EVENT_IDX != 0,
-            indirect: features & feature::RING_INDIRECT_DESC != 0,
-            kick,
-            call,
-            mem,
-            inflight,
-        };
-        let running = crate::queue::start(&self.ctrl, spec)
-            .map_err(|e| err(format!("vhost controller '{name}': ring {index}: {e}")))?;
-        self.rings[index].running = Some(running);
-        Ok(())
-    }
-
-    fn stop_ring(&mut self, index: usize) {
-        let r = &mut self.rings[index];
-        if let Some(run) = r.running.take() {
-            r.base = run.stop();
-        }
     }
 }
 
@@ -406,7 +351,7 @@ impl VhostUserBackendReqHandlerMut for Device {
                 "vhost controller '{name}': GET_INFLIGHT_FD for {nq} queues of {qs} entries is out of range"
             )));
         }
-        let packed = self.acked_features & feature::RING_PACKED != 0;
+        let packed = self.inflight_packed();
         let (region, file, size) = ferrite_vring::InflightRegion::create(nq, qs, packed)
             .map_err(|e| err(format!("vhost controller '{name}': GET_INFLIGHT_FD: {e}")))?;
         self.inflight = Some(region);
@@ -415,7 +360,7 @@ impl VhostUserBackendReqHandlerMut for Device {
 
     fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VuResult<()> {
         let name = self.ctrl.name.clone();
-        let packed = self.acked_features & feature::RING_PACKED != 0;
+        let packed = self.inflight_packed();
         let region = ferrite_vring::InflightRegion::map(
             std::os::fd::OwnedFd::from(file),
             inflight.mmap_size,

@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use ferrite_bdev::{BdevEvent, ClaimKind, Desc, IoType};
 use ferrite_reactor::{CpuMask, ThreadHandle};
-use serde_json::{json, Value};
 
 use crate::blk::config::{BlkGeometry, MAX_QUEUES};
 use crate::device::Device;
 use crate::error::{ErrorKind, Result, VhostError};
 use crate::listener::ControlThread;
+
+mod info;
+pub use info::{config_json, list, names, set_coalescing};
 
 /// Target-wide settings given by `ferrite tgt` at start-up.
 #[derive(Debug, Clone)]
@@ -367,9 +369,10 @@ pub fn shutdown() {
     }
 }
 
-/// The bdev under a controller is going away: stop serving (drain the rings, disconnect the
-/// frontend), then release the descriptor so the removal can finish. The controller stays
-/// listed (without serving) until deleted.
+/// The bdev under a controller is going away: the rings finish the I/O they have on it and
+/// release their channels, then the descriptor is released so the removal can finish. The
+/// controller stays listed (`bdev: null`) and its frontend stays connected, every later
+/// request failing with IOERR (as SPDK's), until the controller is deleted.
 fn on_bdev_event(name: &str, ev: BdevEvent) {
     if !matches!(ev, BdevEvent::Remove) {
         return;
@@ -389,117 +392,10 @@ fn on_bdev_event(name: &str, ev: BdevEvent) {
         .spawn(move || {
             if let Some(dev) = shared.session() {
                 if let Ok(mut d) = dev.lock() {
-                    d.stop_all();
+                    d.detach_bdev();
                 }
             }
             let desc = shared.desc.lock().ok().and_then(|mut d| d.take());
             drop(desc);
         });
-}
-
-/// Sets interrupt coalescing: signal the guest at most every `delay_base_us` once a queue
-/// does more than `iops_threshold` requests a second (0 = off).
-pub fn set_coalescing(name: &str, delay_base_us: u32, iops_threshold: u32) -> Result<()> {
-    let list = controllers();
-    let c = list.iter().find(|c| c.shared.name == name).ok_or_else(|| {
-        VhostError::new(
-            ErrorKind::NotFound,
-            format!("vhost controller '{name}' does not exist"),
-        )
-    })?;
-    if delay_base_us > 1_000_000 {
-        return Err(bad(format!(
-            "vhost controller '{name}': delay_base_us {delay_base_us} is too large (at most 1000000)"
-        )));
-    }
-    if delay_base_us > 0 && iops_threshold == 0 {
-        return Err(bad(format!(
-            "vhost controller '{name}': iops_threshold must be non-zero when delay_base_us is set"
-        )));
-    }
-    c.shared
-        .delay_base_us
-        .store(delay_base_us, Ordering::Relaxed);
-    c.shared
-        .iops_threshold
-        .store(iops_threshold, Ordering::Relaxed);
-    Ok(())
-}
-
-/// `vhost_get_controllers` in SPDK's shape, optionally for one controller.
-pub fn list(name: Option<&str>) -> Result<Value> {
-    let list = controllers();
-    if let Some(n) = name {
-        if !list.iter().any(|c| c.shared.name == n) {
-            return Err(VhostError::new(
-                ErrorKind::NotFound,
-                format!("vhost controller '{n}' does not exist"),
-            ));
-        }
-    }
-    let out: Vec<Value> = list
-        .iter()
-        .filter(|c| name.is_none_or(|n| c.shared.name == n))
-        .map(|c| {
-            let s = &c.shared;
-            let sessions: Vec<Value> = match s.session() {
-                Some(d) => {
-                    let running = d.lock().map(|d| d.running_rings()).unwrap_or(0);
-                    vec![json!({"vid": 0, "id": 0, "name": format!("{}s0", s.name),
-                        "started": running > 0, "max_queues": s.geometry.num_queues,
-                        "inflight_task_cnt": 0})]
-                }
-                None => Vec::new(),
-            };
-            json!({
-                "ctrlr": s.name,
-                "cpumask": s.cpumask,
-                "delay_base_us": s.delay_base_us.load(Ordering::Relaxed),
-                "iops_threshold": s.iops_threshold.load(Ordering::Relaxed),
-                "socket": c.socket.display().to_string(),
-                "sessions": sessions,
-                "backend_specific": {"block": {
-                    "readonly": s.readonly,
-                    "bdev": if s.is_removed() { Value::Null } else { json!(s.bdev_name) },
-                    "transport": "vhost_user_blk",
-                }},
-            })
-        })
-        .collect();
-    Ok(Value::Array(out))
-}
-
-/// The `vhost_blk` subsystem's save_config entries: each controller, then its coalescing.
-pub fn config_json() -> Vec<Value> {
-    let mut out = Vec::new();
-    for c in controllers().iter() {
-        let s = &c.shared;
-        out.push(json!({"method": "vhost_create_blk_controller", "params": {
-            "ctrlr": s.name,
-            "dev_name": s.bdev_name,
-            "cpumask": s.cpumask,
-            "readonly": s.readonly,
-            "packed_ring": s.packed,
-            "transport": "vhost_user_blk",
-        }}));
-        let d = s.delay_base_us.load(Ordering::Relaxed);
-        if d > 0 {
-            out.push(
-                json!({"method": "vhost_controller_set_coalescing", "params": {
-                    "ctrlr": s.name,
-                    "delay_base_us": d,
-                    "iops_threshold": s.iops_threshold.load(Ordering::Relaxed),
-                }}),
-            );
-        }
-    }
-    out
-}
-
-/// Names of the controllers (tests, shutdown).
-pub fn names() -> Vec<String> {
-    controllers()
-        .iter()
-        .map(|c| c.shared.name.clone())
-        .collect()
 }

@@ -7,15 +7,19 @@
 //! descriptors. Event suppression: the driver's structure (`driver` address) says when the
 //! device should interrupt, the device's (`device` address) when the driver should kick;
 //! both are `{off_wrap u16, flags u16}` with flags ENABLE 0, DISABLE 1, DESC 2.
+//!
+//! `notify.rs` holds publication and event suppression, `recover.rs` inflight recovery.
 
-use std::sync::atomic::{fence, Ordering};
+mod notify;
+mod recover;
+
+use std::sync::atomic::Ordering;
 
 use crate::inflight::InflightQueue;
 use crate::mem::{
     load_u16, range_ok, read_desc, store_u16, store_u32, RawDesc, F_INDIRECT, F_NEXT, F_WRITE,
 };
-use crate::split::need_event;
-use crate::vring::{RingBase, RingConfig};
+use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::Builder;
 use crate::{Chain, ChainError, GuestMemory, RingError};
 
@@ -56,14 +60,19 @@ pub(crate) struct PackedRing {
     /// First used descriptor of the unpublished batch: its position and the flags to store
     /// last (which make the whole batch visible).
     batch_head: Option<(u16, u16)>,
-    /// Descriptors the used position advanced since the last notification decision.
-    since_signal: u16,
     signalled: bool,
     /// Per buffer id: descriptors it occupies while in flight, 0 when not in flight.
     busy: Vec<u16>,
     /// Per buffer id: its head entry in the inflight region.
     entry: Vec<u16>,
     in_flight: usize,
+    /// Descriptors of the ring the driver cannot have reused: held by chains in flight or
+    /// returned in the unpublished batch. A legitimate driver never offers more than the ring
+    /// minus these; the inflight region has an entry for each.
+    held_descs: u16,
+    /// Descriptors returned in the unpublished batch: how far the used position advanced
+    /// since the last notification decision.
+    batch_descs: u16,
     /// Buffer ids pushed since the last publish (capacity `size`).
     batch: Vec<u16>,
     inflight: Option<InflightQueue>,
@@ -71,6 +80,8 @@ pub(crate) struct PackedRing {
     /// Head entries of the region to resubmit, in order.
     resubmit: Vec<u16>,
     resubmit_pos: usize,
+    /// Test hook: where to stop as if crashed.
+    pub(crate) crash: Option<CrashPoint>,
 }
 
 fn cfg_err(what: &str, addr: u64) -> RingError {
@@ -90,13 +101,13 @@ impl PackedRing {
         base: RingBase,
     ) -> Result<Self, RingError> {
         let a = cfg.addrs;
-        if a.desc % 16 != 0 || !range_ok(mem, a.desc, 16 * u64::from(cfg.size)) {
+        if !a.desc.is_multiple_of(16) || !range_ok(mem, a.desc, 16 * u64::from(cfg.size)) {
             return Err(cfg_err("descriptor ring", a.desc));
         }
-        if a.driver % 4 != 0 || !range_ok(mem, a.driver, 4) {
+        if !a.driver.is_multiple_of(4) || !range_ok(mem, a.driver, 4) {
             return Err(cfg_err("driver event suppression", a.driver));
         }
-        if a.device % 4 != 0 || !range_ok(mem, a.device, 4) {
+        if !a.device.is_multiple_of(4) || !range_ok(mem, a.device, 4) {
             return Err(cfg_err("device event suppression", a.device));
         }
         let (next_avail, avail_wrap) = (base.avail & 0x7fff, base.avail & 0x8000 != 0);
@@ -120,16 +131,18 @@ impl PackedRing {
             next_used,
             used_wrap,
             batch_head: None,
-            since_signal: 0,
             signalled: false,
             busy: vec![0; n],
             entry: vec![0; n],
             in_flight: 0,
+            held_descs: 0,
+            batch_descs: 0,
             batch: Vec::with_capacity(n),
             inflight: None,
             counter: 0,
             resubmit: Vec::new(),
             resubmit_pos: 0,
+            crash: None,
         })
     }
 
@@ -234,6 +247,12 @@ impl PackedRing {
         if self.busy[usize::from(id)] != 0 {
             return Err(RingError::Broken("packed buffer id reused while in flight"));
         }
+        if u32::from(self.held_descs) + u32::from(n) > u32::from(self.size) {
+            return Err(RingError::Broken(
+                "more descriptors offered than the ring holds",
+            ));
+        }
+        self.held_descs += n;
         (self.next_avail, self.avail_wrap) = advance(start.0, start.1, n, self.size);
         self.busy[usize::from(id)] = n;
         self.in_flight += 1;
@@ -242,57 +261,26 @@ impl PackedRing {
         if let Some(q) = &self.inflight {
             let e = q.packed_begin(self.counter)?;
             self.counter += 1;
-            let (mut p, mut w) = start;
+            let mut p = start;
             for i in 0..n {
-                let at = self.desc_addr(p);
+                let at = self.desc_addr(p.0);
                 let mut d = read_desc(mem, at).ok_or(mem_err(at))?;
-                // Record what was validated, whatever the driver wrote since.
+                // Record the chain's structure as walked (NEXT on all but the last, the id on
+                // the last), whatever the driver wrote since; a resubmitted chain's buffers
+                // are validated again.
                 let last = i + 1 == n;
                 d.w14 = (d.w14 & !F_NEXT) | if last { 0 } else { F_NEXT };
                 if last {
                     d.w12 = id;
                 }
                 q.packed_record(e, &d, last)?;
-                (p, w) = advance(p, w, 1, self.size);
+                if !last {
+                    crash(self.crash, CrashPoint::PopPartial)?;
+                }
+                p = advance(p.0, p.1, 1, self.size);
             }
-            let _ = w;
             self.entry[usize::from(id)] = e;
         }
-        match err {
-            None => Ok(true),
-            Some(error) => {
-                out.count = 0;
-                Err(RingError::Chain { id, error })
-            }
-        }
-    }
-
-    pub(crate) fn pop_resubmit(
-        &mut self,
-        mem: &GuestMemory,
-        out: &mut Chain,
-    ) -> Result<bool, RingError> {
-        let Some(&e) = self.resubmit.get(self.resubmit_pos) else {
-            return Ok(false);
-        };
-        self.resubmit_pos += 1;
-        if self.resubmit_pos == self.resubmit.len() {
-            self.resubmit = Vec::new();
-            self.resubmit_pos = 0;
-        }
-        let Some(q) = &self.inflight else {
-            return Ok(false);
-        };
-        out.reset(0);
-        let mut b = Builder::new();
-        let mut err = None;
-        let (id, n) = q.packed_walk(e, |i, d| {
-            if err.is_none() {
-                err = self.add_desc(mem, &mut b, out, d, i == 0).err();
-            }
-        })?;
-        out.id = id;
-        out.ndesc = n;
         match err {
             None => Ok(true),
             Some(error) => {
@@ -325,108 +313,35 @@ impl PackedRing {
             store_u16(mem, at + 14, flags, Ordering::Release).ok_or(mem_err(at))?;
         }
         (self.next_used, self.used_wrap) = advance(self.next_used, self.used_wrap, n, self.size);
-        self.since_signal = self.since_signal.saturating_add(n);
         self.busy[usize::from(id)] = 0;
+        self.batch_descs += n;
         self.in_flight -= 1;
         if self.inflight.is_some() {
             self.batch.push(id);
         }
         Ok(())
     }
+}
 
-    pub(crate) fn publish(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
-        let Some((pos, flags)) = self.batch_head.take() else {
-            return Ok(false);
-        };
-        if let Some(q) = &self.inflight {
-            for &id in &self.batch {
-                q.packed_release(self.entry[usize::from(id)])?;
-            }
-            q.packed_set_used(self.next_used, self.used_wrap)?;
-        }
-        let at = self.desc_addr(pos);
-        store_u16(mem, at + 14, flags, Ordering::Release).ok_or(mem_err(at))?;
-        if let Some(q) = &self.inflight {
-            q.packed_batch_done(self.batch.iter().map(|&id| self.entry[usize::from(id)]))?;
-        }
-        self.batch.clear();
-        fence(Ordering::SeqCst);
-        let count = std::mem::take(&mut self.since_signal);
-        if !std::mem::replace(&mut self.signalled, true) {
-            return Ok(true);
-        }
-        let off_wrap =
-            load_u16(mem, self.driver_ev, Ordering::Relaxed).ok_or(mem_err(self.driver_ev))?;
-        let ev_flags =
-            load_u16(mem, self.driver_ev + 2, Ordering::Relaxed).ok_or(mem_err(self.driver_ev))?;
-        match ev_flags & 3 {
-            EV_DISABLE => Ok(false),
-            EV_DESC if self.event_idx => {
-                let new = self.next_used;
-                let old = new.wrapping_sub(count);
-                let mut off = off_wrap & 0x7fff;
-                if (off_wrap & 0x8000 != 0) != self.used_wrap {
-                    off = off.wrapping_sub(self.size);
-                }
-                Ok(need_event(off, new, old))
-            }
-            _ => Ok(true),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_by_wrap_counter() {
+        assert!(is_avail(P_AVAIL, true));
+        assert!(!is_avail(P_AVAIL | P_USED, true), "used in lap 1");
+        assert!(is_avail(P_USED, false));
+        assert!(!is_avail(0, false), "used in lap 0");
+        assert!(!is_avail(0, true));
     }
 
-    pub(crate) fn disable_notify(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
-        store_u16(mem, self.device_ev + 2, EV_DISABLE, Ordering::Relaxed)
-            .ok_or(mem_err(self.device_ev))
-    }
-
-    pub(crate) fn enable_notify(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
-        if self.resubmit_pending() > 0 {
-            return Ok(true);
-        }
-        let ev = self.device_ev;
-        if self.event_idx {
-            let off_wrap = self.next_avail | (u16::from(self.avail_wrap) << 15);
-            store_u16(mem, ev, off_wrap, Ordering::Relaxed).ok_or(mem_err(ev))?;
-            store_u16(mem, ev + 2, EV_DESC, Ordering::Release).ok_or(mem_err(ev))?;
-        } else {
-            store_u16(mem, ev + 2, EV_ENABLE, Ordering::Release).ok_or(mem_err(ev))?;
-        }
-        // Publish the request for kicks before looking at the ring once more.
-        fence(Ordering::SeqCst);
-        Ok(self
-            .avail_desc(mem, self.next_avail, self.avail_wrap)?
-            .is_some())
-    }
-
-    pub(crate) fn attach_inflight(
-        &mut self,
-        mem: &GuestMemory,
-        q: InflightQueue,
-    ) -> Result<(), RingError> {
-        if self.in_flight != 0 || self.inflight.is_some() {
-            return Err(RingError::Usage("attach_inflight after chains were popped"));
-        }
-        let rec = q.packed_recover(self.size, (self.next_used, self.used_wrap), |pos| {
-            let at = self.desc_addr(pos);
-            load_u16(mem, at + 14, Ordering::Acquire).ok_or(mem_err(at))
-        })?;
-        if !rec.fresh {
-            (self.next_used, self.used_wrap) = rec.used;
-            let mut total: u32 = 0;
-            for c in &rec.chains {
-                self.busy[usize::from(c.id)] = c.num;
-                self.entry[usize::from(c.id)] = c.entry;
-                total += u32::from(c.num);
-            }
-            // validated by packed_recover: total <= size
-            (self.next_avail, self.avail_wrap) =
-                advance(self.next_used, self.used_wrap, total as u16, self.size);
-            self.in_flight = rec.chains.len();
-            self.counter = rec.counter;
-            self.resubmit = rec.chains.iter().map(|c| c.entry).collect();
-            self.resubmit_pos = 0;
-        }
-        self.inflight = Some(q);
-        Ok(())
+    #[test]
+    fn advance_wraps() {
+        assert_eq!(advance(3, true, 2, 8), (5, true));
+        assert_eq!(advance(6, true, 2, 8), (0, false));
+        assert_eq!(advance(7, false, 3, 8), (2, true));
+        assert_eq!(advance(2, true, 5, 5), (2, false), "a whole lap");
+        assert_eq!(advance(32767, true, 1, 32768), (0, false));
     }
 }

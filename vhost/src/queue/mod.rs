@@ -1,0 +1,354 @@
+//! The data path: one virtqueue polled by a poller on a reactor thread of the controller's
+//! cpumask, its requests mapped to bdev I/O on that thread's bdev channel.
+//!
+//! Life of a request: `poll` pops a chain (`ferrite-vring` validates it into a segment list),
+//! `blk::request::parse` reads the header and finds the status byte, the data segments are
+//! translated to host pointers through the memory table (a segment outside guest memory or
+//! spanning two regions fails the request), a `BdevIo` from the thread's pool carries them to
+//! the bdev; its completion callback writes the status byte and pushes the chain to the used
+//! ring; the next `poll` publishes the used entries and signals the call eventfd when the
+//! driver asked for it (EVENT_IDX) and coalescing allows.
+//!
+//! No allocation per request: the chain and the parse scratch live in the queue, per-request
+//! state is a slot indexed by the chain id (an id is unique while in flight), the I/O object
+//! comes from the bdev pool. No lock: the queue is touched only on its thread.
+//!
+//! Sleep: `can_sleep` drains the kick eventfd, re-enables notifications and looks at the ring
+//! once more (the vring's `enable_notify` fences and re-checks): only an empty ring lets the
+//! reactor sleep, and the kick fd is registered with the reactor so a later kick wakes it.
+//!
+//! Stop (GET_VRING_BASE, disable, new memory table, disconnect, hot-remove, delete): a message
+//! asks the queue to stop; it stops popping, waits for its bdev I/O to complete, publishes,
+//! answers with the ring position and unregisters its poller. The control thread waits for
+//! that answer, so the memory table is never unmapped under an I/O.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrite_bdev::{BdevChannel, IoVec};
+use ferrite_reactor::{FdRegistration, Poll, PollerHandle, ThreadHandle};
+use ferrite_vring::{Chain, InflightQueue, RingAddrs, RingBase, RingConfig, Vring};
+
+use crate::blk::request::{Parsed, MAX_DATA_SEGS};
+use crate::controller::CtrlShared;
+use crate::memory::MemTable;
+
+/// Requests popped per poll before yielding to the thread's other pollers.
+const POP_BATCH: usize = 64;
+/// How long the control thread waits for a queue to start or drain.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything a ring needs to start.
+pub struct QueueSpec {
+    /// Queue index.
+    pub index: u16,
+    /// Ring size.
+    pub size: u16,
+    /// Descriptor area (guest-physical).
+    pub desc: u64,
+    /// Driver (available) area (guest-physical).
+    pub driver: u64,
+    /// Device (used) area (guest-physical).
+    pub device: u64,
+    /// SET_VRING_BASE value.
+    pub base: u32,
+    /// Packed layout.
+    pub packed: bool,
+    /// EVENT_IDX negotiated.
+    pub event_idx: bool,
+    /// Indirect descriptors negotiated.
+    pub indirect: bool,
+    /// Kick eventfd.
+    pub kick: File,
+    /// Call eventfd.
+    pub call: Option<File>,
+    /// The memory table.
+    pub mem: Arc<MemTable>,
+    /// This queue's part of the inflight region.
+    pub inflight: Option<InflightQueue>,
+}
+
+/// A running queue, as the control thread holds it.
+pub struct Running {
+    thread: ThreadHandle,
+    /// Address of the queue's `Queue`, dereferenced only on `thread` (in messages).
+    ptr: usize,
+    packed: bool,
+    base: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    status: *mut u8,
+    written: u32,
+}
+
+struct Queue {
+    ctrl: Arc<CtrlShared>,
+    index: u16,
+    vring: Vring,
+    mem: Arc<MemTable>,
+    /// `None` once the bdev is gone (hot-remove): requests then fail with IOERR.
+    chan: Option<BdevChannel>,
+    /// Hot-remove asked to release the channel once the I/O outstanding has completed.
+    detach: Option<SyncSender<()>>,
+    kick: File,
+    call: Option<File>,
+    _kick_reg: Option<FdRegistration>,
+    handle: Option<PollerHandle>,
+    slots: Vec<Slot>,
+    chain: Chain,
+    scratch: Parsed,
+    iovs: [IoVec; MAX_DATA_SEGS],
+    /// A parsed request that found the I/O pool empty: retried before popping more.
+    retry: Option<u16>,
+    outstanding: usize,
+    pending_publish: bool,
+    notify_enabled: bool,
+    broken: bool,
+    stop: Option<SyncSender<u32>>,
+    finished: bool,
+    packed: bool,
+    block_size: u64,
+    // coalescing
+    signal_pending: bool,
+    last_signal: u64,
+    window_start: u64,
+    window_ios: u64,
+}
+
+/// Starts queue `spec.index` on its reactor thread; returns once it polls (or failed).
+/// Thread contract: the control thread (blocks until the reactor answers).
+pub fn start(ctrl: &Arc<CtrlShared>, spec: QueueSpec) -> Result<Running, String> {
+    let n = ctrl.threads.len().max(1);
+    let thread = ctrl
+        .threads
+        .get(usize::from(spec.index) % n)
+        .cloned()
+        .ok_or_else(|| "controller has no queue thread".to_string())?;
+    let (tx, rx) = sync_channel::<Result<usize, String>>(1);
+    let c = ctrl.clone();
+    let packed = spec.packed;
+    let base = spec.base;
+    thread
+        .send(move || {
+            let _ = tx.send(build(c, spec));
+        })
+        .map_err(|e| format!("cannot reach the queue thread: {e}"))?;
+    let ptr = rx
+        .recv_timeout(CONTROL_TIMEOUT)
+        .map_err(|_| "the queue thread did not answer".to_string())??;
+    Ok(Running {
+        thread,
+        ptr,
+        packed,
+        base,
+    })
+}
+
+impl Running {
+    /// Stops the queue after its in-flight requests complete; returns the ring position for
+    /// GET_VRING_BASE. Thread contract: the control thread (blocks).
+    pub fn stop(self) -> u32 {
+        let (tx, rx) = sync_channel::<u32>(1);
+        let ptr = self.ptr;
+        let sent = self.thread.send(move || {
+            // SAFETY: the queue lives until it has answered a stop request, and only this
+            // (consumed) handle sends one; we are on its thread.
+            let q = unsafe { &mut *(ptr as *mut Queue) };
+            q.stop = Some(tx);
+        });
+        if sent.is_err() {
+            return self.base;
+        }
+        match rx.recv_timeout(CONTROL_TIMEOUT) {
+            Ok(b) => b,
+            Err(_) => {
+                tracing::error!("vhost queue did not drain in {CONTROL_TIMEOUT:?}");
+                RingBase::initial(self.packed).to_vhost(self.packed)
+            }
+        }
+    }
+
+    /// Releases the queue's bdev channel once its I/O outstanding has completed; later
+    /// requests fail with IOERR (bdev hot-remove). Thread contract: not a reactor (blocks).
+    pub fn detach_bdev(&self) {
+        let (tx, rx) = sync_channel::<()>(1);
+        let ptr = self.ptr;
+        let sent = self.thread.send(move || {
+            // SAFETY: the queue is alive while its `Running` handle exists; its thread.
+            let q = unsafe { &mut *(ptr as *mut Queue) };
+            q.detach = Some(tx);
+        });
+        if sent.is_ok() && rx.recv_timeout(CONTROL_TIMEOUT).is_err() {
+            tracing::error!("vhost queue did not release its bdev in {CONTROL_TIMEOUT:?}");
+        }
+    }
+
+    /// Replaces the call eventfd. Thread contract: the control thread; takes effect on the
+    /// queue's thread.
+    pub fn set_call(&self, call: Option<File>) {
+        let ptr = self.ptr;
+        let _ = self.thread.send(move || {
+            // SAFETY: the queue is alive while its `Running` handle exists (it is freed only
+            // after answering a stop, which consumes the handle); we are on its thread.
+            let q = unsafe { &mut *(ptr as *mut Queue) };
+            q.call = call;
+        });
+    }
+}
+
+fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
+    // Without a bdev (hot-removed) the ring still runs and fails every request with IOERR.
+    let desc = ctrl.desc.lock().ok().and_then(|d| d.clone());
+    let chan = match desc.filter(|_| !ctrl.is_removed()) {
+        Some(d) => Some(d.channel().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let cfg = RingConfig {
+        size: spec.size,
+        addrs: RingAddrs {
+            desc: spec.desc,
+            driver: spec.driver,
+            device: spec.device,
+        },
+        packed: spec.packed,
+        event_idx: spec.event_idx,
+        indirect: spec.indirect,
+    };
+    let mut vring = Vring::new(
+        spec.mem.guest(),
+        cfg,
+        RingBase::from_vhost(spec.base, spec.packed),
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(inf) = spec.inflight {
+        // A region that does not validate: run without tracking (I/O goes on; what it
+        // recorded as in flight cannot be resubmitted) rather than leave the ring stopped.
+        if let Err(e) = vring.attach_inflight(spec.mem.guest(), inf) {
+            tracing::error!(
+                "vhost controller '{}': queue {}: {e}; running without inflight tracking",
+                ctrl.name,
+                spec.index
+            );
+        }
+        let n = vring.resubmit_pending();
+        if n > 0 {
+            tracing::info!(
+                "vhost controller '{}': queue {}: resubmitting {n} request(s) in flight",
+                ctrl.name,
+                spec.index
+            );
+        }
+    }
+    set_nonblocking(&spec.kick);
+    let kick_reg = ferrite_reactor::register_fd(spec.kick.as_raw_fd()).ok();
+    let null = Slot {
+        status: std::ptr::null_mut(),
+        written: 0,
+    };
+    let block_size = u64::from(ctrl.geometry().block_size);
+    let q = Box::new(Queue {
+        index: spec.index,
+        vring,
+        mem: spec.mem,
+        chan,
+        detach: None,
+        kick: spec.kick,
+        call: spec.call,
+        _kick_reg: kick_reg,
+        handle: None,
+        slots: vec![null; usize::from(spec.size)],
+        chain: Chain::new(),
+        scratch: Parsed::default(),
+        iovs: [IoVec {
+            base: std::ptr::null_mut(),
+            len: 0,
+        }; MAX_DATA_SEGS],
+        retry: None,
+        outstanding: 0,
+        pending_publish: false,
+        notify_enabled: false,
+        broken: false,
+        stop: None,
+        finished: false,
+        packed: spec.packed,
+        block_size,
+        signal_pending: false,
+        last_signal: 0,
+        window_start: 0,
+        window_ios: 0,
+        ctrl,
+    });
+    let raw = Box::into_raw(q);
+    let name = format!("vhost_queue_{}", spec.index);
+    match ferrite_reactor::register_poller_obj(&name, 0, Box::new(QueuePoller(raw))) {
+        Ok(h) => {
+            // SAFETY: `raw` came from Box::into_raw above and is owned by the poller now; we
+            // are on its thread, before any poll.
+            unsafe { (*raw).handle = Some(h) };
+            Ok(raw as usize)
+        }
+        Err(e) => {
+            // SAFETY: registration failed, so nobody else holds `raw`.
+            drop(unsafe { Box::from_raw(raw) });
+            Err(e.to_string())
+        }
+    }
+}
+
+fn set_nonblocking(f: &File) {
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on an fd we own, reading then setting its status flags.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// The poller: owns the queue (freed when the poller is dropped, after the queue finished).
+struct QueuePoller(*mut Queue);
+
+// SAFETY: the queue is only touched on the thread that owns the poller; the poller (with the
+// thread) may move between reactors, never be used by two at once.
+unsafe impl Send for QueuePoller {}
+
+impl Drop for QueuePoller {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from Box::into_raw and only the poller frees it.
+        let q = unsafe { Box::from_raw(self.0) };
+        if q.outstanding > 0 {
+            // Only when a thread exits after a drain timed out (a bdev that never completes):
+            // the completions still to come point at this queue, so it is leaked, not freed.
+            tracing::error!(
+                "vhost controller '{}': queue {} dropped with {} I/O outstanding; leaking it",
+                q.ctrl.name,
+                q.index,
+                q.outstanding
+            );
+            Box::leak(q);
+        }
+    }
+}
+
+impl Poll for QueuePoller {
+    fn poll(&mut self) -> usize {
+        // SAFETY: owned by this poller; on its thread.
+        let q = unsafe { &mut *self.0 };
+        q.poll()
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        // SAFETY: as in poll.
+        let q = unsafe { &mut *self.0 };
+        q.can_sleep()
+    }
+}
+
+mod poll;
+mod request;

@@ -1,0 +1,180 @@
+//! The queue's poller: popping chains, publishing used entries, signalling the call eventfd
+//! (EVENT_IDX and coalescing), the sleep protocol, stopping and detaching.
+
+use std::io::{Read, Write};
+
+use ferrite_vring::ErrorKind as RingKind;
+
+use super::{Queue, POP_BATCH};
+
+impl Queue {
+    pub(super) fn poll(&mut self) -> usize {
+        if self.finished {
+            return 0;
+        }
+        let mut work = 0;
+        if self.notify_enabled {
+            self.notify_enabled = false;
+            if self.vring.disable_notify(self.mem.guest()).is_err() {
+                self.set_broken("cannot update the notification flags");
+            }
+        }
+        if self.pending_publish {
+            self.flush_used();
+            work += 1;
+        } else if self.signal_pending {
+            self.maybe_signal();
+        }
+        if self.detach.is_some() && self.outstanding == 0 {
+            self.retry = None;
+            self.chan = None;
+            if let Some(tx) = self.detach.take() {
+                let _ = tx.send(());
+            }
+        }
+        if self.stop.is_some() {
+            if self.outstanding == 0 && self.retry.is_none() {
+                self.finish();
+            }
+            return work;
+        }
+        if self.broken {
+            return work;
+        }
+        if self.detach.is_some() {
+            return work; // stop taking requests until the bdev is released
+        }
+        if let Some(id) = self.retry.take() {
+            self.submit_parsed(id);
+            if self.retry.is_some() {
+                return work;
+            }
+            work += 1;
+        }
+        for _ in 0..POP_BATCH {
+            match self.vring.pop(self.mem.guest(), &mut self.chain) {
+                Ok(true) => {
+                    work += 1;
+                    self.handle_chain();
+                    if self.retry.is_some() {
+                        break;
+                    }
+                }
+                Ok(false) => break,
+                Err(e) if e.kind() == RingKind::Chain => {
+                    work += 1;
+                    tracing::warn!(
+                        "vhost controller '{}': queue {}: {e}",
+                        self.ctrl.name,
+                        self.index
+                    );
+                    // No segments to find a status byte in: return it with nothing written.
+                    let id = self.chain.id();
+                    self.push(id, 0);
+                }
+                Err(e) => {
+                    self.set_broken(&e.to_string());
+                    break;
+                }
+            }
+        }
+        if self.pending_publish {
+            self.flush_used();
+        }
+        work
+    }
+
+    pub(super) fn can_sleep(&mut self) -> bool {
+        if self.finished || self.broken {
+            return !self.pending_publish && !self.signal_pending;
+        }
+        if self.stop.is_some()
+            || self.pending_publish
+            || self.signal_pending
+            || self.retry.is_some()
+        {
+            return false;
+        }
+        // Drain the kick eventfd first, then re-enable notifications and look again: a kick
+        // that comes after the drain makes the fd readable and wakes the reactor.
+        let mut b = [0u8; 8];
+        let _ = (&self.kick).read(&mut b);
+        match self.vring.enable_notify(self.mem.guest()) {
+            Ok(true) => false,
+            Ok(false) => {
+                self.notify_enabled = true;
+                true
+            }
+            Err(e) => {
+                self.set_broken(&e.to_string());
+                true
+            }
+        }
+    }
+
+    pub(super) fn set_broken(&mut self, why: &str) {
+        if !self.broken {
+            tracing::error!(
+                "vhost controller '{}': queue {} is broken ({why}); it stops until the frontend resets it",
+                self.ctrl.name,
+                self.index
+            );
+        }
+        self.broken = true;
+    }
+
+    pub(super) fn finish(&mut self) {
+        let base = self.vring.base().to_vhost(self.packed);
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(base);
+        }
+        self.finished = true;
+        self._kick_reg = None;
+        // Unregisters the poller; the poller (and this queue) is dropped by the thread after
+        // this poll returns.
+        self.handle = None;
+    }
+
+    pub(super) fn flush_used(&mut self) {
+        self.pending_publish = false;
+        match self.vring.publish(self.mem.guest()) {
+            Ok(true) => {
+                self.signal_pending = true;
+                self.maybe_signal();
+            }
+            Ok(false) => {}
+            Err(e) => self.set_broken(&e.to_string()),
+        }
+    }
+
+    /// Signals the call eventfd now, unless coalescing holds it back.
+    pub(super) fn maybe_signal(&mut self) {
+        let delay_us = self
+            .ctrl
+            .delay_base_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if delay_us > 0 {
+            let now = ferrite_reactor::clock::ticks();
+            let second = ferrite_reactor::clock::us_to_ticks(1_000_000);
+            if now.wrapping_sub(self.window_start) >= second {
+                self.window_start = now;
+                self.window_ios = 0;
+            }
+            let threshold = self
+                .ctrl
+                .iops_threshold
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if self.window_ios > u64::from(threshold)
+                && now.wrapping_sub(self.last_signal)
+                    < ferrite_reactor::clock::us_to_ticks(u64::from(delay_us))
+            {
+                return; // keep signal_pending; polled again
+            }
+            self.last_signal = now;
+        }
+        self.signal_pending = false;
+        if let Some(c) = &self.call {
+            let _ = (&*c).write(&1u64.to_ne_bytes());
+        }
+    }
+}
