@@ -396,3 +396,45 @@ fn bench_verify_against_ferrite_target() {
     );
     assert!(!t.log_text().contains("panicked"));
 }
+
+/// SPDK's own client (spdk-rpc 25.9, installed by scripts/setup-spdk-venvs.sh) drives the
+/// methods with its command-line options: attach prints the created bdev, detach succeeds.
+#[test]
+fn spdk_client_attaches_and_detaches() {
+    let exe = workspace_root().join("target/spdk-venv/25.9/bin/spdk-rpc");
+    assert!(
+        exe.is_file(),
+        "SPDK's client is missing ({}): run scripts/setup-spdk-venvs.sh",
+        exe.display()
+    );
+    let dir = TempDir::new("virtio-spdk");
+    let q = Qsd::null(&dir, "q", 16 << 20, 512, true);
+    let t = Target::start_in(&dir, "t", &[]);
+    let spdk = |args: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.arg("-s").arg(&t.sock).arg("-t").arg("30").args(args);
+        c.env("PYTHONDONTWRITEBYTECODE", "1");
+        run(&mut c, None)
+    };
+    let sock = q.sock.display().to_string();
+    let r = spdk(&[
+        "bdev_virtio_attach_controller",
+        "--dev-type",
+        "blk",
+        "--trtype",
+        "user",
+        "--traddr",
+        &sock,
+        "--vq-count",
+        "2",
+        "--vq-size",
+        "128",
+        "VirtioBlk7",
+    ]);
+    assert!(r.ok(), "{}", r.all());
+    assert!(r.stdout.contains("VirtioBlk7"), "{}", r.all());
+    assert_eq!(t.bdev("VirtioBlk7")["num_blocks"], (16 << 20) / 512);
+    let r = spdk(&["bdev_virtio_detach_controller", "VirtioBlk7"]);
+    assert!(r.ok(), "{}", r.all());
+    assert!(!t.bdev_names().contains(&"VirtioBlk7".to_string()));
+}
