@@ -245,7 +245,7 @@ fn server_going_away_fails_io_and_removes_the_bdev() {
                 "-w",
                 "randread",
                 "-t",
-                "20",
+                "6",
                 "-f",
                 "--output-json",
             ],
