@@ -16,6 +16,7 @@ pub fn register_bdev_modules() {
     ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
     ferrite_bdev::register_module(Arc::new(ferrite_delay::DelayModule));
     ferrite_bdev::register_module(Arc::new(ferrite_bdev_nvme::NvmeModule));
+    ferrite_bdev::register_module(Arc::new(ferrite_virtio::VirtioModule));
 }
 
 /// Registers the RPC methods of the bdev layer and of every module; handlers run on `app`.
@@ -30,6 +31,7 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     ferrite_error::register_rpcs(reg, app);
     ferrite_delay::register_rpcs(reg, app);
     ferrite_bdev_nvme::register_rpcs(reg, app);
+    ferrite_virtio::register_rpcs(reg, app);
     ferrite_vhost::register_rpcs(reg, app);
 }
 

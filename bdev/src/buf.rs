@@ -1,12 +1,15 @@
 //! The DMA-capable data buffer pool.
 //!
 //! Two size classes (small and large, as SPDK's iobuf), each one contiguous region mapped once:
-//! hugepage-backed when the machine has free hugepages, ordinary page-aligned memory otherwise
-//! (locked with `mlock` when the limit allows). Buffers are handed out through a lock-free
-//! global queue with a per-thread cache in front. Every region is listed by [`regions`] so
-//! that a driver needing virtual→IOVA translation (the NVMe driver) can map them all up front.
+//! a shared memfd mapping (hugetlb when the machine has enough free hugepages, ordinary pages
+//! otherwise; anonymous memory only if memfd fails), locked with `mlock` when the limit
+//! allows. Buffers are handed out through a lock-free global queue with a per-thread cache in
+//! front. Every region is listed by [`regions`] so that a driver needing virtual→IOVA
+//! translation (the NVMe driver) can map them all up front, and [`shared_regions`] gives the
+//! memfd behind each, so that a vhost-user frontend (the virtio-user bdev) can share the pool
+//! with its server and do I/O on pool buffers without copying.
 
-use std::alloc::Layout;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -53,10 +56,23 @@ pub struct Region {
     pub hugepages: bool,
 }
 
+/// A pool region backed by a memfd, shareable with another process (`mmap` of `fd` at
+/// offset 0 gives the same `len` bytes that live at `addr` here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedRegion {
+    /// The memfd (owned by the pool, open for the life of the process).
+    pub fd: RawFd,
+    /// Start address in this process.
+    pub addr: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
 struct Class {
     size: usize,
     count: usize,
     region: Region,
+    memfd: Option<OwnedFd>,
     free: ArrayQueue<usize>,
 }
 
@@ -92,19 +108,52 @@ pub fn configure(cfg: BufPoolConfig) -> Result<()> {
     Ok(())
 }
 
-fn map_region(len: usize) -> std::result::Result<Region, String> {
-    let layout = Layout::from_size_align(len, 4096).map_err(|e| e.to_string())?;
-    // Hugepages first, only when the kernel reports free ones (the crate's mmap would fail).
-    if free_hugepages() * hugepage_size() >= len {
-        // SAFETY: layout has a non-zero size; a null result is handled.
-        let p = unsafe { hugepage_rs::alloc(layout) };
-        if !p.is_null() {
-            return Ok(Region {
-                addr: p as usize,
-                len,
-                hugepages: true,
-            });
+fn memfd(len: usize, huge: bool) -> Option<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | if huge { libc::MFD_HUGETLB } else { 0 };
+    // SAFETY: a valid C string; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"ferrite-dma-pool".as_ptr(), flags) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fd is a valid memfd.
+    (unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } == 0).then_some(fd)
+}
+
+fn map_region(len: usize) -> std::result::Result<(Region, Option<OwnedFd>), String> {
+    // A shared memfd (hugetlb first, only when the kernel reports enough free hugepages; the
+    // length must then be a multiple of the hugepage size), anonymous memory as a last resort.
+    let huge_ok =
+        free_hugepages() * hugepage_size() >= len && len.is_multiple_of(hugepage_size().max(1));
+    for huge in [true, false] {
+        if huge && !huge_ok {
+            continue;
         }
+        let Some(fd) = memfd(len, huge) else { continue };
+        // SAFETY: shared mapping of the whole memfd, no address hint; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            continue;
+        }
+        // Best effort, as below.
+        // SAFETY: p..p+len is the mapping just created.
+        let _ = unsafe { libc::mlock(p, len) };
+        let region = Region {
+            addr: p as usize,
+            len,
+            hugepages: huge,
+        };
+        return Ok((region, Some(fd)));
     }
     // SAFETY: anonymous private mapping with no address hint; the result is checked.
     let p = unsafe {
@@ -127,11 +176,12 @@ fn map_region(len: usize) -> std::result::Result<Region, String> {
     // limit) is not an error for backends that do not DMA.
     // SAFETY: p..p+len is the mapping just created.
     let _ = unsafe { libc::mlock(p, len) };
-    Ok(Region {
+    let region = Region {
         addr: p as usize,
         len,
         hugepages: false,
-    })
+    };
+    Ok((region, None))
 }
 
 fn meminfo_value(key: &str) -> usize {
@@ -154,7 +204,7 @@ fn hugepage_size() -> usize {
 fn build(cfg: BufPoolConfig) -> std::result::Result<Pool, String> {
     let mk = |size: usize, count: usize| -> std::result::Result<Class, String> {
         let size = size.next_multiple_of(4096);
-        let region = map_region(size * count)?;
+        let (region, memfd) = map_region(size * count)?;
         let free = ArrayQueue::new(count);
         for i in 0..count {
             let _ = free.push(region.addr + i * size);
@@ -163,6 +213,7 @@ fn build(cfg: BufPoolConfig) -> std::result::Result<Pool, String> {
             size,
             count,
             region,
+            memfd,
             free,
         })
     };
@@ -187,6 +238,22 @@ fn pool() -> Result<&'static Pool> {
 /// Regions backing the pool (creating it if needed), for drivers that must map them for DMA.
 pub fn regions() -> Result<Vec<Region>> {
     Ok(pool()?.classes.iter().map(|c| c.region).collect())
+}
+
+/// The pool's memfd-backed regions (creating the pool if needed), for a vhost-user frontend
+/// that gives them to its server; empty if the pool fell back to anonymous memory.
+pub fn shared_regions() -> Result<Vec<SharedRegion>> {
+    Ok(pool()?
+        .classes
+        .iter()
+        .filter_map(|c| {
+            c.memfd.as_ref().map(|fd| SharedRegion {
+                fd: fd.as_raw_fd(),
+                addr: c.region.addr,
+                len: c.region.len,
+            })
+        })
+        .collect())
 }
 
 /// Pool statistics.

@@ -97,6 +97,18 @@ impl MemTable {
         for (i, (d, f)) in descs.iter().zip(files).enumerate() {
             let size = usize::try_from(d.size)
                 .map_err(|_| bad(format!("memory region {i} is too large")))?;
+            // A region announced beyond the end of its file maps, but touching that part
+            // raises SIGBUS: refuse it (found by the hostile frontend test).
+            if let Ok(md) = f.metadata() {
+                if md.is_file() && d.mmap_offset.saturating_add(d.size) > md.len() {
+                    return Err(bad(format!(
+                        "memory region {i} (offset {:#x}, size {:#x}) extends beyond its file ({:#x} bytes)",
+                        d.mmap_offset,
+                        d.size,
+                        md.len()
+                    )));
+                }
+            }
             let m = MmapRegion::<()>::from_file(FileOffset::new(f, d.mmap_offset), size).map_err(
                 |e| {
                     VhostError::new(
