@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=2)
     ap.add_argument("cases", nargs="*", default=list(CASES))
     a = ap.parse_args()
+    if a.keep:
+        os.makedirs(a.keep, exist_ok=True)
     print("| case | command | instructions per I/O |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
