@@ -142,6 +142,8 @@ impl ChannelState {
 
     /// Entry of a validated, counted I/O into the channel.
     pub(crate) fn dispatch(&self, mut io: Box<BdevIo>) {
+        let t = io.io_type;
+        let bit = t.bit();
         // I/O already marked drainable was accepted before the freeze and is being
         // resubmitted (NOMEM retry, buffer wait): the drain is waiting for it, so parking it
         // until the thaw would never let the drain finish.
@@ -149,55 +151,44 @@ impl ChannelState {
         // freeze), so it never waits for a thaw.
         if self.frozen.get()
             && io.flags & (FLAG_BYPASS_LOCK | FLAG_DRAINABLE | FLAG_QUIESCE_HELD) == 0
-            && io.io_type != IoType::Abort
+            && t != IoType::Abort
         {
             self.parked.borrow_mut().push_back(io);
             return;
         }
-        if io.flags & FLAG_DRAINABLE == 0
-            && io.flags & FLAG_BYPASS_LOCK == 0
-            && !matches!(
-                io.io_type,
-                IoType::Reset | IoType::CompareAndWrite | IoType::Abort
-            )
-        {
+        if io.flags & (FLAG_DRAINABLE | FLAG_BYPASS_LOCK) == 0 && NO_DRAIN_TYPES & bit == 0 {
             io.flags |= FLAG_DRAINABLE;
             self.drainable.set(self.drainable.get() + 1);
         }
         let b = &*self.bdev;
-        match io.io_type {
-            IoType::Read if io.iovs.is_empty() => match supply_buf(&mut io) {
+        if b.routed & bit != 0 {
+            match t {
+                IoType::Reset => return crate::emulate::reset(self, io),
+                IoType::Abort => return self.abort(io),
+                IoType::WriteZeroes => return crate::emulate::write_zeroes(self, io),
+                IoType::Compare => return crate::emulate::compare(self, io),
+                IoType::CompareAndWrite => return crate::emulate::compare_and_write(self, io),
+                _ => {}
+            }
+        }
+        if t == IoType::Read && io.iovs.is_empty() {
+            match supply_buf(&mut io) {
                 Some(true) => {}
                 Some(false) => return crate::thread::park_for_buf(io),
                 // Larger than the largest pool buffer: no buffer can ever be supplied.
                 None => return io.complete(IoStatus::Failed),
-            },
-            IoType::Reset => return crate::emulate::reset(self, io),
-            IoType::Abort => return self.abort(io),
-            IoType::WriteZeroes if !b.native(IoType::WriteZeroes) => {
-                return crate::emulate::write_zeroes(self, io)
             }
-            IoType::Compare if !b.native(IoType::Compare) => {
-                return crate::emulate::compare(self, io)
-            }
-            IoType::CompareAndWrite if !b.native(IoType::CompareAndWrite) => {
-                return crate::emulate::compare_and_write(self, io)
-            }
-            _ => {}
         }
         // Every I/O but a split piece of this layer is checked, including the children the
         // layer generates itself (emulation steps) and pieces split by a layer above that
         // forwarded them here: the backend asked never to see I/O crossing a boundary.
-        if b.split_on_boundary
-            && b.optimal_io_boundary > 0
+        let bound = b.split_bound;
+        if bound > 0
+            && io.num_blocks > 0
             && !(io.depth == 0 && matches!(io.parent, Parent::Split(_)))
+            && io.offset_blocks / bound != (io.offset_blocks + io.num_blocks - 1) / bound
         {
-            let bound = u64::from(b.optimal_io_boundary);
-            if io.num_blocks > 0
-                && io.offset_blocks / bound != (io.offset_blocks + io.num_blocks - 1) / bound
-            {
-                return crate::split::split(self, io);
-            }
+            return crate::split::split(self, io);
         }
         self.backend.borrow_mut().submit(io);
     }
@@ -366,9 +357,34 @@ pub struct BdevChannel {
     pub(crate) ch: IoChannel<ChannelCtx>,
     pub(crate) writable: bool,
     pub(crate) bdev: Arc<Bdev>,
+    /// Bits of the I/O types this channel accepts (supported, and writable if they write).
+    allowed: u32,
 }
 
+/// Types that change data (refused on a read-only descriptor).
+const WRITE_TYPES: u32 = (1 << IoType::Write as u8)
+    | (1 << IoType::Unmap as u8)
+    | (1 << IoType::WriteZeroes as u8)
+    | (1 << IoType::CompareAndWrite as u8);
+/// Types a quiesce does not wait for (they quiesce themselves, or only look at queues).
+const NO_DRAIN_TYPES: u32 =
+    (1 << IoType::Reset as u8) | (1 << IoType::CompareAndWrite as u8) | (1 << IoType::Abort as u8);
+
 impl BdevChannel {
+    pub(crate) fn new(ch: IoChannel<ChannelCtx>, writable: bool, bdev: Arc<Bdev>) -> Self {
+        let allowed = if writable {
+            bdev.accepted
+        } else {
+            bdev.accepted & !WRITE_TYPES
+        };
+        Self {
+            ch,
+            writable,
+            bdev,
+            allowed,
+        }
+    }
+
     /// The bdev.
     pub fn bdev(&self) -> &Arc<Bdev> {
         &self.bdev
@@ -464,11 +480,8 @@ impl BdevChannel {
     #[inline]
     fn validate_forward(&self, io: &BdevIo, offset: u64, b: &Bdev) -> Option<&'static str> {
         let t = io.io_type;
-        if t.is_write() && !self.writable {
-            return Some("descriptor is read-only");
-        }
-        if !b.io_type_supported(t) {
-            return Some("I/O type not supported");
+        if self.allowed & t.bit() == 0 {
+            return Some(self.refusal(t));
         }
         if matches!(t, IoType::Reset | IoType::Abort) {
             return None;
@@ -482,14 +495,21 @@ impl BdevChannel {
         }
     }
 
+    /// Why `t` is not in `allowed`.
+    #[cold]
+    fn refusal(&self, t: IoType) -> &'static str {
+        if t.is_write() && !self.writable {
+            "descriptor is read-only"
+        } else {
+            "I/O type not supported"
+        }
+    }
+
     #[inline]
     fn validate(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
         let t = io.io_type;
-        if t.is_write() && !self.writable {
-            return Some("descriptor is read-only");
-        }
-        if !b.io_type_supported(t) {
-            return Some("I/O type not supported");
+        if self.allowed & t.bit() == 0 {
+            return Some(self.refusal(t));
         }
         if matches!(t, IoType::Reset | IoType::Abort) {
             return None;
@@ -504,7 +524,10 @@ impl BdevChannel {
             let Some(want) = io.num_blocks.checked_mul(u64::from(b.block_size)) else {
                 return Some("range overflows");
             };
-            let have = io.iovs.iter().map(|v| v.len as u64).sum::<u64>();
+            let have = match io.iovs.as_slice() {
+                [one] => one.len as u64,
+                many => many.iter().map(|v| v.len as u64).sum::<u64>(),
+            };
             let auto_read = t == IoType::Read && io.iovs.is_empty();
             if !auto_read && have != want {
                 return Some("segments do not match the block count");

@@ -472,6 +472,7 @@ impl BdevIo {
     /// on (asserted), from a poller or callback — or even inside `submit`: the bdev layer never
     /// runs the submitter's callback inside this call; the I/O goes onto the thread's completion
     /// queue and the callback runs on a later poll.
+    #[inline]
     pub fn complete(mut self: Box<Self>, status: IoStatus) {
         self.status = status;
         crate::thread::enqueue_completion(self);

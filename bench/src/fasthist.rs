@@ -7,14 +7,26 @@
 
 use hdrhistogram::Histogram;
 
+use crate::stats::{HIST_LOW_NS, HIST_SIGFIG};
+
+/// log2 of half the number of sub-buckets per bucket, for [`HIST_SIGFIG`] digits
+/// (HdrHistogram's `sub_bucket_half_count_magnitude`).
+const HALF_MAG: u32 = {
+    let largest_single_unit = 2 * 10u64.pow(HIST_SIGFIG as u32);
+    let count_mag = 64 - (largest_single_unit - 1).leading_zeros();
+    if count_mag > 1 {
+        count_mag - 1
+    } else {
+        1
+    }
+};
+/// log2 of the lowest discernible value, [`HIST_LOW_NS`] (HdrHistogram's `unit_magnitude`).
+const UNIT_MAG: u32 = 63 - HIST_LOW_NS.leading_zeros();
+
 /// Counts per HdrHistogram bucket index, not yet folded into the histogram.
 #[derive(Clone)]
 pub(crate) struct FastHist {
     counts: Box<[u64]>,
-    /// log2 of half the number of sub-buckets per bucket.
-    half_mag: u32,
-    /// log2 of the lowest discernible value.
-    unit_mag: u32,
     /// Where values beyond the histogram's highest trackable value go.
     high_idx: usize,
     /// Values recorded since the last fold.
@@ -31,58 +43,33 @@ impl std::fmt::Debug for FastHist {
 }
 
 impl FastHist {
-    /// The fast side of `hist`, which must have been created with `low` and `sigfig` (and no
-    /// auto-resize). `None` if the layout does not match the histogram's (a different
-    /// hdrhistogram version): the caller then records directly.
-    pub(crate) fn new(hist: &Histogram<u64>, low: u64, sigfig: u8) -> Option<FastHist> {
-        let largest_single_unit = 2 * 10u64.checked_pow(u32::from(sigfig))?;
-        let count_mag = 64 - (largest_single_unit - 1).leading_zeros();
-        let half_mag = count_mag.checked_sub(1)?.max(1);
-        let unit_mag = 63 - low.max(1).leading_zeros();
-        let mut f = FastHist {
-            counts: Box::new([]),
-            half_mag,
-            unit_mag,
-            high_idx: 0,
-            pending: 0,
-        };
+    /// The fast side of `hist`, which must have been created with [`HIST_LOW_NS`] and
+    /// [`HIST_SIGFIG`] (and no auto-resize). `None` if the layout does not match the
+    /// histogram's (another hdrhistogram version, other bounds): the caller then records
+    /// directly.
+    pub(crate) fn new(hist: &Histogram<u64>) -> Option<FastHist> {
         let len = hist.distinct_values();
-        let high_idx = f.index(hist.high());
-        if high_idx >= len || f.value_for(high_idx) > hist.high() {
+        let high_idx = index(hist.high());
+        // The last index must hold the histogram's highest values, as HdrHistogram's own.
+        if high_idx >= len
+            || value_for(high_idx) > hist.high()
+            || value_for(len - 1) != hist.lowest_equivalent(value_for(len - 1))
+            || hist.lowest_equivalent(u64::MAX >> 1) < value_for(len - 1)
+        {
             return None;
         }
-        f.counts = vec![0u64; len].into_boxed_slice();
-        f.high_idx = high_idx;
-        Some(f)
-    }
-
-    /// HdrHistogram's bucket index of `v`.
-    #[inline]
-    fn index(&self, v: u64) -> usize {
-        let base = 64 - self.unit_mag - self.half_mag - 1;
-        let mask = ((1u64 << (self.half_mag + 1)) - 1) << self.unit_mag;
-        let bucket = base - (v | mask).leading_zeros();
-        let sub = (v >> (bucket + self.unit_mag)) as usize;
-        ((bucket as usize + 1) << self.half_mag) + sub - (1usize << self.half_mag)
-    }
-
-    /// The lowest value of bucket index `i`.
-    fn value_for(&self, i: usize) -> u64 {
-        let half = 1usize << self.half_mag;
-        let mut bucket = (i >> self.half_mag) as i64 - 1;
-        let mut sub = (i & (half - 1)) + half;
-        if bucket < 0 {
-            sub -= half;
-            bucket = 0;
-        }
-        (sub as u64) << (bucket as u32 + self.unit_mag)
+        Some(FastHist {
+            counts: vec![0u64; len].into_boxed_slice(),
+            high_idx,
+            pending: 0,
+        })
     }
 
     /// Counts one value (values past the histogram's range count as its highest value, as
     /// `saturating_record`).
     #[inline]
     pub(crate) fn record(&mut self, v: u64) {
-        let i = self.index(v);
+        let i = index(v);
         let i = if i < self.counts.len() {
             i
         } else {
@@ -105,7 +92,7 @@ impl FastHist {
         for i in 0..self.counts.len() {
             let c = std::mem::take(&mut self.counts[i]);
             if c > 0 {
-                hist.saturating_record_n(self.value_for(i), c);
+                hist.saturating_record_n(value_for(i), c);
             }
         }
         self.pending = 0;
@@ -115,17 +102,39 @@ impl FastHist {
     pub(crate) fn add_to(&self, hist: &mut Histogram<u64>) {
         for (i, &c) in self.counts.iter().enumerate() {
             if c > 0 {
-                hist.saturating_record_n(self.value_for(i), c);
+                hist.saturating_record_n(value_for(i), c);
             }
         }
     }
+}
+
+/// HdrHistogram's bucket index of `v`.
+#[inline]
+fn index(v: u64) -> usize {
+    const BASE: u32 = 64 - UNIT_MAG - HALF_MAG - 1;
+    const MASK: u64 = ((1u64 << (HALF_MAG + 1)) - 1) << UNIT_MAG;
+    let bucket = BASE - (v | MASK).leading_zeros();
+    let sub = (v >> (bucket + UNIT_MAG)) as usize;
+    ((bucket as usize + 1) << HALF_MAG) + sub - (1usize << HALF_MAG)
+}
+
+/// The lowest value of bucket index `i`.
+fn value_for(i: usize) -> u64 {
+    let half = 1usize << HALF_MAG;
+    let mut bucket = (i >> HALF_MAG) as i64 - 1;
+    let mut sub = (i & (half - 1)) + half;
+    if bucket < 0 {
+        sub -= half;
+        bucket = 0;
+    }
+    (sub as u64) << (bucket as u32 + UNIT_MAG)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Xoshiro256StarStar;
-    use crate::stats::{HIST_HIGH_NS, HIST_LOW_NS, HIST_SIGFIG};
+    use crate::stats::HIST_HIGH_NS;
 
     fn same(a: &Histogram<u64>, b: &Histogram<u64>) {
         assert_eq!(a.len(), b.len());
@@ -145,18 +154,16 @@ mod tests {
         assert_eq!(ca, cb);
     }
 
-    /// Folding gives the histogram direct recording gives, for the bench's bounds and others.
+    /// Folding gives the histogram direct recording gives, for the bench's bounds and others
+    /// with the same lowest value and precision.
     #[test]
     fn folded_counts_equal_direct_recording() {
-        for (low, high, sigfig) in [
-            (HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG),
-            (1, 1 << 40, 2),
-            (1000, 1 << 50, 4),
-        ] {
-            let mut direct = Histogram::<u64>::new_with_bounds(low, high, sigfig).unwrap();
+        for high in [HIST_HIGH_NS, 1 << 40, 1 << 62] {
+            let mut direct =
+                Histogram::<u64>::new_with_bounds(HIST_LOW_NS, high, HIST_SIGFIG).unwrap();
             let mut folded = direct.clone();
-            let mut fast = FastHist::new(&folded, low, sigfig).unwrap();
-            let mut rng = Xoshiro256StarStar::new(low ^ high);
+            let mut fast = FastHist::new(&folded).unwrap();
+            let mut rng = Xoshiro256StarStar::new(high);
             let mut values: Vec<u64> = vec![
                 0,
                 1,
@@ -189,10 +196,19 @@ mod tests {
         }
     }
 
+    /// Other bounds than the ones the constants were derived for: refused (direct recording).
+    #[test]
+    fn other_layouts_are_refused() {
+        let h = Histogram::<u64>::new_with_bounds(1, 1 << 40, 2).unwrap();
+        assert!(FastHist::new(&h).is_none());
+        let h = Histogram::<u64>::new_with_bounds(1000, 1 << 40, HIST_SIGFIG).unwrap();
+        assert!(FastHist::new(&h).is_none());
+    }
+
     #[test]
     fn add_to_keeps_the_counts() {
         let h = Histogram::<u64>::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG).unwrap();
-        let mut fast = FastHist::new(&h, HIST_LOW_NS, HIST_SIGFIG).unwrap();
+        let mut fast = FastHist::new(&h).unwrap();
         for v in [5, 500, 50_000, 5_000_000] {
             fast.record(v);
         }

@@ -187,7 +187,7 @@ impl JobStats {
     pub fn new(expected_samples: usize) -> Result<JobStats, BenchError> {
         let hist = Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG)
             .map_err(|e| BenchError::Histogram(format!("cannot create histogram: {e:?}")))?;
-        let fast = FastHist::new(&hist, HIST_LOW_NS, HIST_SIGFIG);
+        let fast = FastHist::new(&hist);
         Ok(JobStats {
             counters: Counters::default(),
             hist,
