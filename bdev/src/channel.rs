@@ -140,7 +140,30 @@ impl ChannelState {
         NonNull::from(self)
     }
 
+    /// [`ChannelState::dispatch`] for the common case, inlined into `submit` and `forward`:
+    /// a channel not frozen, a type the backend handles itself, data segments present, no
+    /// split boundary. Anything else takes the general path.
+    #[inline(always)]
+    fn dispatch_fast(&self, mut io: Box<BdevIo>) {
+        let t = io.io_type;
+        let bit = t.bit();
+        let b = &*self.bdev;
+        if self.frozen.get()
+            || b.routed & bit != 0
+            || b.split_bound != 0
+            || (t == IoType::Read && io.iovs.is_empty())
+        {
+            return self.dispatch(io);
+        }
+        if io.flags & (FLAG_DRAINABLE | FLAG_BYPASS_LOCK) == 0 && NO_DRAIN_TYPES & bit == 0 {
+            io.flags |= FLAG_DRAINABLE;
+            self.drainable.set(self.drainable.get() + 1);
+        }
+        self.backend.borrow_mut().submit(io);
+    }
+
     /// Entry of a validated, counted I/O into the channel.
+    #[inline(never)]
     pub(crate) fn dispatch(&self, mut io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
@@ -359,7 +382,16 @@ pub struct BdevChannel {
     pub(crate) bdev: Arc<Bdev>,
     /// Bits of the I/O types this channel accepts (supported, and writable if they write).
     allowed: u32,
+    /// The channel state, for `forward` (which checks the thread through the I/O instead of
+    /// through the reactor). Owned by the channel context `ch` keeps alive.
+    st: Option<NonNull<ChannelState>>,
 }
+
+// SAFETY: as the `IoChannel` it wraps (Send, not Sync): it may move between OS threads, but
+// its state is only reached on its own lightweight thread — through `ch`, which checks the
+// thread, or through `st` in `forward`, which asserts that the I/O (submitted on the calling
+// thread) belongs to the channel's thread.
+unsafe impl Send for BdevChannel {}
 
 /// Types that change data (refused on a read-only descriptor).
 const WRITE_TYPES: u32 = (1 << IoType::Write as u8)
@@ -377,11 +409,13 @@ impl BdevChannel {
         } else {
             bdev.accepted & !WRITE_TYPES
         };
+        let st = ch.state().map(NonNull::from);
         Self {
             ch,
             writable,
             bdev,
             allowed,
+            st,
         }
     }
 
@@ -420,7 +454,7 @@ impl BdevChannel {
         io.chan = Some(st.ptr());
         io.flags |= FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);
-        st.dispatch(io);
+        st.dispatch_fast(io);
     }
 
     /// For a stacked bdev's backend: sends `io` — an I/O its own bdev layer handed to its
@@ -458,9 +492,21 @@ impl BdevChannel {
         done: Option<ForwardDone>,
         ctx: [u64; 3],
     ) {
-        let Some(st) = self.ch.state() else {
+        let Some(st) = self.st else {
             return io.complete(IoStatus::Failed);
         };
+        // SAFETY: the state belongs to the channel context this handle keeps alive (see
+        // `st`); it is only touched on its own thread, which the assertion below checks: the
+        // I/O was submitted on the calling thread (checked by `submit`, or set by this layer
+        // for its own children).
+        let st = unsafe { st.as_ref() };
+        assert!(
+            io.thread_id == st.thread_id,
+            "bdev '{}': forward from thread {} to a channel of thread {}",
+            st.bdev.name,
+            io.thread_id,
+            st.thread_id
+        );
         let b = &*st.bdev;
         if let Some(bad) = self.validate_forward(&io, offset_blocks, b) {
             tracing::debug!("bdev '{}': rejected forwarded {:?}: {bad}", b.name, io);
@@ -472,7 +518,7 @@ impl BdevChannel {
         io.chan = Some(st.ptr());
         io.flags = FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);
-        st.dispatch(io);
+        st.dispatch_fast(io);
     }
 
     /// What `forward` checks: the forwarding layer validated the request against its own
