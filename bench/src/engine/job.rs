@@ -103,11 +103,12 @@ impl Job {
         self.me = me;
         self.io_blocks = self.plan.io_blocks();
         let bs = u64::from(self.plan.block_size.max(1));
-        self.first_block = if self.plan.offset % bs == 0 && self.plan.io_size % bs == 0 {
-            self.plan.offset / bs
-        } else {
-            u64::MAX
-        };
+        self.first_block =
+            if self.plan.offset.is_multiple_of(bs) && self.plan.io_size.is_multiple_of(bs) {
+                self.plan.offset / bs
+            } else {
+                u64::MAX
+            };
         self.verifies = self.plan.workload.verifies();
     }
 
