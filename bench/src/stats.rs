@@ -3,8 +3,9 @@
 //!
 //! [`JobStats::record`] is the hot path: it only updates integers and a pre-allocated
 //! array of histogram buckets, folded into the histogram (fixed bounds, no auto-resize;
-//! out-of-range values are clamped) every interval and when read, so it never allocates. The histogram spans 1 ns .. 60 s at 3 significant digits, so every
-//! percentile is within 0.1 % of the true value.
+//! out-of-range values are clamped) every interval and when read, so it never allocates.
+//! The histogram spans 1 ns .. 60 s at 3 significant digits, so every percentile is within
+//! 0.1 % of the true value.
 
 use std::borrow::Cow;
 
