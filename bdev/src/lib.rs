@@ -17,6 +17,7 @@ pub mod config;
 mod desc;
 mod emulate;
 mod error;
+mod forward;
 mod io;
 mod iostat;
 mod module;
