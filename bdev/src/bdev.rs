@@ -131,6 +131,12 @@ pub struct Bdev {
     pub(crate) split_on_boundary: bool,
     pub(crate) backend: Arc<dyn BdevBackend>,
     pub(crate) supported: u32,
+    /// Bits of the types `io_type_supported` accepts (native or emulated).
+    pub(crate) accepted: u32,
+    /// Bits of the types the generic layer handles itself (reset, abort, emulations).
+    pub(crate) routed: u32,
+    /// Boundary to split on, in blocks (0: none).
+    pub(crate) split_bound: u64,
     pub(crate) device: IoDevice<ChannelCtx>,
     pub(crate) state: Mutex<BdevState>,
     pub(crate) quiesce: Mutex<QuiesceState>,
@@ -138,6 +144,16 @@ pub struct Bdev {
     pub(crate) examine_pending: AtomicU32,
     /// Figures of channels already destroyed (kept in the totals, as SPDK does).
     pub(crate) retired_stats: Mutex<crate::stats::IoStats>,
+}
+
+/// What `io_type_supported` says for `t`, given the backend's native types.
+fn accepts(native: impl Fn(IoType) -> bool, t: IoType) -> bool {
+    match t {
+        IoType::WriteZeroes => native(IoType::Write) || native(t),
+        IoType::Compare | IoType::CompareAndWrite => native(IoType::Read) || native(t),
+        IoType::Abort | IoType::Reset => true,
+        _ => native(t),
+    }
 }
 
 impl std::fmt::Debug for Bdev {
@@ -154,6 +170,26 @@ impl Bdev {
                 supported |= 1 << (t as u8);
             }
         }
+        let native = |t: IoType| supported & (1 << (t as u8)) != 0;
+        let mut accepted = 0u32;
+        let mut routed = IoType::Reset.bit() | IoType::Abort.bit();
+        for t in crate::types::ALL_IO_TYPES {
+            if accepts(native, t) {
+                accepted |= t.bit();
+            }
+            if matches!(
+                t,
+                IoType::WriteZeroes | IoType::Compare | IoType::CompareAndWrite
+            ) && !native(t)
+            {
+                routed |= t.bit();
+            }
+        }
+        let split_bound = if props.split_on_optimal_io_boundary {
+            u64::from(props.optimal_io_boundary)
+        } else {
+            0
+        };
         Arc::new_cyclic(|weak: &Weak<Bdev>| {
             let w = weak.clone();
             let device = IoDevice::new(&props.name, move || ChannelCtx::new(w.clone()));
@@ -170,6 +206,9 @@ impl Bdev {
                 split_on_boundary: props.split_on_optimal_io_boundary,
                 backend,
                 supported,
+                accepted,
+                routed,
+                split_bound,
                 device,
                 state: Mutex::new(BdevState {
                     status: Status::Registered,
@@ -238,14 +277,7 @@ impl Bdev {
     }
     /// True if I/O of type `t` is accepted (natively or emulated).
     pub fn io_type_supported(&self, t: IoType) -> bool {
-        match t {
-            IoType::WriteZeroes => self.native(IoType::Write) || self.native(t),
-            IoType::Compare | IoType::CompareAndWrite => {
-                self.native(IoType::Read) || self.native(t)
-            }
-            IoType::Abort | IoType::Reset => true,
-            _ => self.native(t),
-        }
+        self.accepted & t.bit() != 0
     }
     pub(crate) fn native(&self, t: IoType) -> bool {
         self.supported & (1 << (t as u8)) != 0

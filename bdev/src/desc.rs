@@ -97,11 +97,7 @@ impl Desc {
     /// lightweight thread; the channel is used only there.
     pub fn channel(&self) -> Result<BdevChannel> {
         let ch = self.bdev.device.get_channel()?;
-        Ok(BdevChannel {
-            ch,
-            writable: self.is_writable(),
-            bdev: self.bdev.clone(),
-        })
+        Ok(BdevChannel::new(ch, self.is_writable(), self.bdev.clone()))
     }
 
     /// Claims the bdev through this descriptor for `module`. The claim lasts until

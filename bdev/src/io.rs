@@ -35,6 +35,30 @@ pub(crate) enum Parent {
 /// Inline capacity kept in every pooled I/O for its segments.
 pub const IOV_PREALLOC: usize = 8;
 
+/// Layers one I/O can be forwarded through as the same object ([`crate::BdevChannel::forward`]).
+/// A deeper stack still works: past this depth a layer forwards with a child I/O instead.
+pub const MAX_FORWARD_DEPTH: usize = 4;
+
+/// A forwarding module's completion hook ([`crate::BdevChannel::forward_with`]): called in the
+/// completion poller when the base has completed a forwarded I/O, with the forwarding layer's
+/// view of the I/O restored (its channel, offset, callback, flags; `status()` is the base's
+/// status) and the three words the module passed. Return the I/O to complete it on the
+/// forwarding layer at once (no second completion-queue hop); or keep it — forward it again
+/// (a retry on another base), or call [`BdevIo::complete`] later — and return `None`.
+pub type ForwardDone = fn(Box<BdevIo>, [u64; 3]) -> Option<Box<BdevIo>>;
+
+/// What a forwarding layer keeps while its I/O is on the base: its view of the I/O.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Frame {
+    pub(crate) chan: Option<NonNull<crate::channel::ChannelState>>,
+    pub(crate) offset_blocks: u64,
+    pub(crate) cb: Option<IoCallback>,
+    pub(crate) done: Option<ForwardDone>,
+    pub(crate) ctx: [u64; 3],
+    pub(crate) flags: u32,
+    pub(crate) block_size: u32,
+}
+
 /// A block I/O request and, once completed, its result.
 pub struct BdevIo {
     pub(crate) io_type: IoType,
@@ -59,6 +83,9 @@ pub struct BdevIo {
     pub(crate) split_remaining: u32,
     pub(crate) split_status: IoStatus,
     pub(crate) abort_tag: u64,
+    /// Forwarding layers above the one that owns the I/O now (frames in use).
+    pub(crate) depth: u32,
+    pub(crate) frames: [Frame; MAX_FORWARD_DEPTH],
 }
 
 pub(crate) const FLAG_BYPASS_LOCK: u32 = 1;
@@ -96,6 +123,8 @@ impl Default for BdevIo {
             split_remaining: 0,
             split_status: IoStatus::Success,
             abort_tag: 0,
+            depth: 0,
+            frames: [Frame::default(); MAX_FORWARD_DEPTH],
         }
     }
 }
@@ -126,6 +155,55 @@ impl BdevIo {
         self.split_remaining = 0;
         self.split_status = IoStatus::Success;
         self.abort_tag = 0;
+        self.depth = 0;
+    }
+
+    /// Saves the current layer's view and hands the I/O to the layer below at
+    /// `offset_blocks`; false (nothing changed) if the frame stack is full.
+    #[inline]
+    pub(crate) fn push_frame(
+        &mut self,
+        offset_blocks: u64,
+        done: Option<ForwardDone>,
+        ctx: [u64; 3],
+    ) -> bool {
+        let d = self.depth as usize;
+        let Some(f) = self.frames.get_mut(d) else {
+            return false;
+        };
+        *f = Frame {
+            chan: self.chan,
+            offset_blocks: self.offset_blocks,
+            cb: self.cb,
+            done,
+            ctx,
+            flags: self.flags,
+            block_size: self.block_size,
+        };
+        self.depth += 1;
+        self.offset_blocks = offset_blocks;
+        self.flags = 0;
+        self.complete_tsc = 0;
+        true
+    }
+
+    /// Back to the layer that forwarded the I/O (`depth > 0`): restores its view and returns
+    /// its hook and words.
+    #[inline]
+    pub(crate) fn pop_frame(&mut self) -> (Option<ForwardDone>, [u64; 3]) {
+        self.depth -= 1;
+        let f = self.frames[self.depth as usize];
+        self.chan = f.chan;
+        self.offset_blocks = f.offset_blocks;
+        self.cb = f.cb;
+        self.flags = f.flags;
+        self.block_size = f.block_size;
+        (f.done, f.ctx)
+    }
+
+    /// True while the I/O is on a base bdev on behalf of a layer that forwarded it.
+    pub fn is_forwarded(&self) -> bool {
+        self.depth > 0
     }
 
     fn prep(
@@ -394,6 +472,7 @@ impl BdevIo {
     /// on (asserted), from a poller or callback — or even inside `submit`: the bdev layer never
     /// runs the submitter's callback inside this call; the I/O goes onto the thread's completion
     /// queue and the callback runs on a later poll.
+    #[inline]
     pub fn complete(mut self: Box<Self>, status: IoStatus) {
         self.status = status;
         crate::thread::enqueue_completion(self);

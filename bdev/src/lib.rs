@@ -17,6 +17,7 @@ pub mod config;
 mod desc;
 mod emulate;
 mod error;
+mod forward;
 mod io;
 mod iostat;
 mod module;
@@ -31,10 +32,10 @@ pub mod uuid;
 
 pub use bdev::{BackendChannel, Bdev, BdevBackend, BdevProps};
 pub use buf::DmaBuf;
-pub use channel::BdevChannel;
+pub use channel::{restamp, BdevChannel};
 pub use desc::Desc;
 pub use error::{BdevError, ErrorKind, Result};
-pub use io::{BdevIo, IoCallback, IoVec};
+pub use io::{BdevIo, ForwardDone, IoCallback, IoVec, MAX_FORWARD_DEPTH};
 pub use iostat::{collect_iostat, reset_iostat};
 pub use module::{BdevModule, ExamineDone, ExamineHold};
 pub use registry::{

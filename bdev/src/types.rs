@@ -38,6 +38,12 @@ pub const ALL_IO_TYPES: [IoType; 9] = [
 ];
 
 impl IoType {
+    /// This type's bit in a set of types.
+    #[inline]
+    pub(crate) fn bit(self) -> u32 {
+        1 << (self as u8)
+    }
+
     /// SPDK's key in `supported_io_types`.
     pub fn spdk_name(self) -> &'static str {
         match self {

@@ -24,6 +24,7 @@
 pub mod cpumask;
 pub mod engine;
 pub mod error;
+mod fasthist;
 pub mod inflight;
 pub mod jobfile;
 pub mod offsets;

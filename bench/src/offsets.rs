@@ -247,7 +247,7 @@ pub enum OffsetGen {
 
 impl OffsetGen {
     /// The next slot. O(1), no allocation.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         match self {

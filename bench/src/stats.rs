@@ -2,13 +2,17 @@
 //! latencies, and IOPS-over-time samples.
 //!
 //! [`JobStats::record`] is the hot path: it only updates integers and a pre-allocated
-//! histogram (fixed bounds, no auto-resize; out-of-range values are clamped), so it never
-//! allocates. The histogram spans 1 ns .. 60 s at 3 significant digits, so every
-//! percentile is within 0.1 % of the true value.
+//! array of histogram buckets, folded into the histogram (fixed bounds, no auto-resize;
+//! out-of-range values are clamped) every interval and when read, so it never allocates.
+//! The histogram spans 1 ns .. 60 s at 3 significant digits, so every percentile is within
+//! 0.1 % of the true value.
+
+use std::borrow::Cow;
 
 use hdrhistogram::Histogram;
 
 use crate::error::BenchError;
+use crate::fasthist::FastHist;
 
 /// Lowest latency the histogram distinguishes, in ns.
 pub const HIST_LOW_NS: u64 = 1;
@@ -170,6 +174,8 @@ impl Percentiles {
 pub struct JobStats {
     counters: Counters,
     hist: Histogram<u64>,
+    /// Latencies recorded since the last fold into `hist` (`None`: record into `hist`).
+    fast: Option<FastHist>,
     samples: Vec<IntervalSample>,
     mark_s: f64,
     mark_counters: Counters,
@@ -182,9 +188,11 @@ impl JobStats {
     pub fn new(expected_samples: usize) -> Result<JobStats, BenchError> {
         let hist = Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG)
             .map_err(|e| BenchError::Histogram(format!("cannot create histogram: {e:?}")))?;
+        let fast = FastHist::new(&hist);
         Ok(JobStats {
             counters: Counters::default(),
             hist,
+            fast,
             samples: Vec::with_capacity(expected_samples),
             mark_s: 0.0,
             mark_counters: Counters::default(),
@@ -205,7 +213,30 @@ impl JobStats {
         c.lat_sum_ns += u128::from(latency_ns);
         c.lat_min_ns = c.lat_min_ns.min(latency_ns);
         c.lat_max_ns = c.lat_max_ns.max(latency_ns);
-        self.hist.saturating_record(latency_ns);
+        match &mut self.fast {
+            Some(f) => f.record(latency_ns),
+            None => self.hist.saturating_record(latency_ns),
+        }
+    }
+
+    /// Folds the latencies recorded on the hot path into the histogram (done by
+    /// [`JobStats::mark_interval`]; readers see them either way). Never allocates.
+    pub fn settle(&mut self) {
+        if let Some(f) = &mut self.fast {
+            f.fold_into(&mut self.hist);
+        }
+    }
+
+    /// The histogram with every recorded latency (a copy only if some are not folded yet).
+    fn settled(&self) -> Cow<'_, Histogram<u64>> {
+        match &self.fast {
+            Some(f) if f.has_pending() => {
+                let mut h = self.hist.clone();
+                f.add_to(&mut h);
+                Cow::Owned(h)
+            }
+            _ => Cow::Borrowed(&self.hist),
+        }
     }
 
     /// Counts one I/O that exceeded the timeout (bdevperf's `io_timeout`).
@@ -220,13 +251,14 @@ impl JobStats {
     }
 
     /// The latency histogram (ns).
-    pub fn histogram(&self) -> &Histogram<u64> {
-        &self.hist
+    pub fn histogram(&self) -> Cow<'_, Histogram<u64>> {
+        self.settled()
     }
 
     /// Closes the interval ending at `elapsed_s` (seconds since the run started) and
     /// stores its sample. Calls with a non-increasing time are ignored.
     pub fn mark_interval(&mut self, elapsed_s: f64) {
+        self.settle();
         if elapsed_s.is_nan() || elapsed_s <= self.mark_s {
             return;
         }
@@ -251,8 +283,9 @@ impl JobStats {
     /// index, so jobs sampled on the same schedule give the total IOPS over time).
     pub fn merge(&mut self, other: &JobStats) -> Result<(), BenchError> {
         self.counters.merge(&other.counters);
+        self.settle();
         self.hist
-            .add(&other.hist)
+            .add(&*other.settled())
             .map_err(|e| BenchError::Histogram(format!("cannot merge histograms: {e:?}")))?;
         for (i, s) in other.samples.iter().enumerate() {
             match self.samples.get_mut(i) {
@@ -281,21 +314,18 @@ impl JobStats {
 
     /// Latency at `percentile` (0..=100) in ns; 0 when nothing was recorded.
     pub fn percentile_ns(&self, percentile: f64) -> u64 {
-        if self.hist.is_empty() {
-            0
-        } else {
-            self.hist.value_at_percentile(percentile)
-        }
+        at_percentile(&self.settled(), percentile)
     }
 
     /// The standard percentile set in ns.
     pub fn percentiles(&self) -> Percentiles {
+        let h = self.settled();
         Percentiles {
-            p50: self.percentile_ns(50.0),
-            p90: self.percentile_ns(90.0),
-            p99: self.percentile_ns(99.0),
-            p99_9: self.percentile_ns(99.9),
-            p99_99: self.percentile_ns(99.99),
+            p50: at_percentile(&h, 50.0),
+            p90: at_percentile(&h, 90.0),
+            p99: at_percentile(&h, 99.0),
+            p99_9: at_percentile(&h, 99.9),
+            p99_99: at_percentile(&h, 99.99),
         }
     }
 
@@ -303,7 +333,8 @@ impl JobStats {
     /// percentiles `100·(1 − 10^(−k/steps_per_decade))`, from 0 up to the resolution the
     /// sample count supports (1 − 1/count), plus the maximum (100).
     pub fn latency_curve(&self, steps_per_decade: u32) -> Vec<(f64, u64)> {
-        let count = self.hist.len();
+        let h = self.settled();
+        let count = h.len();
         if count == 0 {
             return Vec::new();
         }
@@ -313,10 +344,19 @@ impl JobStats {
         let mut points = Vec::with_capacity(last as usize + 2);
         for k in 0..=last {
             let p = 100.0 * (1.0 - 10f64.powf(-f64::from(k) / f64::from(steps)));
-            points.push((p, self.percentile_ns(p)));
+            points.push((p, at_percentile(&h, p)));
         }
-        points.push((100.0, self.hist.max()));
+        points.push((100.0, h.max()));
         points
+    }
+}
+
+/// Latency at `percentile` of `h` in ns; 0 when nothing was recorded.
+fn at_percentile(h: &Histogram<u64>, percentile: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_percentile(percentile)
     }
 }
 

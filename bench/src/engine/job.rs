@@ -1,8 +1,9 @@
 //! One job's data path on its core's lightweight thread: keep `queue_depth` I/O outstanding,
 //! record every completion, verify what verify jobs read back.
 //!
-//! Jobs live in the thread's [`BenchLocal`]; an I/O carries its job index in `user[0]` and its
-//! slot (buffer) index in `user[1]`. Nothing here allocates per I/O.
+//! Jobs live in the thread's [`BenchLocal`], each boxed so it stays put; an I/O carries the
+//! address of its job in `user[0]` (no lookup per completion) and its slot (buffer) index in
+//! `user[1]`. Nothing here allocates per I/O.
 
 use std::cell::RefCell;
 
@@ -67,12 +68,25 @@ pub(crate) struct Job {
     pub track_timeouts: bool,
     /// Stop the job at its first failed I/O (bdevperf's default; `-f` keeps it running).
     pub stop_on_failure: bool,
+    /// Address of this job's cell in [`BenchLocal::jobs`] (carried in `user[0]`).
+    pub me: u64,
+    /// Blocks per I/O.
+    pub io_blocks: u64,
+    /// First block of the job's region, when it and the I/O size are whole blocks (else
+    /// `u64::MAX`: offsets are computed in bytes).
+    pub first_block: u64,
+    /// The workload verifies (writes, reads back, checks).
+    pub verifies: bool,
 }
 
-/// The jobs of one lightweight thread.
+/// The jobs of one lightweight thread. Each job is boxed: its address, carried by its I/O,
+/// stays valid until the job list is taken at the end of the run, when no I/O is outstanding.
+/// While I/O is in flight the list is only read (`borrow`), and each job borrowed through its
+/// own cell.
 #[derive(Default)]
 pub(crate) struct BenchLocal {
-    pub jobs: RefCell<Vec<Job>>,
+    #[allow(clippy::vec_box)]
+    pub jobs: RefCell<Vec<Box<RefCell<Job>>>>,
 }
 
 /// The calling bench thread's jobs.
@@ -82,6 +96,30 @@ impl Job {
     #[inline]
     fn ticks_to_ns(&self, t: u64) -> u64 {
         ((u128::from(t) * self.ns_mult) >> 32) as u64
+    }
+
+    /// The constants of the hot path, from the plan (call once the job has its address).
+    pub(crate) fn precompute(&mut self, me: u64) {
+        self.me = me;
+        self.io_blocks = self.plan.io_blocks();
+        let bs = u64::from(self.plan.block_size.max(1));
+        self.first_block =
+            if self.plan.offset.is_multiple_of(bs) && self.plan.io_size.is_multiple_of(bs) {
+                self.plan.offset / bs
+            } else {
+                u64::MAX
+            };
+        self.verifies = self.plan.workload.verifies();
+    }
+
+    /// Block offset of `slot` (no division when the region is block-aligned).
+    #[inline]
+    fn slot_blocks(&self, slot: u64) -> u64 {
+        if self.first_block != u64::MAX {
+            self.first_block + slot * self.io_blocks
+        } else {
+            self.plan.slot_offset_blocks(slot)
+        }
     }
 
     /// Prepares `io` for slot `s` and submits it; or retires it if the job is stopping.
@@ -96,11 +134,9 @@ impl Job {
             ferrite_bdev::free_io(io);
             return;
         }
-        let blocks = self.plan.io_blocks();
-        let buf = self.bufs.ptr(s);
-        let len = self.bufs.size();
-        io.user = [self.local as u64, s as u64];
-        if self.plan.workload.verifies() {
+        let blocks = self.io_blocks;
+        io.user = [self.me, s as u64];
+        if self.verifies {
             let slot = self.gen.next_free(&self.busy);
             self.busy.insert(slot);
             self.generation = self.generation.wrapping_add(1);
@@ -112,6 +148,8 @@ impl Job {
                 self.plan.verify_seed,
                 self.generation,
             );
+            // Filling took a while: date the write from now, not from the completion.
+            ferrite_bdev::restamp();
             self.slots[s] = Slot {
                 phase: Phase::VerifyWrite,
                 offset_slot: slot,
@@ -120,13 +158,14 @@ impl Job {
                 timed_out: false,
                 verify_start: 0,
             };
-            io.prep_write(self.plan.slot_offset_blocks(slot), blocks, on_done);
+            io.prep_write(self.slot_blocks(slot), blocks, on_done);
         } else {
             let slot = self.gen.next();
-            let off = self.plan.slot_offset_blocks(slot);
-            self.slots[s].phase = Phase::Io;
-            self.slots[s].offset_slot = slot;
-            self.slots[s].timed_out = false;
+            let off = self.slot_blocks(slot);
+            let sl = &mut self.slots[s];
+            sl.phase = Phase::Io;
+            sl.offset_slot = slot;
+            sl.timed_out = false;
             match self.mix.next() {
                 IoOp::Read => io.prep_read(off, blocks, on_done),
                 IoOp::Write => io.prep_write(off, blocks, on_done),
@@ -139,10 +178,19 @@ impl Job {
             io.io_type(),
             ferrite_bdev::IoType::Read | ferrite_bdev::IoType::Write
         ) {
-            let iov = [IoVec { base: buf, len }];
-            // SAFETY: slot `s`'s buffer belongs to this I/O until it completes; the job (and
-            // its buffers) outlives every I/O it submits (the job ends only at outstanding 0).
-            unsafe { io.set_iovs(&iov) };
+            let buf = self.bufs.ptr(s);
+            // The I/O of a slot keeps its segment from one submission to the next (the bdev
+            // layer hands segments back as submitted): set it only when it differs.
+            if io.iovs().len() != 1 || io.iovs()[0].base != buf {
+                let iov = [IoVec {
+                    base: buf,
+                    len: self.bufs.size(),
+                }];
+                // SAFETY: slot `s`'s buffer belongs to this I/O until it completes; the job
+                // (and its buffers) outlives every I/O it submits (the job ends only at
+                // outstanding 0).
+                unsafe { io.set_iovs(&iov) };
+            }
         }
         if self.track_timeouts {
             self.slots[s].submit_tsc = clock::ticks();
@@ -183,12 +231,9 @@ impl Job {
                 // Read back what was just written, into a poisoned buffer.
                 let slot = self.slots[s].offset_slot;
                 self.bufs.slice_mut(s).fill(POISON);
+                ferrite_bdev::restamp();
                 self.slots[s].phase = Phase::VerifyRead;
-                io.prep_read(
-                    self.plan.slot_offset_blocks(slot),
-                    self.plan.io_blocks(),
-                    on_done,
-                );
+                io.prep_read(self.slot_blocks(slot), self.io_blocks, on_done);
                 let iov = [IoVec {
                     base: self.bufs.ptr(s),
                     len: self.bufs.size(),
@@ -254,19 +299,11 @@ impl Job {
 /// Completion callback of every bench I/O.
 pub(crate) fn on_done(io: Box<BdevIo>) {
     let [job, slot] = io.user;
-    let handled = BENCH.with(|l| {
-        let mut jobs = l.jobs.borrow_mut();
-        match jobs.get_mut(job as usize) {
-            Some(j) => {
-                j.complete(io, slot as usize);
-                None
-            }
-            None => Some(io),
-        }
-    });
-    if let Some(Some(io)) = handled {
-        ferrite_bdev::free_io(io);
-    }
+    // SAFETY: `user[0]` is the address of the job's cell, set by `submit_next`; the job is
+    // boxed in this thread's `BenchLocal` and stays there until every I/O it submitted has
+    // come back through here (the list is taken only once `outstanding` is 0 for all jobs).
+    let cell = unsafe { &*(job as *const RefCell<Job>) };
+    cell.borrow_mut().complete(io, slot as usize);
 }
 
 /// Completion of a periodic reset (reset workload).

@@ -324,6 +324,10 @@ fn start_jobs(
             ns_mult,
             track_timeouts: timeout_ticks.is_some(),
             stop_on_failure,
+            me: 0,
+            io_blocks: 0,
+            first_block: 0,
+            verifies: false,
         });
     }
     let n = jobs.len();
@@ -331,11 +335,20 @@ fn start_jobs(
         .iter()
         .filter_map(|j| j.plan.reset_interval().map(|d| (j.local, d)))
         .collect();
+    let jobs: Vec<Box<std::cell::RefCell<Job>>> = jobs
+        .into_iter()
+        .map(|j| {
+            let cell = Box::new(std::cell::RefCell::new(j));
+            let me = &*cell as *const std::cell::RefCell<Job> as u64;
+            cell.borrow_mut().precompute(me);
+            cell
+        })
+        .collect();
     BENCH.with(|l| *l.jobs.borrow_mut() = jobs);
     // First I/O of every slot.
     for local in 0..n {
         let qd = BENCH
-            .with(|l| l.jobs.borrow()[local].plan.queue_depth)
+            .with(|l| l.jobs.borrow()[local].borrow().plan.queue_depth)
             .unwrap_or(0);
         for s in 0..qd as usize {
             let Some(io) = ferrite_bdev::alloc_io() else {
@@ -345,9 +358,10 @@ fn start_jobs(
                 ));
             };
             BENCH.with(|l| {
-                let mut jobs = l.jobs.borrow_mut();
-                jobs[local].outstanding += 1;
-                jobs[local].submit_next(io, s);
+                let jobs = l.jobs.borrow();
+                let mut j = jobs[local].borrow_mut();
+                j.outstanding += 1;
+                j.submit_next(io, s);
             });
         }
     }
@@ -357,9 +371,9 @@ fn start_jobs(
                 BENCH
                     .with(|l| {
                         l.jobs
-                            .borrow_mut()
-                            .iter_mut()
-                            .map(|j| j.check_timeouts(t))
+                            .borrow()
+                            .iter()
+                            .map(|j| j.borrow_mut().check_timeouts(t))
                             .sum()
                     })
                     .unwrap_or(0)
@@ -373,7 +387,7 @@ fn start_jobs(
         let h = register_poller("bench_reset", every.as_micros() as u64, move || {
             let ch = BENCH.with(|l| {
                 let jobs = l.jobs.borrow();
-                let j = &jobs[local];
+                let j = jobs[local].borrow();
                 if j.stopping {
                     return 0;
                 }
@@ -402,7 +416,8 @@ fn sample(elapsed_s: f64) -> Counters {
     BENCH
         .with(|l| {
             let mut total = Counters::default();
-            for j in l.jobs.borrow_mut().iter_mut() {
+            for j in l.jobs.borrow().iter() {
+                let mut j = j.borrow_mut();
                 j.stats.mark_interval(elapsed_s);
                 total.merge(&j.stats.counters());
             }
@@ -416,7 +431,8 @@ fn sample(elapsed_s: f64) -> Counters {
 fn stop_jobs(tx: Sender<Msg>) {
     ferrite_reactor::with_local(|p: &PollerSlot| p.0.borrow_mut().take());
     BENCH.with(|l| {
-        for j in l.jobs.borrow_mut().iter_mut() {
+        for j in l.jobs.borrow().iter() {
+            let mut j = j.borrow_mut();
             j.stopping = true;
             if j.outstanding == 0 && j.end_tsc == 0 {
                 j.end_tsc = clock::ticks();
@@ -428,7 +444,7 @@ fn stop_jobs(tx: Sender<Msg>) {
     let s2 = slot.clone();
     let h = register_poller("bench_drain", 0, move || {
         let all_idle = BENCH
-            .with(|l| l.jobs.borrow().iter().all(|j| j.outstanding == 0))
+            .with(|l| l.jobs.borrow().iter().all(|j| j.borrow().outstanding == 0))
             .unwrap_or(true);
         if !all_idle {
             return 0;
@@ -439,6 +455,8 @@ fn stop_jobs(tx: Sender<Msg>) {
         let out = jobs
             .into_iter()
             .map(|j| {
+                let mut j = j.into_inner();
+                j.stats.settle();
                 let end = if j.status == JobStatus::Failed {
                     j.end_tsc
                 } else {

@@ -1,4 +1,5 @@
-//! The passthru data path: forward each I/O to the base bdev's channel on the same thread.
+//! The passthru data path: forward each I/O to the base bdev's channel on the same thread, as
+//! the same I/O object (the bdev layer's forwarding fast path).
 
 use ferrite_bdev::{BackendChannel, BdevChannel, BdevIo, IoStatus};
 
@@ -10,30 +11,16 @@ pub(crate) struct PassthruChannel {
 
 impl BackendChannel for PassthruChannel {
     #[inline]
-    fn submit(&mut self, parent: Box<BdevIo>) {
+    fn submit(&mut self, io: Box<BdevIo>) {
         let Some(base) = &self.base else {
             // The base channel could not be created (base going away): fail, never hang.
-            return parent.complete(IoStatus::Failed);
+            return io.complete(IoStatus::Failed);
         };
-        let Some(mut child) = base.alloc_io() else {
-            // Out of I/O objects: the bdev layer parks the parent and resubmits it later.
-            return parent.complete(IoStatus::NoMem);
-        };
-        child.forward(parent, child_done);
-        base.submit(child);
-    }
-}
-
-/// Completion of the child on the base: give its status to the parent, recycle the child.
-fn child_done(mut child: Box<BdevIo>) {
-    let status = child.status();
-    let parent = child.take_parent();
-    if let Some(mut parent) = parent {
-        // Our completion time is the base's: no second clock read per layer.
-        parent.inherit_completion_time(&child);
-        ferrite_bdev::free_io(child);
-        parent.complete(status);
-    } else {
-        ferrite_bdev::free_io(child);
+        // Same range on the base. The base's bdev layer accounts it as its own I/O; its
+        // completion comes straight back through ours (statistics on both bdevs, one
+        // completion-queue hop). A module that must see the result first (to translate a
+        // status, retry elsewhere, or release resources) uses `forward_with` and a hook.
+        let off = io.offset_blocks();
+        base.forward(io, off);
     }
 }

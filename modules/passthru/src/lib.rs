@@ -12,10 +12,12 @@
 //!    descriptor that holds it).
 //! 3. **Channels** (`io::PassthruChannel`): each thread that does I/O on the passthru gets its
 //!    own channel to the base, created on that thread.
-//! 4. **I/O** (`io`): take a child I/O from the thread's pool, make it a copy of the parent that
-//!    carries the parent along, submit it on the base channel; the child's callback hands the
-//!    status to the parent and returns the child to the pool. Out of I/O objects → complete
-//!    the parent with NOMEM and the bdev layer retries it.
+//! 4. **I/O** (`io`): hand each I/O to the base channel with `BdevChannel::forward` (the
+//!    same object, at the same offset): the base's layer accounts it, and its completion
+//!    comes straight back through ours. A module that needs to see the result before its
+//!    submitter does passes a hook to `forward_with`; one that builds different requests
+//!    (several pieces, other data) takes child I/O from the pool instead (`BdevIo::forward`,
+//!    see modules/raid and modules/delay).
 //! 5. **Hot-remove** (`control::on_base_event`): the base says it is going away → we unregister
 //!    our own bdev; our users get the event in turn and close their descriptors.
 //! 6. **Teardown** (`control::PassthruBackend::destruct`), when our last descriptor is closed:

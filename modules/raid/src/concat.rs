@@ -1,6 +1,7 @@
 //! concat: the members' data areas end to end (each rounded down to a whole number of
-//! strips, as SPDK). An I/O gets one child per member it touches, each a contiguous piece of
-//! the parent's buffer.
+//! strips, as SPDK). An I/O within one member is forwarded to it as the same object; one that
+//! spans members gets one child per member it touches, each a contiguous piece of the parent's
+//! buffer.
 
 use std::sync::atomic::Ordering;
 
@@ -18,8 +19,18 @@ pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     let bs = u64::from(sh.block_size);
     let end = o + l;
     let bases = ctx.bases.borrow();
-    let mut staged = ctx.staging.borrow_mut();
     let gone = sh.gone.load(Ordering::Acquire);
+    // Within one member (the common case): forward the I/O itself.
+    if let Some(slot) = (0..sh.n).find(|&s| o < sh.concat_start[s + 1]) {
+        let (a, b) = (sh.concat_start[slot], sh.concat_start[slot + 1]);
+        if o >= a && end <= b {
+            let Some(ch) = usable(&bases, gone, slot) else {
+                return parent.complete(IoStatus::Failed);
+            };
+            return ch.forward(parent, o - a + sh.offset_of(slot));
+        }
+    }
+    let mut staged = ctx.staging.borrow_mut();
     for slot in 0..sh.n {
         let (a, b) = (sh.concat_start[slot], sh.concat_start[slot + 1]);
         let lo = o.max(a);

@@ -14,6 +14,12 @@
 //! raid bdev's backend channel, which the bdev layer frees only once idle — i.e. after the
 //! parent, which is counted in flight there until after its completion has been processed.
 //!
+//! **Forwarded I/O.** An I/O that falls on one member (raid0 within a strip, concat within a
+//! member, every raid1 read) is not fanned out: it goes to the member itself with
+//! `BdevChannel::forward` (raid1 reads with a hook that keeps the per-member read counts and
+//! retries a failed read on the next member). Its `driver_ctx` then belongs to the member's
+//! module; our words travel in the forward's frame.
+//!
 //! **No lock, no allocation per I/O.** Child I/O come from the thread's pool; children are
 //! staged in a per-channel vector sized at channel creation; member masks are atomics read
 //! with relaxed/acquire loads. The only allocations are on exceptional paths: the message that
@@ -39,8 +45,7 @@ pub(crate) const CTX_REMAINING: usize = 1;
 pub(crate) const CTX_OK: usize = 2;
 /// Parent `driver_ctx` word: rank of the worst child status seen (see [`rank`]).
 pub(crate) const CTX_WORST: usize = 3;
-/// Parent `driver_ctx` word: raid1 read: mask of the members tried; raid5f write: members
-/// skipped (absent).
+/// Parent `driver_ctx` word: raid5f write: members skipped (absent).
 pub(crate) const CTX_TRIED: usize = 4;
 /// Parent `driver_ctx` word: raid1 write: window-lock generation + 1 (0: not counted);
 /// raid5f write: children submitted.
@@ -457,7 +462,7 @@ pub(crate) fn launch(
 /// In a child's callback: the parent it belongs to (still in flight).
 ///
 /// # Safety
-/// `child` must be a child submitted by [`launch`] (or the raid1 read path) whose parent has
+/// `child` must be a child submitted by [`launch`] whose parent has
 /// not been completed yet.
 #[inline]
 pub(crate) unsafe fn parent_of<'a>(child: &BdevIo) -> &'a mut BdevIo {
@@ -470,7 +475,7 @@ pub(crate) unsafe fn parent_of<'a>(child: &BdevIo) -> &'a mut BdevIo {
 /// The thread state recorded in an in-flight parent.
 ///
 /// # Safety
-/// `parent` must have been set up by [`launch`] (or the raid1 read path) and still be in
+/// `parent` must have been set up by [`launch`] and still be in
 /// flight.
 #[inline]
 pub(crate) unsafe fn ctx_of<'a>(parent: &BdevIo) -> &'a ChanCtx {

@@ -4,7 +4,8 @@
 //! An I/O is cut at strip boundaries; the pieces that fall on one member are contiguous there
 //! (consecutive strips of a member follow each other), so each member gets at most one child,
 //! whose segments gather its pieces of the parent's buffer. Flush, unmap and write-zeroes go to
-//! the range each member covers, computed directly (no walk over the strips).
+//! the range each member covers, computed directly (no walk over the strips). An I/O within
+//! one strip (the common small I/O) is forwarded to its member as the same object.
 
 use std::sync::atomic::Ordering;
 
@@ -49,9 +50,21 @@ pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     if l == 0 {
         return crate::io::flush_all(ctx, parent, striped_child_done);
     }
-    let t = parent.io_type();
     let n = sh.n as u64;
     let shift = sh.strip_shift;
+    let s0 = o >> shift;
+    if s0 == (o + l - 1) >> shift {
+        // Within one strip, so on one member: forward the I/O itself (no child, one
+        // completion hop; the member's status is the raid's).
+        let slot = (s0 % n) as usize;
+        let bases = ctx.bases.borrow();
+        let Some(ch) = usable(&bases, sh.gone.load(Ordering::Acquire), slot) else {
+            return parent.complete(IoStatus::Failed);
+        };
+        let off = ((s0 / n) << shift) + (o & ((1u64 << shift) - 1)) + sh.offset_of(slot);
+        return ch.forward(parent, off);
+    }
+    let t = parent.io_type();
     let bs = u64::from(sh.block_size);
     let end = o + l;
     let bases = ctx.bases.borrow();

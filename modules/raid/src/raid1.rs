@@ -27,8 +27,8 @@ use ferrite_bdev::{BdevChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::ForEachCont;
 
 use crate::io::{
-    abandon, ctx_of, finish_child, launch, parent_of, prep_as, status_of, usable, ChanCtx,
-    CTX_CHAN, CTX_GEN, CTX_OK, CTX_TRIED, CTX_WORST,
+    abandon, ctx_of, finish_child, launch, parent_of, prep_as, status_of, usable, ChanCtx, CTX_GEN,
+    CTX_OK, CTX_WORST,
 };
 
 pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
@@ -67,7 +67,7 @@ fn unreadable(ctx: &ChanCtx) -> u64 {
     ctx.shared.gone.load(Ordering::Acquire) | ctx.shared.rebuilding.load(Ordering::Acquire)
 }
 
-fn read(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
+fn read(ctx: &ChanCtx, parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let bases = ctx.bases.borrow();
     let Some(slot) = pick(ctx, &bases, unreadable(ctx)) else {
@@ -76,56 +76,42 @@ fn read(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let Some(ch) = bases[slot].as_ref() else {
         return parent.complete(IoStatus::Failed);
     };
-    let Some(mut c) = ch.alloc_io() else {
-        return parent.complete(IoStatus::NoMem);
-    };
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
-    let bytes = l * u64::from(sh.block_size);
-    c.prep_read(o + sh.offset_of(slot), l, read_done);
-    // SAFETY: the parent's own segments; the parent completes only after this child.
-    unsafe { c.append_iovs_from(parent.iovs(), 0, bytes) };
-    parent.driver_ctx[CTX_CHAN] = ctx as *const ChanCtx as u64;
-    parent.driver_ctx[CTX_TRIED] = 1u64 << slot;
     ctx.outstanding[slot].set(ctx.outstanding[slot].get() + l);
-    c.user = [Box::into_raw(parent) as u64, slot as u64];
-    ch.submit(c);
+    // The read itself goes to the member (no child I/O); `read_done` sees it come back.
+    let words = [ctx as *const ChanCtx as u64, slot as u64, 1u64 << slot];
+    ch.forward_with(parent, o + sh.offset_of(slot), Some(read_done), words);
 }
 
-fn read_done(mut child: Box<BdevIo>) {
-    let slot = child.user[1] as usize;
-    let status = child.status();
-    // SAFETY: set up by `read` (or the retry below); the parent is in flight until we
-    // complete it here.
-    let p = unsafe { parent_of(&child) };
-    // SAFETY: as above.
-    let ctx = unsafe { ctx_of(p) };
-    let l = p.num_blocks();
+/// Back from member `w[1]` (`w[0]`: this thread's [`ChanCtx`]; `w[2]`: members tried). On
+/// failure, try the next member not yet tried; else the raid completes with the member's
+/// status.
+fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
+    // SAFETY: `w[0]` is the channel state of the thread that forwarded this read; it is owned
+    // by our channel, which the bdev layer frees only when idle, and this read still counts
+    // as in flight there.
+    let ctx = unsafe { &*(w[0] as *const ChanCtx) };
+    let slot = w[1] as usize;
+    let status = io.status();
+    let l = io.num_blocks();
     ctx.outstanding[slot].set(ctx.outstanding[slot].get().saturating_sub(l));
     if status != IoStatus::Success {
         if status == IoStatus::Failed {
             ctx.shared.fail_slot(slot);
         }
         let bases = ctx.bases.borrow();
-        let avoid = unreadable(ctx) | p.driver_ctx[CTX_TRIED];
-        if let Some(next) = pick(ctx, &bases, avoid) {
+        if let Some(next) = pick(ctx, &bases, unreadable(ctx) | w[2]) {
             if let Some(ch) = bases[next].as_ref() {
-                p.driver_ctx[CTX_TRIED] |= 1u64 << next;
                 ctx.outstanding[next].set(ctx.outstanding[next].get() + l);
-                let off = p.offset_blocks() + ctx.shared.offset_of(next);
-                // Same child, same segments: read the same range from another member.
-                child.prep_read(off, l, read_done);
-                child.user[1] = next as u64;
-                ch.submit(child);
-                return;
+                let off = io.offset_blocks() + ctx.shared.offset_of(next);
+                // The same read, from another member.
+                let words = [w[0], next as u64, w[2] | 1u64 << next];
+                ch.forward_with(io, off, Some(read_done), words);
+                return None;
             }
         }
     }
-    let pptr = child.user[0] as *mut BdevIo;
-    // SAFETY: the only child of this parent, completing it now: rebuild the leaked Box.
-    let mut parent = unsafe { Box::from_raw(pptr) };
-    parent.inherit_completion_time(&child);
-    ferrite_bdev::free_io(child);
-    parent.complete(status);
+    Some(io)
 }
 
 /// True if blocks `[o, o + l)` overlap the window a rebuild is copying (the write waits).
