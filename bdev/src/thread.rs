@@ -45,6 +45,8 @@ pub(crate) struct BdevThread {
     ready_spare: RefCell<Vec<ChanPtr>>,
     pool: RefCell<Vec<Box<BdevIo>>>,
     allocated: Cell<usize>,
+    /// The pool got its [`IO_CACHE_PREFILL`] objects (once, even if the poller failed).
+    prefilled: Cell<bool>,
     cq: RefCell<VecDeque<Box<BdevIo>>>,
     buf_cache: [RefCell<Vec<usize>>; 2],
     pub(crate) buf_waiters: RefCell<VecDeque<Box<BdevIo>>>,
@@ -87,12 +89,30 @@ impl Poll for CqPoller {
 /// allocates in steady state (a thread with more ready channels grows them once, then keeps it).
 const READY_RESERVE: usize = 64;
 
+/// I/O objects created in each thread's pool when its bdev state is set up (the first channel
+/// it opens), as SPDK's per-thread `bdev_io_cache_size` (256). The pool grows lazily beyond it,
+/// so without this a workload's first burst to its full depth allocates — inside the steady
+/// state when that burst comes late, e.g. when a backend answering NOMEM recovers and every
+/// parked I/O goes down at once, each taking a child.
+const IO_CACHE_PREFILL: usize = 256;
+/// Pool entries reserved up front, so that returning objects never grows the pool's list in
+/// steady state (a thread with more objects out grows it once, then keeps it).
+const POOL_RESERVE: usize = 1024;
+
 fn ensure_poller(t: &BdevThread) {
     if t.poller.borrow().is_some() {
         return;
     }
     t.ready.borrow_mut().reserve(READY_RESERVE);
     t.ready_spare.borrow_mut().reserve(READY_RESERVE);
+    if !t.prefilled.replace(true) {
+        let mut pool = t.pool.borrow_mut();
+        pool.reserve(POOL_RESERVE);
+        while pool.len() < IO_CACHE_PREFILL && t.allocated.get() < MAX_IOS_PER_THREAD {
+            pool.push(Box::<BdevIo>::default());
+            t.allocated.set(t.allocated.get() + 1);
+        }
+    }
     match register_poller_obj("bdev_completions", 0, Box::new(CqPoller)) {
         Ok(h) => *t.poller.borrow_mut() = Some(h),
         Err(e) => tracing::error!("cannot register the bdev completion poller: {e}"),
