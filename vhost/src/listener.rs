@@ -46,10 +46,21 @@ impl ControlThread {
         })
     }
 
-    /// Stops the thread: the current frontend is disconnected (its rings drained and stopped)
-    /// and no new one is accepted. Blocks until done. Thread contract: not a reactor thread.
-    pub fn stop(mut self) {
+    /// Stops the thread: the current frontend's rings are drained while it is still
+    /// connected, then it is disconnected and no new one is accepted. Blocks until done.
+    /// Thread contract: not a reactor thread.
+    ///
+    /// The order matters: once the socket is down, QEMU stops the device without asking for
+    /// the ring bases and no longer forwards the call eventfd to the guest, so a completion
+    /// written to the used ring after that is never signalled; the next target, finding it
+    /// no longer in the inflight region, does not resubmit it, and the guest waits forever.
+    pub fn stop(mut self, ctrl: &CtrlShared) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(dev) = ctrl.session() {
+            if let Ok(mut d) = dev.lock() {
+                d.close();
+            }
+        }
         // SAFETY: shutdown(2) on a socket fd we own; a listening socket shut down makes a
         // blocked accept return.
         unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };

@@ -67,7 +67,7 @@ impl std::fmt::Debug for MemTable {
 impl MemTable {
     /// Maps every region from its file. Errors (clear, no panic): more than [`MAX_REGIONS`],
     /// a region count that does not match the files, an empty or overflowing region,
-    /// overlapping guest ranges, or a failing mmap.
+    /// overlapping guest ranges, or a failing mmap. The regions may come in any order.
     pub fn map(descs: &[RegionDesc], files: Vec<File>) -> Result<Self> {
         if descs.len() > MAX_REGIONS {
             return Err(bad(format!(
@@ -92,9 +92,19 @@ impl MemTable {
                 }
             }
         }
+        // vm-memory wants its regions sorted by guest address; the protocol does not promise
+        // an order, so the table is sorted here (the regions keep their message index in
+        // error messages).
+        let mut files: Vec<Option<File>> = files.into_iter().map(Some).collect();
+        let mut order: Vec<usize> = (0..descs.len()).collect();
+        order.sort_by_key(|&i| descs[i].gpa);
         let mut mapped = Vec::with_capacity(descs.len());
         let mut regions = Vec::with_capacity(descs.len());
-        for (i, (d, f)) in descs.iter().zip(files).enumerate() {
+        for i in order {
+            let d = &descs[i];
+            let f = files[i]
+                .take()
+                .ok_or_else(|| bad(format!("memory region {i} has no file descriptor")))?;
             let size = usize::try_from(d.size)
                 .map_err(|_| bad(format!("memory region {i} is too large")))?;
             // A region announced beyond the end of its file maps, but touching that part
@@ -270,6 +280,56 @@ mod tests {
         unsafe { p.write(0xab) };
         // SAFETY: same.
         assert_eq!(unsafe { p.read() }, 0xab);
+    }
+
+    #[test]
+    fn unsorted_regions_are_sorted() {
+        // The higher region first, as a frontend may send them: accepted and usable.
+        let descs = [
+            RegionDesc {
+                gpa: 0x10000,
+                size: 0x10000,
+                uaddr: 0x9000_0000,
+                mmap_offset: 0,
+            },
+            RegionDesc {
+                gpa: 0,
+                size: 0x10000,
+                uaddr: 0x7000_0000,
+                mmap_offset: 0,
+            },
+        ];
+        let m = MemTable::map(&descs, vec![memfd(0x10000), memfd(0x10000)]).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.va_to_gpa(0x9000_0010, 16).unwrap(), 0x10010);
+        assert_eq!(m.va_to_gpa(0x7000_0010, 16).unwrap(), 0x10);
+        // Each guest address reaches its own file: a byte written through the host pointer
+        // of one region is read back through vm-memory at the same guest address.
+        use vm_memory::{Bytes, GuestAddress};
+        for (gpa, v) in [(0x10u64, 0x11u8), (0x10010, 0x22)] {
+            let p = m.host_ptr(gpa, 1).unwrap();
+            // SAFETY: p points at one mapped byte.
+            unsafe { p.write(v) };
+            let got: u8 = m.guest().read_obj(GuestAddress(gpa)).unwrap();
+            assert_eq!(got, v);
+        }
+        // Unsorted and overlapping: still refused, with a clear message.
+        let overlap = [
+            RegionDesc {
+                gpa: 0x1000,
+                size: 0x2000,
+                uaddr: 0x10000,
+                mmap_offset: 0,
+            },
+            RegionDesc {
+                gpa: 0,
+                size: 0x2000,
+                uaddr: 0,
+                mmap_offset: 0,
+            },
+        ];
+        let e = MemTable::map(&overlap, vec![memfd(0x2000), memfd(0x2000)]).unwrap_err();
+        assert!(e.message().contains("overlap"), "{e}");
     }
 
     #[test]

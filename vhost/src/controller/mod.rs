@@ -102,7 +102,7 @@ impl CtrlShared {
         }
     }
 
-    fn session(&self) -> Option<Arc<Mutex<Device>>> {
+    pub(crate) fn session(&self) -> Option<Arc<Mutex<Device>>> {
         self.session.lock().ok().and_then(|g| g.clone())
     }
 }
@@ -325,7 +325,7 @@ fn exit_threads(shared: &CtrlShared) {
 fn teardown(mut c: Controller) {
     c.shared.removed.store(true, Ordering::Release);
     if let Some(ct) = c.control.take() {
-        ct.stop();
+        ct.stop(&c.shared);
     }
     exit_threads(&c.shared);
     let _ = std::fs::remove_file(&c.socket);

@@ -53,6 +53,9 @@ pub struct Device {
     mem: Option<Arc<MemTable>>,
     rings: Vec<Ring>,
     inflight: Option<ferrite_vring::InflightRegion>,
+    /// The target is shutting down: the rings were drained while the frontend was still
+    /// connected and none starts again.
+    closing: bool,
 }
 
 fn err(msg: String) -> VuError {
@@ -71,7 +74,19 @@ impl Device {
             mem: None,
             rings,
             inflight: None,
+            closing: false,
         }
+    }
+
+    /// Graceful shutdown, called while the frontend is still connected: every running ring
+    /// stops taking requests, completes what it has in flight, publishes and signals the
+    /// call eventfd (the frontend still listens), and no ring starts again on this
+    /// connection. The requests the guest adds meanwhile stay in the available ring, not
+    /// popped and not in the inflight region, for the next incarnation to take.
+    /// Thread contract: not a reactor thread (blocks until the rings drained).
+    pub fn close(&mut self) {
+        self.closing = true;
+        self.stop_all();
     }
 
     fn ring(&mut self, index: u32) -> VuResult<&mut Ring> {
@@ -130,8 +145,9 @@ impl VhostUserBackendReqHandlerMut for Device {
 
     fn reset_owner(&mut self) -> VuResult<()> {
         self.stop_all();
-        let ctrl = self.ctrl.clone();
+        let (ctrl, closing) = (self.ctrl.clone(), self.closing);
         *self = Device::new(ctrl);
+        self.closing = closing;
         Ok(())
     }
 

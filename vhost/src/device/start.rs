@@ -9,6 +9,9 @@ use crate::queue::QueueSpec;
 impl Device {
     /// Starts ring `index` if it has everything it needs and is not running.
     pub(super) fn try_start(&mut self, index: usize) -> VuResult<()> {
+        if self.closing {
+            return Ok(());
+        }
         let proto = self.protocol_negotiated();
         let features = self.acked_features;
         let Some(mem) = self.mem.clone() else {

@@ -283,6 +283,12 @@ fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
         window_ios: 0,
         ctrl,
     });
+    // One signal as the ring (re)starts: a completion the previous incarnation (or the
+    // previous start of this ring) wrote to the used ring while the frontend was not
+    // forwarding the call eventfd would otherwise stay unseen by the guest until some later
+    // request completes, and forever if the guest is waiting for it. A spurious interrupt
+    // costs the driver one look at the used ring.
+    q.signal_call();
     let raw = Box::into_raw(q);
     let name = format!("vhost_queue_{}", spec.index);
     match ferrite_reactor::register_poller_obj(&name, 0, Box::new(QueuePoller(raw))) {

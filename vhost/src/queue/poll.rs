@@ -145,6 +145,13 @@ impl Queue {
     }
 
     pub(super) fn finish(&mut self) {
+        // Whatever coalescing held back is signalled now: the frontend may stop listening to
+        // the call eventfd as soon as it has the base (or the target closes the connection),
+        // and a completion in the used ring that nobody signalled leaves the guest waiting.
+        if self.signal_pending {
+            self.signal_pending = false;
+            self.signal_call();
+        }
         let base = self.vring.base().to_vhost(self.packed);
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(base);
@@ -194,6 +201,11 @@ impl Queue {
             self.last_signal = now;
         }
         self.signal_pending = false;
+        self.signal_call();
+    }
+
+    /// Writes the call eventfd (no-op without one).
+    pub(super) fn signal_call(&self) {
         if let Some(c) = &self.call {
             let _ = (&*c).write(&1u64.to_ne_bytes());
         }
