@@ -71,7 +71,7 @@ impl SlotBuffers {
 
     /// True if the buffers come from the bdev DMA pool.
     #[cfg(test)]
-    pub(crate) fn from_dma_pool(&self) -> bool {
+    pub(crate) fn in_dma_pool(&self) -> bool {
         matches!(self.backing, Backing::Pool(_))
     }
 
@@ -151,11 +151,11 @@ mod tests {
     #[test]
     fn small_jobs_use_the_dma_pool_and_huge_ones_the_heap() {
         let b = SlotBuffers::new(4096, 32).unwrap();
-        assert!(b.from_dma_pool());
+        assert!(b.in_dma_pool());
         assert_eq!(b.ptr(0) as usize % 4096, 0);
         assert!(b.slice(31).iter().all(|x| *x == 0));
         let big = SlotBuffers::new(4 << 20, 2).unwrap();
-        assert!(!big.from_dma_pool());
+        assert!(!big.in_dma_pool());
         assert_eq!(big.ptr(1) as usize - big.ptr(0) as usize, 4 << 20);
     }
 }
