@@ -13,13 +13,14 @@ pollers that found work), which leaves out the idle polling an adaptive reactor 
 it sleeps and measures what each I/O costs the target.
 Idle: a client attached and doing nothing, the target's CPU over a quiet window.
 
-Usage: scripts/perf_vhost.py [--rounds N] [--seconds S]
-Environment: FERRITE_BIN (default target/release/ferrite).
+Usage: scripts/perf_vhost.py [--rounds N] [--seconds S] [--idle-seconds S] [--quick]
+Environment: FERRITE_BIN (default $CARGO_TARGET_DIR/release/ferrite, else target/release/ferrite).
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("FERRITE_BIN", os.path.join(ROOT, "target", "release", "ferrite"))
+BIN = os.environ.get("FERRITE_BIN", os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "ferrite"))
 HZ = os.sysconf("SC_CLK_TCK")
 SIZE = 1 << 30  # bytes of every exported disk
 
@@ -145,7 +146,13 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--idle-seconds", type=float, default=10)
+    ap.add_argument("--quick", action="store_true",
+                    help="one round of 2 s per case, 3 s idle window (a smoke run, about 20 s)")
     a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.seconds, a.idle_seconds = 1, 2.0, 3.0
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} not found: cargo build --release -p ferrite (or set FERRITE_BIN)")
     d = tempfile.mkdtemp(prefix="ferrite-perf-vhost-")
     tgt = start_ferrite_target(d)
     qsd, qsock = start_qsd(d)

@@ -3,7 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend as _};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion as _,
+    MemoryRegionAddress,
+};
 
 use crate::GuestMemory;
 
@@ -28,16 +31,67 @@ pub(crate) struct RawDesc {
 #[inline]
 pub(crate) fn read_desc(mem: &GuestMemory, addr: u64) -> Option<RawDesc> {
     let b: [u8; 16] = mem.read_obj(GuestAddress(addr)).ok()?;
+    Some(decode(b))
+}
+
+#[inline]
+fn decode(b: [u8; 16]) -> RawDesc {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[0..8]);
     let mut l = [0u8; 4];
     l.copy_from_slice(&b[8..12]);
-    Some(RawDesc {
+    RawDesc {
         addr: u64::from_le_bytes(a),
         len: u32::from_le_bytes(l),
         w12: u16::from_le_bytes([b[12], b[13]]),
         w14: u16::from_le_bytes([b[14], b[15]]),
-    })
+    }
+}
+
+/// A descriptor table of `count` entries resolved to host memory once (one region lookup) for
+/// a whole chain walk instead of once per descriptor. Valid for the borrow of the
+/// [`GuestMemory`] it was resolved from.
+#[derive(Clone, Copy)]
+pub(crate) struct DescTable<'m> {
+    host: *const u8,
+    count: u16,
+    _mem: std::marker::PhantomData<&'m GuestMemory>,
+}
+
+impl<'m> DescTable<'m> {
+    /// The table `[addr, addr + 16 * count)` if it lies wholly inside one region of `mem`,
+    /// else `None` (the caller then reads descriptors one by one through the checked path).
+    #[inline]
+    pub(crate) fn resolve(mem: &'m GuestMemory, addr: u64, count: u16) -> Option<Self> {
+        let len = 16 * u64::from(count);
+        let last = GuestAddress(addr).checked_add(len.checked_sub(1)?)?;
+        let r = mem.find_region(GuestAddress(addr))?;
+        if last > r.last_addr() {
+            return None;
+        }
+        let off = addr.checked_sub(r.start_addr().raw_value())?;
+        let host = r.get_host_address(MemoryRegionAddress(off)).ok()?;
+        Some(Self {
+            host,
+            count,
+            _mem: std::marker::PhantomData,
+        })
+    }
+
+    /// Descriptor `i`, or `None` if `i` is outside the table.
+    #[inline]
+    pub(crate) fn get(&self, i: u16) -> Option<RawDesc> {
+        if i >= self.count {
+            return None;
+        }
+        // SAFETY: `resolve` checked that the `16 * count` bytes at `host` lie inside one
+        // mapped region of the memory table borrowed for 'm, and `i < count`; [u8; 16] has
+        // alignment 1. The bytes are guest-shared memory: a volatile copy, like read_obj's.
+        let b: [u8; 16] = unsafe {
+            std::ptr::read_volatile(self.host.add(16 * usize::from(i)).cast::<[u8; 16]>())
+        };
+        Some(decode(b))
+    }
 }
 
 /// Loads a little-endian u16 (atomically, `addr` 2-byte aligned).
@@ -69,12 +123,11 @@ pub(crate) fn range_ok(mem: &GuestMemory, addr: u64, len: u64) -> bool {
     let Some(last) = GuestAddress(addr).checked_add(len - 1) else {
         return false;
     };
-    // One region holding both ends is the common case and the cheapest check.
-    match (mem.find_region(GuestAddress(addr)), mem.find_region(last)) {
-        (Some(a), Some(b)) if std::ptr::eq(a, b) => true,
-        (Some(_), Some(_)) => {
-            usize::try_from(len).is_ok_and(|l| mem.check_range(GuestAddress(addr), l))
-        }
-        _ => false,
+    // One region holding both ends is the common case: one region lookup, then arithmetic
+    // (`find_region` guarantees the region starts at or before `addr`).
+    match mem.find_region(GuestAddress(addr)) {
+        Some(r) if last <= r.last_addr() => true,
+        Some(_) => usize::try_from(len).is_ok_and(|l| mem.check_range(GuestAddress(addr), l)),
+        None => false,
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use crate::inflight::InflightQueue;
 use crate::mem::{
-    load_u16, range_ok, read_desc, store_u16, store_u32, F_INDIRECT, F_NEXT, F_WRITE,
+    load_u16, range_ok, read_desc, store_u16, store_u32, DescTable, F_INDIRECT, F_NEXT, F_WRITE,
 };
 use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::{indirect_tail, status_segment, Builder};
@@ -123,9 +123,15 @@ impl SplitRing {
         let mut b = Builder::new();
         let mut i = head;
         let mut steps: u16 = 0;
+        // One region lookup for the whole walk when the table lies in one region.
+        let table = DescTable::resolve(mem, self.desc, self.size);
         loop {
             let at = self.desc + 16 * u64::from(i);
-            let d = read_desc(mem, at).ok_or(ChainError::Unreadable { addr: at })?;
+            let d = match &table {
+                Some(t) => t.get(i),
+                None => read_desc(mem, at),
+            }
+            .ok_or(ChainError::Unreadable { addr: at })?;
             let flags = d.w12;
             if flags & F_INDIRECT != 0 {
                 if !self.indirect {
