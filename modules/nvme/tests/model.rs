@@ -207,6 +207,23 @@ fn bdevs_io_reset_detach_on_the_model() {
         ferrite_nvme::Status::SUCCESS,
         0,
     );
+    // Do Not Retry: fails at once, named.
+    model.inject(
+        ferrite_nvme::spec::io::READ,
+        ferrite_nvme::Status(ferrite_nvme::Status::LBA_OUT_OF_RANGE.0 | 1 << 14),
+        1,
+    );
+    assert_eq!(
+        one(&mut h, &ch, 30, &iov, |io| {
+            io.prep_read(4, 2, cb);
+        }),
+        IoStatus::Failed
+    );
+    let (_, line) = LAST_FAIL.lock().unwrap().take().unwrap();
+    assert_eq!(
+        line,
+        "Nvme0n1: read at offset 2048 failed: NVMe status LBA Out of Range (sct 0 sc 0x80)"
+    );
 
     // Unmap and write zeroes (larger than one command).
     model.write_disk(1, 0, &vec![1u8; 512 * 8]);
