@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::{register_test, run_until, take_done, Arena, TestCfg, TestState};
-use ferrite_bdev::{BdevIo, DeviceStatus, Desc, IoStatus};
+use ferrite_bdev::{BdevIo, Desc, DeviceStatus, IoStatus};
 use ferrite_reactor::harness::Harness;
 
 const LBA_OUT_OF_RANGE: DeviceStatus = DeviceStatus::Nvme {
@@ -23,7 +23,13 @@ const LBA_OUT_OF_RANGE: DeviceStatus = DeviceStatus::Nvme {
 /// Completes the I/O the base holds: the one at `bad` fails with the device status, the
 /// others succeed.
 fn release(st: &TestState, bad: u64) -> usize {
-    let held: Vec<Box<BdevIo>> = st.held.lock().unwrap().drain(..).map(|(_, io)| io).collect();
+    let held: Vec<Box<BdevIo>> = st
+        .held
+        .lock()
+        .unwrap()
+        .drain(..)
+        .map(|(_, io)| io)
+        .collect();
     let n = held.len();
     for mut io in held {
         if io.offset_blocks() == bad {

@@ -61,7 +61,14 @@ pub enum Interrupt {
 
 /// A finished job: plan index, statistics, status, end tick (early end only), first mismatch,
 /// first failed I/O.
-type JobDone = (usize, JobStats, JobStatus, u64, Option<String>, Option<String>);
+type JobDone = (
+    usize,
+    JobStats,
+    JobStatus,
+    u64,
+    Option<String>,
+    Option<String>,
+);
 
 enum Msg {
     Started(Result<(), BenchError>),
