@@ -116,7 +116,6 @@ fn forward_with_child(
 
 fn forward_child_done(mut child: Box<BdevIo>) {
     let status = child.status;
-    let dev_status = child.dev_status;
     let parent = child.take_parent();
     let Some(mut io) = parent else {
         return crate::thread::free_io(child);
@@ -124,7 +123,6 @@ fn forward_child_done(mut child: Box<BdevIo>) {
     io.inherit_completion_time(&child);
     crate::thread::free_io(child);
     io.status = status;
-    io.dev_status = dev_status;
     let ctx = [io.driver_ctx[0], io.driver_ctx[1], io.driver_ctx[2]];
     let done = io.driver_ctx[3];
     let io = if done == 0 {

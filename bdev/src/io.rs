@@ -412,10 +412,15 @@ impl BdevIo {
         self.complete_tsc = child.complete_tsc;
     }
 
-    /// Takes back the parent given to [`BdevIo::forward`].
+    /// Takes back the parent given to [`BdevIo::forward`]. The parent takes this I/O's
+    /// device status ([`BdevIo::device_status`]), so a failure it is completed with can be
+    /// named.
     pub fn take_parent(&mut self) -> Option<Box<BdevIo>> {
         match std::mem::replace(&mut self.parent, Parent::None) {
-            Parent::Owned(p) => Some(p),
+            Parent::Owned(mut p) => {
+                p.dev_status = self.dev_status;
+                Some(p)
+            }
             other => {
                 self.parent = other;
                 None

@@ -1,6 +1,7 @@
 //! A device status attached by a backend to a failed I/O reaches the submitter: through a
 //! passthru (the same I/O forwarded to the base), and through a split on the base (the parent
-//! takes its failing child's status). A later successful I/O on the same pooled object does not
+//! takes its failing child's status), and through a stack of passthrus deeper than the frame
+//! stack (the deepest layers forward with a child I/O). A later successful I/O on the same pooled object does not
 //! carry a stale status.
 // Helpers outside #[test] functions unwrap too: this is test code.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::{register_test, run_until, take_done, Arena, TestCfg, TestState};
-use ferrite_bdev::{BdevIo, Desc, DeviceStatus, IoStatus};
+use ferrite_bdev::{BdevIo, Desc, DeviceStatus, IoStatus, MAX_FORWARD_DEPTH};
 use ferrite_reactor::harness::Harness;
 
 const LBA_OUT_OF_RANGE: DeviceStatus = DeviceStatus::Nvme {
@@ -106,6 +107,39 @@ fn a_split_parent_takes_its_failing_childs_device_status() {
     assert_eq!(
         (done[0].status, done[0].offset, done[0].num, done[0].dev),
         (IoStatus::Failed, 4, 16, Some(LBA_OUT_OF_RANGE))
+    );
+    h.on(0, || drop(ch));
+}
+
+#[test]
+fn a_stack_deeper_than_the_frame_stack_keeps_the_device_status() {
+    let mut h = Harness::new(1, 43);
+    let st = passthru_over(&mut h, "DsBase3", "DsPt3_1", TestCfg::default());
+    let layers = MAX_FORWARD_DEPTH + 2;
+    for k in 2..=layers {
+        let (below, name) = (format!("DsPt3_{}", k - 1), format!("DsPt3_{k}"));
+        h.on(0, move || {
+            ferrite_passthru::create(&ferrite_passthru::PassthruOpts {
+                base_bdev_name: below,
+                name,
+                uuid: None,
+            })
+            .unwrap()
+        });
+    }
+    st.hold.store(true, Ordering::SeqCst);
+    let top = format!("DsPt3_{layers}");
+    let d = h.on(0, || Desc::open(&top, true, |_| {}).unwrap());
+    let ch = h.on(0, || d.channel().unwrap());
+    let arena = Arena::default();
+    h.on(0, || common::read_at(&ch, &arena, 3, 1, &[], 1));
+    run_until(&mut h, "held", || st.held_count() == 1);
+    h.on(0, || assert_eq!(release(&st, 3), 1));
+    run_until(&mut h, "read", || common::done_count() == 1);
+    let done = take_done();
+    assert_eq!(
+        (done[0].status, done[0].dev),
+        (IoStatus::Failed, Some(LBA_OUT_OF_RANGE))
     );
     h.on(0, || drop(ch));
 }
