@@ -155,6 +155,9 @@ fn bench_on(rt: &Arc<Runtime>, opts: &BenchOptions, mask: &CpuMask) -> Result<i3
     if print_progress {
         let _ = printer.finish();
     }
+    for e in &out.errors {
+        eprintln!("ferrite bench: {e}");
+    }
     for m in &out.mismatches {
         eprintln!("ferrite bench: verify failed: {m}");
     }

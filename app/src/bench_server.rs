@@ -305,6 +305,13 @@ fn run_tests(
         },
     )
     .map_err(|e| e.to_string())?;
+    // The answer keeps bdevperf's format; failures are named in the log, as the CLI prints them.
+    for e in &out.errors {
+        tracing::warn!("perform_tests: {e}");
+    }
+    for m in &out.mismatches {
+        tracing::warn!("perform_tests: verify failed: {m}");
+    }
     let text = ferrite_bench::report::to_json(&out.results, &out.cpu, out.tick_rate)
         .map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| e.to_string())

@@ -18,7 +18,10 @@ fn chan(io: &BdevIo) -> Option<&ChannelState> {
 
 fn take_parent(child: &mut BdevIo) -> Option<Box<BdevIo>> {
     match std::mem::replace(&mut child.parent, Parent::None) {
-        Parent::Owned(p) => Some(p),
+        Parent::Owned(mut p) => {
+            p.dev_status = child.dev_status;
+            Some(p)
+        }
         _ => None,
     }
 }

@@ -6,7 +6,7 @@
 use std::ptr::NonNull;
 
 use crate::buf::DmaBuf;
-use crate::types::{IoStatus, IoType};
+use crate::types::{DeviceStatus, IoStatus, IoType};
 
 /// One data segment. The memory must stay valid, and not be touched by the submitter, until the
 /// I/O completes (see [`BdevIo::set_iovs`]).
@@ -67,6 +67,8 @@ pub struct BdevIo {
     pub(crate) iovs: Vec<IoVec>,
     pub(crate) cmp_iovs: Vec<IoVec>,
     pub(crate) status: IoStatus,
+    /// What the device reported for a failed I/O, if its backend said.
+    pub(crate) dev_status: Option<DeviceStatus>,
     pub(crate) cb: Option<IoCallback>,
     /// Two words for the submitter (job index, tag, ...). `user[0]` is what `Abort` matches.
     pub user: [u64; 2],
@@ -109,6 +111,7 @@ impl Default for BdevIo {
             iovs: Vec::with_capacity(IOV_PREALLOC),
             cmp_iovs: Vec::new(),
             status: IoStatus::Pending,
+            dev_status: None,
             cb: None,
             user: [0; 2],
             driver_ctx: [0; 8],
@@ -146,6 +149,7 @@ impl BdevIo {
         self.iovs.clear();
         self.cmp_iovs.clear();
         self.status = IoStatus::Pending;
+        self.dev_status = None;
         self.cb = None;
         self.user = [0; 2];
         self.parent = Parent::None;
@@ -182,6 +186,7 @@ impl BdevIo {
         };
         self.depth += 1;
         self.offset_blocks = offset_blocks;
+        self.dev_status = None;
         self.flags = 0;
         self.complete_tsc = 0;
         true
@@ -218,6 +223,7 @@ impl BdevIo {
         self.num_blocks = num_blocks;
         self.cb = Some(cb);
         self.status = IoStatus::Pending;
+        self.dev_status = None;
         self
     }
 
@@ -406,10 +412,15 @@ impl BdevIo {
         self.complete_tsc = child.complete_tsc;
     }
 
-    /// Takes back the parent given to [`BdevIo::forward`].
+    /// Takes back the parent given to [`BdevIo::forward`]. The parent takes this I/O's
+    /// device status ([`BdevIo::device_status`]), so a failure it is completed with can be
+    /// named.
     pub fn take_parent(&mut self) -> Option<Box<BdevIo>> {
         match std::mem::replace(&mut self.parent, Parent::None) {
-            Parent::Owned(p) => Some(p),
+            Parent::Owned(mut p) => {
+                p.dev_status = self.dev_status;
+                Some(p)
+            }
             other => {
                 self.parent = other;
                 None
@@ -450,6 +461,20 @@ impl BdevIo {
     /// Final status (valid in the completion callback).
     pub fn status(&self) -> IoStatus {
         self.status
+    }
+
+    /// What the device reported, for an I/O that failed on a device whose backend attaches
+    /// it (NVMe: status code type, code and name). Kept through forwarding layers, and a split
+    /// parent takes its failing child's. Valid in the completion callback.
+    pub fn device_status(&self) -> Option<DeviceStatus> {
+        self.dev_status
+    }
+
+    /// Module side, before [`BdevIo::complete`] with a failure: attaches the device's status.
+    /// No allocation.
+    #[inline]
+    pub fn set_device_status(&mut self, s: DeviceStatus) {
+        self.dev_status = Some(s);
     }
 
     /// Ticks at submission (for latency).

@@ -44,4 +44,4 @@ pub use registry::{
 };
 pub use split::MAX_SPLIT_CHILDREN;
 pub use thread::{alloc_io, free_io, ios_allocated, MAX_IOS_PER_THREAD};
-pub use types::{BdevEvent, ClaimKind, IoStatus, IoType};
+pub use types::{BdevEvent, ClaimKind, DeviceStatus, IoStatus, IoType};

@@ -45,6 +45,7 @@ pub(crate) fn split(st: &ChannelState, mut parent: Box<BdevIo>) {
     }
     parent.split_remaining = children.len() as u32;
     parent.split_status = IoStatus::Success;
+    parent.dev_status = None;
     let pptr = NonNull::from(Box::leak(parent));
     for mut c in children.drain(..) {
         c.parent = Parent::Split(pptr);
@@ -85,12 +86,14 @@ pub(crate) fn child_done(mut child: Box<BdevIo>) {
         return crate::thread::free_io(child);
     };
     let status = child.status;
+    let dev_status = child.dev_status;
     crate::thread::free_io(child);
     // SAFETY: the parent was leaked by `split` and is only reclaimed below by the last child;
     // all children complete on this same thread, one at a time.
     let p = unsafe { &mut *pptr.as_ptr() };
     if status != IoStatus::Success && p.split_status == IoStatus::Success {
         p.split_status = status;
+        p.dev_status = dev_status;
     }
     p.split_remaining -= 1;
     if p.split_remaining == 0 {

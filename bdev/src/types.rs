@@ -135,3 +135,30 @@ impl ClaimKind {
         }
     }
 }
+
+/// A device's own status for a failed I/O, attached by the backend that talked to the device
+/// ([`crate::BdevIo::set_device_status`]) so callers can name what the device reported. Plain
+/// data (no allocation); the name is the protocol specification's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceStatus {
+    /// An NVMe completion status.
+    Nvme {
+        /// Status Code Type.
+        sct: u8,
+        /// Status Code.
+        sc: u8,
+        /// The specification's name of the status ("LBA Out of Range", ...).
+        name: &'static str,
+    },
+}
+
+impl std::fmt::Display for DeviceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Nvme { sct, sc, name } => {
+                write!(f, "NVMe status {name} (sct {sct} sc {sc:#04x})")
+            }
+        }
+    }
+}

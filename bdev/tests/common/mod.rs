@@ -37,6 +37,8 @@ pub struct Done {
     pub thread: u64,
     /// Copy of the attached/supplied buffer, if any.
     pub data: Option<Vec<u8>>,
+    /// The device status the backend attached, if any.
+    pub dev: Option<ferrite_bdev::DeviceStatus>,
 }
 
 thread_local! {
@@ -55,6 +57,7 @@ pub fn record(io: Box<BdevIo>) {
         num: io.num_blocks(),
         thread: ferrite_reactor::current().map(|t| t.id()).unwrap_or(0),
         data: io.buf().map(|b| b.as_slice().to_vec()),
+        dev: io.device_status(),
     };
     DONE.with(|l| l.borrow_mut().push(d));
     ferrite_bdev::free_io(io);

@@ -63,6 +63,9 @@ pub(crate) struct Job {
     pub generation: u32,
     pub end_tsc: u64,
     pub mismatch: Option<String>,
+    /// The job's first failed I/O, described (named by the device's status when the backend
+    /// attached one).
+    pub first_error: Option<String>,
     pub ns_mult: u128,
     /// Record submit times per slot (only with `-k`: reading the clock costs).
     pub track_timeouts: bool,
@@ -219,6 +222,10 @@ impl Job {
             _ => self.stats.record(lat, bytes, ok),
         }
         if !ok {
+            if self.first_error.is_none() {
+                // Formatted once per job, at its first failure: no allocation per I/O.
+                self.first_error = Some(describe_failure(&self.plan.bdev, &io));
+            }
             if self.status == JobStatus::Finished {
                 self.status = JobStatus::Failed;
             }
@@ -293,6 +300,17 @@ impl Job {
             self.stats.record_timeout();
         }
         n
+    }
+}
+
+/// One line for a failed I/O: "Nvme0n1: read at offset 4096 failed: NVMe status LBA Out of
+/// Range (sct 0 sc 0x80)", or the bdev layer's status when the device said nothing.
+pub fn describe_failure(bdev: &str, io: &BdevIo) -> String {
+    let off = io.offset_blocks() * u64::from(io.block_size());
+    let t = io.io_type().spdk_name();
+    match io.device_status() {
+        Some(d) => format!("{bdev}: {t} at offset {off} failed: {d}"),
+        None => format!("{bdev}: {t} at offset {off} failed: {:?}", io.status()),
     }
 }
 

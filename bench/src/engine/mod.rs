@@ -7,6 +7,7 @@
 
 mod buffers;
 mod job;
+pub use job::describe_failure;
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct EngineOutput {
     pub tick_rate: u64,
     /// The first data mismatch of each failed verify job.
     pub mismatches: Vec<String>,
+    /// The first failed I/O of each job that had one ([`describe_failure`]).
+    pub errors: Vec<String>,
 }
 
 /// Why the coordinator should look up from waiting.
@@ -56,8 +59,16 @@ pub enum Interrupt {
     Stop,
 }
 
-/// A finished job: plan index, statistics, status, end tick (early end only), first mismatch.
-type JobDone = (usize, JobStats, JobStatus, u64, Option<String>);
+/// A finished job: plan index, statistics, status, end tick (early end only), first mismatch,
+/// first failed I/O.
+type JobDone = (
+    usize,
+    JobStats,
+    JobStatus,
+    u64,
+    Option<String>,
+    Option<String>,
+);
 
 enum Msg {
     Started(Result<(), BenchError>),
@@ -186,8 +197,9 @@ pub fn run(
         .collect();
     let mut results: Vec<Option<JobResult>> = cfg.plans.iter().map(|_| None).collect();
     let mut mismatches = Vec::new();
+    let mut errors = Vec::new();
     let rate = clock::tick_rate() as f64;
-    for (idx, stats, status, end_tsc, mm) in done {
+    for (idx, stats, status, end_tsc, mm, err) in done {
         let status = if terminated && status == JobStatus::Finished {
             JobStatus::Terminated
         } else {
@@ -202,6 +214,9 @@ pub fn run(
         if let Some(m) = mm {
             mismatches.push(m);
         }
+        if let Some(e) = err {
+            errors.push(e);
+        }
         results[idx] = Some(JobResult {
             plan: cfg.plans[idx].clone(),
             stats,
@@ -215,6 +230,7 @@ pub fn run(
         cpu,
         tick_rate: clock::tick_rate(),
         mismatches,
+        errors,
     })
 }
 
@@ -321,6 +337,7 @@ fn start_jobs(
             generation: 0,
             end_tsc: 0,
             mismatch: None,
+            first_error: None,
             ns_mult,
             track_timeouts: timeout_ticks.is_some(),
             stop_on_failure,
@@ -462,7 +479,7 @@ fn stop_jobs(tx: Sender<Msg>) {
                 } else {
                     0
                 };
-                (j.index, j.stats, j.status, end, j.mismatch)
+                (j.index, j.stats, j.status, end, j.mismatch, j.first_error)
             })
             .collect();
         if let Some(tx) = tx.take() {

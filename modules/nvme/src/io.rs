@@ -10,7 +10,8 @@
 //! - Completions: success; Compare Failure → miscompare; a failure without Do Not Retry is
 //!   retried up to `bdev_retry_count` times (through NOMEM); commands failed by a controller
 //!   reset are resubmitted once it is back; anything else fails the I/O and the status is
-//!   counted by name on the controller (`bdev_nvme_get_controllers`) and logged.
+//!   counted by name on the controller (`bdev_nvme_get_controllers`), logged, and attached
+//!   to the I/O ([`BdevIo::device_status`]) so its submitter can name it.
 //! - Idle behaviour (adaptive mode): there is no interrupt or eventfd without MSI-X here, so
 //!   the poller refuses to let the reactor sleep while commands are outstanding or a doorbell
 //!   is pending; with nothing in flight it allows sleep (new I/O arrives by message).
@@ -21,7 +22,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
+use ferrite_bdev::{BackendChannel, BdevIo, DeviceStatus, IoStatus, IoType};
 use ferrite_nvme::regs::DmaRegion;
 use ferrite_nvme::spec::{self, io as opc, DsmRange};
 use ferrite_nvme::{DataDir, QueuePair, Status, SubmitError};
@@ -398,6 +399,11 @@ impl QpInner {
             io.num_blocks(),
             io.offset_blocks()
         );
+        io.set_device_status(DeviceStatus::Nvme {
+            sct: st.sct(),
+            sc: st.sc(),
+            name: st.name(),
+        });
         IoStatus::Failed
     }
 }

@@ -2,13 +2,14 @@
 //! namespaces, I/O through the bdev layer (pool buffers, bounced heap buffers, segment layouts
 //! that need PRP lists), unmap, write zeroes beyond one command, compare-and-write, back-pressure
 //! from a small queue, a controller reset with I/O in flight, save_config, detach, and no heap
-//! allocation per I/O in steady state.
+//! allocation per I/O in steady state. A device error reaches the submitter by name (the I/O's
+//! device status, and the bench's error line).
 #![allow(clippy::unwrap_used)] // tests
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferrite_bdev::{BdevChannel, BdevIo, Desc, DmaBuf, IoStatus, IoVec};
+use ferrite_bdev::{BdevChannel, BdevIo, Desc, DeviceStatus, DmaBuf, IoStatus, IoVec};
 use ferrite_bdev_nvme::{AttachParams, NvmeModule};
 use ferrite_nvme::model::{Model, ModelConfig};
 use ferrite_reactor::harness::Harness;
@@ -18,8 +19,14 @@ static GLOBAL: ferrite_reactor::alloc_count::CountingAlloc =
     ferrite_reactor::alloc_count::CountingAlloc;
 
 static DONE: Mutex<Vec<(u64, IoStatus)>> = Mutex::new(Vec::new());
+/// The last failed I/O: its device status and the bench's line for it.
+static LAST_FAIL: Mutex<Option<(Option<DeviceStatus>, String)>> = Mutex::new(None);
 
 fn cb(io: Box<BdevIo>) {
+    if io.status() == IoStatus::Failed {
+        let line = ferrite_bench::engine::describe_failure("Nvme0n1", &io);
+        *LAST_FAIL.lock().unwrap() = Some((io.device_status(), line));
+    }
     DONE.lock().unwrap().push((io.user[0], io.status()));
 }
 
@@ -182,10 +189,40 @@ fn bdevs_io_reset_detach_on_the_model() {
         Some(&4),
         "1 try + 3 retries"
     );
+    let (dev, line) = LAST_FAIL.lock().unwrap().take().unwrap();
+    assert_eq!(
+        dev,
+        Some(DeviceStatus::Nvme {
+            sct: 2,
+            sc: 0x81,
+            name: "Unrecovered Read Error"
+        })
+    );
+    assert_eq!(
+        line,
+        "Nvme0n1: read at offset 0 failed: NVMe status Unrecovered Read Error (sct 2 sc 0x81)"
+    );
     model.inject(
         ferrite_nvme::spec::io::READ,
         ferrite_nvme::Status::SUCCESS,
         0,
+    );
+    // Do Not Retry: fails at once, named.
+    model.inject(
+        ferrite_nvme::spec::io::READ,
+        ferrite_nvme::Status(ferrite_nvme::Status::LBA_OUT_OF_RANGE.0 | 1 << 14),
+        1,
+    );
+    assert_eq!(
+        one(&mut h, &ch, 30, &iov, |io| {
+            io.prep_read(4, 2, cb);
+        }),
+        IoStatus::Failed
+    );
+    let (_, line) = LAST_FAIL.lock().unwrap().take().unwrap();
+    assert_eq!(
+        line,
+        "Nvme0n1: read at offset 2048 failed: NVMe status LBA Out of Range (sct 0 sc 0x80)"
     );
 
     // Unmap and write zeroes (larger than one command).
