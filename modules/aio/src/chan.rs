@@ -10,7 +10,53 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use ferrite_bdev::{BdevIo, IoStatus};
-use ferrite_reactor::{IoChannel, IoDevice};
+use ferrite_reactor::{IoChannel, IoDevice, Poll, PollerHandle};
+
+/// A channel state that a poller drives: reaps kernel completions and says whether the reactor
+/// may sleep (its completion eventfd will wake it).
+pub trait Polled: Send + 'static {
+    /// Reaps what the kernel completed; returns how much work was done.
+    fn poll(&mut self) -> usize;
+    /// True when nothing is left that only polling would find.
+    fn can_sleep(&mut self) -> bool;
+}
+
+/// The poller half of a [`ChanState`] pair.
+struct ChanPoller<T: Polled>(ChanState<T>);
+
+impl<T: Polled> Poll for ChanPoller<T> {
+    fn poll(&mut self) -> usize {
+        self.0.with(|i| i.poll()).unwrap_or(0)
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        self.0.with(|i| i.can_sleep()).unwrap_or(false)
+    }
+}
+
+/// Makes `value` the calling thread's channel state (a private device named `name`) and
+/// registers a poller named `poller_name` that drives it. Returns the backend channel's
+/// holder and the poller handle; either is `None` when it could not be set up, with the reason
+/// logged (a channel without state fails every I/O). Thread contract: call on the lightweight
+/// thread that owns the channel, at channel creation (allocates).
+pub fn start<T: Polled>(
+    name: &str,
+    poller_name: &str,
+    value: T,
+) -> (Option<ChanState<T>>, Option<PollerHandle>) {
+    let (state, poller_state) = match ChanState::new_pair(name, value) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!("{name}: cannot set up the channel state: {e}");
+            return (None, None);
+        }
+    };
+    let poller =
+        ferrite_reactor::register_poller_obj(poller_name, 0, Box::new(ChanPoller(poller_state)))
+            .map_err(|e| tracing::error!("{name}: cannot register the channel poller: {e}"))
+            .ok();
+    (Some(state), poller)
+}
 
 /// One holder of a channel's state `T`.
 ///

@@ -17,10 +17,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
-use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
+use ferrite_reactor::{FdRegistration, PollerHandle};
 
 use crate::bounce::fill_iovecs;
-use crate::chan::ChanState;
+use crate::chan::{ChanState, Polled};
 use crate::file::{FileDisk, FileKind};
 use crate::helper::{self, SlowOp};
 use crate::slots::Slots;
@@ -60,18 +60,6 @@ pub(crate) struct AioChannel {
     _fd: Option<FdRegistration>,
 }
 
-struct AioPoller(ChanState<Inner>);
-
-impl Poll for AioPoller {
-    fn poll(&mut self) -> usize {
-        self.0.with(|i| i.poll()).unwrap_or(0)
-    }
-
-    fn can_sleep(&mut self) -> bool {
-        self.0.with(|i| i.can_sleep()).unwrap_or(false)
-    }
-}
-
 impl AioChannel {
     /// Creates the channel on the calling thread: AIO context, eventfd, poller. A context that
     /// cannot be created (aio-max-nr reached) leaves a channel that fails every I/O, with the
@@ -103,26 +91,9 @@ impl AioChannel {
             events: vec![IoEvent::default(); REAP_BATCH].into_boxed_slice(),
         };
         let name = format!("bdev_aio:{}", inner.disk.name);
-        let (state, poller_state) = match ChanState::new_pair(&name, inner) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::error!("aio: cannot set up the channel state: {e}");
-                return AioChannel {
-                    inner: None,
-                    _poller: None,
-                    _fd: fd_reg,
-                };
-            }
-        };
-        let poller = ferrite_reactor::register_poller_obj(
-            "bdev_aio_poll",
-            0,
-            Box::new(AioPoller(poller_state)),
-        )
-        .map_err(|e| tracing::error!("aio: cannot register the channel poller: {e}"))
-        .ok();
+        let (inner, poller) = crate::chan::start(&name, "bdev_aio_poll", inner);
         AioChannel {
-            inner: Some(state),
+            inner,
             _poller: poller,
             _fd: fd_reg,
         }
@@ -371,6 +342,16 @@ impl Inner {
             // poll() resets the eventfd before each io_getevents.
             _ => true,
         }
+    }
+}
+
+impl Polled for Inner {
+    fn poll(&mut self) -> usize {
+        Inner::poll(self)
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        Inner::can_sleep(self)
     }
 }
 

@@ -16,13 +16,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use ferrite_aio::bounce::{fill_iovecs, iovec_ptr, KernelIoVec};
-use ferrite_aio::chan::ChanState;
+use ferrite_aio::chan::{ChanState, Polled};
 use ferrite_aio::file::{FileDisk, FileKind};
 use ferrite_aio::helper::{self, SlowOp};
 use ferrite_aio::slots::Slots;
 use ferrite_aio::sys;
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
-use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
+use ferrite_reactor::{FdRegistration, PollerHandle};
 use io_uring::{opcode, squeue, types, IoUring};
 
 /// Requests in flight per channel (submission queue entries and slots).
@@ -53,18 +53,6 @@ pub(crate) struct UringChannel {
     inner: Option<ChanState<Inner>>,
     _poller: Option<PollerHandle>,
     _fd: Option<FdRegistration>,
-}
-
-struct UringPoller(ChanState<Inner>);
-
-impl Poll for UringPoller {
-    fn poll(&mut self) -> usize {
-        self.0.with(|i| i.poll()).unwrap_or(0)
-    }
-
-    fn can_sleep(&mut self) -> bool {
-        self.0.with(|i| i.can_sleep()).unwrap_or(false)
-    }
 }
 
 impl UringChannel {
@@ -102,26 +90,9 @@ impl UringChannel {
             inflight: 0,
         };
         let name = format!("bdev_uring:{}", inner.disk.name);
-        let (state, poller_state) = match ChanState::new_pair(&name, inner) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::error!("uring: cannot set up the channel state: {e}");
-                return UringChannel {
-                    inner: None,
-                    _poller: None,
-                    _fd: fd_reg,
-                };
-            }
-        };
-        let poller = ferrite_reactor::register_poller_obj(
-            "bdev_uring_poll",
-            0,
-            Box::new(UringPoller(poller_state)),
-        )
-        .map_err(|e| tracing::error!("uring: cannot register the channel poller: {e}"))
-        .ok();
+        let (inner, poller) = ferrite_aio::chan::start(&name, "bdev_uring_poll", inner);
         UringChannel {
-            inner: Some(state),
+            inner,
             _poller: poller,
             _fd: fd_reg,
         }
@@ -309,6 +280,16 @@ impl Inner {
             sys::eventfd_drain(f.as_raw_fd());
         }
         ring.completion().is_empty()
+    }
+}
+
+impl Polled for Inner {
+    fn poll(&mut self) -> usize {
+        Inner::poll(self)
+    }
+
+    fn can_sleep(&mut self) -> bool {
+        Inner::can_sleep(self)
     }
 }
 
