@@ -62,15 +62,13 @@ impl<'m> DescTable<'m> {
     /// The table `[addr, addr + 16 * count)` if it lies wholly inside one region of `mem`,
     /// else `None` (the caller then reads descriptors one by one through the checked path).
     #[inline]
-    pub(crate) fn resolve(mem: &'m GuestMemory, addr: u64, count: u16) -> Option<Self> {
-        let len = 16 * u64::from(count);
-        let last = GuestAddress(addr).checked_add(len.checked_sub(1)?)?;
-        let r = mem.find_region(GuestAddress(addr))?;
-        if last > r.last_addr() {
-            return None;
-        }
-        let off = addr.checked_sub(r.start_addr().raw_value())?;
-        let host = r.get_host_address(MemoryRegionAddress(off)).ok()?;
+    pub(crate) fn resolve(
+        cache: &mut RegionCache<'m>,
+        mem: &'m GuestMemory,
+        addr: u64,
+        count: u16,
+    ) -> Option<Self> {
+        let host = cache.host(mem, addr, 16 * u64::from(count))?;
         Some(Self {
             host,
             count,
@@ -91,6 +89,121 @@ impl<'m> DescTable<'m> {
             std::ptr::read_volatile(self.host.add(16 * usize::from(i)).cast::<[u8; 16]>())
         };
         Some(decode(b))
+    }
+}
+
+/// The last guest-memory region a lookup found, kept for the length of one ring operation
+/// (one pop, one publish): the ring's areas and a request's buffers usually lie in one or two
+/// regions, so most accesses skip vm-memory's region search (about 60 instructions each).
+/// Valid for the borrow of the [`GuestMemory`] it was filled from.
+#[derive(Clone, Copy)]
+pub(crate) struct RegionCache<'m> {
+    /// First guest address of the cached region (`start > last` while empty).
+    start: u64,
+    /// Last guest address of the cached region.
+    last: u64,
+    /// Host address of `start`.
+    host: *mut u8,
+    _mem: std::marker::PhantomData<&'m GuestMemory>,
+}
+
+impl<'m> RegionCache<'m> {
+    /// An empty cache.
+    #[inline]
+    pub(crate) fn new() -> Self {
+        RegionCache {
+            start: 1,
+            last: 0,
+            host: std::ptr::null_mut(),
+            _mem: std::marker::PhantomData,
+        }
+    }
+
+    /// The guest range `(first, last)` of the cached region (`first > last` when empty).
+    #[inline]
+    pub(crate) fn bounds(&self) -> (u64, u64) {
+        (self.start, self.last)
+    }
+
+    /// Host address of `[addr, addr + len)` (`len >= 1`) if it lies wholly inside one region
+    /// of `mem`; `None` otherwise (outside memory, or across regions: the caller then uses the
+    /// checked path, which handles both).
+    #[inline]
+    pub(crate) fn host(&mut self, mem: &'m GuestMemory, addr: u64, len: u64) -> Option<*mut u8> {
+        let end = addr.checked_add(len.checked_sub(1)?)?;
+        if addr < self.start || end > self.last {
+            let r = mem.find_region(GuestAddress(addr))?;
+            let start = r.start_addr().raw_value();
+            let host = r.get_host_address(MemoryRegionAddress(0)).ok()?;
+            self.start = start;
+            self.last = r.last_addr().raw_value();
+            self.host = host;
+            if end > self.last {
+                return None;
+            }
+        }
+        // SAFETY: `start <= addr <= end <= last`: the offset lies inside the region mapped at
+        // `host`, which `mem` (borrowed for 'm) keeps mapped.
+        Some(unsafe { self.host.add((addr - self.start) as usize) })
+    }
+
+    /// Loads a little-endian u16 at `addr` (2-byte aligned), as [`load_u16`].
+    #[inline]
+    pub(crate) fn load_u16(
+        &mut self,
+        mem: &'m GuestMemory,
+        addr: u64,
+        order: Ordering,
+    ) -> Option<u16> {
+        match self.host(mem, addr, 2) {
+            Some(p) if (p as usize).is_multiple_of(2) => {
+                // SAFETY: two mapped bytes at `p` (host), 2-aligned; guest-shared memory is
+                // accessed atomically, as vm-memory's own `load` does.
+                let a = unsafe { &*(p as *const std::sync::atomic::AtomicU16) };
+                Some(u16::from_le(a.load(order)))
+            }
+            _ => load_u16(mem, addr, order),
+        }
+    }
+
+    /// Stores a little-endian u16 at `addr` (2-byte aligned), as [`store_u16`].
+    #[inline]
+    pub(crate) fn store_u16(
+        &mut self,
+        mem: &'m GuestMemory,
+        addr: u64,
+        v: u16,
+        order: Ordering,
+    ) -> Option<()> {
+        match self.host(mem, addr, 2) {
+            Some(p) if (p as usize).is_multiple_of(2) => {
+                // SAFETY: as in `load_u16`.
+                let a = unsafe { &*(p as *const std::sync::atomic::AtomicU16) };
+                a.store(v.to_le(), order);
+                Some(())
+            }
+            _ => store_u16(mem, addr, v, order),
+        }
+    }
+
+    /// Stores a little-endian u32 at `addr` (4-byte aligned), as [`store_u32`].
+    #[inline]
+    pub(crate) fn store_u32(
+        &mut self,
+        mem: &'m GuestMemory,
+        addr: u64,
+        v: u32,
+        order: Ordering,
+    ) -> Option<()> {
+        match self.host(mem, addr, 4) {
+            Some(p) if (p as usize).is_multiple_of(4) => {
+                // SAFETY: four mapped bytes at `p` (host), 4-aligned; atomic as in `load_u16`.
+                let a = unsafe { &*(p as *const std::sync::atomic::AtomicU32) };
+                a.store(v.to_le(), order);
+                Some(())
+            }
+            _ => store_u32(mem, addr, v, order),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use crate::inflight::InflightQueue;
 use crate::mem::{
-    load_u16, range_ok, read_desc, store_u16, store_u32, DescTable, F_INDIRECT, F_NEXT, F_WRITE,
+    load_u16, range_ok, read_desc, store_u16, DescTable, RegionCache, F_INDIRECT, F_NEXT, F_WRITE,
 };
 use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::{indirect_tail, status_segment, Builder};
@@ -47,6 +47,12 @@ pub(crate) struct SplitRing {
     in_flight: usize,
     /// Heads pushed since the last publish (capacity `size`, never grows past it).
     batch: Vec<u16>,
+    /// Used entries `(id, len)` pushed but not yet written to the used ring: `publish` writes
+    /// them all with one region lookup, then the index (capacity `size`; written out early
+    /// if a driver that re-offers heads before seeing them used would make it overflow).
+    pending: Vec<(u16, u32)>,
+    /// Used-ring index the first entry of `pending` goes to.
+    pending_at: u16,
     inflight: Option<InflightQueue>,
     counter: u64,
     resubmit: Vec<u16>,
@@ -95,6 +101,8 @@ impl SplitRing {
             busy: vec![false; usize::from(cfg.size)],
             in_flight: 0,
             batch: Vec::with_capacity(usize::from(cfg.size)),
+            pending: Vec::with_capacity(usize::from(cfg.size)),
+            pending_at: used_idx,
             inflight: None,
             counter: 0,
             resubmit: Vec::new(),
@@ -119,12 +127,19 @@ impl SplitRing {
     }
 
     /// Walks the chain at `head` into `out`.
-    fn walk(&self, mem: &GuestMemory, head: u16, out: &mut Chain) -> Result<(), ChainError> {
-        let mut b = Builder::new();
+    fn walk<'m>(
+        &self,
+        cache: &mut RegionCache<'m>,
+        mem: &'m GuestMemory,
+        head: u16,
+        out: &mut Chain,
+    ) -> Result<(), ChainError> {
+        // At most one region lookup for the whole walk when the table lies in one region
+        // (none when it is the region the available ring was just read from).
+        let table = DescTable::resolve(cache, mem, self.desc, self.size);
+        let mut b = Builder::seeded(cache);
         let mut i = head;
         let mut steps: u16 = 0;
-        // One region lookup for the whole walk when the table lies in one region.
-        let table = DescTable::resolve(mem, self.desc, self.size);
         loop {
             let at = self.desc + 16 * u64::from(i);
             let d = match &table {
@@ -187,9 +202,15 @@ impl SplitRing {
         }
     }
 
-    fn walk_into(&self, mem: &GuestMemory, head: u16, out: &mut Chain) -> Result<bool, RingError> {
+    fn walk_into<'m>(
+        &self,
+        cache: &mut RegionCache<'m>,
+        mem: &'m GuestMemory,
+        head: u16,
+        out: &mut Chain,
+    ) -> Result<bool, RingError> {
         out.reset(head);
-        match self.walk(mem, head, out) {
+        match self.walk(cache, mem, head, out) {
             Ok(()) => Ok(true),
             Err(error) => {
                 out.count = 0;
@@ -218,15 +239,19 @@ impl SplitRing {
             self.resubmit = Vec::new();
             self.resubmit_pos = 0;
         }
-        self.walk_into(mem, head, out)
+        self.walk_into(&mut RegionCache::new(), mem, head, out)
     }
 
     pub(crate) fn pop(&mut self, mem: &GuestMemory, out: &mut Chain) -> Result<bool, RingError> {
         if self.resubmit_pos < self.resubmit.len() {
             return self.pop_resubmit(mem, out);
         }
+        // One region lookup serves the index, the ring entry and (usually) the descriptor
+        // table and the request's buffers.
+        let mut cache = RegionCache::new();
         if self.shadow_avail == self.last_avail {
-            self.shadow_avail = load_u16(mem, self.avail + 2, Ordering::Acquire)
+            self.shadow_avail = cache
+                .load_u16(mem, self.avail + 2, Ordering::Acquire)
                 .ok_or(RingError::Memory { addr: self.avail })?;
             if self.shadow_avail == self.last_avail {
                 return Ok(false);
@@ -238,8 +263,9 @@ impl SplitRing {
             ));
         }
         let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.size);
-        let head =
-            load_u16(mem, slot, Ordering::Relaxed).ok_or(RingError::Memory { addr: slot })?;
+        let head = cache
+            .load_u16(mem, slot, Ordering::Relaxed)
+            .ok_or(RingError::Memory { addr: slot })?;
         if head >= self.size {
             return Err(RingError::Broken(
                 "available ring holds a head index out of range",
@@ -258,7 +284,7 @@ impl SplitRing {
             q.split_fetched(head, self.counter)?;
             self.counter += 1;
         }
-        self.walk_into(mem, head, out)
+        self.walk_into(&mut cache, mem, head, out)
     }
 
     pub(crate) fn push_used(
@@ -273,11 +299,10 @@ impl SplitRing {
         if let Some(q) = &self.inflight {
             q.split_batch_add(id)?;
         }
-        let elem = self.used + 4 + 8 * u64::from(self.used_idx % self.size);
-        store_u32(mem, elem, u32::from(id), Ordering::Relaxed)
-            .ok_or(RingError::Memory { addr: elem })?;
-        store_u32(mem, elem + 4, written, Ordering::Relaxed)
-            .ok_or(RingError::Memory { addr: elem })?;
+        if self.pending.len() == usize::from(self.size) {
+            self.write_pending(&mut RegionCache::new(), mem)?;
+        }
+        self.pending.push((id, written));
         self.used_idx = self.used_idx.wrapping_add(1);
         self.busy[usize::from(id)] = false;
         self.in_flight -= 1;
@@ -287,14 +312,40 @@ impl SplitRing {
         Ok(())
     }
 
+    /// Writes the pending used entries into the used ring (not the index).
+    fn write_pending<'m>(
+        &mut self,
+        cache: &mut RegionCache<'m>,
+        mem: &'m GuestMemory,
+    ) -> Result<(), RingError> {
+        let mut at = self.pending_at;
+        for &(id, len) in &self.pending {
+            let elem = self.used + 4 + 8 * u64::from(at % self.size);
+            cache
+                .store_u32(mem, elem, u32::from(id), Ordering::Relaxed)
+                .ok_or(RingError::Memory { addr: elem })?;
+            cache
+                .store_u32(mem, elem + 4, len, Ordering::Relaxed)
+                .ok_or(RingError::Memory { addr: elem })?;
+            at = at.wrapping_add(1);
+        }
+        self.pending.clear();
+        self.pending_at = at;
+        Ok(())
+    }
+
     pub(crate) fn publish(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
         if self.used_idx == self.published {
             return Ok(false);
         }
         let old = self.published;
         let new = self.used_idx;
+        // One region lookup for the batch's entries, the index and the driver's fields.
+        let mut cache = RegionCache::new();
+        self.write_pending(&mut cache, mem)?;
         crash(self.crash, CrashPoint::PublishBeforeVisible)?;
-        store_u16(mem, self.used + 2, new, Ordering::Release)
+        cache
+            .store_u16(mem, self.used + 2, new, Ordering::Release)
             .ok_or(RingError::Memory { addr: self.used })?;
         self.published = new;
         crash(self.crash, CrashPoint::PublishAfterVisible)?;
@@ -310,11 +361,13 @@ impl SplitRing {
         };
         if self.event_idx {
             let at = self.avail + 4 + 2 * u64::from(self.size);
-            let used_event =
-                load_u16(mem, at, Ordering::Relaxed).ok_or(RingError::Memory { addr: at })?;
+            let used_event = cache
+                .load_u16(mem, at, Ordering::Relaxed)
+                .ok_or(RingError::Memory { addr: at })?;
             Ok(need_event(used_event, new, old))
         } else {
-            let flags = load_u16(mem, self.avail, Ordering::Relaxed)
+            let flags = cache
+                .load_u16(mem, self.avail, Ordering::Relaxed)
                 .ok_or(RingError::Memory { addr: self.avail })?;
             Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
         }
@@ -370,6 +423,8 @@ impl SplitRing {
         }
         self.used_idx = guest_used;
         self.published = guest_used;
+        self.pending.clear();
+        self.pending_at = guest_used;
         let n = rec.heads.len() as u16;
         self.last_avail = guest_used.wrapping_add(n);
         self.shadow_avail = self.last_avail;

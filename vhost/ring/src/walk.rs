@@ -1,7 +1,9 @@
 //! Validation shared by split and packed chains: adding a segment with its checks, and
 //! following an indirect table.
 
-use crate::mem::{range_ok, read_desc, F_INDIRECT, F_NEXT, F_WRITE};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion as _};
+
+use crate::mem::{range_ok, read_desc, RegionCache, F_INDIRECT, F_NEXT, F_WRITE};
 use crate::{Chain, ChainError, GuestMemory, Segment, MAX_SEGS};
 
 /// Most entries an indirect table may have (its length is a u32; the table is walked with
@@ -12,6 +14,11 @@ const MAX_INDIRECT: u32 = crate::MAX_QUEUE_SIZE as u32;
 pub(crate) struct Builder {
     seen_writable: bool,
     total: u64,
+    /// Guest range `[first, last]` of the region the last buffer lay in (`first > last`:
+    /// none yet): buffers of one chain usually share one or two regions, so most checks skip
+    /// the region search. Only bounds, no pointers: one walk checks against one memory.
+    first: u64,
+    last: u64,
 }
 
 impl Builder {
@@ -19,7 +26,39 @@ impl Builder {
         Builder {
             seen_writable: false,
             total: 0,
+            first: 1,
+            last: 0,
         }
+    }
+
+    /// Starts with the region `cache` holds (the one the ring's own areas lie in).
+    pub(crate) fn seeded(cache: &RegionCache<'_>) -> Self {
+        let (first, last) = cache.bounds();
+        Builder {
+            seen_writable: false,
+            total: 0,
+            first,
+            last,
+        }
+    }
+
+    /// Whether `[addr, addr + len)` (`len >= 1`) lies in guest memory.
+    #[inline]
+    fn in_memory(&mut self, mem: &GuestMemory, addr: u64, len: u32) -> bool {
+        let Some(end) = addr.checked_add(u64::from(len) - 1) else {
+            return false;
+        };
+        if addr >= self.first && end <= self.last {
+            return true;
+        }
+        if let Some(r) = mem.find_region(GuestAddress(addr)) {
+            self.first = r.start_addr().raw_value();
+            self.last = r.last_addr().raw_value();
+            if end <= self.last {
+                return true;
+            }
+        }
+        range_ok(mem, addr, u64::from(len))
     }
 
     /// Adds one buffer to `out`, checking length, direction order, count, total size and
@@ -47,7 +86,7 @@ impl Builder {
         if self.total > u64::from(u32::MAX) {
             return Err(ChainError::Oversize);
         }
-        if !range_ok(mem, addr, u64::from(len)) {
+        if !self.in_memory(mem, addr, len) {
             return Err(ChainError::OutOfMemory { addr, len });
         }
         self.seen_writable |= writable;

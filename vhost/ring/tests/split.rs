@@ -358,3 +358,33 @@ fn virtio_queue_mock_chain() {
     assert!(dev.publish(&mem).unwrap());
     assert_eq!(q.used().idx().load(), 1);
 }
+
+/// Used entries are written to the used ring at `publish`; a driver that re-offers a head
+/// before the device published it (more pushes than the ring has entries between two
+/// publishes) gets the entries written in order, the last `size` of them visible, and the
+/// index counting all of them.
+#[test]
+fn more_pushes_than_entries_between_publishes() {
+    let mem = memory();
+    let size = 4u16;
+    let mut drv = SplitDriver::new(&mem, size);
+    let mut dev = device(&mem, size, false, false);
+    let mut c = Chain::new();
+    let h = drv.write_chain(&mem, &[w(HIGH, 64)]);
+    let n = 2 * u32::from(size) + 1;
+    for i in 0..n {
+        drv.offer(&mem, h);
+        assert!(dev.pop(&mem, &mut c).unwrap());
+        assert_eq!(c.id(), h);
+        dev.push_used(&mem, h, 100 + i).unwrap();
+        assert_eq!(drv.used_idx(&mem), 0, "nothing visible before publish");
+    }
+    assert!(dev.publish(&mem).unwrap());
+    assert_eq!(drv.used_idx(&mem), n as u16);
+    for k in (n - u32::from(size))..n {
+        let e = DEVICE + 4 + 8 * u64::from(k as u16 % size);
+        assert_eq!(ld32(&mem, e), u32::from(h));
+        assert_eq!(ld32(&mem, e + 4), 100 + k, "entry {k}");
+    }
+    assert!(!dev.publish(&mem).unwrap(), "nothing new to publish");
+}
