@@ -69,6 +69,9 @@ impl<'m> DescTable<'m> {
         count: u16,
     ) -> Option<Self> {
         let host = cache.host(mem, addr, 16 * u64::from(count))?;
+        if !(host as usize).is_multiple_of(8) {
+            return None; // read descriptor by descriptor through the checked path
+        }
         Some(Self {
             host,
             count,
@@ -83,12 +86,24 @@ impl<'m> DescTable<'m> {
             return None;
         }
         // SAFETY: `resolve` checked that the `16 * count` bytes at `host` lie inside one
-        // mapped region of the memory table borrowed for 'm, and `i < count`; [u8; 16] has
-        // alignment 1. The bytes are guest-shared memory: a volatile copy, like read_obj's.
-        let b: [u8; 16] = unsafe {
-            std::ptr::read_volatile(self.host.add(16 * usize::from(i)).cast::<[u8; 16]>())
+        // mapped region of the memory table borrowed for 'm and that `host` is 8-aligned, and
+        // `i < count`. The bytes are guest-shared memory: volatile reads (two words, not
+        // sixteen bytes), like read_obj's copy.
+        let (lo, hi) = unsafe {
+            let p = self.host.add(16 * usize::from(i)).cast::<u64>();
+            (
+                std::ptr::read_volatile(p),
+                std::ptr::read_volatile(p.add(1)),
+            )
         };
-        Some(decode(b))
+        let (lo, hi) = (u64::from_le(lo), u64::from_le(hi));
+        // Bytes 8..12 len, 12..14 and 14..16 the two 16-bit words (little-endian).
+        Some(RawDesc {
+            addr: lo,
+            len: hi as u32,
+            w12: (hi >> 32) as u16,
+            w14: (hi >> 48) as u16,
+        })
     }
 }
 
