@@ -91,6 +91,8 @@ pub struct Parsed {
     pub sector: u64,
     /// Guest-physical address of the status byte.
     pub status_gpa: u64,
+    /// Host address of the status byte (in the memory table `parse` was given).
+    pub status_host: *mut u8,
     /// Data pieces (`segs[..nsegs]`).
     pub segs: [DataSeg; MAX_DATA_SEGS],
     /// Number of data pieces.
@@ -105,6 +107,7 @@ impl Default for Parsed {
             kind: Kind::Flush,
             sector: 0,
             status_gpa: 0,
+            status_host: std::ptr::null_mut(),
             segs: [DataSeg::default(); MAX_DATA_SEGS],
             nsegs: 0,
             data_len: 0,
@@ -135,9 +138,72 @@ pub enum ParseError {
     Broken(&'static str),
 }
 
+/// The common request in one step: a read or write of three segments (16-byte header,
+/// data, 1-byte status) that the general path below would accept. Fills `out` exactly as
+/// the general path does and returns true; anything else (other shapes, types, any check
+/// failing) returns false and leaves the verdict, error included, to the general path.
+#[inline]
+pub(crate) fn parse_common<S: SegView>(segs: &[S], mem: &MemTable, readonly: bool, out: &mut Parsed) -> bool {
+    let [h, d, st] = segs else {
+        return false;
+    };
+    if h.len() != HEADER_LEN as u32 || h.writable() || st.len() != 1 || !st.writable() {
+        return false;
+    }
+    let dlen = u64::from(d.len());
+    if dlen == 0 || !dlen.is_multiple_of(512) {
+        return false;
+    }
+    let (Some(status_host), Some(hp)) = (
+        mem.host_ptr(st.addr(), 1),
+        mem.host_ptr(h.addr(), HEADER_LEN),
+    ) else {
+        return false;
+    };
+    let mut hdr = [0u8; HEADER_LEN as usize];
+    // SAFETY: `hp` points at 16 mapped bytes of guest memory (checked by host_ptr); the
+    // destination has room for them.
+    unsafe { std::ptr::copy_nonoverlapping(hp, hdr.as_mut_ptr(), hdr.len()) };
+    let rtype = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    let kind = match rtype {
+        req_type::IN => Kind::Read,
+        req_type::OUT if !readonly => Kind::Write,
+        _ => return false,
+    };
+    if d.writable() != (kind == Kind::Read) {
+        return false;
+    }
+    let mut sector = [0u8; 8];
+    sector.copy_from_slice(&hdr[8..16]);
+    out.kind = kind;
+    out.sector = u64::from_le_bytes(sector);
+    out.status_gpa = st.addr();
+    out.status_host = status_host;
+    out.segs[0] = DataSeg {
+        gpa: d.addr(),
+        len: d.len(),
+    };
+    out.nsegs = 1;
+    out.data_len = dlen;
+    true
+}
+
 /// Parses the chain `segs` into `out`. `readonly` fails writes (IOERR). Reads the header
 /// through `mem`; a header outside guest memory fails the request.
 pub fn parse<S: SegView>(
+    segs: &[S],
+    mem: &MemTable,
+    readonly: bool,
+    out: &mut Parsed,
+) -> Result<(), ParseError> {
+    if parse_common(segs, mem, readonly, out) {
+        return Ok(());
+    }
+    parse_general(segs, mem, readonly, out)
+}
+
+/// [`parse`] for any chain.
+pub(crate) fn parse_general<S: SegView>(
     segs: &[S],
     mem: &MemTable,
     readonly: bool,
@@ -154,9 +220,9 @@ pub fn parse<S: SegView>(
         ));
     }
     let status_gpa = ls.addr().wrapping_add(u64::from(ls.len()) - 1);
-    if mem.host_ptr(status_gpa, 1).is_none() {
+    let Some(status_host) = mem.host_ptr(status_gpa, 1) else {
         return Err(ParseError::Broken("status byte is outside guest memory"));
-    }
+    };
     let fail = |status, reason| ParseError::Fail {
         status_gpa,
         status,
@@ -245,6 +311,7 @@ pub fn parse<S: SegView>(
     out.kind = kind;
     out.sector = sector;
     out.status_gpa = status_gpa;
+    out.status_host = status_host;
     match kind {
         Kind::Read | Kind::Write if out.data_len == 0 || !out.data_len.is_multiple_of(512) => {
             return Err(fail(status::IOERR, "data length is not a multiple of 512"));

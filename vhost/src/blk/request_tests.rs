@@ -279,3 +279,55 @@ fn readonly_fails_writes_not_reads() {
     put_header(&m, 0x1000, req_type::FLUSH, 0);
     assert!(run(&m, &[S(0x1000, 16, false), st], true).is_ok());
 }
+
+/// The one-step parse of the common three-segment read/write accepts only what the general
+/// parse accepts, and fills the result identically, over many shapes near the common one
+/// (lengths, directions, types, read-only, addresses at the edge of memory).
+#[test]
+fn common_path_agrees_with_general_path() {
+    let m = mem();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut common = 0;
+    for _ in 0..20_000 {
+        let t = [
+            req_type::IN,
+            req_type::OUT,
+            req_type::FLUSH,
+            req_type::GET_ID,
+            99,
+        ][rnd(5) as usize];
+        put_header(&m, 0x1000, t, rnd(1 << 20));
+        let hlen = [16, 16, 16, 8, 17][rnd(5) as usize];
+        let haddr = [0x1000, 0x1000, MEM - 8][rnd(3) as usize];
+        let dlen = [512, 4096, 4096, 0x800, 100, 0][rnd(6) as usize];
+        let daddr = [0x2000, 0x2000, MEM - 512][rnd(3) as usize];
+        let slen = [1, 1, 1, 2][rnd(4) as usize];
+        let saddr = [0x3000, 0x3000, MEM][rnd(3) as usize];
+        let segs = [
+            S(haddr, hlen, rnd(8) == 0),
+            S(daddr, dlen, rnd(2) == 0),
+            S(saddr, slen, rnd(8) != 0),
+        ];
+        let ro = rnd(4) == 0;
+        let mut fast = Parsed::default();
+        let mut slow = Parsed::default();
+        let general = parse_general(&segs, &m, ro, &mut slow);
+        if parse_common(&segs, &m, ro, &mut fast) {
+            common += 1;
+            assert_eq!(general, Ok(()), "{t} {hlen} {dlen} {slen}");
+            assert_eq!(fast.kind, slow.kind);
+            assert_eq!(fast.sector, slow.sector);
+            assert_eq!(fast.status_gpa, slow.status_gpa);
+            assert_eq!(fast.status_host, slow.status_host);
+            assert_eq!(fast.data(), slow.data());
+            assert_eq!(fast.data_len, slow.data_len);
+        }
+    }
+    assert!(common > 100, "the common path was taken {common} times");
+}

@@ -17,9 +17,7 @@ impl Queue {
             &mut self.scratch,
         ) {
             Ok(()) => {
-                if let Some(p) = self.mem.host_ptr(self.scratch.status_gpa, 1) {
-                    self.slot_mut(id).status = p;
-                }
+                self.slot_mut(id).status = self.scratch.status_host;
                 self.submit_parsed(id);
             }
             Err(request::ParseError::Fail {
