@@ -1,7 +1,8 @@
 //! One virtqueue of a virtio-user controller with its request slots.
 //!
 //! Each request slot owns three fixed descriptors (header, data, status: `3 × slot`,
-//! `3 × slot + 1`, `3 × slot + 2`), a 16-byte header, a status byte and a bounce buffer of
+//! `3 × slot + 1`, `3 × slot + 2`; header and status are written once, when the queue is laid
+//! out, the data descriptor per request), a 16-byte header, a status byte and a bounce buffer of
 //! [`BOUNCE_SIZE`] bytes, all in the controller's shared memory. The data always goes through
 //! the slot's bounce buffer: the bdev layer hands us buffers from anywhere in the process
 //! (the bench's, a stacked module's), which the server cannot see. A request therefore needs
@@ -42,6 +43,9 @@ pub(crate) struct Slot {
     pub io: Option<Box<BdevIo>>,
     pub kind: Kind,
     pub len: usize,
+    /// The slot's header descriptor links to its data descriptor (else straight to the
+    /// status descriptor, for requests without data).
+    pub hdr_to_data: bool,
 }
 
 /// Counters of one queue, written only by the thread owning it (load + store, no
@@ -138,9 +142,10 @@ impl Queue {
                 io: None,
                 kind: Kind::Other,
                 len: 0,
+                hdr_to_data: true,
             })
             .collect();
-        Queue {
+        let mut q = Queue {
             index,
             ring,
             base,
@@ -151,7 +156,35 @@ impl Queue {
             kick,
             call,
             stats: Arc::new(QueueStats::default()),
+        };
+        // Each slot's header and status descriptors never change (the header's link only
+        // for requests without data): written once here, not per request.
+        for s in 0..layout.slots {
+            q.write_hdr_desc(s, true);
+            let d0 = (3 * s) as u16;
+            let status = Desc {
+                addr: q.status_ptr(s) as u64,
+                len: 1,
+                flags: DESC_F_WRITE,
+                next: 0,
+            };
+            q.ring.set_desc(d0 + 2, status);
         }
+        q
+    }
+
+    /// Writes slot `s`'s header descriptor, linked to the data descriptor or straight to the
+    /// status descriptor.
+    fn write_hdr_desc(&mut self, s: usize, to_data: bool) {
+        let d0 = (3 * s) as u16;
+        let hdr = Desc {
+            addr: self.hdr(s) as u64,
+            len: HDR_SIZE as u32,
+            flags: DESC_F_NEXT,
+            next: if to_data { d0 + 1 } else { d0 + 2 },
+        };
+        self.ring.set_desc(d0, hdr);
+        self.slots[s].hdr_to_data = to_data;
     }
 
     /// Address of slot `s`'s bounce buffer.
@@ -190,32 +223,11 @@ impl Queue {
             std::ptr::write_volatile(self.status_ptr(s), 0xff);
         }
         let d0 = (3 * s) as u16;
-        let status = Desc {
-            addr: self.status_ptr(s) as u64,
-            len: 1,
-            flags: DESC_F_WRITE,
-            next: 0,
-        };
-        if data_len == 0 {
-            self.ring.set_desc(
-                d0,
-                Desc {
-                    addr: hdr as u64,
-                    len: HDR_SIZE as u32,
-                    flags: DESC_F_NEXT,
-                    next: d0 + 2,
-                },
-            );
-        } else {
-            self.ring.set_desc(
-                d0,
-                Desc {
-                    addr: hdr as u64,
-                    len: HDR_SIZE as u32,
-                    flags: DESC_F_NEXT,
-                    next: d0 + 1,
-                },
-            );
+        let to_data = data_len != 0;
+        if self.slots[s].hdr_to_data != to_data {
+            self.write_hdr_desc(s, to_data);
+        }
+        if to_data {
             let wflag = if t == T_IN { DESC_F_WRITE } else { 0 };
             self.ring.set_desc(
                 d0 + 1,
@@ -227,7 +239,6 @@ impl Queue {
                 },
             );
         }
-        self.ring.set_desc(d0 + 2, status);
         self.inflight += 1;
         bump(&self.stats.requests);
         if data == self.bounce(s) as u64 && (t == T_IN || t == T_OUT) {
