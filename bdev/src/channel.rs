@@ -142,16 +142,19 @@ impl ChannelState {
 
     /// [`ChannelState::dispatch`] for the common case, inlined into `submit` and `forward`:
     /// a channel not frozen, a type the backend handles itself, data segments present, no
-    /// split boundary. Anything else takes the general path.
+    /// split boundary crossed. Anything else takes the general path.
     #[inline(always)]
     pub(crate) fn dispatch_fast(&self, mut io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
         let b = &*self.bdev;
+        let bound = b.split_bound;
         if self.frozen.get()
             || b.routed & bit != 0
-            || b.split_bound != 0
             || (t == IoType::Read && io.iovs.is_empty())
+            || (bound != 0
+                && io.num_blocks > 0
+                && io.offset_blocks / bound != (io.offset_blocks + io.num_blocks - 1) / bound)
         {
             return self.dispatch(io);
         }
