@@ -11,9 +11,12 @@ A `ferrite tgt` serving a null bdev through `vhost_create_blk_controller` and a
 - the inclusive cost of the functions on the I/O path (below), which leaves the reactor loop
   out but still includes the empty calls of each poller (a few tens of instructions each).
 
-Usage: scripts/perf_vhost_instr.py [--bin PATH] [--seconds S] [--qd N] [--keep DIR]
+Usage: scripts/perf_vhost_instr.py [--bin PATH] [--seconds S] [--qd N] [--keep DIR] [--strace]
 With --keep, the two callgrind outputs are kept in DIR (`callgrind_annotate
 --inclusive=yes DIR/tgt.out`).
+With --strace, both processes run natively under `strace -c -f` instead and the script prints
+each process's system calls per I/O (eventfd writes are the call/kick notifications: about
+zero per I/O while both sides poll).
 """
 import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 
@@ -70,9 +73,11 @@ def main():
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--qd", type=int, default=32)
     ap.add_argument("--keep", default=None)
+    ap.add_argument("--strace", action="store_true")
     a = ap.parse_args()
-    if not shutil.which("valgrind"):
-        sys.exit("valgrind not found: apt-get install valgrind")
+    tool = "strace" if a.strace else "valgrind"
+    if not shutil.which(tool):
+        sys.exit(f"{tool} not found: apt-get install {tool}")
     d = tempfile.mkdtemp(prefix="ferrite-vhost-instr-")
     keep = a.keep or d
     os.makedirs(keep, exist_ok=True)
@@ -90,12 +95,17 @@ def main():
          "params": {"name": "VirtioBlk0", "trtype": "user", "traddr": os.path.join(d, "vhost.null"),
                     "dev_type": "blk", "vq_count": 1, "vq_size": 512}}]}]}, open(cconf, "w"))
     tout, cout = os.path.join(keep, "tgt.out"), os.path.join(keep, "client.out")
-    tgt = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tout}", a.bin,
-                            "tgt", "-m", "0x1", "-r", os.path.join(d, "tgt.sock"), "-S", d, "-c", tconf],
+
+    def wrap(out):
+        if a.strace:
+            return ["strace", "-c", "-f", "-o", out]
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+
+    tgt = subprocess.Popen(wrap(tout) + [a.bin, "tgt", "-m", "0x1", "-r", os.path.join(d, "tgt.sock"), "-S", d, "-c", tconf],
                            stdout=open(os.path.join(d, "tgt.log"), "w"), stderr=subprocess.STDOUT)
     try:
         wait_sock(os.path.join(d, "vhost.null"), tgt, "ferrite tgt")
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cout}", a.bin, "bench",
+        cmd = wrap(cout) + [a.bin, "bench",
                "-m", "0x2", "-c", cconf, "-q", str(a.qd), "-o", "4k", "-w", "randread",
                "-t", str(a.seconds), "--output-json"]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -104,12 +114,37 @@ def main():
         res = json.loads(p.stdout)
         ios = sum(r["iops"] * r["runtime"] for r in res["results"])
     finally:
-        tgt.send_signal(signal.SIGTERM)
+        victims = [tgt.pid]
+        if a.strace:
+            # Stop the traced target itself (strace then prints its summary and exits).
+            try:
+                kids = open(f"/proc/{tgt.pid}/task/{tgt.pid}/children").read().split()
+                victims = [int(k) for k in kids] or victims
+            except OSError:
+                pass
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         try:
             tgt.wait(timeout=300)
         except subprocess.TimeoutExpired:
             tgt.kill()
     print(f"{ios:,.0f} I/O at qd {a.qd} (4 KiB randread, null bdev)\n")
+    if a.strace:
+        print("| side | system call | calls | per I/O |")
+        print("|---|---|---|---|")
+        for side, out in (("target", tout), ("client", cout)):
+            for line in open(out):
+                f = line.split()
+                # % time, seconds, usecs/call, calls, [errors,] syscall
+                if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+                    calls = int(f[3])
+                    print(f"| {side} | {f[-1]} | {calls:,} | {calls / ios:.4f} |")
+        if not a.keep:
+            shutil.rmtree(d, ignore_errors=True)
+        return
     print("| side | what | instructions per I/O |")
     print("|---|---|---|")
     for side, out, funcs in (("target", tout, TARGET_FUNCS), ("client", cout, CLIENT_FUNCS)):
