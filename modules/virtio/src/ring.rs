@@ -91,7 +91,8 @@ unsafe impl Send for DriverRing {}
 
 impl DriverRing {
     /// Wraps the ring at `base` (laid out by [`RingLayout::new`]), zeroes it, and starts with
-    /// interrupts disarmed.
+    /// interrupts disarmed. `size` is a power of two (ring slots are indices masked with
+    /// `size - 1`, which stays inside the ring whatever `size` is).
     ///
     /// # Safety
     /// `base..base + RingLayout::new(size).total` must be writable memory, aligned to 16, that
@@ -138,7 +139,7 @@ impl DriverRing {
     #[inline]
     pub fn set_desc(&mut self, i: u16, d: Desc) {
         debug_assert!(i < self.size);
-        let i = usize::from(i % self.size);
+        let i = usize::from(i & (self.size - 1));
         // SAFETY: i < size, so the descriptor lies inside the table; 16-aligned.
         unsafe {
             std::ptr::write_volatile((self.base.add(self.layout.desc) as *mut Desc).add(i), d)
@@ -149,7 +150,7 @@ impl DriverRing {
     /// kicked (EVENT_IDX's `avail_event`, or the used ring's NO_NOTIFY flag).
     #[inline]
     pub fn publish(&mut self, head: u16) -> bool {
-        let slot = usize::from(self.avail_idx % self.size);
+        let slot = usize::from(self.avail_idx & (self.size - 1));
         // SAFETY: slot < size: the entry lies inside the available ring.
         unsafe {
             std::ptr::write_volatile(
@@ -178,7 +179,7 @@ impl DriverRing {
         if idx == self.last_used {
             return None;
         }
-        let slot = usize::from(self.last_used % self.size);
+        let slot = usize::from(self.last_used & (self.size - 1));
         // SAFETY: slot < size: the entry lies inside the used ring; 4-aligned.
         let (id, len) = unsafe {
             let p = self.base.add(self.layout.used + 4 + 8 * slot) as *const u32;

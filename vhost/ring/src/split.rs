@@ -262,7 +262,7 @@ impl SplitRing {
                 "available index moved by more than the queue size",
             ));
         }
-        let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.size);
+        let slot = self.avail + 4 + 2 * u64::from(self.last_avail & (self.size - 1));
         let head = cache
             .load_u16(mem, slot, Ordering::Relaxed)
             .ok_or(RingError::Memory { addr: slot })?;
@@ -320,7 +320,7 @@ impl SplitRing {
     ) -> Result<(), RingError> {
         let mut at = self.pending_at;
         for &(id, len) in &self.pending {
-            let elem = self.used + 4 + 8 * u64::from(at % self.size);
+            let elem = self.used + 4 + 8 * u64::from(at & (self.size - 1));
             cache
                 .store_u32(mem, elem, u32::from(id), Ordering::Relaxed)
                 .ok_or(RingError::Memory { addr: elem })?;

@@ -143,7 +143,12 @@ pub enum ParseError {
 /// the general path does and returns true; anything else (other shapes, types, any check
 /// failing) returns false and leaves the verdict, error included, to the general path.
 #[inline]
-pub(crate) fn parse_common<S: SegView>(segs: &[S], mem: &MemTable, readonly: bool, out: &mut Parsed) -> bool {
+pub(crate) fn parse_common<S: SegView>(
+    segs: &[S],
+    mem: &MemTable,
+    readonly: bool,
+    out: &mut Parsed,
+) -> bool {
     let [h, d, st] = segs else {
         return false;
     };
