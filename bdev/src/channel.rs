@@ -152,9 +152,7 @@ impl ChannelState {
         if self.frozen.get()
             || b.routed & bit != 0
             || (t == IoType::Read && io.iovs.is_empty())
-            || (bound != 0
-                && io.num_blocks > 0
-                && io.offset_blocks / bound != (io.offset_blocks + io.num_blocks - 1) / bound)
+            || (bound != 0 && io.num_blocks > 0 && crosses(io.offset_blocks, io.num_blocks, bound))
         {
             return self.dispatch(io);
         }
@@ -571,6 +569,18 @@ pub(crate) fn retry_nomem(ch: NonNull<ChannelState>) -> usize {
     sent
 }
 
+/// Whether `num > 0` blocks from `offset` cross a multiple of `bound > 0` (a mask for the
+/// usual power-of-two boundary, not two divisions).
+#[inline(always)]
+fn crosses(offset: u64, num: u64, bound: u64) -> bool {
+    let last = offset.wrapping_add(num - 1);
+    if bound.is_power_of_two() {
+        (offset ^ last) >= bound
+    } else {
+        offset / bound != last / bound
+    }
+}
+
 /// Runs on the completion poller for every completed I/O: the accounting of the layer that
 /// owns it, then of each layer that forwarded it (their hooks first), then its callback.
 pub(crate) fn finish_io(mut io: Box<BdevIo>) {
@@ -609,5 +619,27 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
     match io.cb {
         Some(cb) => run_callback(cb, io),
         None => crate::thread::free_io(io),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crosses;
+
+    /// The mask form agrees with the division form for power-of-two and other boundaries.
+    #[test]
+    fn crossing_a_boundary() {
+        for bound in [1u64, 2, 3, 8, 32, 48, 4096] {
+            for offset in 0..200u64 {
+                for num in 1..70u64 {
+                    let want = offset / bound != (offset + num - 1) / bound;
+                    assert_eq!(
+                        crosses(offset, num, bound),
+                        want,
+                        "{offset}+{num} / {bound}"
+                    );
+                }
+            }
+        }
     }
 }
