@@ -110,7 +110,9 @@ impl<'m> DescTable<'m> {
 /// The last guest-memory region a lookup found, kept for the length of one ring operation
 /// (one pop, one publish): the ring's areas and a request's buffers usually lie in one or two
 /// regions, so most accesses skip vm-memory's region search (about 60 instructions each).
-/// Valid for the borrow of the [`GuestMemory`] it was filled from.
+/// Valid for the borrow of the [`GuestMemory`] it was filled from. [`GuestMemory`] has no
+/// dirty bitmap (`()`), so a store through the host address skips no dirty-page logging; a
+/// bitmap type would need its stores marked here as vm-memory's `store` does.
 #[derive(Clone, Copy)]
 pub(crate) struct RegionCache<'m> {
     /// First guest address of the cached region (`start > last` while empty).
