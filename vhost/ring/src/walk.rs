@@ -1,9 +1,9 @@
 //! Validation shared by split and packed chains: adding a segment with its checks, and
 //! following an indirect table.
 
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion as _};
+use vm_memory::{Address, GuestMemoryRegion as _};
 
-use crate::mem::{range_ok, read_desc, RegionCache, F_INDIRECT, F_NEXT, F_WRITE};
+use crate::mem::{find_region, range_ok, read_desc, RegionCache, F_INDIRECT, F_NEXT, F_WRITE};
 use crate::{Chain, ChainError, GuestMemory, Segment, MAX_SEGS};
 
 /// Most entries an indirect table may have (its length is a u32; the table is walked with
@@ -51,7 +51,7 @@ impl Builder {
         if addr >= self.first && end <= self.last {
             return true;
         }
-        if let Some(r) = mem.find_region(GuestAddress(addr)) {
+        if let Some(r) = find_region(mem, addr) {
             self.first = r.start_addr().raw_value();
             self.last = r.last_addr().raw_value();
             if end <= self.last {
