@@ -61,10 +61,16 @@ fn done(io: Box<BdevIo>) {
     resubmit(io);
 }
 
-/// Runs a queue-depth-64 mix of 4 KiB reads and writes on `bdev` and returns the number of
+/// Runs a queue-depth-`depth` mix of 4 KiB reads and writes on `bdev` and returns the number of
 /// allocations made in steady state. `step_us` advances the virtual clock before each poll;
 /// `at_window_start` runs once the warm-up is over, just before counting starts.
-fn run(bdev: &str, step_us: u64, min_io: u64, at_window_start: impl FnOnce(&mut Harness)) -> u64 {
+fn run(
+    bdev: &str,
+    depth: usize,
+    step_us: u64,
+    min_io: u64,
+    at_window_start: impl FnOnce(&mut Harness),
+) -> u64 {
     let mut h = Harness::new(1, 1);
     let h = &mut h;
     let desc = h.on(0, || Desc::open(bdev, true, |_| {}).unwrap());
@@ -75,7 +81,7 @@ fn run(bdev: &str, step_us: u64, min_io: u64, at_window_start: impl FnOnce(&mut 
     });
     JOB.with(|j| j.set(&*job as *const Job));
     h.on(0, || {
-        for _ in 0..64 {
+        for _ in 0..depth {
             let mut io = job.ch.alloc_io().unwrap();
             // Each I/O owns a 4 KiB buffer for its whole life: reads and writes reuse it.
             io.attach_buf(DmaBuf::get(4096).unwrap().unwrap());
@@ -163,12 +169,12 @@ fn steady_state_error_io_does_not_allocate() {
         )
         .unwrap();
     });
-    let allocs = run("EE_ZNull0", 0, 20_000, |_| {});
+    let allocs = run("EE_ZNull0", 64, 0, 20_000, |_| {});
     assert_eq!(
         allocs, 0,
         "error-on-null (nothing armed) allocated {allocs} times in steady state"
     );
-    let allocs = run("EE_ZNull1", 0, 20_000, |_| {});
+    let allocs = run("EE_ZNull1", 64, 0, 20_000, |_| {});
     assert_eq!(
         allocs, 0,
         "error-on-null (corrupt_data armed) allocated {allocs} times in steady state"
@@ -183,9 +189,19 @@ fn steady_state_error_io_does_not_allocate() {
 /// Back-pressure: while the backend answers NOMEM, the bdev layer parks the I/O and retries it
 /// every poll; that loop must not allocate either. `nomem` is armed for a fixed number of I/O
 /// that lasts through the warm-up into the measured window, then the I/O goes through.
+///
+/// The depth is above the default per-thread prefill (`bdev_io_cache_size` 256): when the
+/// backend recovers, every parked I/O goes down at once, each taking a child, so parents and
+/// children need twice the depth. With `bdev_io_cache_size` set to cover that, the recovery
+/// burst takes them from the prefilled pool instead of allocating in the measured window.
 #[test]
 fn nomem_retries_do_not_allocate() {
     check_counter();
+    ferrite_bdev::set_options(&ferrite_bdev::BdevOptions {
+        bdev_io_pool_size: 65_535,
+        bdev_io_cache_size: 2 * NOMEM_DEPTH as u32 + 64,
+    })
+    .unwrap();
     let mut h = Harness::new(1, 1);
     h.on(0, || {
         ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
@@ -213,7 +229,9 @@ fn nomem_retries_do_not_allocate() {
             .unwrap()
     };
     let mut at_start = None;
-    let allocs = run("EE_ZNull2", 0, 1_000, |h| at_start = Some(status(h)));
+    let allocs = run("EE_ZNull2", NOMEM_DEPTH, 0, 1_000, |h| {
+        at_start = Some(status(h))
+    });
     let at_start = at_start.unwrap();
     let at_end = status(&mut h);
     // Reads and writes each have their own count (`All` arms every type): the I/O start as
@@ -234,8 +252,11 @@ fn nomem_retries_do_not_allocate() {
     drop(h);
 }
 
-/// How many reads (and then writes) the nomem injection refuses. The 64 parked reads, retried
-/// every poll or two, take about 16 000 of the read count in the 500-poll warm-up; the rest,
-/// then the whole write count, go in the first few hundred of the 1500 measured polls (the
-/// test asserts both: the phase overlaps the window and ends inside it).
-const NOMEM_INJECTIONS: u32 = 25_000;
+/// Queue depth of the NOMEM test: above the default per-thread prefill of 256.
+const NOMEM_DEPTH: usize = 320;
+
+/// How many reads (and then writes) the nomem injection refuses. The parked reads, retried
+/// every poll or two, take most of the read count in the 500-poll warm-up; the rest, then the
+/// whole write count, go in the first part of the 1500 measured polls (the test asserts both:
+/// the phase overlaps the window and ends inside it).
+const NOMEM_INJECTIONS: u32 = 125_000;
