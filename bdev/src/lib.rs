@@ -27,6 +27,8 @@ mod registry;
 pub mod rpc;
 mod split;
 pub mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod thread;
 pub mod types;
 pub mod uuid;
