@@ -9,9 +9,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use ferrite_bdev::testing::{check_counter, failed, Driver};
 use ferrite_reactor::harness::Harness;
@@ -20,77 +20,20 @@ use ferrite_reactor::harness::Harness;
 static GLOBAL: ferrite_reactor::alloc_count::CountingAlloc =
     ferrite_reactor::alloc_count::CountingAlloc;
 
-struct Qsd(std::process::Child, std::path::PathBuf);
-
-impl Drop for Qsd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn start_qsd() -> (Qsd, String) {
-    let dir = std::env::temp_dir().join(format!("virtio-zero-alloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("vhost.sock");
-    let child = Command::new("qemu-storage-daemon")
-        .args([
-            "--blockdev",
-            "driver=null-co,node-name=disk0,size=67108864,read-zeroes=on",
-            "--export",
-        ])
-        .arg(format!(
-            "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path={},writable=on",
-            sock.display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run qemu-storage-daemon ({e}): install it (Debian: apt-get install qemu-system-common)")
-        });
-    let q = Qsd(child, dir);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "qemu-storage-daemon did not create its socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (q, sock.display().to_string())
-}
-
-type AttachResult = Result<Vec<String>, String>;
-
 #[test]
 fn steady_state_io_does_not_allocate() {
     check_counter();
 
-    let (_qsd, sock) = start_qsd();
+    let (_qsd, sock) = common::start_qsd("zero-alloc", "");
     let mut h = Harness::new(1, 1);
-    let res: Arc<Mutex<Option<AttachResult>>> = Arc::new(Mutex::new(None));
-    let r2 = res.clone();
-    h.on(0, move || {
-        let app = ferrite_reactor::current().unwrap();
-        let opts = ferrite_virtio::AttachOpts {
-            name: "VZ".into(),
-            traddr: sock,
-            vq_count: 1,
-            vq_size: 256,
-        };
-        ferrite_virtio::attach(opts, app, move |r| {
-            *r2.lock().unwrap() = Some(r.map_err(|e| e.to_string()));
-        });
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while res.lock().unwrap().is_none() && Instant::now() < deadline {
-        h.poll_thread(0);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let got = res.lock().unwrap().take();
-    assert_eq!(got, Some(Ok(vec!["VZ".to_string()])));
+    let opts = ferrite_virtio::AttachOpts {
+        name: "VZ".into(),
+        traddr: sock,
+        vq_count: 1,
+        vq_size: 256,
+        timeout_us: 0,
+    };
+    assert_eq!(common::attach(&mut h, opts), Ok(vec!["VZ".to_string()]));
 
     let mut heap = vec![0u8; 32 * 4096];
     // Pool buffers (shared with the server: zero-copy), then heap buffers (bounced).
