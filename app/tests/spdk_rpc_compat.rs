@@ -829,3 +829,55 @@ fn save_and_load_config_spdk_25_9() {
 fn save_and_load_config_spdk_26_9() {
     save_and_load(V26);
 }
+
+/// `bdev_set_options` in the startup state: bounds answered with -32602 naming the option, the
+/// values in the bdev subsystem's saved config, refused after init with SPDK's state error, and
+/// the saved config loading back into a fresh target (startup entries first).
+fn bdev_options(ver: &'static str) {
+    let c = SpdkRpc::new(ver);
+    let dir = TempDir::new(&format!("compat-opts-{ver}"));
+    let t = Target::start_in(&dir, "t", &["--wait-for-rpc"]);
+    let s = t.sock.clone();
+    let (code, msg) = c.err(&s, &["bdev_set_options", "-p", "100", "-c", "64"]);
+    assert_eq!(code, -32602, "{msg}");
+    assert!(
+        msg.contains("bdev_io_pool_size 100 is too small for bdev_io_cache_size 64"),
+        "{msg}"
+    );
+    let (code, msg) = c.err(&s, &["bdev_set_options", "-c", "70000"]);
+    assert_eq!(code, -32602, "{msg}");
+    assert!(
+        msg.contains("bdev_io_cache_size 70000 is out of range"),
+        "{msg}"
+    );
+    c.ok(&s, &["bdev_set_options", "-p", "8192", "-c", "512"]);
+    c.ok(&s, &["framework_start_init"]);
+    let (code, msg) = c.err(&s, &["bdev_set_options", "-c", "128"]);
+    assert_eq!(code, -1);
+    assert!(msg.starts_with(ALREADY_INITIALIZED), "{msg}");
+    c.ok(&s, &["bdev_null_create", "N0", "8", "512"]);
+    let doc = t.save_config();
+    let entries = bdev_entries(&doc);
+    assert_eq!(
+        entries[0],
+        json!({"method": "bdev_set_options", "params": {
+            "bdev_io_pool_size": 8192, "bdev_io_cache_size": 512, "bdev_auto_examine": true}}),
+        "{doc}"
+    );
+    let f = dir.join("saved.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let d = Target::start_in(&dir, "d", &["--wait-for-rpc"]);
+    let r = c.run(&d.sock, &["load_config", "-j", f.to_str().unwrap()]);
+    assert!(r.ok(), "{}", r.all());
+    assert_eq!(d.save_config(), doc);
+}
+
+#[test]
+fn bdev_set_options_spdk_25_9() {
+    bdev_options(V25);
+}
+
+#[test]
+fn bdev_set_options_spdk_26_9() {
+    bdev_options(V26);
+}

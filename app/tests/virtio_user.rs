@@ -47,7 +47,7 @@ fn attach_inspect_roundtrip_detach() {
     let r = t.call(
         "bdev_virtio_attach_controller",
         json!({"name": "VirtioBlk0", "trtype": "user", "traddr": sock,
-               "dev_type": "blk", "vq_count": 2, "vq_size": 256}),
+               "dev_type": "blk", "vq_count": 2, "vq_size": 256, "timeout_us": 5000000}),
     );
     assert_eq!(r, json!(["VirtioBlk0"]));
     let b = t.bdev("VirtioBlk0");
@@ -58,6 +58,7 @@ fn attach_inspect_roundtrip_detach() {
     assert_eq!(b["supported_io_types"]["flush"], true, "{b}");
     let ds = &b["driver_specific"]["virtio_blk"];
     assert_eq!(ds["vq_count"], 2, "{b}");
+    assert_eq!(ds["timeout_us"], 5000000, "{b}");
     assert_eq!(ds["traddr"], sock.as_str(), "{b}");
     let l = t.call("bdev_virtio_blk_get_controllers", json!(null));
     assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
@@ -95,6 +96,18 @@ fn attach_inspect_roundtrip_detach() {
         )
         .unwrap_err();
     assert!(e.message.contains("dev_type"), "{}", e.message);
+    let e = t
+        .rpc(
+            "bdev_virtio_attach_controller",
+            json!({"name": "V4", "trtype": "user", "traddr": sock, "dev_type": "blk",
+                   "timeout_us": 7_200_000_000u64}),
+        )
+        .unwrap_err();
+    assert!(
+        e.message.contains("V4") && e.message.contains("timeout_us 7200000000 exceeds"),
+        "{}",
+        e.message
+    );
 
     // save_config → a fresh target loads it → the same document.
     let doc = t.save_config();
@@ -107,7 +120,7 @@ fn attach_inspect_roundtrip_detach() {
     assert_eq!(
         v[0]["params"],
         json!({"name": "VirtioBlk0", "dev_type": "blk", "trtype": "user",
-               "traddr": sock, "vq_count": 2, "vq_size": 256}),
+               "traddr": sock, "vq_count": 2, "vq_size": 256, "timeout_us": 5000000}),
         "{doc}"
     );
     assert_eq!(

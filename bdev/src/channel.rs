@@ -349,7 +349,7 @@ impl ChannelCtx {
                 frozen: Cell::new(frozen),
                 drain_waiter: RefCell::new(None),
                 in_retry: Cell::new(false),
-                cq: RefCell::new(VecDeque::with_capacity(256)),
+                cq: RefCell::new(VecDeque::with_capacity(crate::options::io_cache_size())),
                 queued: Cell::new(false),
                 thread_id,
             })),

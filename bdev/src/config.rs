@@ -2,11 +2,12 @@
 
 use serde_json::{json, Value};
 
-/// Entries that recreate the current bdev state: module-level entries, then one per bdev in
+/// Entries that recreate the current bdev state: `bdev_set_options` when the options are not
+/// SPDK's defaults, module-level entries, then one per bdev in
 /// registration order (bases before the virtual bdevs that claim them), then
 /// `bdev_wait_for_examine`, as SPDK emits.
 pub fn subsystem_config() -> Vec<Value> {
-    let mut out = Vec::new();
+    let mut out: Vec<Value> = crate::options::config_entry().into_iter().collect();
     for m in crate::registry::modules() {
         out.extend(m.config_json());
     }

@@ -21,11 +21,14 @@ mod forward;
 mod io;
 mod iostat;
 mod module;
+pub mod options;
 pub mod quiesce;
 mod registry;
 pub mod rpc;
 mod split;
 pub mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod thread;
 pub mod types;
 pub mod uuid;
@@ -38,6 +41,7 @@ pub use error::{BdevError, ErrorKind, Result};
 pub use io::{BdevIo, ForwardDone, IoCallback, IoVec, MAX_FORWARD_DEPTH};
 pub use iostat::{collect_iostat, reset_iostat};
 pub use module::{BdevModule, ExamineDone, ExamineHold};
+pub use options::{set_options, BdevOptions};
 pub use registry::{
     add_alias, list, lookup, modules, register, register_module, unregister, unregister_all,
     unregister_bdev, wait_for_examine, MAX_NAME_LEN,

@@ -105,25 +105,44 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
             crate::registry::wait_for_examine(move || r.ok(true))
         });
     });
-    reg.register_fn("bdev_set_options", STARTUP, true, move |p, r| {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct Opts {
-            bdev_io_pool_size: Option<u32>,
-            bdev_io_cache_size: Option<u32>,
-            bdev_auto_examine: Option<bool>,
-            iobuf_small_cache_size: Option<u32>,
-            iobuf_large_cache_size: Option<u32>,
+    reg.register_fn("bdev_set_options", STARTUP, true, set_options);
+}
+
+/// `bdev_set_options`: the I/O pool options take effect (every thread sets up its bdev state
+/// after the startup state); the iobuf cache sizes are accepted and not used (Ferrite's buffer
+/// caches are sized by the buffer pool).
+fn set_options(p: Params, r: Responder) {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Opts {
+        bdev_io_pool_size: Option<u32>,
+        bdev_io_cache_size: Option<u32>,
+        bdev_auto_examine: Option<bool>,
+        iobuf_small_cache_size: Option<u32>,
+        iobuf_large_cache_size: Option<u32>,
+    }
+    let o = match decode::<Opts>(p) {
+        Ok(o) => o,
+        Err(e) => return r.err(e),
+    };
+    if o.bdev_auto_examine == Some(false) {
+        return r.err(RpcError::invalid_params(
+            "parameter 'bdev_auto_examine': false is not supported (every bdev is examined)",
+        ));
+    }
+    let cur = crate::options::options();
+    let new = crate::options::BdevOptions {
+        bdev_io_pool_size: o.bdev_io_pool_size.unwrap_or(cur.bdev_io_pool_size),
+        bdev_io_cache_size: o.bdev_io_cache_size.unwrap_or(cur.bdev_io_cache_size),
+    };
+    match crate::options::set_options(&new) {
+        Ok(()) => r.ok(true),
+        Err(e) if e.kind() == crate::error::ErrorKind::InvalidArgument => {
+            r.err(RpcError::invalid_params(e.to_string()))
         }
-        match decode::<Opts>(p) {
-            Ok(o) if o.bdev_auto_examine == Some(false) => r.err(RpcError::invalid_params(
-                "parameter 'bdev_auto_examine': false is not supported (every bdev is examined)",
-            )),
-            Ok(_) => r.ok(true),
-            Err(e) => r.err(e),
-        }
-    });
+        Err(e) => r.err(rpc_err(e)),
+    }
 }
 
 /// `bdev_get_bdevs` entry for one bdev, in SPDK's shape.

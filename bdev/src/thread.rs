@@ -45,7 +45,8 @@ pub(crate) struct BdevThread {
     ready_spare: RefCell<Vec<ChanPtr>>,
     pool: RefCell<Vec<Box<BdevIo>>>,
     allocated: Cell<usize>,
-    /// The pool got its [`IO_CACHE_PREFILL`] objects (once, even if the poller failed).
+    /// The pool got its `bdev_io_cache_size` objects (once, even if the poller failed), and
+    /// the thread is counted in [`crate::options`].
     prefilled: Cell<bool>,
     cq: RefCell<VecDeque<Box<BdevIo>>>,
     buf_cache: [RefCell<Vec<usize>>; 2],
@@ -61,6 +62,9 @@ pub(crate) struct BdevThread {
 
 impl Drop for BdevThread {
     fn drop(&mut self) {
+        if self.prefilled.get() {
+            crate::options::thread_stopped(self.allocated.get());
+        }
         for (class, c) in self.buf_cache.iter().enumerate() {
             for addr in c.borrow_mut().drain(..) {
                 crate::buf::release_to_global(class as u8, addr);
@@ -89,12 +93,12 @@ impl Poll for CqPoller {
 /// allocates in steady state (a thread with more ready channels grows them once, then keeps it).
 const READY_RESERVE: usize = 64;
 
-/// I/O objects created in each thread's pool when its bdev state is set up (the first channel
-/// it opens), as SPDK's per-thread `bdev_io_cache_size` (256). The pool grows lazily beyond it,
-/// so without this a workload's first burst to its full depth allocates — inside the steady
-/// state when that burst comes late, e.g. when a backend answering NOMEM recovers and every
-/// parked I/O goes down at once, each taking a child.
-const IO_CACHE_PREFILL: usize = 256;
+// Each thread's pool gets `bdev_io_cache_size` objects (crate::options) when its bdev state is
+// set up (the first channel it opens), as SPDK's per-thread cache. The pool grows lazily beyond
+// it, so without this a workload's first burst to its full depth allocates — inside the steady
+// state when that burst comes late, e.g. when a backend answering NOMEM recovers and every
+// parked I/O goes down at once, each taking a child.
+
 /// Pool entries reserved up front, so that returning objects never grows the pool's list in
 /// steady state (a thread with more objects out grows it once, then keeps it).
 const POOL_RESERVE: usize = 1024;
@@ -106,12 +110,13 @@ fn ensure_poller(t: &BdevThread) {
     t.ready.borrow_mut().reserve(READY_RESERVE);
     t.ready_spare.borrow_mut().reserve(READY_RESERVE);
     if !t.prefilled.replace(true) {
+        let prefill = crate::options::thread_started();
         let mut pool = t.pool.borrow_mut();
-        pool.reserve(POOL_RESERVE);
-        while pool.len() < IO_CACHE_PREFILL && t.allocated.get() < MAX_IOS_PER_THREAD {
+        pool.reserve(POOL_RESERVE.max(prefill));
+        for _ in 0..prefill {
             pool.push(Box::<BdevIo>::default());
-            t.allocated.set(t.allocated.get() + 1);
         }
+        t.allocated.set(t.allocated.get() + prefill);
     }
     match register_poller_obj("bdev_completions", 0, Box::new(CqPoller)) {
         Ok(h) => *t.poller.borrow_mut() = Some(h),
@@ -119,8 +124,9 @@ fn ensure_poller(t: &BdevThread) {
     }
 }
 
-/// Takes an I/O object from the calling thread's pool. `None` outside a lightweight thread or
-/// when the thread already has [`MAX_IOS_PER_THREAD`] out.
+/// Takes an I/O object from the calling thread's pool. `None` outside a lightweight thread,
+/// when the thread already has [`MAX_IOS_PER_THREAD`] out, or when all threads together have
+/// created `bdev_io_pool_size` ([`crate::options`]) and this thread's pool is empty.
 pub fn alloc_io() -> Option<Box<BdevIo>> {
     with_local(|t| {
         ensure_poller(t);
@@ -128,7 +134,7 @@ pub fn alloc_io() -> Option<Box<BdevIo>> {
             io.reset();
             return Some(io);
         }
-        if t.allocated.get() >= MAX_IOS_PER_THREAD {
+        if t.allocated.get() >= MAX_IOS_PER_THREAD || !crate::options::try_create() {
             return None;
         }
         t.allocated.set(t.allocated.get() + 1);

@@ -1,5 +1,7 @@
 //! The driver's error type.
 
+use std::borrow::Cow;
+
 /// Stable error kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -25,6 +27,19 @@ pub enum ErrorKind {
     Controller,
     /// Device busy (already attached).
     Busy,
+    /// A submission found no free slot or queue entry: retry after completions (back-pressure).
+    QueueFull,
+    /// A submission found its queue pair being reset or failed.
+    QueueDown,
+    /// A data segment breaks the PRP page-boundary rules (or the first is not dword aligned).
+    PrpNotExpressible,
+    /// A data segment is not reachable by the controller (not mapped, or not contiguous on the
+    /// bus).
+    Untranslatable,
+    /// A transfer needs more pages than one PRP list holds.
+    PrpTooLong,
+    /// A transfer with data has no bytes.
+    EmptyTransfer,
 }
 
 impl ErrorKind {
@@ -42,16 +57,22 @@ impl ErrorKind {
             Self::Command => libc::EIO,
             Self::Controller => libc::EIO,
             Self::Busy => libc::EBUSY,
+            Self::QueueFull => libc::ENOMEM,
+            Self::QueueDown => libc::ENXIO,
+            Self::PrpNotExpressible | Self::PrpTooLong | Self::EmptyTransfer => libc::EINVAL,
+            Self::Untranslatable => libc::EFAULT,
         }
     }
 }
 
-/// An error with its kind and a message that names the device and what to do.
-#[derive(Debug, thiserror::Error)]
+/// An error with its kind and a message that names the device and what to do. Errors of the
+/// data path (queue full or down, PRP layouts) carry a fixed message: making one never
+/// allocates.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct NvmeError {
     kind: ErrorKind,
-    message: String,
+    message: Cow<'static, str>,
 }
 
 impl NvmeError {
@@ -59,7 +80,14 @@ impl NvmeError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: Cow::Owned(message.into()),
+        }
+    }
+    /// A new error with a fixed message (no allocation: usable on the data path).
+    pub const fn fixed(kind: ErrorKind, message: &'static str) -> Self {
+        Self {
+            kind,
+            message: Cow::Borrowed(message),
         }
     }
     /// Its kind.

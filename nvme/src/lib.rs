@@ -29,6 +29,6 @@ pub mod vfio;
 
 pub use ctrlr::{Controller, CtrlrOpts};
 pub use error::{ErrorKind, NvmeError, Result};
-pub use qpair::{DataDir, QpStats, QueuePair, SubmitError};
+pub use qpair::{DataDir, QpStats, QueuePair};
 pub use regs::{Bar, Dma, DmaRegion};
 pub use spec::{Sqe, Status};

@@ -9,20 +9,22 @@
 //! A layout PRP cannot express, or memory the controller cannot reach, is reported as such:
 //! the queue pair then bounces the data through a driver buffer.
 
+use crate::error::{ErrorKind, NvmeError};
 use crate::regs::Dma;
 
-/// Why a layout could not be built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrpError {
-    /// A segment breaks the page-boundary rules (or the first is not dword aligned).
-    NotExpressible,
-    /// A segment is not reachable by the controller (not mapped, or not contiguous on the bus).
-    Untranslatable,
-    /// More pages than one PRP list holds.
-    TooLong,
-    /// The transfer is empty.
-    Empty,
-}
+const NOT_EXPRESSIBLE: NvmeError = NvmeError::fixed(
+    ErrorKind::PrpNotExpressible,
+    "a data segment cannot be expressed as PRPs (page-boundary rules, or not dword aligned)",
+);
+const UNTRANSLATABLE: NvmeError = NvmeError::fixed(
+    ErrorKind::Untranslatable,
+    "a data segment is not reachable by the controller (not mapped for DMA)",
+);
+const TOO_LONG: NvmeError = NvmeError::fixed(
+    ErrorKind::PrpTooLong,
+    "the transfer needs more pages than one PRP list holds",
+);
+const EMPTY: NvmeError = NvmeError::fixed(ErrorKind::EmptyTransfer, "the transfer is empty");
 
 /// The result: PRP1, PRP2 and how many list entries were written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,25 +46,25 @@ pub fn build(
     segs: impl Iterator<Item = (*const u8, usize)> + Clone,
     list: &mut [u64],
     list_iova: u64,
-) -> Result<Prps, PrpError> {
+) -> Result<Prps, NvmeError> {
     let mask = page as u64 - 1;
     let nsegs = segs.clone().count();
     let mut out = Prps::default();
     let mut n = 0usize; // entries emitted
     for (i, (va, len)) in segs.enumerate() {
         if len == 0 {
-            return Err(PrpError::NotExpressible);
+            return Err(NOT_EXPRESSIBLE);
         }
-        let iova = dma.translate(va, len).ok_or(PrpError::Untranslatable)?;
+        let iova = dma.translate(va, len).ok_or(UNTRANSLATABLE)?;
         let end = iova + len as u64;
         if i == 0 && iova & 3 != 0 {
-            return Err(PrpError::NotExpressible);
+            return Err(NOT_EXPRESSIBLE);
         }
         if i > 0 && iova & mask != 0 {
-            return Err(PrpError::NotExpressible);
+            return Err(NOT_EXPRESSIBLE);
         }
         if i + 1 < nsegs && end & mask != 0 {
-            return Err(PrpError::NotExpressible);
+            return Err(NOT_EXPRESSIBLE);
         }
         let mut p = iova;
         while p < end {
@@ -74,7 +76,7 @@ pub fn build(
                     // when the third appears).
                     let idx = n - 1;
                     if idx >= list.len() {
-                        return Err(PrpError::TooLong);
+                        return Err(TOO_LONG);
                     }
                     if n == 2 {
                         list[0] = out.prp2;
@@ -87,7 +89,7 @@ pub fn build(
         }
     }
     if n == 0 {
-        return Err(PrpError::Empty);
+        return Err(EMPTY);
     }
     if n > 2 {
         out.prp2 = list_iova;
@@ -116,7 +118,7 @@ mod tests {
         }
     }
 
-    fn run(segs: &[(u64, usize)]) -> (Result<Prps, PrpError>, Vec<u64>) {
+    fn run(segs: &[(u64, usize)]) -> (Result<Prps, NvmeError>, Vec<u64>) {
         let mut list = vec![0u64; 512];
         let r = build(
             &Ident,
@@ -125,20 +127,20 @@ mod tests {
             &mut list,
             0x9000_0000,
         );
-        let n = r.map(|p| p.list_len).unwrap_or(0);
+        let n = r.as_ref().map(|p| p.list_len).unwrap_or(0);
         list.truncate(n);
         (r, list)
     }
 
     #[test]
     fn one_and_two_pages() {
-        let (r, _) = run(&[(0x10_0200, 512)]);
-        assert_eq!(r.unwrap().prp1, 0x10_0200);
-        assert_eq!(r.unwrap().prp2, 0);
-        let (r, _) = run(&[(0x10_0200, 4096)]);
-        assert_eq!((r.unwrap().prp1, r.unwrap().prp2), (0x10_0200, 0x10_1000));
-        let (r, _) = run(&[(0x10_0000, 4096), (0x20_0000, 4096)]);
-        assert_eq!((r.unwrap().prp1, r.unwrap().prp2), (0x10_0000, 0x20_0000));
+        let r = run(&[(0x10_0200, 512)]).0.unwrap();
+        assert_eq!(r.prp1, 0x10_0200);
+        assert_eq!(r.prp2, 0);
+        let r = run(&[(0x10_0200, 4096)]).0.unwrap();
+        assert_eq!((r.prp1, r.prp2), (0x10_0200, 0x10_1000));
+        let r = run(&[(0x10_0000, 4096), (0x20_0000, 4096)]).0.unwrap();
+        assert_eq!((r.prp1, r.prp2), (0x10_0000, 0x20_0000));
     }
 
     #[test]
@@ -156,22 +158,29 @@ mod tests {
 
     #[test]
     fn rejects_what_prp_cannot_express() {
+        let kind = |segs: &[(u64, usize)]| run(segs).0.unwrap_err().kind();
         // Second segment not page aligned.
         assert_eq!(
-            run(&[(0x10_0000, 4096), (0x20_0200, 512)]).0,
-            Err(PrpError::NotExpressible)
+            kind(&[(0x10_0000, 4096), (0x20_0200, 512)]),
+            ErrorKind::PrpNotExpressible
         );
         // First segment ends mid-page with another following.
         assert_eq!(
-            run(&[(0x10_0000, 512), (0x20_0000, 512)]).0,
-            Err(PrpError::NotExpressible)
+            kind(&[(0x10_0000, 512), (0x20_0000, 512)]),
+            ErrorKind::PrpNotExpressible
         );
         // Not dword aligned.
-        assert_eq!(run(&[(0x10_0001, 512)]).0, Err(PrpError::NotExpressible));
-        assert_eq!(run(&[(1 << 41, 512)]).0, Err(PrpError::Untranslatable));
-        assert_eq!(run(&[]).0, Err(PrpError::Empty));
+        assert_eq!(kind(&[(0x10_0001, 512)]), ErrorKind::PrpNotExpressible);
+        assert_eq!(kind(&[(1 << 41, 512)]), ErrorKind::Untranslatable);
+        assert_eq!(kind(&[]), ErrorKind::EmptyTransfer);
         // 513 pages do not fit one list page (1 in PRP1 + 512 in the list is the limit).
-        assert_eq!(run(&[(0x100_0000, 514 * 4096)]).0, Err(PrpError::TooLong));
+        assert_eq!(kind(&[(0x100_0000, 514 * 4096)]), ErrorKind::PrpTooLong);
         assert!(run(&[(0x100_0000, 513 * 4096)]).0.is_ok());
+        // The messages say what is wrong.
+        assert!(run(&[(1 << 41, 512)])
+            .0
+            .unwrap_err()
+            .to_string()
+            .contains("not reachable by the controller"));
     }
 }

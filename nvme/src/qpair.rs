@@ -8,7 +8,7 @@
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use crate::prp::{self, PrpError};
+use crate::prp;
 use crate::regs::{cq_doorbell, sq_doorbell, Bar, Dma, DmaRegion};
 use crate::spec::{Cqe, Sqe, Status};
 use crate::{ErrorKind, NvmeError, Result};
@@ -24,16 +24,22 @@ pub enum DataDir {
     FromDevice,
 }
 
-/// Why a submission was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubmitError {
-    /// No free slot or submission entry: retry after completions (back-pressure).
-    Full,
-    /// The data could not be expressed and is larger than a bounce buffer, or is empty.
-    Invalid,
-    /// The queue is being reset or failed.
-    Down,
-}
+// Why a submission was refused (fixed messages: refusing never allocates).
+/// No free slot or submission entry: retry after completions (back-pressure).
+const FULL: NvmeError = NvmeError::fixed(
+    ErrorKind::QueueFull,
+    "the queue pair is full (retry after completions)",
+);
+/// The queue is being reset or failed.
+const DOWN: NvmeError = NvmeError::fixed(
+    ErrorKind::QueueDown,
+    "the queue pair is being reset or has failed",
+);
+/// The data could not be expressed and is larger than a bounce buffer, or is empty.
+const INVALID: NvmeError = NvmeError::fixed(
+    ErrorKind::InvalidArgument,
+    "the data cannot be transferred: not expressible as PRPs and no bounce buffer fits it, or empty",
+);
 
 /// Counters of one queue pair.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -231,16 +237,16 @@ impl QueuePair {
         segs: I,
         cookie: u64,
         now: u64,
-    ) -> std::result::Result<u16, SubmitError>
+    ) -> Result<u16>
     where
         I: Iterator<Item = (*const u8, usize)> + Clone,
     {
         if self.down {
-            return Err(SubmitError::Down);
+            return Err(DOWN);
         }
         if self.free.is_empty() || self.sq_free_entries() == 0 {
             self.stats.full += 1;
-            return Err(SubmitError::Full);
+            return Err(FULL);
         }
         self.prepare(cmd, dir, segs, cookie, now)
     }
@@ -255,17 +261,17 @@ impl QueuePair {
         data: J,
         cookie: u64,
         now: u64,
-    ) -> std::result::Result<u16, SubmitError>
+    ) -> Result<u16>
     where
         I: Iterator<Item = (*const u8, usize)> + Clone,
         J: Iterator<Item = (*const u8, usize)> + Clone,
     {
         if self.down {
-            return Err(SubmitError::Down);
+            return Err(DOWN);
         }
         if self.free.len() < 2 || self.sq_free_entries() < 2 {
             self.stats.full += 1;
-            return Err(SubmitError::Full);
+            return Err(FULL);
         }
         let a = self.prepare(first, DataDir::ToDevice, cmp, cookie, now)?;
         let b = match self.prepare(second, DataDir::ToDevice, data, cookie, now) {
@@ -290,12 +296,12 @@ impl QueuePair {
         segs: I,
         cookie: u64,
         now: u64,
-    ) -> std::result::Result<u16, SubmitError>
+    ) -> Result<u16>
     where
         I: Iterator<Item = (*const u8, usize)> + Clone,
     {
         let Some(cid) = self.free.pop() else {
-            return Err(SubmitError::Full);
+            return Err(FULL);
         };
         let mut slot = EMPTY;
         if dir != DataDir::None {
@@ -312,9 +318,9 @@ impl QueuePair {
                     cmd.prp1 = p.prp1;
                     cmd.prp2 = p.prp2;
                 }
-                Err(PrpError::Empty) => {
+                Err(e) if e.kind() == ErrorKind::EmptyTransfer => {
                     self.free.push(cid);
-                    return Err(SubmitError::Invalid);
+                    return Err(INVALID);
                 }
                 Err(_) => {
                     let total: usize = segs.clone().map(|s| s.1).sum();
@@ -322,14 +328,14 @@ impl QueuePair {
                     else {
                         self.free.push(cid);
                         return Err(if self.bounces.is_some() {
-                            SubmitError::Full
+                            FULL
                         } else {
-                            SubmitError::Invalid
+                            INVALID
                         });
                     };
                     if total > self.cfg.bounce_size || total == 0 {
                         self.free.push(cid);
-                        return Err(SubmitError::Invalid);
+                        return Err(INVALID);
                     }
                     self.bounce_free.pop();
                     let off = b as usize * self.cfg.bounce_size;
@@ -353,7 +359,7 @@ impl QueuePair {
                         Err(_) => {
                             self.bounce_free.push(b);
                             self.free.push(cid);
-                            return Err(SubmitError::Invalid);
+                            return Err(INVALID);
                         }
                     }
                     slot.bounce = Some((b, dir, total as u32));

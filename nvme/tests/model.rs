@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ferrite_nvme::model::{Model, ModelConfig};
 use ferrite_nvme::spec::{self, io};
-use ferrite_nvme::{Controller, CtrlrOpts, DataDir, Dma, Status, SubmitError};
+use ferrite_nvme::{Controller, CtrlrOpts, DataDir, Dma, ErrorKind, Status};
 use ferrite_reactor::alloc_count::{self, CountingAlloc};
 
 #[global_allocator]
@@ -174,7 +174,7 @@ fn unmapped_or_unexpressible_data_is_bounced() {
         3,
         0,
     );
-    assert_eq!(r, Err(SubmitError::Invalid));
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidArgument);
     c.delete_io_qpair(qp, |_, _| {});
 }
 
@@ -214,8 +214,10 @@ fn back_pressure_when_the_queue_is_full() {
         .unwrap();
     }
     assert_eq!(
-        qp.submit(spec::flush(1), DataDir::None, std::iter::empty(), 200, 0),
-        Err(SubmitError::Full)
+        qp.submit(spec::flush(1), DataDir::None, std::iter::empty(), 200, 0)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::QueueFull
     );
     qp.ring();
     m.step();
@@ -363,8 +365,10 @@ fn reset_with_commands_in_flight() {
     assert_eq!(failed.len(), 5);
     assert!(failed.iter().all(|f| f.1 == Status::ABORTED_SQ_DELETION));
     assert_eq!(
-        qp.submit(spec::flush(1), DataDir::None, std::iter::empty(), 9, 0),
-        Err(SubmitError::Down)
+        qp.submit(spec::flush(1), DataDir::None, std::iter::empty(), 9, 0)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::QueueDown
     );
     c.enable().unwrap();
     c.recreate_io_qpair(&mut qp).unwrap();

@@ -1,5 +1,7 @@
 //! The vhost crate's one error type.
 
+use std::borrow::Cow;
+
 /// Stable classification of a [`VhostError`], with the errno SPDK reports for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -17,6 +19,15 @@ pub enum ErrorKind {
     Io,
     /// A guest address or descriptor is outside guest memory or malformed (EFAULT).
     BadAddress,
+    /// A guest request is malformed or not allowed (e.g. a write to a read-only controller):
+    /// it is answered with virtio-blk's IOERR status (EIO).
+    BadRequest,
+    /// A guest request of a type the device does not serve: answered with virtio-blk's UNSUPP
+    /// status (ENOTSUP).
+    UnsupportedRequest,
+    /// A guest request without a device-writable status byte: it cannot be answered, so its
+    /// queue stops until the frontend resets it (EFAULT).
+    Unanswerable,
 }
 
 impl ErrorKind {
@@ -29,17 +40,21 @@ impl ErrorKind {
             Self::Claimed => libc::EPERM,
             Self::Busy => libc::EBUSY,
             Self::Io => libc::EIO,
-            Self::BadAddress => libc::EFAULT,
+            Self::BadAddress | Self::Unanswerable => libc::EFAULT,
+            Self::BadRequest => libc::EIO,
+            Self::UnsupportedRequest => libc::ENOTSUP,
         }
     }
 }
 
-/// A vhost-layer error: a kind and a message that names the object and what failed.
-#[derive(Debug, thiserror::Error)]
+/// A vhost-layer error: a kind and a message that names the object and what failed. Errors of
+/// the data path (a guest's malformed request) carry a fixed message: making one never
+/// allocates, whatever a guest sends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct VhostError {
     kind: ErrorKind,
-    message: String,
+    message: Cow<'static, str>,
 }
 
 impl VhostError {
@@ -47,7 +62,15 @@ impl VhostError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: Cow::Owned(message.into()),
+        }
+    }
+
+    /// A new error with a fixed message (no allocation: usable on the data path).
+    pub const fn fixed(kind: ErrorKind, message: &'static str) -> Self {
+        Self {
+            kind,
+            message: Cow::Borrowed(message),
         }
     }
 
@@ -63,7 +86,7 @@ impl VhostError {
 
     /// The RPC form: code -errno, this message.
     pub fn to_rpc(&self) -> ferrite_rpc::RpcError {
-        ferrite_rpc::RpcError::from_errno(self.kind.errno(), self.message.clone())
+        ferrite_rpc::RpcError::from_errno(self.kind.errno(), self.message.to_string())
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use ferrite_bdev::{BackendChannel, BdevIo, DeviceStatus, IoStatus, IoType};
 use ferrite_nvme::regs::DmaRegion;
 use ferrite_nvme::spec::{self, io as opc, DsmRange};
-use ferrite_nvme::{DataDir, QueuePair, Status, SubmitError};
+use ferrite_nvme::{DataDir, ErrorKind, QueuePair, Status};
 use ferrite_reactor::{clock, IoChannel, Poll, PollerHandle};
 
 use crate::control::{CtrlrState, NvmeCtrlr};
@@ -302,9 +302,10 @@ impl QpInner {
                 let _ = Box::into_raw(io);
                 Ok(())
             }
-            Err(SubmitError::Full) => Err((io, IoStatus::NoMem)),
-            Err(SubmitError::Down) => Err((io, IoStatus::NoMem)),
-            Err(SubmitError::Invalid) => Err((io, IoStatus::Invalid)),
+            Err(e) => match e.kind() {
+                ErrorKind::QueueFull | ErrorKind::QueueDown => Err((io, IoStatus::NoMem)),
+                _ => Err((io, IoStatus::Invalid)),
+            },
         }
     }
 

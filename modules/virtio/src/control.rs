@@ -7,7 +7,9 @@
 //! the app thread, then hands the connection to a monitor thread. The monitor waits for the
 //! socket to hang up (server gone: the controller is marked broken, requests in flight fail,
 //! every channel's reactor is woken, and the bdev is unregistered) or for the stop signal
-//! sent by `destruct` (detach: it closes the connection).
+//! sent by `destruct` (detach: it closes the connection) or by a request timeout
+//! (`timeout.rs`: the controller is marked failed; it closes the connection, the bdev stays
+//! until detached).
 //!
 //! Thread contract: `attach`, `detach`, `list` run on the app thread; `done` callbacks run on
 //! the app thread after the call returned.
@@ -46,6 +48,10 @@ pub struct AttachOpts {
     pub vq_count: u16,
     /// Descriptors per queue (a power of two).
     pub vq_size: u16,
+    /// Longest a request may stay unanswered before the controller is marked failed and its
+    /// requests in flight fail, in microseconds; 0: no timeout (a Ferrite addition; see
+    /// `timeout.rs`).
+    pub timeout_us: u64,
 }
 
 /// A connected controller, shared by its bdev backend and its channels.
@@ -88,6 +94,14 @@ impl Ctrl {
 
     fn readonly(&self) -> bool {
         self.features & feat::RO != 0
+    }
+
+    /// Marks the controller failed after a request timed out: broken (every channel fails its
+    /// I/O in flight) and the connection closed by the monitor thread; the bdev stays until
+    /// it is detached.
+    pub(crate) fn fail(&self) {
+        self.set_broken();
+        let _ = self.stop.write(1);
     }
 
     /// Marks the controller broken and wakes every channel's reactor so in-flight I/O fails.
@@ -144,7 +158,7 @@ impl BdevBackend for VirtioBackend {
 
     fn config_entry(&self, _bdev: &Bdev) -> Option<Value> {
         let o = &self.ctrl.opts;
-        Some(json!({
+        let mut e = json!({
             "method": "bdev_virtio_attach_controller",
             "params": {
                 "name": o.name,
@@ -154,7 +168,12 @@ impl BdevBackend for VirtioBackend {
                 "vq_count": o.vq_count,
                 "vq_size": o.vq_size,
             }
-        }))
+        });
+        // Only when set: a configuration without it stays loadable by SPDK.
+        if o.timeout_us != 0 {
+            e["params"]["timeout_us"] = json!(o.timeout_us);
+        }
+        Some(e)
     }
 }
 
@@ -172,6 +191,7 @@ fn info(c: &Ctrl) -> Value {
         "traddr": c.opts.traddr,
         "vq_count": c.queue_count,
         "vq_size": c.opts.vq_size,
+        "timeout_us": c.opts.timeout_us,
         "features": format!("{:#x}", c.features),
         "protocol_features": format!("{:#x}", c.protocol),
         "readonly": c.readonly(),
@@ -220,6 +240,16 @@ pub fn attach(
     }
     if opts.vq_count == 0 {
         return done(Err(invalid(&opts.name, "vq_count must be at least 1")));
+    }
+    if opts.timeout_us > crate::timeout::MAX_TIMEOUT_US {
+        return done(Err(invalid(
+            &opts.name,
+            &format!(
+                "timeout_us {} exceeds the limit of {} (one hour; 0: no timeout)",
+                opts.timeout_us,
+                crate::timeout::MAX_TIMEOUT_US
+            ),
+        )));
     }
     if ferrite_bdev::lookup(&opts.name).is_some()
         || CTRLS

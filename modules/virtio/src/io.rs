@@ -11,7 +11,8 @@
 //!   used ring once more; the call eventfd is registered with the reactor, so a completion
 //!   wakes it. While polling, `used_event` is parked where the server never reaches it.
 //! - A controller whose server went away is marked broken: the poller fails every request in
-//!   flight and new requests fail at once.
+//!   flight and new requests fail at once. So is one that leaves a request unanswered longer
+//!   than `timeout_us` (`timeout.rs`: a timed poller beside the channel's).
 //!
 //! A channel beyond the controller's queue count gets no queue and fails every I/O (as SPDK's
 //! bdev_virtio does): one queue per channel, never shared between threads.
@@ -28,12 +29,12 @@ use ferrite_reactor::{FdRegistration, Poll, PollerHandle};
 use crate::control::Ctrl;
 use crate::queue::{Kind, Queue, BOUNCE_SIZE, T_DISCARD, T_FLUSH, T_IN, T_OUT, T_WRITE_ZEROES};
 
-struct Inner {
-    ctrl: Arc<Ctrl>,
-    q: Option<Queue>,
+pub(crate) struct Inner {
+    pub(crate) ctrl: Arc<Ctrl>,
+    pub(crate) q: Option<Queue>,
 }
 
-struct Shared(Rc<RefCell<Inner>>);
+pub(crate) struct Shared(pub(crate) Rc<RefCell<Inner>>);
 
 // SAFETY: both holders of the Rc (the backend channel, kept in the bdev channel of one
 // lightweight thread, and the poller registered on that same thread) belong to one
@@ -44,6 +45,8 @@ unsafe impl Send for Shared {}
 pub(crate) struct VirtioChannel {
     inner: Shared,
     _poller: Option<PollerHandle>,
+    /// The request timeout's timed poller (`timeout_us` set).
+    _timeout: Option<PollerHandle>,
     _fd: Option<FdRegistration>,
 }
 
@@ -87,9 +90,11 @@ impl VirtioChannel {
         )
         .map_err(|e| tracing::error!("virtio-user: cannot register the channel poller: {e}"))
         .ok();
+        let timeout = crate::timeout::register(&rc);
         VirtioChannel {
             inner: Shared(rc),
             _poller: poller,
+            _timeout: timeout,
             _fd: fd,
         }
     }
@@ -218,7 +223,7 @@ impl Inner {
         q.post(s, t, sector, data, data_len);
     }
 
-    fn poll(&mut self) -> usize {
+    pub(crate) fn poll(&mut self) -> usize {
         let Some(q) = self.q.as_mut() else { return 0 };
         if q.inflight == 0 {
             return 0;
@@ -278,7 +283,7 @@ impl Inner {
 }
 
 /// Fails every request in flight (the server is gone or broken). The slots are not reused.
-fn fail_all(q: &mut Queue) -> usize {
+pub(crate) fn fail_all(q: &mut Queue) -> usize {
     let mut n = 0;
     for slot in q.slots.iter_mut() {
         if let Some(io) = slot.io.take() {

@@ -9,6 +9,7 @@
 //! - `ring.rs`: our driver-side split ring (descriptors, available/used rings, EVENT_IDX).
 //! - `queue.rs`: a virtqueue with its request slots and bounce buffers.
 //! - `io.rs`: the per-thread channel (one virtqueue each) and its poller.
+//! - `timeout.rs`: the optional request timeout (`timeout_us`), a timed poller per channel.
 //! - `control.rs`: attach/detach, the bdev, the monitor thread; `rpc.rs`: the RPC methods.
 //!
 //! Thread contract: control functions run on the app thread; the data path on the thread
@@ -21,9 +22,11 @@ mod mem;
 mod queue;
 mod ring;
 mod rpc;
+mod timeout;
 
 pub use control::{
     attach, detach, list, AttachOpts, VirtioModule, DEFAULT_VQ_COUNT, DEFAULT_VQ_SIZE,
 };
 pub use frontend::{BlkConfig, CONFIG_LEN};
 pub use rpc::register_rpcs;
+pub use timeout::MAX_TIMEOUT_US;

@@ -1,6 +1,7 @@
 //! JSON-RPC methods of the virtio-user bdev: `bdev_virtio_attach_controller` and
 //! `bdev_virtio_detach_controller` with SPDK v25.09's parameters (trtype `user`, dev_type
-//! `blk` only), and `bdev_virtio_blk_get_controllers` (a Ferrite addition: SPDK lists only
+//! `blk` only; plus `timeout_us`, a Ferrite addition: see `timeout.rs`), and
+//! `bdev_virtio_blk_get_controllers` (a Ferrite addition: SPDK lists only
 //! virtio-scsi devices by RPC).
 
 use ferrite_bdev::rpc::{register_on_app, reply, NameParams};
@@ -19,6 +20,8 @@ struct AttachReq {
     dev_type: String,
     vq_count: Option<u32>,
     vq_size: Option<u32>,
+    /// A Ferrite addition (SPDK's bdev_virtio has no request timeout): microseconds, 0 = none.
+    timeout_us: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -55,6 +58,7 @@ fn check(q: &AttachReq) -> Result<AttachOpts, String> {
         traddr: q.traddr.clone(),
         vq_count: count,
         vq_size: size,
+        timeout_us: q.timeout_us.unwrap_or(0),
     })
 }
 

@@ -6,10 +6,13 @@
 //! device writes, and what lies between is the data. So a header in its own descriptor (Linux,
 //! QEMU) and a header sharing a descriptor with data both work.
 //!
-//! Outcomes: a [`Parsed`] request; [`ParseError::Fail`] (the status byte is writable: the
-//! request is answered with the given status); [`ParseError::Broken`] (no writable status
-//! byte: nothing can be answered, the queue is stopped and the device marked broken).
+//! Outcomes: a [`Parsed`] request; an error of kind `BadRequest` or `UnsupportedRequest` (the
+//! status byte is writable, at `Parsed::status_gpa`: the request is answered with the status
+//! [`answer_status`] gives); an error of kind `Unanswerable` (no writable status byte: nothing
+//! can be answered, the queue is stopped and the device marked broken). The errors carry fixed
+//! messages: parsing never allocates.
 
+use crate::error::{ErrorKind, VhostError};
 use crate::memory::MemTable;
 
 /// virtio-blk request types.
@@ -122,20 +125,18 @@ impl Parsed {
     }
 }
 
-/// Why a request cannot be served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParseError {
-    /// Answer the request with this status byte at this guest address.
-    Fail {
-        /// Guest-physical address of the writable status byte.
-        status_gpa: u64,
-        /// The status to write.
-        status: u8,
-        /// Why (for the log).
-        reason: &'static str,
-    },
-    /// No writable status byte: the device cannot answer; stop the queue.
-    Broken(&'static str),
+/// The status byte a request that failed parsing is answered with: IOERR for `BadRequest`,
+/// UNSUPP for `UnsupportedRequest`; `None` when it cannot be answered (`Unanswerable`).
+pub fn answer_status(e: &VhostError) -> Option<u8> {
+    match e.kind() {
+        ErrorKind::UnsupportedRequest => Some(status::UNSUPP),
+        ErrorKind::Unanswerable => None,
+        _ => Some(status::IOERR),
+    }
+}
+
+const fn unanswerable(reason: &'static str) -> VhostError {
+    VhostError::fixed(ErrorKind::Unanswerable, reason)
 }
 
 /// The common request in one step: a read or write of three segments (16-byte header,
@@ -194,13 +195,14 @@ pub(crate) fn parse_common<S: SegView>(
 }
 
 /// Parses the chain `segs` into `out`. `readonly` fails writes (IOERR). Reads the header
-/// through `mem`; a header outside guest memory fails the request.
+/// through `mem`; a header outside guest memory fails the request. On an answerable error
+/// `out.status_gpa` holds the status byte's address.
 pub fn parse<S: SegView>(
     segs: &[S],
     mem: &MemTable,
     readonly: bool,
     out: &mut Parsed,
-) -> Result<(), ParseError> {
+) -> Result<(), VhostError> {
     if parse_common(segs, mem, readonly, out) {
         return Ok(());
     }
@@ -213,25 +215,27 @@ pub(crate) fn parse_general<S: SegView>(
     mem: &MemTable,
     readonly: bool,
     out: &mut Parsed,
-) -> Result<(), ParseError> {
+) -> Result<(), VhostError> {
     // The status byte: the last byte of the last segment, which must be device-writable.
     let Some(last) = segs.iter().rposition(|s| s.len() > 0) else {
-        return Err(ParseError::Broken("empty descriptor chain"));
+        return Err(unanswerable("empty descriptor chain"));
     };
     let ls = &segs[last];
     if !ls.writable() {
-        return Err(ParseError::Broken(
-            "status descriptor is not device-writable",
-        ));
+        return Err(unanswerable("status descriptor is not device-writable"));
     }
     let status_gpa = ls.addr().wrapping_add(u64::from(ls.len()) - 1);
     let Some(status_host) = mem.host_ptr(status_gpa, 1) else {
-        return Err(ParseError::Broken("status byte is outside guest memory"));
+        return Err(unanswerable("status byte is outside guest memory"));
     };
-    let fail = |status, reason| ParseError::Fail {
-        status_gpa,
-        status,
-        reason,
+    out.status_gpa = status_gpa;
+    let fail = |st: u8, reason: &'static str| {
+        let kind = if st == status::UNSUPP {
+            ErrorKind::UnsupportedRequest
+        } else {
+            ErrorKind::BadRequest
+        };
+        VhostError::fixed(kind, reason)
     };
     // The header: the first 16 bytes, all device-readable.
     let mut hdr = [0u8; HEADER_LEN as usize];
@@ -315,7 +319,6 @@ pub(crate) fn parse_general<S: SegView>(
     }
     out.kind = kind;
     out.sector = sector;
-    out.status_gpa = status_gpa;
     out.status_host = status_host;
     match kind {
         Kind::Read | Kind::Write if out.data_len == 0 || !out.data_len.is_multiple_of(512) => {

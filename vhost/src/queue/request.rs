@@ -20,24 +20,20 @@ impl Queue {
                 self.slot_mut(id).status = self.scratch.status_host;
                 self.submit_parsed(id);
             }
-            Err(request::ParseError::Fail {
-                status_gpa,
-                status: st,
-                reason,
-            }) => {
-                tracing::debug!(
-                    "vhost controller '{}': queue {}: request failed: {reason}",
-                    self.ctrl.name,
-                    self.index
-                );
-                let _ = self.write_status(status_gpa, st);
-                self.push(id, 1);
-            }
-            Err(request::ParseError::Broken(reason)) => {
+            Err(e) => match request::answer_status(&e) {
+                Some(st) => {
+                    tracing::debug!(
+                        "vhost controller '{}': queue {}: request failed: {e}",
+                        self.ctrl.name,
+                        self.index
+                    );
+                    let _ = self.write_status(self.scratch.status_gpa, st);
+                    self.push(id, 1);
+                }
                 // No status byte the device may write: as for a refused chain without one
                 // (`refuse_chain`), the chain stays in flight, unanswered, and the queue stops.
-                self.set_broken(reason);
-            }
+                None => self.set_broken(e.message()),
+            },
         }
     }
 
