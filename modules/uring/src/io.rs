@@ -25,14 +25,21 @@ use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{FdRegistration, PollerHandle};
 use io_uring::{opcode, squeue, types, IoUring};
 
+use crate::sync::{IoPath, SyncCopy};
+
 /// Requests in flight per channel (submission queue entries and slots).
 pub const URING_SLOTS: usize = 256;
 
+/// What a slot's request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
+    /// A read.
     Read,
+    /// A write.
     Write,
+    /// A flush (fdatasync).
     Flush,
+    /// Punch hole or zero range.
     Fallocate,
 }
 
@@ -43,6 +50,9 @@ struct Inner {
     efd: Option<OwnedFd>,
     efd_registered: bool,
     slots: Slots<Kind>,
+    /// How reads and writes are done (chosen per file at open).
+    path: IoPath,
+    sync: SyncCopy,
     /// SQEs pushed and not yet reaped (submitted or not).
     inflight: usize,
 }
@@ -58,7 +68,7 @@ pub(crate) struct UringChannel {
 impl UringChannel {
     /// Creates the channel on the calling thread: ring, eventfd, poller. A ring that cannot be
     /// created leaves a channel that fails every I/O, with the reason logged.
-    pub(crate) fn new(disk: Arc<FileDisk>, fallocate_op: bool) -> UringChannel {
+    pub(crate) fn new(disk: Arc<FileDisk>, fallocate_op: bool, path: IoPath) -> UringChannel {
         let ring = match IoUring::new(URING_SLOTS as u32) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -87,6 +97,8 @@ impl UringChannel {
             efd_registered: fd_reg.is_some(),
             efd,
             slots: Slots::new(URING_SLOTS, Kind::Read),
+            path,
+            sync: SyncCopy::new(),
             inflight: 0,
         };
         let name = format!("bdev_uring:{}", inner.disk.name);
@@ -119,6 +131,10 @@ impl Inner {
         let regular = self.disk.kind == FileKind::Regular;
         let keep = libc::FALLOC_FL_KEEP_SIZE;
         match io.io_type() {
+            IoType::Read | IoType::Write if self.path == IoPath::MemoryCopy => {
+                let write = io.io_type() == IoType::Write;
+                self.sync.rw(&self.disk, io, off, len, write)
+            }
             IoType::Read | IoType::Write => self.submit_rw(io, off, len),
             IoType::Flush => {
                 let fd = types::Fd(self.disk.raw_fd());
@@ -203,10 +219,16 @@ impl Inner {
         let fd = types::Fd(self.disk.raw_fd());
         let iovs = &self.slots.get_mut(idx).iovs;
         let (p, n) = (iovec_ptr(iovs), iovs.len() as u32);
-        let e = if write {
-            opcode::Writev::new(fd, p, n).offset(off).build()
-        } else {
-            opcode::Readv::new(fd, p, n).offset(off).build()
+        // One segment: the non-vectored opcodes (the kernel does not copy an iovec array in).
+        let one = match iovs.as_slice() {
+            [v] => u32::try_from(v.len()).ok().map(|l| (v.base(), l)),
+            _ => None,
+        };
+        let e = match (write, one) {
+            (true, Some((b, l))) => opcode::Write::new(fd, b, l).offset(off).build(),
+            (false, Some((b, l))) => opcode::Read::new(fd, b, l).offset(off).build(),
+            (true, _) => opcode::Writev::new(fd, p, n).offset(off).build(),
+            (false, _) => opcode::Readv::new(fd, p, n).offset(off).build(),
         };
         let kind = if write { Kind::Write } else { Kind::Read };
         self.slots.fill(idx, io, kind, len);
