@@ -8,6 +8,8 @@
 //!   reaps the completion queue (shared memory: no syscall when idle).
 //! - The channel's eventfd is registered with the ring (`register_eventfd`) and with the
 //!   reactor (`register_fd`): a reactor sleeping with I/O in flight wakes on the completion.
+//!   While the reactor polls, the kernel is told not to signal it (`IORING_CQ_EVENTFD_DISABLED`,
+//!   set by `poll`, cleared by `can_sleep` before it looks at the completion queue).
 //! - Flush is `IORING_OP_FSYNC` with `DATASYNC`; unmap of a file and write-zeroes are
 //!   `IORING_OP_FALLOCATE` (punch hole / zero range); unmap of a block device (BLKDISCARD)
 //!   runs on a helper thread, as does fallocate on kernels without the opcode.
@@ -49,6 +51,9 @@ struct Inner {
     fallocate_op: bool,
     efd: Option<OwnedFd>,
     efd_registered: bool,
+    /// The kernel signals the eventfd on completions (`IORING_CQ_EVENTFD_DISABLED` clear):
+    /// only while the reactor may go to sleep, not while it polls.
+    efd_on: bool,
     slots: Slots<Kind>,
     /// How reads and writes are done (chosen per file at open).
     path: IoPath,
@@ -95,6 +100,7 @@ impl UringChannel {
             ring,
             fallocate_op,
             efd_registered: fd_reg.is_some(),
+            efd_on: true,
             efd,
             slots: Slots::new(URING_SLOTS, Kind::Read),
             path,
@@ -239,6 +245,12 @@ impl Inner {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
+        if self.efd_on {
+            // Polling: the eventfd would only cost the kernel a signal (and the reactor's
+            // epoll a wake-up) per completion batch; `can_sleep` turns it back on.
+            ring.completion().disable_eventfd();
+            self.efd_on = false;
+        }
         let mut work = 0;
         let queued = ring.submission().len();
         if queued > 0 {
@@ -296,8 +308,15 @@ impl Inner {
         if !self.efd_registered {
             return false;
         }
-        // Reset the eventfd, then look at the completion queue: a completion after the reset
-        // signals it again and wakes the reactor; one before it is seen here.
+        // Turn the eventfd on and reset it, then look at the completion queue: a completion
+        // posted after that signals it and wakes the reactor; one posted before is seen here.
+        // (The kernel publishes the CQ tail, then takes a lock — a full barrier — before it
+        // reads the disabled flag; the fence orders our flag store before the tail load.)
+        if !self.efd_on {
+            ring.completion().enable_eventfd();
+            self.efd_on = true;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         if let Some(f) = &self.efd {
             sys::eventfd_drain(f.as_raw_fd());
         }
