@@ -294,4 +294,29 @@ fn bench_verify_passes_on_aio_and_uring_files() {
     for j in r.json()["results"].as_array().unwrap() {
         assert_eq!(j["io_failed"], 0, "{j}");
     }
+    // Verify again with a reactor that sleeps whenever every I/O is in the kernel: the rings'
+    // and AIO contexts' eventfds must wake it.
+    let r = bench(
+        &conf,
+        &[
+            "--poll-mode",
+            "interrupt",
+            "-q",
+            "8",
+            "-o",
+            "4096",
+            "-w",
+            "verify",
+            "-t",
+            "1",
+            "--output-json",
+        ],
+    );
+    assert!(r.ok(), "{}", r.all());
+    assert!(!r.stderr.contains("verify failed"), "{}", r.stderr);
+    for j in r.json()["results"].as_array().unwrap() {
+        assert_eq!(j["status"], "finished", "{j}");
+        assert_eq!(j["io_failed"], 0, "{j}");
+        assert!(j["iops"].as_f64().unwrap() > 0.0, "{j}");
+    }
 }
