@@ -19,6 +19,8 @@
 //!
 //! Thread contract: used by one channel's state, on that channel's thread.
 
+use std::os::fd::RawFd;
+
 use ferrite_aio::bounce::{fill_iovecs, iovec_ptr, Bounce, BounceGet, KernelIoVec};
 use ferrite_aio::file::FileDisk;
 use ferrite_aio::slots::Finished;
@@ -111,7 +113,7 @@ impl SyncCopy {
 
 /// One `preadv` / `pwritev` of `iovs` at `off` (retried if a signal interrupts it before any
 /// byte moved); bytes transferred or `-errno`.
-fn transfer(fd: i32, iovs: &[KernelIoVec], off: u64, write: bool) -> i64 {
+fn transfer(fd: RawFd, iovs: &[KernelIoVec], off: u64, write: bool) -> i64 {
     let (p, n) = (iovec_ptr(iovs), iovs.len() as i32);
     let Ok(off) = libc::off_t::try_from(off) else {
         return -i64::from(libc::EINVAL);
