@@ -9,6 +9,9 @@ Stacked: malloc, raid0 and raid1 over two malloc, null and raid0 over two null, 
 Cases of one group run interleaved (A B C D A B C D ...) ROUNDS times, so machine drift hits
 them alike; the report gives median, min and max of each and ratios between medians.
 Usage: scripts/perf_files.py [--rounds N] [--seconds S] [--only files|stacked]
+                             [--poll-mode poll|adaptive|interrupt]
+--poll-mode is passed to `ferrite bench` for the file groups (default: the bench's poll mode):
+with `interrupt` the reactor sleeps while every I/O is in the kernel, as fio does.
 The data files are created (random content) when missing; run from anywhere.
 """
 import argparse, json, os, statistics, subprocess, sys
@@ -67,9 +70,9 @@ def ensure_files():
                             "conv=fsync", "status=none"], check=True)
 
 
-def files(rounds, seconds):
+def files(rounds, seconds, poll_mode=None):
     ensure_files()
-    t = ["-t", f"{seconds:g}"]
+    t = ["-t", f"{seconds:g}"] + (["--poll-mode", poll_mode] if poll_mode else [])
     for where in ("tmpfs", "disk"):
         aio, uring = BDEVS[where]
         for qd in (32, 128):
@@ -111,11 +114,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--only", choices=["files", "stacked"])
+    ap.add_argument("--poll-mode", choices=["poll", "adaptive", "interrupt"])
     a = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; "
           f"{a.rounds} interleaved rounds of {a.seconds:g} s per case")
     if a.only != "stacked":
-        files(a.rounds, a.seconds)
+        files(a.rounds, a.seconds, a.poll_mode)
     if a.only != "files":
         stacked(a.rounds, a.seconds)
 

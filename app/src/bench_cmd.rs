@@ -56,7 +56,7 @@ fn bench(opts: &BenchOptions) -> Result<i32, String> {
     let mask = CpuMask::parse(&mask_text).map_err(|e| e.to_string())?;
     let rt = Runtime::start(RuntimeConfig {
         cpumask: mask.clone(),
-        mode: PollMode::Poll,
+        mode: opts.poll_mode.unwrap_or(PollMode::Poll),
         ..Default::default()
     })
     .map_err(|e| e.to_string())?;

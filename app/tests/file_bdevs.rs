@@ -1,6 +1,7 @@
 //! aio and uring bdevs through the real binary: the RPC methods (create, inspect, rescan,
-//! delete, errors as SPDK codes), save_config round trips, and `ferrite bench -w verify` on a
-//! file. Data files live on the disk under the target dir.
+//! delete, errors as SPDK codes), save_config round trips, and `ferrite bench -w verify` on
+//! files. Data files live on the disk under the target dir, and for the uring bdev's
+//! memory-copy path also on tmpfs (/dev/shm).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -18,8 +19,11 @@ struct DataDir(PathBuf);
 
 impl DataDir {
     fn new(tag: &str) -> DataDir {
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("file_bdevs-{tag}-{}", std::process::id()));
+        Self::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
+    }
+
+    fn new_in(parent: &Path, tag: &str) -> DataDir {
+        let p = parent.join(format!("file_bdevs-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         DataDir(p)
@@ -81,6 +85,8 @@ fn rpc_create_inspect_rescan_delete() {
         fu.as_str(),
         "{u}"
     );
+    // A file on the disk goes through the ring (tmpfs would use the memory-copy path).
+    assert_eq!(u["driver_specific"]["uring"]["io_path"], "ring", "{u}");
 
     // Rescan after growth.
     grow(&fa, 2 << 20);
@@ -224,10 +230,14 @@ fn bench_verify_passes_on_aio_and_uring_files() {
     let data = DataDir::new("bench");
     let fa = data.file("a.img", 16 << 20);
     let fu = data.file("u.img", 16 << 20);
+    // The uring bdev on tmpfs: reads and writes through its memory-copy path.
+    let shm = DataDir::new_in(Path::new("/dev/shm"), "bench");
+    let fs = shm.file("s.img", 16 << 20);
     let conf = data.0.join("conf.json");
     let doc = json!({"subsystems": [{"subsystem": "bdev", "config": [
         {"method": "bdev_aio_create", "params": {"name": "Aio0", "filename": fa}},
         {"method": "bdev_uring_create", "params": {"name": "Uring0", "filename": fu}},
+        {"method": "bdev_uring_create", "params": {"name": "UringShm0", "filename": fs}},
     ]}]});
     std::fs::write(&conf, doc.to_string()).unwrap();
     let r = bench(
@@ -253,7 +263,7 @@ fn bench_verify_passes_on_aio_and_uring_files() {
         .map(|j| j["job"].as_str().unwrap().to_string())
         .collect();
     jobs.sort();
-    assert_eq!(jobs, ["Aio0", "Uring0"], "{out}");
+    assert_eq!(jobs, ["Aio0", "Uring0", "UringShm0"], "{out}");
     for j in results {
         assert_eq!(j["status"], "finished", "{j}");
         assert_eq!(j["workload"], "verify", "{j}");
@@ -283,5 +293,30 @@ fn bench_verify_passes_on_aio_and_uring_files() {
     assert!(r.ok(), "{}", r.all());
     for j in r.json()["results"].as_array().unwrap() {
         assert_eq!(j["io_failed"], 0, "{j}");
+    }
+    // Verify again with a reactor that sleeps whenever every I/O is in the kernel: the rings'
+    // and AIO contexts' eventfds must wake it.
+    let r = bench(
+        &conf,
+        &[
+            "--poll-mode",
+            "interrupt",
+            "-q",
+            "8",
+            "-o",
+            "4096",
+            "-w",
+            "verify",
+            "-t",
+            "1",
+            "--output-json",
+        ],
+    );
+    assert!(r.ok(), "{}", r.all());
+    assert!(!r.stderr.contains("verify failed"), "{}", r.stderr);
+    for j in r.json()["results"].as_array().unwrap() {
+        assert_eq!(j["status"], "finished", "{j}");
+        assert_eq!(j["io_failed"], 0, "{j}");
+        assert!(j["iops"].as_f64().unwrap() > 0.0, "{j}");
     }
 }

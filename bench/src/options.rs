@@ -167,6 +167,10 @@ struct RawArgs {
     /// Reactor CPU mask (hex like 0x3, or a list like [0,2-3])
     #[arg(short = 'm', long = "cpumask", value_name = "MASK")]
     cpumask: Option<String>,
+    /// Reactor poll mode: poll (default: never sleep), adaptive or interrupt (sleep while
+    /// every I/O is in the kernel), as `ferrite tgt --poll-mode`
+    #[arg(long = "poll-mode", value_name = "MODE")]
+    poll_mode: Option<String>,
     /// JSON configuration file for the app (bdev creation etc.)
     #[arg(short = 'c', long = "json", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -225,6 +229,8 @@ pub struct BenchOptions {
     pub job_file: Option<PathBuf>,
     /// `-m`: reactor CPU mask, passed through to the app.
     pub cpumask: Option<String>,
+    /// `--poll-mode`: the reactors' poll mode (`None`: poll, as bdevperf's reactors).
+    pub poll_mode: Option<ferrite_reactor::PollMode>,
     /// `-c/--json`: app JSON configuration file.
     pub config: Option<PathBuf>,
     /// `--format` / `--output-json`.
@@ -255,6 +261,7 @@ impl Default for BenchOptions {
             continue_on_failure: false,
             job_file: None,
             cpumask: None,
+            poll_mode: None,
             config: None,
             format: OutputFormat::Table,
             plot: None,
@@ -340,6 +347,14 @@ impl BenchOptions {
             plot: raw.plot,
             ..BenchOptions::default()
         };
+        if let Some(m) = raw.poll_mode {
+            opts.poll_mode = Some(m.parse().map_err(|_| {
+                BenchError::invalid(
+                    "--poll-mode",
+                    format!("unknown poll mode '{m}' (expected poll, adaptive or interrupt)"),
+                )
+            })?);
+        }
         if let Some(q) = raw.queue_depth {
             opts.queue_depth = Some(parse_uint("-q/--queue-depth", &q)?);
         }
@@ -653,8 +668,10 @@ mod tests {
         let o = parse_ok(
             "--queue-depth 1 --io-size 1m --workload write --time 3 --target A \
              --every-core --status-interval 0.25 --random-map --job-file j --cpumask [0-1] \
-             --json c.json --output-json --plot out.svg --timeout 0 --seed 0xff --progress lines",
+             --json c.json --output-json --plot out.svg --timeout 0 --seed 0xff --progress lines \
+             --poll-mode interrupt",
         );
+        assert_eq!(o.poll_mode, Some(ferrite_reactor::PollMode::Interrupt));
         assert_eq!(o.queue_depth, Some(1));
         assert_eq!(o.io_size, Some(1 << 20));
         assert_eq!(o.workload, Some(Workload::Write));
@@ -691,6 +708,20 @@ mod tests {
         assert!(
             e.to_string().contains("--seed: '-1' is not an unsigned"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn poll_mode_flag() {
+        assert_eq!(parse_ok("-q 1").poll_mode, None);
+        assert_eq!(
+            parse_ok("--poll-mode adaptive").poll_mode,
+            Some(ferrite_reactor::PollMode::Adaptive)
+        );
+        let e = parse("--poll-mode busy").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--poll-mode: unknown poll mode 'busy' (expected poll, adaptive or interrupt)"
         );
     }
 

@@ -134,6 +134,21 @@ impl KernelIoVec {
             len,
         }
     }
+
+    /// The segment's address.
+    pub fn base(&self) -> *mut u8 {
+        self.base as *mut u8
+    }
+
+    /// The segment's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a segment of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// The array as the kernel's `iovec` array (for `preadv`-style requests). Valid while `v`

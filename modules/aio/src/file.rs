@@ -119,6 +119,9 @@ pub struct FileDisk {
     pub can_punch: bool,
     /// `fallocate(ZERO_RANGE)` works.
     pub can_zero_range: bool,
+    /// The memory-backed filesystem holding the file (`tmpfs`, `ramfs`, `hugetlbfs`; see
+    /// [`crate::sys::memory_fs`]), `None` for other filesystems and for block devices.
+    pub memory_fs: Option<&'static str>,
     bounces: AtomicU64,
     fdsync_unsupported: AtomicBool,
 }
@@ -285,6 +288,10 @@ impl FileDisk {
             }
         };
         clear_nonblock(fd.as_raw_fd()).map_err(|e| open_err(&e))?;
+        let memory_fs = match kind {
+            FileKind::Regular => crate::sys::memory_fs(fd.as_raw_fd()),
+            FileKind::BlockDevice => None,
+        };
         let mut disk = FileDisk {
             fd,
             name: name.clone(),
@@ -298,6 +305,7 @@ impl FileDisk {
             len_align: 1,
             can_punch: false,
             can_zero_range: false,
+            memory_fs,
             bounces: AtomicU64::new(0),
             fdsync_unsupported: AtomicBool::new(false),
         };

@@ -317,6 +317,27 @@ pub fn fdatasync(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The name of the memory-backed filesystem holding the file open at `fd` (`tmpfs`, `ramfs`,
+/// `hugetlbfs`), or `None` for any other filesystem (or when `fstatfs` fails). Data of such a
+/// file lives in the page cache only: a read or write is a memory copy that never waits for a
+/// device (except for tmpfs pages pushed to swap under memory pressure).
+pub fn memory_fs(fd: RawFd) -> Option<&'static str> {
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs writes one struct statfs to the live `st`; the result is checked.
+    if unsafe { libc::fstatfs(fd, &mut st) } < 0 {
+        return None;
+    }
+    // The type's width differs between C libraries and architectures; the magics fit in 32 bits.
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as i64 & 0xffff_ffff {
+        0x0102_1994 => Some("tmpfs"),
+        0x8584_58f6 => Some("ramfs"),
+        0x9584_58f6 => Some("hugetlbfs"),
+        _ => None,
+    }
+}
+
 /// A non-blocking, close-on-exec eventfd.
 pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;

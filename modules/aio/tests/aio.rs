@@ -40,6 +40,7 @@ fn round_trips_and_file_contents(env: &Env, name: &str, path: &str) {
         slots: ferrite_aio::AIO_SLOTS,
         seed: 0x1234,
         burst_worker: 0,
+        slot_bound: true,
     };
     scenarios::round_trips_and_file_contents(env, name, path, &p);
 }

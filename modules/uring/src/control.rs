@@ -9,6 +9,8 @@ use ferrite_bdev::{BackendChannel, Bdev, BdevBackend, BdevModule, BdevProps, IoT
 use io_uring::{opcode, IoUring, Probe};
 use serde_json::{json, Value};
 
+use crate::sync::IoPath;
+
 /// Parameters of `bdev_uring_create`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UringOpts {
@@ -28,6 +30,7 @@ struct UringBackend {
     disk: Arc<FileDisk>,
     uuid: Uuid,
     fallocate_op: bool,
+    path: IoPath,
 }
 
 impl BdevBackend for UringBackend {
@@ -48,6 +51,7 @@ impl BdevBackend for UringBackend {
         Box::new(crate::io::UringChannel::new(
             self.disk.clone(),
             self.fallocate_op,
+            self.path,
         ))
     }
 
@@ -56,7 +60,10 @@ impl BdevBackend for UringBackend {
     }
 
     fn driver_specific(&self) -> Option<(&'static str, Value)> {
-        Some(("uring", Value::Object(self.disk.common_json())))
+        // SPDK's shape ({"filename"}) plus Ferrite's fields; SPDK clients ignore the extra ones.
+        let mut m = self.disk.common_json();
+        m.insert("io_path".into(), self.path.name().into());
+        Some(("uring", Value::Object(m)))
     }
 
     fn config_entry(&self, bdev: &Bdev) -> Option<Value> {
@@ -108,6 +115,20 @@ pub fn create(opts: &UringOpts) -> std::result::Result<String, FileError> {
         readonly: false,
     })?;
     let disk = Arc::new(disk);
+    let path = IoPath::for_disk(&disk);
+    match disk.memory_fs {
+        Some(fs) => tracing::info!(
+            "bdev '{}': '{}' is on {fs}, which has no non-blocking reads: reads and writes are copied at submission (io_path {}), not handed to an io_uring kernel worker",
+            opts.name,
+            disk.filename,
+            path.name()
+        ),
+        None => tracing::info!(
+            "bdev '{}': reads and writes go through the ring (io_path {})",
+            opts.name,
+            path.name()
+        ),
+    }
     let mut props = BdevProps::new(&opts.name, "URING bdev", disk.block_size, blocks);
     props.uuid = Some(uuid);
     props.write_cache = true;
@@ -115,6 +136,7 @@ pub fn create(opts: &UringOpts) -> std::result::Result<String, FileError> {
         disk: disk.clone(),
         uuid,
         fallocate_op,
+        path,
     });
     DISKS.register("uring", props, backend, &disk, blocks)
 }

@@ -8,6 +8,8 @@
 //!   reaps the completion queue (shared memory: no syscall when idle).
 //! - The channel's eventfd is registered with the ring (`register_eventfd`) and with the
 //!   reactor (`register_fd`): a reactor sleeping with I/O in flight wakes on the completion.
+//!   While the reactor polls, the kernel is told not to signal it (`IORING_CQ_EVENTFD_DISABLED`,
+//!   set by `poll`, cleared by `can_sleep` before it looks at the completion queue).
 //! - Flush is `IORING_OP_FSYNC` with `DATASYNC`; unmap of a file and write-zeroes are
 //!   `IORING_OP_FALLOCATE` (punch hole / zero range); unmap of a block device (BLKDISCARD)
 //!   runs on a helper thread, as does fallocate on kernels without the opcode.
@@ -25,14 +27,21 @@ use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{FdRegistration, PollerHandle};
 use io_uring::{opcode, squeue, types, IoUring};
 
+use crate::sync::{IoPath, SyncCopy};
+
 /// Requests in flight per channel (submission queue entries and slots).
 pub const URING_SLOTS: usize = 256;
 
+/// What a slot's request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
+    /// A read.
     Read,
+    /// A write.
     Write,
+    /// A flush (fdatasync).
     Flush,
+    /// Punch hole or zero range.
     Fallocate,
 }
 
@@ -42,7 +51,13 @@ struct Inner {
     fallocate_op: bool,
     efd: Option<OwnedFd>,
     efd_registered: bool,
+    /// The kernel signals the eventfd on completions (`IORING_CQ_EVENTFD_DISABLED` clear):
+    /// only while the reactor may go to sleep, not while it polls.
+    efd_on: bool,
     slots: Slots<Kind>,
+    /// How reads and writes are done (chosen per file at open).
+    path: IoPath,
+    sync: SyncCopy,
     /// SQEs pushed and not yet reaped (submitted or not).
     inflight: usize,
 }
@@ -58,7 +73,7 @@ pub(crate) struct UringChannel {
 impl UringChannel {
     /// Creates the channel on the calling thread: ring, eventfd, poller. A ring that cannot be
     /// created leaves a channel that fails every I/O, with the reason logged.
-    pub(crate) fn new(disk: Arc<FileDisk>, fallocate_op: bool) -> UringChannel {
+    pub(crate) fn new(disk: Arc<FileDisk>, fallocate_op: bool, path: IoPath) -> UringChannel {
         let ring = match IoUring::new(URING_SLOTS as u32) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -85,8 +100,11 @@ impl UringChannel {
             ring,
             fallocate_op,
             efd_registered: fd_reg.is_some(),
+            efd_on: true,
             efd,
             slots: Slots::new(URING_SLOTS, Kind::Read),
+            path,
+            sync: SyncCopy::new(),
             inflight: 0,
         };
         let name = format!("bdev_uring:{}", inner.disk.name);
@@ -119,6 +137,10 @@ impl Inner {
         let regular = self.disk.kind == FileKind::Regular;
         let keep = libc::FALLOC_FL_KEEP_SIZE;
         match io.io_type() {
+            IoType::Read | IoType::Write if self.path == IoPath::MemoryCopy => {
+                let write = io.io_type() == IoType::Write;
+                self.sync.rw(&self.disk, io, off, len, write)
+            }
             IoType::Read | IoType::Write => self.submit_rw(io, off, len),
             IoType::Flush => {
                 let fd = types::Fd(self.disk.raw_fd());
@@ -203,10 +225,16 @@ impl Inner {
         let fd = types::Fd(self.disk.raw_fd());
         let iovs = &self.slots.get_mut(idx).iovs;
         let (p, n) = (iovec_ptr(iovs), iovs.len() as u32);
-        let e = if write {
-            opcode::Writev::new(fd, p, n).offset(off).build()
-        } else {
-            opcode::Readv::new(fd, p, n).offset(off).build()
+        // One segment: the non-vectored opcodes (the kernel does not copy an iovec array in).
+        let one = match iovs.as_slice() {
+            [v] => u32::try_from(v.len()).ok().map(|l| (v.base(), l)),
+            _ => None,
+        };
+        let e = match (write, one) {
+            (true, Some((b, l))) => opcode::Write::new(fd, b, l).offset(off).build(),
+            (false, Some((b, l))) => opcode::Read::new(fd, b, l).offset(off).build(),
+            (true, _) => opcode::Writev::new(fd, p, n).offset(off).build(),
+            (false, _) => opcode::Readv::new(fd, p, n).offset(off).build(),
         };
         let kind = if write { Kind::Write } else { Kind::Read };
         self.slots.fill(idx, io, kind, len);
@@ -217,6 +245,12 @@ impl Inner {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
+        if self.efd_on {
+            // Polling: the eventfd would only cost the kernel a signal (and the reactor's
+            // epoll a wake-up) per completion batch; `can_sleep` turns it back on.
+            ring.completion().disable_eventfd();
+            self.efd_on = false;
+        }
         let mut work = 0;
         let queued = ring.submission().len();
         if queued > 0 {
@@ -274,8 +308,15 @@ impl Inner {
         if !self.efd_registered {
             return false;
         }
-        // Reset the eventfd, then look at the completion queue: a completion after the reset
-        // signals it again and wakes the reactor; one before it is seen here.
+        // Turn the eventfd on and reset it, then look at the completion queue: a completion
+        // posted after that signals it and wakes the reactor; one posted before is seen here.
+        // (The kernel publishes the CQ tail, then takes a lock — a full barrier — before it
+        // reads the disabled flag; the fence orders our flag store before the tail load.)
+        if !self.efd_on {
+            ring.completion().enable_eventfd();
+            self.efd_on = true;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         if let Some(f) = &self.efd {
             sys::eventfd_drain(f.as_raw_fd());
         }

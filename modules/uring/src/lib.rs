@@ -9,6 +9,11 @@
 //! - **Data path** ([`io`]): one ring per (bdev, thread) channel with a fixed slot table; SQEs
 //!   batched per poll; CQEs reaped by the channel's poller; the channel's eventfd registered
 //!   with the ring and with the reactor so that a sleeping reactor wakes on completions.
+//! - **Memory-backed files** ([`sync`]): on tmpfs, ramfs and hugetlbfs, which have no
+//!   non-blocking reads, reads and writes are one synchronous `preadv`/`pwritev` at
+//!   submission (as Linux AIO does for them) instead of a trip through an io_uring kernel
+//!   worker; completions still go through the thread's completion queue. The path is logged at
+//!   open and shown as `driver_specific.uring.io_path`.
 //! - **Non-data operations** stay off the reactor: flush is `IORING_OP_FSYNC` (DATASYNC),
 //!   unmap of a file and write-zeroes are `IORING_OP_FALLOCATE`; BLKDISCARD for block devices
 //!   runs on a helper thread.
@@ -19,6 +24,7 @@
 mod control;
 mod io;
 mod rpc;
+mod sync;
 
 pub use control::{bounces, create, delete, probe, rescan, UringModule, UringOpts};
 pub use io::URING_SLOTS;

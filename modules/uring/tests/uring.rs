@@ -1,8 +1,9 @@
 //! The uring bdev on real files (on the disk under the target dir, in the system temp dir, on
 //! tmpfs) and, where the machine allows, on a loop block device: random data round trips from
 //! two reactors checked against the file itself, back-pressure, flush / unmap / write-zeroes,
-//! rescan after growth, the buffered fallback, create errors, and an interrupt-mode reactor
-//! woken by the ring's eventfd.
+//! rescan after growth, the buffered fallback, create errors, short reads of a file that shrank
+//! underneath (on tmpfs through the memory-copy path, elsewhere through the ring), and an
+//! interrupt-mode reactor woken by the ring's eventfd.
 //!
 //! These tests need io_uring: on a kernel or sandbox without it they fail (they do not skip).
 
@@ -50,6 +51,8 @@ fn round_trips_and_file_contents(env: &Env, name: &str, path: &str) {
         slots: ferrite_uring::URING_SLOTS,
         seed: 0x4321,
         burst_worker: 1,
+        // The memory-copy path (tmpfs) holds no request in a slot: nothing to run out of.
+        slot_bound: info(name)["driver_specific"]["uring"]["io_path"] == "ring",
     };
     scenarios::round_trips_and_file_contents(env, name, path, &p);
 }
@@ -69,6 +72,13 @@ fn random_round_trips_on_disk_and_tmpfs() {
         let ds = &info(&name)["driver_specific"]["uring"];
         eprintln!("{label}: {ds}");
         assert_eq!(ds["filename"], path.as_str());
+        // Memory-backed filesystems copy at submission; every other file goes through the ring.
+        let want = if label == "tmpfs" {
+            "memory_copy"
+        } else {
+            "ring"
+        };
+        assert_eq!(ds["io_path"], want, "{label}");
         round_trips_and_file_contents(&env, &name, &path);
         if ds["o_direct"] == true {
             assert!(
@@ -230,4 +240,57 @@ fn interrupt_mode_reactor_is_woken_by_completions() {
     create(&env, opts("UringIntr", &path)).unwrap();
     completions_wake_the_reactor(&env, "UringIntr", &env.workers[1]);
     delete(&env, "UringIntr");
+}
+
+/// A file truncated under an open bdev: a read past the new end (a short or empty transfer)
+/// fails with an I/O error, reads before it still succeed and a write past it extends the file
+/// again — on tmpfs through the memory-copy path, on the other filesystems through the ring.
+#[test]
+fn short_reads_of_a_shrunk_file_fail_cleanly() {
+    let env = Env::start(PollMode::Adaptive);
+    for (k, (label, parent)) in test_dirs().into_iter().enumerate() {
+        let dir = Dir::new(&parent, "uring-short");
+        let path = dir.file("disk.img", 1 << 20);
+        let name = format!("UringShort{k}");
+        create(&env, opts(&name, &path)).unwrap();
+        let path_kind = info(&name)["driver_specific"]["uring"]["io_path"].clone();
+        let w = &env.workers[1];
+        let data = random_bytes(64 << 10, 9);
+        assert_eq!(
+            io(w, &name, Op::write(0, data.clone())).status,
+            IoStatus::Success
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(64 << 10)
+            .unwrap();
+        let read = |off, blocks| io(w, &name, Op::Read { off, blocks });
+        let past = read(1000, 8);
+        assert_eq!(
+            past.status,
+            IoStatus::Failed,
+            "{label} ({path_kind}): past EOF"
+        );
+        let across = read(124, 8);
+        assert_eq!(
+            across.status,
+            IoStatus::Failed,
+            "{label} ({path_kind}): across EOF"
+        );
+        let inside = read(0, 128);
+        assert_eq!(inside.status, IoStatus::Success, "{label} ({path_kind})");
+        assert!(inside.data == data, "{label}: data before EOF changed");
+        let more = random_bytes(4096, 10);
+        assert_eq!(
+            io(w, &name, Op::write(1000, more.clone())).status,
+            IoStatus::Success,
+            "{label} ({path_kind}): write past EOF"
+        );
+        let back = read(1000, 8);
+        assert_eq!(back.status, IoStatus::Success, "{label} ({path_kind})");
+        assert!(back.data == more, "{label}: written data not read back");
+        delete(&env, &name);
+    }
 }
