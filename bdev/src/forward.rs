@@ -230,6 +230,17 @@ impl BdevIo {
         self.status = status;
         self
     }
+
+    /// For a module that keeps the children it sends with [`BdevChannel::forward_child`] for
+    /// its next fan-out instead of handing them back to the pool ([`crate::free_io`]) in
+    /// its hook: clears what the last use left (segments, status, flags, words, parent,
+    /// buffer), as the pool does for [`crate::alloc_io`]. A kept I/O still counts against
+    /// the thread's [`crate::MAX_IOS_PER_THREAD`]: keep few, and give them back with
+    /// `free_io` (on their thread) when done. Any thread that owns the I/O.
+    #[inline]
+    pub fn clear_for_reuse(&mut self) {
+        self.reset();
+    }
 }
 
 /// `forward` past the frame stack's depth: a child from the pool carries the I/O (as

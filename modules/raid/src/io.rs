@@ -354,6 +354,22 @@ pub(crate) struct ChanCtx {
     pub parked: RefCell<VecDeque<Box<BdevIo>>>,
     /// raid1: writes waiting for their write-intent bitmap regions to be on disk.
     pub wib_parked: RefCell<VecDeque<Box<BdevIo>>>,
+    /// raid1: mirror children back from their members, kept for the next write (at most
+    /// [`SPARE_CHILDREN`]; taking one here costs less than the thread's pool). Given back
+    /// to the pool when the channel goes.
+    pub spare: RefCell<Vec<Box<BdevIo>>>,
+}
+
+/// Most mirror children a raid1 channel keeps for reuse (see [`ChanCtx::spare`]).
+pub(crate) const SPARE_CHILDREN: usize = 32;
+
+impl Drop for ChanCtx {
+    fn drop(&mut self) {
+        // Back to the thread's pool (the channel state is released on its own thread).
+        for c in self.spare.get_mut().drain(..) {
+            ferrite_bdev::free_io(c);
+        }
+    }
 }
 
 impl ChanCtx {
@@ -369,6 +385,11 @@ impl ChanCtx {
             lock_waiter: RefCell::new(None),
             parked: RefCell::new(VecDeque::with_capacity(64)),
             wib_parked: RefCell::new(VecDeque::with_capacity(64)),
+            spare: RefCell::new(Vec::with_capacity(if shared.level == RaidLevel::Raid1 {
+                SPARE_CHILDREN
+            } else {
+                0
+            })),
             bases: RefCell::new(bases),
             shared,
         }

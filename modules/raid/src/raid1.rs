@@ -28,6 +28,7 @@ use ferrite_reactor::ForEachCont;
 
 use crate::io::{
     prep_as, rank, status_of, usable, ChanCtx, Kids, CTX_GEN, CTX_OK, CTX_REMAINING, CTX_WORST,
+    SPARE_CHILDREN,
 };
 
 pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
@@ -152,7 +153,8 @@ fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
         if usable(&bases, gone, slot).is_none() {
             continue;
         }
-        let Some(c) = ferrite_bdev::alloc_io() else {
+        let spare = ctx.spare.borrow_mut().pop();
+        let Some(c) = spare.or_else(ferrite_bdev::alloc_io) else {
             drop(kids);
             drop(bases);
             return parent.complete(IoStatus::NoMem);
@@ -234,7 +236,7 @@ fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
         }
         p.driver_ctx[CTX_REMAINING] -= 1;
         if p.driver_ctx[CTX_REMAINING] > 0 {
-            ferrite_bdev::free_io(child);
+            keep_child(ctx, child);
             return None;
         }
     }
@@ -242,7 +244,7 @@ fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     // by `write`.
     let mut parent = unsafe { Box::from_raw(pptr) };
     parent.inherit_completion_time(&child);
-    ferrite_bdev::free_io(child);
+    keep_child(ctx, child);
     let g = parent.driver_ctx[CTX_GEN];
     if g > 0 {
         let g = (g - 1) as usize;
@@ -264,6 +266,20 @@ fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
         }
     };
     Some(parent.with_status(st))
+}
+
+/// A mirror child is back: kept for the next write on this channel, or given back to the
+/// pool when enough are kept.
+#[inline]
+fn keep_child(ctx: &ChanCtx, mut c: Box<BdevIo>) {
+    let mut spare = ctx.spare.borrow_mut();
+    if spare.len() < SPARE_CHILDREN {
+        c.clear_for_reuse();
+        spare.push(c);
+    } else {
+        drop(spare);
+        ferrite_bdev::free_io(c);
+    }
 }
 
 /// Counts a write in the current window-lock generation; returns the word to keep in the
