@@ -9,6 +9,13 @@
 //! defers every completion to its poller), so the count in the parent's `driver_ctx` needs no
 //! atomics, and nothing completes while the children are being submitted.
 //!
+//! **raid1 writes** take a cheaper fan-out: children (from the channel's [`ChanCtx::spare`]
+//! stock, else the pool; all taken before any is submitted, linked in a [`Kids`] chain) go to
+//! the members with `BdevChannel::forward_child`; the parent pointer, member slot and channel
+//! state ride in each child's frame words, the counts in the parent's `driver_ctx` as above,
+//! and the last child's hook hands the parent back to the bdev layer to complete in the same
+//! step (see `raid1::write_done`).
+//!
 //! **Channel state from a completion.** The parent's `driver_ctx[CTX_CHAN]` holds a pointer to
 //! the thread's [`ChanCtx`]. That state is owned by our I/O device's channel, referenced by the
 //! raid bdev's backend channel, which the bdev layer frees only once idle — i.e. after the
@@ -20,8 +27,9 @@
 //! retries a failed read on the next member). Its `driver_ctx` then belongs to the member's
 //! module; our words travel in the forward's frame.
 //!
-//! **No lock, no allocation per I/O.** Child I/O come from the thread's pool; children are
-//! staged in a per-channel vector sized at channel creation; member masks are atomics read
+//! **No lock, no allocation per I/O.** Child I/O come from the thread's pool (raid1 writes:
+//! first from the channel's stock of kept children, sized at channel creation); children of
+//! the other fan-outs are staged in a per-channel vector sized at channel creation; member masks are atomics read
 //! with relaxed/acquire loads. The only allocations are on exceptional paths: the message that
 //! tells the control path a member failed, and (raid1 during a rebuild) growth of the queue of
 //! writes parked behind the window being copied.
@@ -357,11 +365,13 @@ pub(crate) struct ChanCtx {
     /// raid1: mirror children back from their members, kept for the next write (at most
     /// [`SPARE_CHILDREN`]; taking one here costs less than the thread's pool). Given back
     /// to the pool when the channel goes.
+    // The boxes are pool objects handed around by pointer; unboxing them would move them.
+    #[allow(clippy::vec_box)]
     pub spare: RefCell<Vec<Box<BdevIo>>>,
 }
 
 /// Most mirror children a raid1 channel keeps for reuse (see [`ChanCtx::spare`]).
-pub(crate) const SPARE_CHILDREN: usize = 32;
+pub(crate) const SPARE_CHILDREN: usize = 256;
 
 impl Drop for ChanCtx {
     fn drop(&mut self) {
