@@ -21,6 +21,7 @@
 //!   a region asks the control path for a bitmap write (one message per round, not per I/O)
 //!   and every write waits (parked per channel) until its regions are on disk.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
 use ferrite_bdev::{BdevChannel, BdevIo, IoStatus, IoType};
@@ -31,6 +32,7 @@ use crate::io::{
     SPARE_CHILDREN,
 };
 
+#[inline(always)]
 pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     if parent.io_type() == IoType::Read {
         read(ctx, parent)
@@ -39,41 +41,46 @@ pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     }
 }
 
-/// The readable member with the fewest blocks outstanding here, avoiding `avoid`; ties go
-/// round robin.
-fn pick(ctx: &ChanCtx, bases: &[Option<BdevChannel>], avoid: u64) -> Option<usize> {
+/// The readable member with the fewest blocks outstanding here, avoiding `avoid`, with its
+/// channel; ties go round robin (the search starts one member further each call).
+#[inline(always)]
+fn pick<'a>(
+    ctx: &ChanCtx,
+    bases: &'a [Option<BdevChannel>],
+    avoid: u64,
+) -> Option<(usize, &'a BdevChannel)> {
     let n = ctx.shared.n;
     let start = ctx.rr.get();
     ctx.rr.set(if start + 1 >= n { 0 } else { start + 1 });
-    let mut best: Option<(u64, usize)> = None;
-    for k in 0..n {
-        let slot = if start + k >= n {
-            start + k - n
-        } else {
-            start + k
-        };
-        if usable(bases, avoid, slot).is_none() {
-            continue;
+    let mut best: Option<(usize, &BdevChannel)> = None;
+    let mut best_o = 0;
+    let mut slot = start;
+    for _ in 0..n {
+        if let Some(ch) = usable(bases, avoid, slot) {
+            let o = ctx.outstanding.get(slot).map_or(u64::MAX, Cell::get);
+            if best.is_none() || o < best_o {
+                best = Some((slot, ch));
+                best_o = o;
+            }
         }
-        let o = ctx.outstanding[slot].get();
-        if best.is_none_or(|(b, _)| o < b) {
-            best = Some((o, slot));
+        slot += 1;
+        if slot == n {
+            slot = 0;
         }
     }
-    best.map(|(_, s)| s)
+    best
 }
 
 fn unreadable(ctx: &ChanCtx) -> u64 {
     ctx.shared.gone.load(Ordering::Acquire) | ctx.shared.rebuilding.load(Ordering::Acquire)
 }
 
+#[inline(always)]
 fn read(ctx: &ChanCtx, parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let bases = ctx.bases.borrow();
-    let Some(slot) = pick(ctx, &bases, unreadable(ctx)) else {
-        return parent.complete(IoStatus::Failed);
-    };
-    let Some(ch) = bases[slot].as_ref() else {
+    let Some((slot, ch)) = pick(ctx, &bases, unreadable(ctx)) else {
+        drop(bases);
         return parent.complete(IoStatus::Failed);
     };
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
@@ -100,15 +107,13 @@ fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
             ctx.shared.fail_slot(slot);
         }
         let bases = ctx.bases.borrow();
-        if let Some(next) = pick(ctx, &bases, unreadable(ctx) | w[2]) {
-            if let Some(ch) = bases[next].as_ref() {
-                ctx.outstanding[next].set(ctx.outstanding[next].get() + l);
-                let off = io.offset_blocks() + ctx.shared.offset_of(next);
-                // The same read, from another member.
-                let words = [w[0], next as u64, w[2] | 1u64 << next];
-                ch.forward_with(io, off, Some(read_done), words);
-                return None;
-            }
+        if let Some((next, ch)) = pick(ctx, &bases, unreadable(ctx) | w[2]) {
+            ctx.outstanding[next].set(ctx.outstanding[next].get() + l);
+            let off = io.offset_blocks() + ctx.shared.offset_of(next);
+            // The same read, from another member.
+            let words = [w[0], next as u64, w[2] | 1u64 << next];
+            ch.forward_with(io, off, Some(read_done), words);
+            return None;
         }
     }
     Some(io)
@@ -122,6 +127,7 @@ pub(crate) fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
     }
 }
 
+#[inline(never)]
 fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
