@@ -363,8 +363,8 @@ pub(crate) struct ChanCtx {
     /// raid1: writes waiting for their write-intent bitmap regions to be on disk.
     pub wib_parked: RefCell<VecDeque<Box<BdevIo>>>,
     /// raid1: mirror children back from their members, kept for the next write (at most
-    /// [`SPARE_CHILDREN`]; taking one here costs less than the thread's pool). Given back
-    /// to the pool when the channel goes.
+    /// [`SPARE_CHILDREN`], fewer while few writes are in flight; taking one here costs less
+    /// than the thread's pool). Given back to the pool when the channel goes.
     // The boxes are pool objects handed around by pointer; unboxing them would move them.
     #[allow(clippy::vec_box)]
     pub spare: RefCell<Vec<Box<BdevIo>>>,

@@ -275,11 +275,17 @@ fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
 }
 
 /// A mirror child is back: kept for the next write on this channel, or given back to the
-/// pool when enough are kept.
+/// pool when enough are kept — at most [`SPARE_CHILDREN`], and no more than two writes' worth
+/// per write in flight here, so an idle channel keeps only a few (the stock counts against
+/// the thread's pool budget).
 #[inline]
 fn keep_child(ctx: &ChanCtx, mut c: Box<BdevIo>) {
+    let busy = (ctx.writes[0].get() + ctx.writes[1].get()) as usize;
+    let cap = (busy + 1)
+        .saturating_mul(2 * ctx.shared.n)
+        .min(SPARE_CHILDREN);
     let mut spare = ctx.spare.borrow_mut();
-    if spare.len() < SPARE_CHILDREN {
+    if spare.len() < cap {
         c.clear_for_reuse();
         spare.push(c);
     } else {
