@@ -47,21 +47,16 @@ impl BdevChannel {
             return io.complete(IoStatus::Failed);
         };
         // SAFETY: the state belongs to the channel context this handle keeps alive (see
-        // `st`); it is only touched on its own thread, which the assertion below checks: the
+        // `st`); it is only touched on its own thread, which the check below asserts: the
         // I/O was submitted on the calling thread (checked by `submit`, or set by this layer
         // for its own children).
         let st = unsafe { st.as_ref() };
-        assert!(
-            io.thread_id == st.thread_id,
-            "bdev '{}': forward from thread {} to a channel of thread {}",
-            st.bdev.name,
-            io.thread_id,
-            st.thread_id
-        );
+        if io.thread_id != st.thread_id {
+            wrong_thread(st, &io);
+        }
         let b = &*st.bdev;
-        if let Some(bad) = self.validate_forward(&io, offset_blocks, b) {
-            tracing::debug!("bdev '{}': rejected forwarded {:?}: {bad}", b.name, io);
-            return io.complete(IoStatus::Invalid);
+        if !self.forwardable(&io, offset_blocks, b) {
+            return reject(self, io, offset_blocks, done, ctx);
         }
         if !io.push_frame(offset_blocks, done, ctx) {
             return forward_with_child(self, io, offset_blocks, done, ctx);
@@ -70,6 +65,81 @@ impl BdevChannel {
         io.flags = FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);
         st.dispatch_fast(io);
+    }
+
+    /// For a stacked bdev that sends one I/O of its own to several bases (a mirror's write):
+    /// submits `child` — a fresh I/O from [`crate::alloc_io`] with its type, block count and
+    /// segments prepared, not yet submitted — to this channel of a base at `offset_blocks`,
+    /// as part of `parent`, the I/O the stacked bdev's layer handed to its backend. The child
+    /// takes the parent's thread and submission time (no clock read), and is accounted by the
+    /// base as its own. When the base has completed it, `done` runs (in the completion
+    /// poller) with the child and `ctx`; the child's own callback is never used. The hook
+    /// either frees the child ([`crate::free_io`]) and returns `None`, or — for the last child
+    /// of its parent — frees it and returns the parent with its final status
+    /// ([`BdevIo::with_status`]): the parent then completes on the stacked bdev's layer in the
+    /// same step (no completion-queue hop for the parent, one for the whole fan-out).
+    ///
+    /// A child the base refuses (range, type, read-only descriptor, block size) reaches `done`
+    /// with `IoStatus::Invalid` through the completion queue. The parent must stay in flight
+    /// on the stacked bdev's layer (not completed, not forwarded) until its last child's hook
+    /// has run; the child's segments must stay valid as long (normally they are pieces of the
+    /// parent's own, see [`BdevIo::append_iovs_from`]).
+    ///
+    /// Thread contract: call on this channel's thread, from the backend's `submit` of
+    /// `parent` (or from a hook of its children); nothing completes before it returns.
+    #[inline]
+    pub fn forward_child(
+        &self,
+        mut child: Box<BdevIo>,
+        parent: &BdevIo,
+        offset_blocks: u64,
+        done: ForwardDone,
+        ctx: [u64; 3],
+    ) {
+        assert!(
+            child.depth == 0,
+            "forward_child: the child is already in flight"
+        );
+        child.thread_id = parent.thread_id;
+        child.block_size = parent.block_size;
+        child.submit_tsc = parent.submit_tsc;
+        child.chan = None;
+        child.flags = 0;
+        // A fresh I/O has room for one frame: the stacked layer's view is "no channel, no
+        // accounting", so when the base is done only `done` runs for it.
+        let pushed = child.push_frame(offset_blocks, Some(done), ctx);
+        debug_assert!(pushed);
+        let Some(st) = self.st else {
+            return child.complete(IoStatus::Failed);
+        };
+        // SAFETY: as in `forward_with`; the thread is checked below.
+        let st = unsafe { st.as_ref() };
+        if child.thread_id != st.thread_id {
+            wrong_thread(st, &child);
+        }
+        if !self.forwardable(&child, offset_blocks, &st.bdev) {
+            if let Some(bad) = self.validate_forward(&child, offset_blocks, &st.bdev) {
+                tracing::debug!("bdev '{}': rejected {:?}: {bad}", st.bdev.name, child);
+                // Not counted here: completes through the thread's queue, then `done` runs.
+                return child.complete(IoStatus::Invalid);
+            }
+        }
+        child.chan = Some(st.ptr());
+        child.flags = FLAG_COUNTED;
+        st.inflight.set(st.inflight.get() + 1);
+        st.dispatch_fast(child);
+    }
+
+    /// The common case of [`BdevChannel::validate_forward`] in a few instructions: a data or
+    /// flush-like type this channel accepts, the same block size, within the base. False
+    /// sends the I/O to the full check (which may still accept it: reset, abort).
+    #[inline(always)]
+    fn forwardable(&self, io: &BdevIo, offset: u64, b: &Bdev) -> bool {
+        let end = offset.wrapping_add(io.num_blocks);
+        self.allowed & io.io_type.bit() & !ROUTED_ALWAYS != 0
+            && io.block_size == b.block_size
+            && end >= offset
+            && end <= b.num_blocks()
     }
 
     /// What `forward` checks: the forwarding layer validated the request against its own
@@ -93,10 +163,91 @@ impl BdevChannel {
     }
 }
 
+/// Types `forwardable` leaves to the full check (no range, no block size).
+const ROUTED_ALWAYS: u32 = (1 << IoType::Reset as u8) | (1 << IoType::Abort as u8);
+
+#[cold]
+#[inline(never)]
+fn wrong_thread(st: &crate::channel::ChannelState, io: &BdevIo) -> ! {
+    panic!(
+        "bdev '{}': forward from thread {} to a channel of thread {}",
+        st.bdev.name, io.thread_id, st.thread_id
+    )
+}
+
+/// `forward_with` of an I/O `forwardable` did not pass: the full check, then forwarded or
+/// completed with `IoStatus::Invalid` on the forwarding layer.
+#[cold]
+#[inline(never)]
+fn reject(
+    base: &BdevChannel,
+    io: Box<BdevIo>,
+    offset_blocks: u64,
+    done: Option<ForwardDone>,
+    ctx: [u64; 3],
+) {
+    let b = &*base.bdev;
+    match base.validate_forward(&io, offset_blocks, b) {
+        Some(bad) => {
+            tracing::debug!("bdev '{}': rejected forwarded {:?}: {bad}", b.name, io);
+            io.complete(IoStatus::Invalid)
+        }
+        // Reset, abort, a flush-like type with another block size: accepted after all.
+        None => base.forward_checked(io, offset_blocks, done, ctx),
+    }
+}
+
+impl BdevChannel {
+    /// The end of `forward_with` for an I/O that passed the full check (`reject`).
+    fn forward_checked(
+        &self,
+        mut io: Box<BdevIo>,
+        offset_blocks: u64,
+        done: Option<ForwardDone>,
+        ctx: [u64; 3],
+    ) {
+        let Some(st) = self.st else {
+            return io.complete(IoStatus::Failed);
+        };
+        // SAFETY: as in `forward_with`, whose thread check this I/O passed.
+        let st = unsafe { st.as_ref() };
+        if !io.push_frame(offset_blocks, done, ctx) {
+            return forward_with_child(self, io, offset_blocks, done, ctx);
+        }
+        io.chan = Some(st.ptr());
+        io.flags = FLAG_COUNTED;
+        st.inflight.set(st.inflight.get() + 1);
+        st.dispatch_fast(io);
+    }
+}
+
+impl BdevIo {
+    /// For a [`ForwardDone`] hook of a child sent with [`BdevChannel::forward_child`]: sets
+    /// the final status of the parent the hook hands back (to be completed on its layer in
+    /// the same step). Any thread that owns the I/O.
+    #[inline]
+    pub fn with_status(mut self: Box<Self>, status: IoStatus) -> Box<Self> {
+        self.status = status;
+        self
+    }
+
+    /// For a module that keeps the children it sends with [`BdevChannel::forward_child`] for
+    /// its next fan-out instead of handing them back to the pool ([`crate::free_io`]) in
+    /// its hook: clears what the last use left (segments, status, flags, words, parent,
+    /// buffer), as the pool does for [`crate::alloc_io`]. A kept I/O still counts against
+    /// the thread's [`crate::MAX_IOS_PER_THREAD`]: keep few, and give them back with
+    /// `free_io` (on their thread) when done. Any thread that owns the I/O.
+    #[inline]
+    pub fn clear_for_reuse(&mut self) {
+        self.reset();
+    }
+}
+
 /// `forward` past the frame stack's depth: a child from the pool carries the I/O (as
 /// [`BdevIo::forward`]); the hook and its words wait in the parent's `driver_ctx`, which no
 /// base sees.
 #[cold]
+#[inline(never)]
 fn forward_with_child(
     base: &BdevChannel,
     mut io: Box<BdevIo>,

@@ -9,6 +9,13 @@
 //! defers every completion to its poller), so the count in the parent's `driver_ctx` needs no
 //! atomics, and nothing completes while the children are being submitted.
 //!
+//! **raid1 writes** take a cheaper fan-out: children (from the channel's [`ChanCtx::spare`]
+//! stock, else the pool; all taken before any is submitted, linked in a [`Kids`] chain) go to
+//! the members with `BdevChannel::forward_child`; the parent pointer, member slot and channel
+//! state ride in each child's frame words, the counts in the parent's `driver_ctx` as above,
+//! and the last child's hook hands the parent back to the bdev layer to complete in the same
+//! step (see `raid1::write_done`).
+//!
 //! **Channel state from a completion.** The parent's `driver_ctx[CTX_CHAN]` holds a pointer to
 //! the thread's [`ChanCtx`]. That state is owned by our I/O device's channel, referenced by the
 //! raid bdev's backend channel, which the bdev layer frees only once idle — i.e. after the
@@ -20,8 +27,9 @@
 //! retries a failed read on the next member). Its `driver_ctx` then belongs to the member's
 //! module; our words travel in the forward's frame.
 //!
-//! **No lock, no allocation per I/O.** Child I/O come from the thread's pool; children are
-//! staged in a per-channel vector sized at channel creation; member masks are atomics read
+//! **No lock, no allocation per I/O.** Child I/O come from the thread's pool (raid1 writes:
+//! first from the channel's stock of kept children, sized at channel creation); children of
+//! the other fan-outs are staged in a per-channel vector sized at channel creation; member masks are atomics read
 //! with relaxed/acquire loads. The only allocations are on exceptional paths: the message that
 //! tells the control path a member failed, and (raid1 during a rebuild) growth of the queue of
 //! writes parked behind the window being copied.
@@ -53,6 +61,9 @@ pub(crate) const CTX_GEN: usize = 5;
 /// Parent `driver_ctx` word (raid5f read): byte offset + 1 of the reconstructed range in the
 /// parent's buffer (0: none).
 pub(crate) const CTX_STRIPE: usize = 6;
+/// [`Shared::n_shift`] of a member count that is not a power of two.
+pub(crate) const N_NOT_POW2: u32 = u32::MAX;
+
 /// Bits of a staged child's slot word that name the member (the rest are level flags).
 pub(crate) const SLOT_MASK: usize = 0xffff_ffff;
 
@@ -62,6 +73,9 @@ pub(crate) struct Shared {
     pub name: String,
     pub level: RaidLevel,
     pub n: usize,
+    /// log2 of `n` if `n` is a power of two, else [`N_NOT_POW2`]: raid0 maps a strip to its
+    /// member with a mask and a shift instead of two divisions.
+    pub n_shift: u32,
     pub block_size: u32,
     pub num_blocks: u64,
     /// log2 of the strip size in blocks (0 for raid1).
@@ -236,6 +250,21 @@ impl Bitmap {
 }
 
 impl Shared {
+    /// raid0: the member holding strip `s` and the strip's row on it (`s % n`, `s / n`),
+    /// without a division when `n` is a power of two.
+    #[inline(always)]
+    pub(crate) fn locate(&self, s: u64) -> (usize, u64) {
+        if self.n_shift != N_NOT_POW2 {
+            (
+                (s & ((1u64 << self.n_shift) - 1)) as usize,
+                s >> self.n_shift,
+            )
+        } else {
+            let n = self.n as u64;
+            ((s % n) as usize, s / n)
+        }
+    }
+
     /// First data block on member `slot`.
     #[inline]
     pub(crate) fn offset_of(&self, slot: usize) -> u64 {
@@ -333,6 +362,24 @@ pub(crate) struct ChanCtx {
     pub parked: RefCell<VecDeque<Box<BdevIo>>>,
     /// raid1: writes waiting for their write-intent bitmap regions to be on disk.
     pub wib_parked: RefCell<VecDeque<Box<BdevIo>>>,
+    /// raid1: mirror children back from their members, kept for the next write (at most
+    /// [`SPARE_CHILDREN`], fewer while few writes are in flight; taking one here costs less
+    /// than the thread's pool). Given back to the pool when the channel goes.
+    // The boxes are pool objects handed around by pointer; unboxing them would move them.
+    #[allow(clippy::vec_box)]
+    pub spare: RefCell<Vec<Box<BdevIo>>>,
+}
+
+/// Most mirror children a raid1 channel keeps for reuse (see [`ChanCtx::spare`]).
+pub(crate) const SPARE_CHILDREN: usize = 256;
+
+impl Drop for ChanCtx {
+    fn drop(&mut self) {
+        // Back to the thread's pool (the channel state is released on its own thread).
+        for c in self.spare.get_mut().drain(..) {
+            ferrite_bdev::free_io(c);
+        }
+    }
 }
 
 impl ChanCtx {
@@ -348,6 +395,11 @@ impl ChanCtx {
             lock_waiter: RefCell::new(None),
             parked: RefCell::new(VecDeque::with_capacity(64)),
             wib_parked: RefCell::new(VecDeque::with_capacity(64)),
+            spare: RefCell::new(Vec::with_capacity(if shared.level == RaidLevel::Raid1 {
+                SPARE_CHILDREN
+            } else {
+                0
+            })),
             bases: RefCell::new(bases),
             shared,
         }
@@ -356,13 +408,48 @@ impl ChanCtx {
 
 /// The backend channel the bdev layer holds per thread: a handle on our per-thread state.
 pub(crate) struct RaidChannel {
-    pub ctx: IoChannel<ChanCtx>,
+    /// Keeps `state` alive (the reactor frees the channel's state when its last handle goes).
+    _ctx: IoChannel<ChanCtx>,
+    /// The state `_ctx` owns, reached without the handle's owner check (a thread-local
+    /// lookup) on every I/O: the bdev layer calls `submit` only on the thread that created
+    /// this channel (its channel state is confined to that thread).
+    state: std::ptr::NonNull<ChanCtx>,
+    /// The creating thread (checked against each I/O's thread in debug builds).
+    #[cfg(debug_assertions)]
+    thread_id: u64,
+}
+
+// SAFETY: as the `IoChannel` it holds (Send, not Sync): it may be moved between OS threads
+// (the bdev layer keeps it inside a thread-confined channel state), but `state` is only
+// dereferenced in `submit`, which the bdev layer calls on the channel's own thread.
+unsafe impl Send for RaidChannel {}
+
+impl RaidChannel {
+    /// A backend channel over `ctx`. Thread contract: on the thread that owns `ctx`.
+    pub(crate) fn new(ctx: IoChannel<ChanCtx>) -> Self {
+        let state = std::ptr::NonNull::from(&*ctx);
+        Self {
+            _ctx: ctx,
+            state,
+            #[cfg(debug_assertions)]
+            thread_id: ferrite_reactor::current_id(),
+        }
+    }
 }
 
 impl BackendChannel for RaidChannel {
     #[inline]
     fn submit(&mut self, io: Box<BdevIo>) {
-        let ctx: &ChanCtx = &self.ctx;
+        #[cfg(debug_assertions)]
+        assert_eq!(
+            ferrite_reactor::current_id(),
+            self.thread_id,
+            "raid channel used off its thread"
+        );
+        // SAFETY: `_ctx` keeps the state alive as long as `self`; the bdev layer submits only
+        // on the channel's own thread (see the field), so no other reference is used
+        // concurrently, and the state is only read through `&` (interior mutability).
+        let ctx: &ChanCtx = unsafe { self.state.as_ref() };
         match ctx.shared.level {
             RaidLevel::Raid0 => crate::raid0::submit(ctx, io),
             RaidLevel::Concat => crate::concat::submit(ctx, io),
@@ -421,6 +508,53 @@ pub(crate) fn usable(
         return None;
     }
     bases.get(slot).and_then(Option::as_ref)
+}
+
+/// Children allocated for one parent before any is submitted (all or none go out), linked
+/// through their `user[0]` words (we are their submitter; the slot rides in `user[1]`): no
+/// staging vector to borrow, no allocation. Dropping the chain gives the children back.
+pub(crate) struct Kids {
+    head: Option<Box<BdevIo>>,
+}
+
+impl Kids {
+    pub(crate) fn new() -> Self {
+        Self { head: None }
+    }
+
+    /// Adds `c`, for member `slot`.
+    #[inline]
+    pub(crate) fn push(&mut self, mut c: Box<BdevIo>, slot: usize) {
+        let next = self.head.take().map_or(0, |h| Box::into_raw(h) as u64);
+        c.user = [next, slot as u64];
+        self.head = Some(c);
+    }
+
+    /// Takes a child back with its member slot (user words cleared).
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<(Box<BdevIo>, usize)> {
+        let mut c = self.head.take()?;
+        let [next, slot] = c.user;
+        c.user = [0; 2];
+        if next != 0 {
+            // SAFETY: `next` was made by `Box::into_raw` in `push` and is owned by this chain
+            // only (nothing else holds the pointer).
+            self.head = Some(unsafe { Box::from_raw(next as *mut BdevIo) });
+        }
+        Some((c, slot as usize))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        while let Some((c, _)) = self.pop() {
+            ferrite_bdev::free_io(c);
+        }
+    }
 }
 
 /// Gives back the children staged so far and completes `parent` with `status` (NoMem: the

@@ -44,7 +44,31 @@ pub(crate) fn member_range(
     Some((start, stop, sf, sl))
 }
 
+/// The common small I/O: within one strip, forwarded to its member as the same object (no
+/// child, one completion hop; the member's status is the raid's). The member and the row come
+/// from a mask and a shift (`Shared::locate`) when the member count is a power of two.
+#[inline(always)]
 pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
+    let sh = &*ctx.shared;
+    let (o, l) = (parent.offset_blocks(), parent.num_blocks());
+    let shift = sh.strip_shift;
+    let s0 = o >> shift;
+    if l == 0 || s0 != (o + l - 1) >> shift {
+        return submit_split(ctx, parent);
+    }
+    let (slot, row) = sh.locate(s0);
+    let bases = ctx.bases.borrow();
+    let Some(ch) = usable(&bases, sh.gone.load(Ordering::Acquire), slot) else {
+        drop(bases);
+        return parent.complete(IoStatus::Failed);
+    };
+    let off = (row << shift) + (o & ((1u64 << shift) - 1)) + sh.offset_of(slot);
+    ch.forward(parent, off);
+}
+
+/// Flushes of the whole device and I/O crossing strips: one child per member touched.
+#[inline(never)]
+fn submit_split(ctx: &ChanCtx, parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
     if l == 0 {
@@ -52,18 +76,6 @@ pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     }
     let n = sh.n as u64;
     let shift = sh.strip_shift;
-    let s0 = o >> shift;
-    if s0 == (o + l - 1) >> shift {
-        // Within one strip, so on one member: forward the I/O itself (no child, one
-        // completion hop; the member's status is the raid's).
-        let slot = (s0 % n) as usize;
-        let bases = ctx.bases.borrow();
-        let Some(ch) = usable(&bases, sh.gone.load(Ordering::Acquire), slot) else {
-            return parent.complete(IoStatus::Failed);
-        };
-        let off = ((s0 / n) << shift) + (o & ((1u64 << shift) - 1)) + sh.offset_of(slot);
-        return ch.forward(parent, off);
-    }
     let t = parent.io_type();
     let bs = u64::from(sh.block_size);
     let end = o + l;

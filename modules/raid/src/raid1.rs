@@ -21,16 +21,18 @@
 //!   a region asks the control path for a bitmap write (one message per round, not per I/O)
 //!   and every write waits (parked per channel) until its regions are on disk.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
 use ferrite_bdev::{BdevChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::ForEachCont;
 
 use crate::io::{
-    abandon, ctx_of, finish_child, launch, parent_of, prep_as, status_of, usable, ChanCtx, CTX_GEN,
-    CTX_OK, CTX_WORST,
+    prep_as, rank, status_of, usable, ChanCtx, Kids, CTX_GEN, CTX_OK, CTX_REMAINING, CTX_WORST,
+    SPARE_CHILDREN,
 };
 
+#[inline(always)]
 pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     if parent.io_type() == IoType::Read {
         read(ctx, parent)
@@ -39,41 +41,46 @@ pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
     }
 }
 
-/// The readable member with the fewest blocks outstanding here, avoiding `avoid`; ties go
-/// round robin.
-fn pick(ctx: &ChanCtx, bases: &[Option<BdevChannel>], avoid: u64) -> Option<usize> {
+/// The readable member with the fewest blocks outstanding here, avoiding `avoid`, with its
+/// channel; ties go round robin (the search starts one member further each call).
+#[inline(always)]
+fn pick<'a>(
+    ctx: &ChanCtx,
+    bases: &'a [Option<BdevChannel>],
+    avoid: u64,
+) -> Option<(usize, &'a BdevChannel)> {
     let n = ctx.shared.n;
     let start = ctx.rr.get();
     ctx.rr.set(if start + 1 >= n { 0 } else { start + 1 });
-    let mut best: Option<(u64, usize)> = None;
-    for k in 0..n {
-        let slot = if start + k >= n {
-            start + k - n
-        } else {
-            start + k
-        };
-        if usable(bases, avoid, slot).is_none() {
-            continue;
+    let mut best: Option<(usize, &BdevChannel)> = None;
+    let mut best_o = 0;
+    let mut slot = start;
+    for _ in 0..n {
+        if let Some(ch) = usable(bases, avoid, slot) {
+            let o = ctx.outstanding.get(slot).map_or(u64::MAX, Cell::get);
+            if best.is_none() || o < best_o {
+                best = Some((slot, ch));
+                best_o = o;
+            }
         }
-        let o = ctx.outstanding[slot].get();
-        if best.is_none_or(|(b, _)| o < b) {
-            best = Some((o, slot));
+        slot += 1;
+        if slot == n {
+            slot = 0;
         }
     }
-    best.map(|(_, s)| s)
+    best
 }
 
 fn unreadable(ctx: &ChanCtx) -> u64 {
     ctx.shared.gone.load(Ordering::Acquire) | ctx.shared.rebuilding.load(Ordering::Acquire)
 }
 
+#[inline(always)]
 fn read(ctx: &ChanCtx, parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let bases = ctx.bases.borrow();
-    let Some(slot) = pick(ctx, &bases, unreadable(ctx)) else {
-        return parent.complete(IoStatus::Failed);
-    };
-    let Some(ch) = bases[slot].as_ref() else {
+    let Some((slot, ch)) = pick(ctx, &bases, unreadable(ctx)) else {
+        drop(bases);
         return parent.complete(IoStatus::Failed);
     };
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
@@ -100,15 +107,13 @@ fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
             ctx.shared.fail_slot(slot);
         }
         let bases = ctx.bases.borrow();
-        if let Some(next) = pick(ctx, &bases, unreadable(ctx) | w[2]) {
-            if let Some(ch) = bases[next].as_ref() {
-                ctx.outstanding[next].set(ctx.outstanding[next].get() + l);
-                let off = io.offset_blocks() + ctx.shared.offset_of(next);
-                // The same read, from another member.
-                let words = [w[0], next as u64, w[2] | 1u64 << next];
-                ch.forward_with(io, off, Some(read_done), words);
-                return None;
-            }
+        if let Some((next, ch)) = pick(ctx, &bases, unreadable(ctx) | w[2]) {
+            ctx.outstanding[next].set(ctx.outstanding[next].get() + l);
+            let off = io.offset_blocks() + ctx.shared.offset_of(next);
+            // The same read, from another member.
+            let words = [w[0], next as u64, w[2] | 1u64 << next];
+            ch.forward_with(io, off, Some(read_done), words);
+            return None;
         }
     }
     Some(io)
@@ -122,6 +127,7 @@ pub(crate) fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
     }
 }
 
+#[inline(never)]
 fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
@@ -132,7 +138,6 @@ fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let t = parent.io_type();
     let bytes = l * u64::from(sh.block_size);
     let bases = ctx.bases.borrow();
-    let mut staged = ctx.staging.borrow_mut();
     // `gone` first: the control path activates the bitmap before it marks a member gone, so
     // a write that skips a member which may come back always marks its regions.
     let gone = sh.gone.load(Ordering::Acquire);
@@ -142,50 +147,110 @@ fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
         }
         // Persisted bitmap: the write waits until its regions are on disk.
         if !sh.wib.durable(o, l) {
-            drop(staged);
             drop(bases);
             ctx.wib_parked.borrow_mut().push_back(parent);
             return;
         }
     }
-    for slot in 0..sh.n {
-        let Some(ch) = usable(&bases, gone, slot) else {
+    // Every child first (all or none: out of I/O objects, the raid layer retries the parent).
+    let mut kids = Kids::new();
+    let mut count = 0u64;
+    for slot in (0..sh.n).rev() {
+        if usable(&bases, gone, slot).is_none() {
             continue;
-        };
-        let Some(mut c) = ch.alloc_io() else {
-            return abandon(&mut staged, parent, IoStatus::NoMem);
-        };
-        let off = if l == 0 { 0 } else { o + sh.offset_of(slot) };
-        prep_as(&mut c, t, off, l, write_done);
-        if t.has_data() {
-            // SAFETY: the parent's own segments; it completes only after this child.
-            unsafe { c.append_iovs_from(parent.iovs(), 0, bytes) };
         }
-        staged.push((slot, c));
+        let spare = ctx.spare.borrow_mut().pop();
+        let Some(c) = spare.or_else(ferrite_bdev::alloc_io) else {
+            drop(kids);
+            drop(bases);
+            return parent.complete(IoStatus::NoMem);
+        };
+        kids.push(c, slot);
+        count += 1;
     }
-    if staged.is_empty() {
+    if kids.is_empty() {
+        drop(bases);
         return parent.complete(IoStatus::Failed);
     }
     let g = ctx.gen.get();
     ctx.writes[g].set(ctx.writes[g].get() + 1);
     parent.driver_ctx[CTX_GEN] = g as u64 + 1;
-    launch(ctx, &bases, parent, &mut staged);
+    parent.driver_ctx[CTX_REMAINING] = count;
+    parent.driver_ctx[CTX_OK] = 0;
+    parent.driver_ctx[CTX_WORST] = 0;
+    // The parent stays ours (boxed, not completed) until its last child's hook rebuilds it;
+    // the children carry it as a raw pointer in their frame words.
+    let pptr = Box::into_raw(parent);
+    // SAFETY: just leaked; read-only use while the children are submitted (nothing completes
+    // inside a submit, so no hook can rebuild it meanwhile).
+    let p: &BdevIo = unsafe { &*pptr };
+    let cptr = ctx as *const ChanCtx as u64;
+    while let Some((mut c, slot)) = kids.pop() {
+        let off = if l == 0 { 0 } else { o + sh.offset_of(slot) };
+        prep_as(&mut c, t, off, l, write_cb_unused);
+        if t.has_data() {
+            // SAFETY: the parent's own segments; it completes only after this child.
+            unsafe { c.append_iovs_from(p.iovs(), 0, bytes) };
+        }
+        match bases.get(slot).and_then(Option::as_ref) {
+            Some(ch) => ch.forward_child(c, p, off, write_done, [pptr as u64, slot as u64, cptr]),
+            // Checked above; the bases cannot change while we hold them.
+            None => unreachable_member(c),
+        }
+    }
 }
 
-fn write_done(child: Box<BdevIo>) {
-    let slot = child.user[1] as usize;
-    // SAFETY: submitted by `launch`; the parent is in flight until its last child is done.
-    let ctx = unsafe { ctx_of(parent_of(&child)) };
+/// A member counted as usable had no channel (cannot happen: the bases are borrowed across
+/// the write). Gives the child back; never reached.
+#[cold]
+fn unreachable_member(c: Box<BdevIo>) {
+    ferrite_bdev::free_io(c);
+    unreachable!("raid1: a usable member without a channel");
+}
+
+/// The callback of a mirror child: never runs (the child's completion goes to
+/// [`write_done`], its hook).
+fn write_cb_unused(c: Box<BdevIo>) {
+    ferrite_bdev::free_io(c);
+}
+
+/// Back from member `w[1]` (`w[0]`: the parent, leaked by `write`; `w[2]`: this thread's
+/// [`ChanCtx`]). The last child hands the parent back with its status, to complete on the
+/// raid's layer in this same step.
+fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
+    let slot = w[1] as usize;
+    // SAFETY: `w[2]` is the channel state of the thread that submitted the write; it outlives
+    // the parent, which is still in flight on the raid's channel (module docs of `io`).
+    let ctx = unsafe { &*(w[2] as *const ChanCtx) };
     let sh = &*ctx.shared;
-    if child.status() == IoStatus::Failed {
+    let status = child.status();
+    if status == IoStatus::Failed {
         sh.fail_slot(slot);
     }
-    // A member being rebuilt does not count toward success: it is not a valid copy yet.
-    let in_sync = sh.rebuilding.load(Ordering::Acquire) & (1u64 << slot) == 0;
-    // SAFETY: as above.
-    let Some(parent) = (unsafe { finish_child(child, in_sync) }) else {
-        return;
-    };
+    let pptr = w[0] as *mut BdevIo;
+    {
+        // SAFETY: the parent leaked by `write`, in flight until its last child is back;
+        // children come back one at a time on this thread, so this is the only reference.
+        let p = unsafe { &mut *pptr };
+        if status == IoStatus::Success {
+            // A member being rebuilt does not count toward success: not a valid copy yet.
+            if sh.rebuilding.load(Ordering::Acquire) & (1u64 << slot) == 0 {
+                p.driver_ctx[CTX_OK] += 1;
+            }
+        } else {
+            p.driver_ctx[CTX_WORST] = p.driver_ctx[CTX_WORST].max(rank(status));
+        }
+        p.driver_ctx[CTX_REMAINING] -= 1;
+        if p.driver_ctx[CTX_REMAINING] > 0 {
+            keep_child(ctx, child);
+            return None;
+        }
+    }
+    // SAFETY: the last child: nothing refers to the parent any more; rebuild the Box leaked
+    // by `write`.
+    let mut parent = unsafe { Box::from_raw(pptr) };
+    parent.inherit_completion_time(&child);
+    keep_child(ctx, child);
     let g = parent.driver_ctx[CTX_GEN];
     if g > 0 {
         let g = (g - 1) as usize;
@@ -206,7 +271,27 @@ fn write_done(child: Box<BdevIo>) {
             s => s,
         }
     };
-    parent.complete(st);
+    Some(parent.with_status(st))
+}
+
+/// A mirror child is back: kept for the next write on this channel, or given back to the
+/// pool when enough are kept — at most [`SPARE_CHILDREN`], and no more than two writes' worth
+/// per write in flight here, so an idle channel keeps only a few (the stock counts against
+/// the thread's pool budget).
+#[inline]
+fn keep_child(ctx: &ChanCtx, mut c: Box<BdevIo>) {
+    let busy = (ctx.writes[0].get() + ctx.writes[1].get()) as usize;
+    let cap = (busy + 1)
+        .saturating_mul(2 * ctx.shared.n)
+        .min(SPARE_CHILDREN);
+    let mut spare = ctx.spare.borrow_mut();
+    if spare.len() < cap {
+        c.clear_for_reuse();
+        spare.push(c);
+    } else {
+        drop(spare);
+        ferrite_bdev::free_io(c);
+    }
 }
 
 /// Counts a write in the current window-lock generation; returns the word to keep in the

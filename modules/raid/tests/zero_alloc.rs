@@ -1,5 +1,6 @@
 //! The hot-path rule for the raid data path: in steady state, reads and writes through
-//! raid0 (crossing strips), concat (crossing members), raid1, degraded raid1 with a persisted
+//! raid0 (crossing strips), concat (crossing members), raid1 (mixed, and writes only),
+//! degraded raid1 with a persisted
 //! write-intent bitmap, and raid5f (full-stripe writes, reads within a stripe) perform no heap
 //! allocation. A counting global allocator counts
 //! allocations made on this test's OS thread while a queue-depth-32 workload runs on a
@@ -20,6 +21,8 @@ static GLOBAL: ferrite_reactor::alloc_count::CountingAlloc =
     ferrite_reactor::alloc_count::CountingAlloc;
 
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
+/// One I/O in this many is a write (1: writes only).
+static WRITE_EVERY: AtomicU64 = AtomicU64::new(3);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
 struct Job {
@@ -45,7 +48,7 @@ fn resubmit(mut io: Box<BdevIo>) {
         let i = job.next.get();
         job.next.set(i + 1);
         let off = (i * job.size) % (job.blocks - job.size + 1) / job.size * job.size;
-        if i % 3 == 0 {
+        if i % WRITE_EVERY.load(Ordering::Relaxed) == 0 {
             io.prep_write(off, job.size, done);
         } else {
             io.prep_read(off, job.size, done);
@@ -175,6 +178,15 @@ fn steady_state_raid_io_does_not_allocate() {
         let allocs = run(&mut h, bdev, size);
         assert_eq!(allocs, 0, "{bdev} allocated {allocs} times in steady state");
     }
+    // raid1 writes only: the mirror fan-out (children kept per channel, hooks, the parent
+    // completed in its last child's step) in steady state.
+    WRITE_EVERY.store(1, Ordering::Relaxed);
+    let allocs = run(&mut h, "Z1r", 8);
+    assert_eq!(
+        allocs, 0,
+        "Z1r (writes only) allocated {allocs} times in steady state"
+    );
+    WRITE_EVERY.store(3, Ordering::Relaxed);
     let z1s = ferrite_raid::get_bdevs("online")
         .unwrap()
         .into_iter()

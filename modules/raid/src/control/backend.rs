@@ -40,7 +40,7 @@ impl BdevBackend for RaidBackend {
 
     fn create_channel(&self) -> Box<dyn BackendChannel> {
         match self.device.get_channel() {
-            Ok(ctx) => Box::new(RaidChannel { ctx }),
+            Ok(ctx) => Box::new(RaidChannel::new(ctx)),
             Err(e) => {
                 tracing::warn!(
                     "raid '{}': no channel state on this thread: {e}",

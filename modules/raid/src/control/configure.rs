@@ -225,6 +225,11 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
             name: raid.name.clone(),
             level: raid.level,
             n,
+            n_shift: if n.is_power_of_two() {
+                n.trailing_zeros()
+            } else {
+                crate::io::N_NOT_POW2
+            },
             block_size: st.block_size,
             num_blocks: st.num_blocks,
             strip_shift: if raid.level.has_strip() {
