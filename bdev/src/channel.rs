@@ -11,6 +11,7 @@ use ferrite_reactor::{clock, ForEachCont, IoChannel};
 use crate::bdev::{BackendChannel, Bdev};
 use crate::buf::DmaBuf;
 use crate::io::{BdevIo, Parent, FLAG_AUTO_BUF, FLAG_BYPASS_LOCK, FLAG_COUNTED};
+use crate::iolist::IoList;
 use crate::stats::IoStats;
 use crate::types::{IoStatus, IoType};
 
@@ -71,7 +72,8 @@ pub(crate) struct ChannelState {
     pub(crate) frozen: Cell<bool>,
     drain_waiter: RefCell<Option<ForEachCont>>,
     in_retry: Cell<bool>,
-    cq: RefCell<VecDeque<Box<BdevIo>>>,
+    /// Completed I/O waiting for the completion poller (intrusive: linked through the I/O).
+    cq: IoList,
     queued: Cell<bool>,
     pub(crate) thread_id: u64,
 }
@@ -87,7 +89,7 @@ impl ChannelState {
     /// Queues a completed I/O; returns true if the channel must be added to the ready list.
     #[inline]
     pub(crate) fn push_completion(&self, io: Box<BdevIo>) -> bool {
-        self.cq.borrow_mut().push_back(io);
+        self.cq.push_back(io);
         !self.queued.replace(true)
     }
 
@@ -100,8 +102,7 @@ impl ChannelState {
         debug_assert!(self.queued.get());
         let mut n = 0;
         while n < max {
-            let io = self.cq.borrow_mut().pop_front();
-            match io {
+            match self.cq.pop_front() {
                 Some(io) => {
                     finish_io(io);
                     n += 1;
@@ -112,7 +113,7 @@ impl ChannelState {
                 }
             }
         }
-        let more = !self.cq.borrow().is_empty();
+        let more = !self.cq.is_empty();
         self.queued.set(more);
         (n, more)
     }
@@ -348,7 +349,7 @@ impl ChannelCtx {
                 frozen: Cell::new(frozen),
                 drain_waiter: RefCell::new(None),
                 in_retry: Cell::new(false),
-                cq: RefCell::new(VecDeque::with_capacity(256)),
+                cq: IoList::new(),
                 queued: Cell::new(false),
                 thread_id,
             })),
