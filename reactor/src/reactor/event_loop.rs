@@ -182,8 +182,10 @@ impl ReactorLocal {
             let start = clock::ticks();
             let mut t0 = start;
             for t in &self.threads {
-                // Its end time is its last poller's (one clock read per poller, none more).
-                let (w, t1) = t.poll_timed(t0);
+                // Its end time is its last poller's (one clock read per poller, none more); a
+                // thread where nothing ran reads the clock once.
+                let (w, end) = t.poll_timed(t0);
+                let t1 = if end == t0 { clock::ticks() } else { end };
                 let d = t1.wrapping_sub(t0);
                 let counter = if w > 0 {
                     &t.shared.busy_ticks

@@ -123,7 +123,11 @@ impl ThreadInner {
         self.now.set(now);
         let mut work = 0usize;
         // `is_empty` is two loads; a `pop` on an empty queue costs several times that.
-        for _ in 0..if self.shared.queue.is_empty() { 0 } else { MSG_BATCH } {
+        for _ in 0..if self.shared.queue.is_empty() {
+            0
+        } else {
+            MSG_BATCH
+        } {
             match self.shared.queue.pop() {
                 Some(m) => {
                     m();
