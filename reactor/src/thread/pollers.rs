@@ -108,18 +108,21 @@ impl ThreadInner {
 
     /// One iteration: up to `MSG_BATCH` messages, every active poller, then due timed pollers.
     /// Returns the amount of work done (0 = idle).
+    /// `now` is the thread's clock for timed pollers (the harness's virtual one, or ticks).
     pub(crate) fn poll(&self, now: u64) -> usize {
-        self.enter(|| self.poll_inner(now).0)
+        let start = clock::ticks();
+        self.enter(|| self.poll_inner(now, start).0)
     }
 
-    /// As [`ThreadInner::poll`], `now` being the clock at the start of the iteration; also
-    /// returns the clock at the end of its last poller (or `now` if none ran and no message
-    /// was handled): pollers are timed back to back, one clock read each.
+    /// As [`ThreadInner::poll`] for a reactor, `now` being the TSC read at the start of the
+    /// iteration; also returns the TSC at the end of its last poller (or `now` if none ran and
+    /// no message was handled): pollers are timed back to back, one clock read each.
     pub(crate) fn poll_timed(&self, now: u64) -> (usize, u64) {
-        self.enter(|| self.poll_inner(now))
+        self.enter(|| self.poll_inner(now, now))
     }
 
-    fn poll_inner(&self, now: u64) -> (usize, u64) {
+    /// `start` is the TSC when the iteration began (the pollers' timing starts from it).
+    fn poll_inner(&self, now: u64, start: u64) -> (usize, u64) {
         self.now.set(now);
         let mut work = 0usize;
         // `is_empty` is two loads; a `pop` on an empty queue costs several times that.
@@ -140,7 +143,7 @@ impl ThreadInner {
             self.maintain();
         }
         // The pollers' clock starts after the messages (read again only if there were any).
-        let mut clk = if work > 0 { clock::ticks() } else { now };
+        let mut clk = if work > 0 { clock::ticks() } else { start };
         work += run_list(&self.active, now, false, &mut clk);
         if now >= self.next_timed.get() {
             work += run_list(&self.timed, now, true, &mut clk);
