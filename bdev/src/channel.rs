@@ -11,6 +11,7 @@ use ferrite_reactor::{clock, ForEachCont, IoChannel};
 use crate::bdev::{BackendChannel, Bdev};
 use crate::buf::DmaBuf;
 use crate::io::{BdevIo, Parent, FLAG_AUTO_BUF, FLAG_BYPASS_LOCK, FLAG_COUNTED};
+use crate::iolist::IoList;
 use crate::stats::IoStats;
 use crate::types::{IoStatus, IoType};
 
@@ -71,7 +72,8 @@ pub(crate) struct ChannelState {
     pub(crate) frozen: Cell<bool>,
     drain_waiter: RefCell<Option<ForEachCont>>,
     in_retry: Cell<bool>,
-    cq: RefCell<VecDeque<Box<BdevIo>>>,
+    /// Completed I/O waiting for the completion poller (intrusive: linked through the I/O).
+    cq: IoList,
     queued: Cell<bool>,
     pub(crate) thread_id: u64,
 }
@@ -87,7 +89,7 @@ impl ChannelState {
     /// Queues a completed I/O; returns true if the channel must be added to the ready list.
     #[inline]
     pub(crate) fn push_completion(&self, io: Box<BdevIo>) -> bool {
-        self.cq.borrow_mut().push_back(io);
+        self.cq.push_back(io);
         !self.queued.replace(true)
     }
 
@@ -100,8 +102,7 @@ impl ChannelState {
         debug_assert!(self.queued.get());
         let mut n = 0;
         while n < max {
-            let io = self.cq.borrow_mut().pop_front();
-            match io {
+            match self.cq.pop_front() {
                 Some(io) => {
                     finish_io(io);
                     n += 1;
@@ -112,7 +113,7 @@ impl ChannelState {
                 }
             }
         }
-        let more = !self.cq.borrow().is_empty();
+        let more = !self.cq.is_empty();
         self.queued.set(more);
         (n, more)
     }
@@ -271,6 +272,16 @@ impl ChannelState {
         io.complete(st);
     }
 
+    /// Nothing drainable is left in flight: a freeze waiting for that may go on.
+    #[cold]
+    #[inline(never)]
+    fn drained(&self) {
+        let w = self.drain_waiter.borrow_mut().take();
+        if let Some(w) = w {
+            w.finish(0);
+        }
+    }
+
     #[inline]
     fn on_complete(&self, io: &mut BdevIo) {
         self.inflight.set(self.inflight.get() - 1);
@@ -278,10 +289,7 @@ impl ChannelState {
             let d = self.drainable.get() - 1;
             self.drainable.set(d);
             if d == 0 {
-                let w = self.drain_waiter.borrow_mut().take();
-                if let Some(w) = w {
-                    w.finish(0);
-                }
+                self.drained();
             }
         }
         if io.flags & FLAG_CHILD == 0 {
@@ -302,6 +310,8 @@ impl ChannelState {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     pub(crate) fn park_nomem(&self, mut io: Box<BdevIo>) {
         io.status = IoStatus::Pending;
         self.stats.borrow_mut().nomem_retries += 1;
@@ -349,7 +359,7 @@ impl ChannelCtx {
                 frozen: Cell::new(frozen),
                 drain_waiter: RefCell::new(None),
                 in_retry: Cell::new(false),
-                cq: RefCell::new(VecDeque::with_capacity(crate::options::io_cache_size())),
+                cq: IoList::new(),
                 queued: Cell::new(false),
                 thread_id,
             })),
@@ -436,17 +446,14 @@ impl BdevChannel {
     #[inline]
     pub fn submit(&self, mut io: Box<BdevIo>) {
         let Some(st) = self.ch.state() else {
-            io.complete(IoStatus::Invalid);
-            return;
+            return reject(io, None, "the bdev is gone");
         };
         let b = &*st.bdev;
         io.block_size = b.block_size;
         io.thread_id = st.thread_id;
         io.complete_tsc = 0;
         if let Some(bad) = self.validate(&io, b) {
-            tracing::debug!("bdev '{}': rejected {:?}: {bad}", b.name, io);
-            io.complete(IoStatus::Invalid);
-            return;
+            return reject(io, Some(b), bad);
         }
         if io.flags & crate::io::FLAG_TSC_SET == 0 {
             io.submit_tsc = submit_ticks();
@@ -509,6 +516,18 @@ impl BdevChannel {
     pub fn inflight(&self) -> u32 {
         self.ch.state().map(|s| s.inflight.get()).unwrap_or(0)
     }
+}
+
+/// Completes an I/O refused at submit with `IoStatus::Invalid` (out of line: the submit path
+/// keeps no stack frame for the log call).
+#[cold]
+#[inline(never)]
+fn reject(io: Box<BdevIo>, b: Option<&Bdev>, why: &str) {
+    match b {
+        Some(b) => tracing::debug!("bdev '{}': rejected {:?}: {why}", b.name, io),
+        None => tracing::debug!("rejected {:?}: {why}", io),
+    }
+    io.complete(IoStatus::Invalid);
 }
 
 /// Attaches a pool buffer: `Some(true)` done, `Some(false)` none free now, `None` never (the
@@ -590,8 +609,7 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
                 // SAFETY: counted I/O keeps the channel state alive until `on_complete` below.
                 let st = unsafe { ch.as_ref() };
                 if io.status == IoStatus::NoMem {
-                    st.park_nomem(io);
-                    return;
+                    return st.park_nomem(io);
                 }
                 st.on_complete(&mut io);
             }

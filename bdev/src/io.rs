@@ -88,13 +88,38 @@ pub struct BdevIo {
     /// Forwarding layers above the one that owns the I/O now (frames in use).
     pub(crate) depth: u32,
     pub(crate) frames: [Frame; MAX_FORWARD_DEPTH],
+    /// The next I/O in the completion queue holding this one ([`crate::iolist::IoList`]);
+    /// meaningless while the I/O is not queued.
+    pub(crate) link: *mut BdevIo,
 }
 
 pub(crate) const FLAG_BYPASS_LOCK: u32 = 1;
 pub(crate) const FLAG_AUTO_BUF: u32 = 2;
 pub(crate) const FLAG_COUNTED: u32 = 4;
 /// `submit_tsc` was set by `forward` (the parent's): `submit` must not read the clock again.
-pub(crate) const FLAG_TSC_SET: u32 = 32;
+pub(crate) const FLAG_TSC_SET: u32 = 64;
+
+// Every I/O flag, wherever it is defined, has a bit of its own (a shared bit made one flag
+// read as the other: FLAG_TSC_SET and FLAG_QUIESCE_HELD were both 32 once).
+const _: () = {
+    let all = [
+        FLAG_BYPASS_LOCK,
+        FLAG_AUTO_BUF,
+        FLAG_COUNTED,
+        crate::channel::FLAG_CHILD,
+        crate::channel::FLAG_DRAINABLE,
+        crate::channel::FLAG_QUIESCE_HELD,
+        FLAG_TSC_SET,
+    ];
+    let mut seen = 0u32;
+    let mut i = 0;
+    while i < all.len() {
+        assert!(all[i].is_power_of_two(), "an I/O flag is not a single bit");
+        assert!(seen & all[i] == 0, "two I/O flags share a bit");
+        seen |= all[i];
+        i += 1;
+    }
+};
 
 // SAFETY: a BdevIo is owned by exactly one party at a time. Its raw pointers (segments, channel
 // state, split parent) are only dereferenced on the thread recorded in `thread_id`, which
@@ -128,6 +153,7 @@ impl Default for BdevIo {
             abort_tag: 0,
             depth: 0,
             frames: [Frame::default(); MAX_FORWARD_DEPTH],
+            link: std::ptr::null_mut(),
         }
     }
 }

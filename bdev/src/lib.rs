@@ -19,6 +19,7 @@ mod emulate;
 mod error;
 mod forward;
 mod io;
+mod iolist;
 mod iostat;
 mod module;
 pub mod options;

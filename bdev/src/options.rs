@@ -81,13 +81,6 @@ pub fn options() -> BdevOptions {
     state().opts
 }
 
-/// `bdev_io_cache_size`: also the completion-queue entries each channel reserves, so that a
-/// burst of completions up to the depth the cache is sized for does not grow the queue in the
-/// steady state (e.g. every I/O parked on NOMEM going down at once when the backend recovers).
-pub(crate) fn io_cache_size() -> usize {
-    state().opts.bdev_io_cache_size as usize
-}
-
 /// Checks `o` against the bounds: each within its limit, and the pool large enough for the
 /// cache of the app thread and one more thread (SPDK requires the cache of every thread plus
 /// one; at start-up it has its app thread only).

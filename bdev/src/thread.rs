@@ -156,14 +156,17 @@ pub fn free_io(mut io: Box<BdevIo>) {
     }
 }
 
+/// Queues a completed I/O for the completion poller. The common case (a counted I/O whose
+/// channel is already listed as ready) stays small enough to inline into a backend's `submit`
+/// without a stack frame; everything else is out of line.
 #[inline]
 pub(crate) fn enqueue_completion(io: Box<BdevIo>) {
     let cur = ferrite_reactor::current_id();
-    assert!(
-        cur != 0 && (io.thread_id == 0 || io.thread_id == cur),
-        "I/O completed on thread {cur}, but it was submitted on thread {}",
-        io.thread_id
-    );
+    // Thread ids start at 1 (0: not on a lightweight thread); an I/O that never reached
+    // `submit` has thread id 0.
+    if cur == 0 || (io.thread_id != cur && io.thread_id != 0) {
+        wrong_thread(cur, io.thread_id);
+    }
     // Counted I/O go to their channel's queue: no thread-local lookup unless the channel was
     // not already waiting to be drained.
     if io.flags & crate::io::FLAG_COUNTED != 0 {
@@ -171,11 +174,30 @@ pub(crate) fn enqueue_completion(io: Box<BdevIo>) {
             // SAFETY: a counted I/O keeps its channel state alive (freed only when idle).
             let st = unsafe { ch.as_ref() };
             if st.push_completion(io) {
-                let _ = with_local(|t| t.ready.borrow_mut().push(ChanPtr(ch)));
+                list_ready(ch);
             }
             return;
         }
     }
+    enqueue_uncounted(io);
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_thread(cur: u64, submitted: u64) -> ! {
+    panic!("I/O completed on thread {cur}, but it was submitted on thread {submitted}");
+}
+
+/// Adds a channel whose completion queue just became non-empty to the ready list.
+#[inline(never)]
+fn list_ready(ch: std::ptr::NonNull<crate::channel::ChannelState>) {
+    let _ = with_local(|t| t.ready.borrow_mut().push(ChanPtr(ch)));
+}
+
+/// Completion of an I/O that never reached a channel (rejected at submit).
+#[cold]
+#[inline(never)]
+fn enqueue_uncounted(io: Box<BdevIo>) {
     let r = with_local(|t| {
         ensure_poller(t);
         t.cq.borrow_mut().push_back(io);
@@ -215,74 +237,99 @@ pub(crate) fn schedule_retry(ch: std::ptr::NonNull<crate::channel::ChannelState>
 
 fn drain() -> usize {
     with_local(|t| {
-        let mut work = 0;
-        // Channels whose NOMEM retry was scheduled before this poll: retried at its end, so
-        // that I/O parked during this poll stays parked (and abortable) until the next one
-        // instead of bouncing off the backend in a tight loop.
-        let mut retry_chans = std::mem::take(&mut *t.retry_spare.borrow_mut());
+        // An idle thread polls this all the time: one look at each list, out before anything
+        // is taken or swapped.
+        if t.ready.borrow().is_empty()
+            && t.cq.borrow().is_empty()
+            && t.retry.borrow().is_empty()
+            && t.buf_waiters.borrow().is_empty()
+            && t.zombies.borrow().is_empty()
+        {
+            return 0;
+        }
+        drain_work(t)
+    })
+    .unwrap_or(0)
+}
+
+/// [`drain`] when something is queued (out of line: an idle poll keeps no stack frame).
+#[inline(never)]
+fn drain_work(t: &BdevThread) -> usize {
+    let mut work = 0;
+    // Channels whose NOMEM retry was scheduled before this poll: retried at its end, so
+    // that I/O parked during this poll stays parked (and abortable) until the next one
+    // instead of bouncing off the backend in a tight loop.
+    let retrying = !t.retry.borrow().is_empty();
+    let mut retry_chans = Vec::new();
+    if retrying {
+        retry_chans = std::mem::take(&mut *t.retry_spare.borrow_mut());
         std::mem::swap(&mut retry_chans, &mut *t.retry.borrow_mut());
-        // Channel completion queues first, in the order they became ready; completions may
-        // make more channels ready (stacked bdevs), handled in the next round (bounded).
-        for _ in 0..READY_ROUNDS {
-            let mut list = std::mem::take(&mut *t.ready_spare.borrow_mut());
-            std::mem::swap(&mut list, &mut *t.ready.borrow_mut());
-            if list.is_empty() {
-                *t.ready_spare.borrow_mut() = list;
-                break;
-            }
-            for ch in list.drain(..) {
-                // SAFETY: a channel is in the ready list only while its queue holds counted
-                // I/O, which keeps it alive.
-                let st = unsafe { ch.0.as_ref() };
-                let (n, more) = st.drain_completions(CQ_BATCH);
-                work += n;
-                if more {
-                    t.ready.borrow_mut().push(ch);
-                }
-            }
+    }
+    // Channel completion queues first, in the order they became ready; completions may
+    // make more channels ready (stacked bdevs), handled in the next round (bounded).
+    for _ in 0..READY_ROUNDS {
+        if t.ready.borrow().is_empty() {
+            break;
+        }
+        let mut list = std::mem::take(&mut *t.ready_spare.borrow_mut());
+        std::mem::swap(&mut list, &mut *t.ready.borrow_mut());
+        if list.is_empty() {
             *t.ready_spare.borrow_mut() = list;
+            break;
         }
-        // Completions of I/O that never reached a channel (rejected at submit).
-        for _ in 0..CQ_BATCH {
-            let io = t.cq.borrow_mut().pop_front();
-            match io {
-                Some(io) => {
-                    crate::channel::finish_io(io);
+        for ch in list.drain(..) {
+            // SAFETY: a channel is in the ready list only while its queue holds counted
+            // I/O, which keeps it alive.
+            let st = unsafe { ch.0.as_ref() };
+            let (n, more) = st.drain_completions(CQ_BATCH);
+            work += n;
+            if more {
+                t.ready.borrow_mut().push(ch);
+            }
+        }
+        *t.ready_spare.borrow_mut() = list;
+    }
+    // Completions of I/O that never reached a channel (rejected at submit).
+    for _ in 0..CQ_BATCH {
+        let io = t.cq.borrow_mut().pop_front();
+        match io {
+            Some(io) => {
+                crate::channel::finish_io(io);
+                work += 1;
+            }
+            None => break,
+        }
+    }
+    // I/O waiting for a data buffer.
+    let n = t.buf_waiters.borrow().len();
+    for _ in 0..n {
+        let io = t.buf_waiters.borrow_mut().pop_front();
+        match io {
+            Some(io) => {
+                if crate::channel::retry_buf(io) {
                     work += 1;
+                } else {
+                    break; // still none: keep order, try next poll
                 }
-                None => break,
             }
+            None => break,
         }
-        // I/O waiting for a data buffer.
-        let n = t.buf_waiters.borrow().len();
-        for _ in 0..n {
-            let io = t.buf_waiters.borrow_mut().pop_front();
-            match io {
-                Some(io) => {
-                    if crate::channel::retry_buf(io) {
-                        work += 1;
-                    } else {
-                        break; // still none: keep order, try next poll
-                    }
-                }
-                None => break,
-            }
-        }
-        // Channels with I/O that a module refused for lack of resources.
+    }
+    // Channels with I/O that a module refused for lack of resources.
+    if retrying {
         for ch in retry_chans.drain(..) {
             work += crate::channel::retry_nomem(ch.0);
         }
         *t.retry_spare.borrow_mut() = retry_chans;
-        if !t.retry.borrow().is_empty() {
-            work += 1; // retries due next poll: not idle
-        }
-        // Channel states whose handles were dropped with I/O in flight.
-        if !t.zombies.borrow().is_empty() {
-            t.zombies.borrow_mut().retain(|z| !z.is_idle());
-        }
-        work
-    })
-    .unwrap_or(0)
+    }
+    if !t.retry.borrow().is_empty() {
+        work += 1; // retries due next poll: not idle
+    }
+    // Channel states whose handles were dropped with I/O in flight.
+    if !t.zombies.borrow().is_empty() {
+        t.zombies.borrow_mut().retain(|z| !z.is_idle());
+    }
+    work
 }
 
 /// The thread's scratch list for splitting (empty, with whatever capacity it has grown to). A

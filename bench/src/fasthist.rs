@@ -69,13 +69,10 @@ impl FastHist {
     /// `saturating_record`).
     #[inline]
     pub(crate) fn record(&mut self, v: u64) {
-        let i = index(v);
-        let i = if i < self.counts.len() {
-            i
-        } else {
-            self.high_idx
-        };
-        self.counts[i] += 1;
+        match self.counts.get_mut(index(v)) {
+            Some(c) => *c += 1,
+            None => self.counts[self.high_idx] += 1,
+        }
         self.pending += 1;
     }
 

@@ -306,6 +306,9 @@ fn find_and_ref<T: 'static>(t: &crate::thread::ThreadInner, dev: u64) -> Option<
 pub struct IoChannel<T: 'static> {
     ptr: NonNull<T>,
     dev_id: u64,
+    /// `owner.id`, kept inline: the ownership check of every dereference compares it with
+    /// the calling thread's id word, without following `owner`.
+    owner_id: u64,
     owner: Arc<ThreadShared>,
     _p: PhantomData<T>,
 }
@@ -320,6 +323,7 @@ impl<T: 'static> IoChannel<T> {
         Self {
             ptr,
             dev_id,
+            owner_id: owner.id,
             owner,
             _p: PhantomData,
         }
@@ -332,11 +336,16 @@ impl<T: 'static> IoChannel<T> {
 
     #[inline]
     fn check_owner(&self) {
-        let ok = current_inner()
-            .map(|t| t.shared.id == self.owner.id)
-            .unwrap_or(false);
-        assert!(
-            ok,
+        // Thread ids start at 1: 0 (no thread) never matches.
+        if crate::thread::current_id() != self.owner_id {
+            self.wrong_thread();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_thread(&self) -> ! {
+        panic!(
             "I/O channel of thread '{}' used from another thread",
             self.owner.name
         );

@@ -129,54 +129,73 @@ impl Job {
     #[inline]
     pub(crate) fn submit_next(&mut self, mut io: Box<BdevIo>, s: usize) {
         if self.stopping {
-            self.slots[s].phase = Phase::Idle;
-            self.outstanding -= 1;
-            if self.outstanding == 0 {
-                self.end_tsc = clock::ticks();
-            }
-            ferrite_bdev::free_io(io);
-            return;
+            return self.retire(io, s);
         }
-        let blocks = self.io_blocks;
         io.user = [self.me, s as u64];
         if self.verifies {
-            let slot = self.gen.next_free(&self.busy);
-            self.busy.insert(slot);
-            self.generation = self.generation.wrapping_add(1);
-            let off = self.plan.slot_offset(slot);
-            verify::fill(
-                self.bufs.slice_mut(s),
-                self.plan.block_size as usize,
-                off,
-                self.plan.verify_seed,
-                self.generation,
-            );
-            // Filling took a while: date the write from now, not from the completion.
-            ferrite_bdev::restamp();
-            self.slots[s] = Slot {
-                phase: Phase::VerifyWrite,
-                offset_slot: slot,
-                generation: self.generation,
-                submit_tsc: 0,
-                timed_out: false,
-                verify_start: 0,
-            };
-            io.prep_write(self.slot_blocks(slot), blocks, on_done);
-        } else {
-            let slot = self.gen.next();
-            let off = self.slot_blocks(slot);
-            let sl = &mut self.slots[s];
-            sl.phase = Phase::Io;
-            sl.offset_slot = slot;
-            sl.timed_out = false;
-            match self.mix.next() {
-                IoOp::Read => io.prep_read(off, blocks, on_done),
-                IoOp::Write => io.prep_write(off, blocks, on_done),
-                IoOp::Unmap => io.prep_unmap(off, blocks, on_done),
-                IoOp::Flush => io.prep_flush(off, blocks, on_done),
-                IoOp::WriteZeroes => io.prep_write_zeroes(off, blocks, on_done),
-            };
+            return self.submit_verify_write(io, s);
         }
+        let blocks = self.io_blocks;
+        let slot = self.gen.next();
+        let off = self.slot_blocks(slot);
+        let sl = &mut self.slots[s];
+        sl.phase = Phase::Io;
+        sl.offset_slot = slot;
+        sl.timed_out = false;
+        match self.mix.next() {
+            IoOp::Read => io.prep_read(off, blocks, on_done),
+            IoOp::Write => io.prep_write(off, blocks, on_done),
+            IoOp::Unmap => io.prep_unmap(off, blocks, on_done),
+            IoOp::Flush => io.prep_flush(off, blocks, on_done),
+            IoOp::WriteZeroes => io.prep_write_zeroes(off, blocks, on_done),
+        };
+        self.send(io, s);
+    }
+
+    /// A stopping job's I/O comes back: the slot goes idle and the I/O to the pool.
+    #[cold]
+    #[inline(never)]
+    fn retire(&mut self, io: Box<BdevIo>, s: usize) {
+        self.slots[s].phase = Phase::Idle;
+        self.outstanding -= 1;
+        if self.outstanding == 0 {
+            self.end_tsc = clock::ticks();
+        }
+        ferrite_bdev::free_io(io);
+    }
+
+    /// A verify job's next I/O: a write of fresh pattern data to a slot no other I/O of the
+    /// job is using (read back and checked when it completes).
+    #[inline(never)]
+    fn submit_verify_write(&mut self, mut io: Box<BdevIo>, s: usize) {
+        let slot = self.gen.next_free(&self.busy);
+        self.busy.insert(slot);
+        self.generation = self.generation.wrapping_add(1);
+        let off = self.plan.slot_offset(slot);
+        verify::fill(
+            self.bufs.slice_mut(s),
+            self.plan.block_size as usize,
+            off,
+            self.plan.verify_seed,
+            self.generation,
+        );
+        // Filling took a while: date the write from now, not from the completion.
+        ferrite_bdev::restamp();
+        self.slots[s] = Slot {
+            phase: Phase::VerifyWrite,
+            offset_slot: slot,
+            generation: self.generation,
+            submit_tsc: 0,
+            timed_out: false,
+            verify_start: 0,
+        };
+        io.prep_write(self.slot_blocks(slot), self.io_blocks, on_done);
+        self.send(io, s);
+    }
+
+    /// Points a read or write at slot `s`'s buffer and submits it.
+    #[inline]
+    fn send(&mut self, mut io: Box<BdevIo>, s: usize) {
         if matches!(
             io.io_type(),
             ferrite_bdev::IoType::Read | ferrite_bdev::IoType::Write
@@ -201,14 +220,25 @@ impl Job {
         self.ch.submit(io);
     }
 
-    /// Handles a completion; returns the I/O for resubmission (or retires it).
+    /// Handles a completion: records it and resubmits the I/O (or retires it).
     #[inline]
-    fn complete(&mut self, mut io: Box<BdevIo>, s: usize) {
+    fn complete(&mut self, io: Box<BdevIo>, s: usize) {
         let lat = match io.latency_ticks() {
             0 => self.ticks_to_ns(clock::ticks().wrapping_sub(io.submit_tsc())),
             t => self.ticks_to_ns(t),
         };
         let ok = io.status() == IoStatus::Success;
+        // The common case inline: a plain I/O that succeeded.
+        if ok && self.slots[s].phase == Phase::Io {
+            self.stats.record(lat, self.plan.io_size, true);
+            return self.submit_next(io, s);
+        }
+        self.complete_other(io, s, lat, ok)
+    }
+
+    /// [`Job::complete`] for a failed I/O or a verify step.
+    #[inline(never)]
+    fn complete_other(&mut self, mut io: Box<BdevIo>, s: usize, lat: u64, ok: bool) {
         let bytes = self.plan.io_size;
         match self.slots[s].phase {
             // As bdevperf: a verify write and its read-back count as one I/O, whose latency

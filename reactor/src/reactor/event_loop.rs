@@ -56,6 +56,10 @@ pub(super) fn run_reactor(rt: Arc<RuntimeShared>, shared: Arc<ReactorShared>, pi
 
 impl ReactorLocal {
     fn adopt_incoming(&mut self) -> usize {
+        // Checked every iteration: two loads, where a `pop` of the empty queue costs more.
+        if self.shared.incoming.is_empty() {
+            return 0;
+        }
         let mut n = 0;
         while let Some(t) = self.shared.incoming.pop() {
             t.fds_changed.set(true);
@@ -125,7 +129,12 @@ impl ReactorLocal {
                 changed = true;
                 continue;
             }
-            let target = t.shared.move_to.swap(NO_REACTOR, Ordering::AcqRel);
+            // A plain load first: the locked swap only when a move was asked for.
+            let target = if t.shared.move_to.load(Ordering::Relaxed) == NO_REACTOR {
+                NO_REACTOR
+            } else {
+                t.shared.move_to.swap(NO_REACTOR, Ordering::AcqRel)
+            };
             if target != NO_REACTOR && target != self.shared.index {
                 let t = self.threads.swap_remove(i);
                 self.release_fds(&t);
@@ -173,8 +182,10 @@ impl ReactorLocal {
             let start = clock::ticks();
             let mut t0 = start;
             for t in &self.threads {
-                let w = t.poll(t0);
-                let t1 = clock::ticks();
+                // Its end time is its last poller's (one clock read per poller, none more); a
+                // thread where nothing ran reads the clock once.
+                let (w, end) = t.poll_timed(t0);
+                let t1 = if end == t0 { clock::ticks() } else { end };
                 let d = t1.wrapping_sub(t0);
                 let counter = if w > 0 {
                     &t.shared.busy_ticks

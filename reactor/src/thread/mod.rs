@@ -58,6 +58,10 @@ pub struct ThreadInner {
 
 thread_local! {
     static CURRENT: Cell<*const ThreadInner> = const { Cell::new(std::ptr::null()) };
+    /// The id of the thread in `CURRENT` (0 when none), kept beside it so that the data path's
+    /// thread checks (`current_id`, I/O channel ownership) read one word instead of following
+    /// two pointers.
+    static CURRENT_ID: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The lightweight thread being polled on this OS thread, if any.
@@ -73,7 +77,7 @@ pub(crate) fn current_inner<'a>() -> Option<&'a ThreadInner> {
 /// reference count is touched.
 #[inline]
 pub fn current_id() -> u64 {
-    current_inner().map(|t| t.shared.id).unwrap_or(0)
+    CURRENT_ID.with(Cell::get)
 }
 
 /// A handle to the calling lightweight thread; `None` on an OS thread that is not polling one.
@@ -146,14 +150,16 @@ impl ThreadInner {
 
     /// Runs `f` with this thread installed as the current one on this OS thread.
     pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Restore(*const ThreadInner);
+        struct Restore(*const ThreadInner, u64);
         impl Drop for Restore {
             fn drop(&mut self) {
                 CURRENT.with(|c| c.set(self.0));
+                CURRENT_ID.with(|c| c.set(self.1));
             }
         }
         let prev = CURRENT.with(|c| c.replace(self as *const ThreadInner));
-        let _restore = Restore(prev);
+        let prev_id = CURRENT_ID.with(|c| c.replace(self.shared.id));
+        let _restore = Restore(prev, prev_id);
         f()
     }
 }

@@ -108,14 +108,29 @@ impl ThreadInner {
 
     /// One iteration: up to `MSG_BATCH` messages, every active poller, then due timed pollers.
     /// Returns the amount of work done (0 = idle).
+    /// `now` is the thread's clock for timed pollers (the harness's virtual one, or ticks).
     pub(crate) fn poll(&self, now: u64) -> usize {
-        self.enter(|| self.poll_inner(now))
+        let start = clock::ticks();
+        self.enter(|| self.poll_inner(now, start).0)
     }
 
-    fn poll_inner(&self, now: u64) -> usize {
+    /// As [`ThreadInner::poll`] for a reactor, `now` being the TSC read at the start of the
+    /// iteration; also returns the TSC at the end of its last poller (or `now` if none ran and
+    /// no message was handled): pollers are timed back to back, one clock read each.
+    pub(crate) fn poll_timed(&self, now: u64) -> (usize, u64) {
+        self.enter(|| self.poll_inner(now, now))
+    }
+
+    /// `start` is the TSC when the iteration began (the pollers' timing starts from it).
+    fn poll_inner(&self, now: u64, start: u64) -> (usize, u64) {
         self.now.set(now);
         let mut work = 0usize;
-        for _ in 0..MSG_BATCH {
+        // `is_empty` is two loads; a `pop` on an empty queue costs several times that.
+        for _ in 0..if self.shared.queue.is_empty() {
+            0
+        } else {
+            MSG_BATCH
+        } {
             match self.shared.queue.pop() {
                 Some(m) => {
                     m();
@@ -127,15 +142,17 @@ impl ThreadInner {
         if self.dirty.get() {
             self.maintain();
         }
-        work += run_list(&self.active, now, false);
+        // The pollers' clock starts after the messages (read again only if there were any).
+        let mut clk = if work > 0 { clock::ticks() } else { start };
+        work += run_list(&self.active, now, false, &mut clk);
         if now >= self.next_timed.get() {
-            work += run_list(&self.timed, now, true);
+            work += run_list(&self.timed, now, true, &mut clk);
             self.next_timed.set(next_due(&self.timed.borrow()));
         }
         if self.dirty.get() {
             self.maintain();
         }
-        work
+        (work, clk)
     }
 
     /// Moves newly registered pollers into their lists and drops unregistered ones.
@@ -226,7 +243,9 @@ fn next_due(timed: &[PollerSlot]) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn run_list(list: &RefCell<Vec<PollerSlot>>, now: u64, timed: bool) -> usize {
+/// Runs the pollers of `list` that are due. `clk` is the clock when the first one starts;
+/// each poller's end time (one clock read) is the next one's start, and is left in `clk`.
+fn run_list(list: &RefCell<Vec<PollerSlot>>, now: u64, timed: bool, clk: &mut u64) -> usize {
     let mut work = 0;
     let n = list.borrow().len();
     for i in 0..n {
@@ -239,9 +258,11 @@ fn run_list(list: &RefCell<Vec<PollerSlot>>, now: u64, timed: bool) -> usize {
             s.poller.take()
         };
         let Some(mut p) = p else { continue };
-        let t0 = clock::ticks();
+        let t0 = *clk;
         let w = p.poll();
-        let dt = clock::ticks().wrapping_sub(t0);
+        let t1 = clock::ticks();
+        *clk = t1;
+        let dt = t1.wrapping_sub(t0);
         let mut l = list.borrow_mut();
         let s = &mut l[i];
         s.poller = Some(p);
@@ -254,26 +275,43 @@ fn run_list(list: &RefCell<Vec<PollerSlot>>, now: u64, timed: bool) -> usize {
             s.next_run = now.saturating_add(s.period_ticks);
         }
         if dt > stall_budget_ticks() {
-            s.stalls += 1;
-            // At most one warning per poller per second; the count says how many were folded.
-            if now.wrapping_sub(s.last_stall_warn) >= clock::tick_rate() || s.last_stall_warn == 0 {
-                tracing::warn!(
-                    poller = %s.name,
-                    us = clock::ticks_to_ns(dt) / 1000,
-                    overruns = s.stalls,
-                    "poller overran its budget of {} us",
-                    STALL_BUDGET_US
-                );
-                s.last_stall_warn = now.max(1);
-                s.stalls = 0;
-            }
+            note_stall(s, now, dt);
         }
         work += w;
     }
     work
 }
 
+/// A poller overran [`STALL_BUDGET_US`]: counted, and named in a warning at most once a
+/// second.
+#[cold]
+#[inline(never)]
+fn note_stall(s: &mut PollerSlot, now: u64, dt: u64) {
+    s.stalls += 1;
+    // At most one warning per poller per second; the count says how many were folded.
+    if now.wrapping_sub(s.last_stall_warn) >= clock::tick_rate() || s.last_stall_warn == 0 {
+        tracing::warn!(
+            poller = %s.name,
+            us = clock::ticks_to_ns(dt) / 1000,
+            overruns = s.stalls,
+            "poller overran its budget of {} us",
+            STALL_BUDGET_US
+        );
+        s.last_stall_warn = now.max(1);
+        s.stalls = 0;
+    }
+}
+
+/// [`STALL_BUDGET_US`] in ticks (computed on first use; a relaxed load after that).
+#[inline]
 fn stall_budget_ticks() -> u64 {
-    static B: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *B.get_or_init(|| clock::us_to_ticks(STALL_BUDGET_US))
+    static B: AtomicU64 = AtomicU64::new(0);
+    match B.load(Ordering::Relaxed) {
+        0 => {
+            let b = clock::us_to_ticks(STALL_BUDGET_US).max(1);
+            B.store(b, Ordering::Relaxed);
+            b
+        }
+        b => b,
+    }
 }
