@@ -201,15 +201,16 @@ impl BdevIo {
         let Some(f) = self.frames.get_mut(d) else {
             return false;
         };
-        *f = Frame {
-            chan: self.chan,
-            offset_blocks: self.offset_blocks,
-            cb: self.cb,
-            done,
-            ctx,
-            flags: self.flags,
-            block_size: self.block_size,
-        };
+        f.chan = self.chan;
+        f.offset_blocks = self.offset_blocks;
+        f.cb = self.cb;
+        f.done = done;
+        // The words only matter to a hook (a plain `forward` stores none).
+        if done.is_some() {
+            f.ctx = ctx;
+        }
+        f.flags = self.flags;
+        f.block_size = self.block_size;
         self.depth += 1;
         self.offset_blocks = offset_blocks;
         self.dev_status = None;
@@ -223,13 +224,17 @@ impl BdevIo {
     #[inline]
     pub(crate) fn pop_frame(&mut self) -> (Option<ForwardDone>, [u64; 3]) {
         self.depth -= 1;
-        let f = self.frames[self.depth as usize];
+        let f = &self.frames[self.depth as usize];
+        let (done, ctx) = match f.done {
+            Some(d) => (Some(d), f.ctx),
+            None => (None, [0; 3]),
+        };
         self.chan = f.chan;
         self.offset_blocks = f.offset_blocks;
         self.cb = f.cb;
         self.flags = f.flags;
         self.block_size = f.block_size;
-        (f.done, f.ctx)
+        (done, ctx)
     }
 
     /// True while the I/O is on a base bdev on behalf of a layer that forwarded it.

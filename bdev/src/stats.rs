@@ -1,6 +1,6 @@
 //! Per-channel I/O statistics, summed on demand across channels.
 
-use crate::types::IoType;
+use crate::types::{IoStatus, IoType};
 
 /// Counters for one I/O type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,9 +79,12 @@ pub struct IoStats {
 
 impl IoStats {
     #[inline]
-    pub(crate) fn record(&mut self, t: IoType, bytes: u64, lat: u64, ok: bool) {
-        if !ok {
+    pub(crate) fn record(&mut self, t: IoType, bytes: u64, lat: u64, status: IoStatus) {
+        if !status.is_success() {
             self.failed += 1;
+            if status == IoStatus::Miscompare {
+                self.miscompares += 1;
+            }
         }
         let s = match t {
             IoType::Read => &mut self.read,
