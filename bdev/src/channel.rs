@@ -181,7 +181,10 @@ impl ChannelState {
             self.drainable.set(self.drainable.get() + 1);
         }
         match &self.fwd {
-            Some(f) => crate::forward::forward_fast(f, io),
+            // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
+            // forwarders would otherwise inline into itself.
+            Some(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
+            Some(f) => crate::forward::forward_fast_nested(f, io),
             None => self.backend.borrow_mut().submit(io),
         }
     }
@@ -663,8 +666,8 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
             break;
         }
         // Done on the base: back to the layer that forwarded it, in this same step.
-        let (done, ctx) = io.pop_frame();
-        if let Some(done) = done {
+        if let Some(done) = io.pop_frame() {
+            let ctx = io.popped_ctx();
             match done(io, ctx) {
                 Some(back) => io = back,
                 None => return,

@@ -219,9 +219,9 @@ impl Fwd {
 /// everything: `forward` without the checks `Fwd::new` settled (the I/O passed this layer's
 /// validation, its type is one `Fwd::new` found accepted below, it runs on the base
 /// channel's thread, a read has its segments); only the range is checked, as the base may
-/// have been resized. Out of line (a stack of forwarders calls it again from the base's
-/// inlined dispatch); no module call on the way.
-#[inline(never)]
+/// have been resized. Inlined into the forwarding layer's `dispatch_fast`, with the base's
+/// dispatch; no module call on the way.
+#[inline(always)]
 pub(crate) fn forward_fast(f: &Fwd, mut io: Box<BdevIo>) {
     let Some(st) = f.fast else {
         return f.forward(io);
@@ -240,6 +240,13 @@ pub(crate) fn forward_fast(f: &Fwd, mut io: Box<BdevIo>) {
     io.flags = FLAG_COUNTED;
     st.inflight.set(st.inflight.get() + 1);
     st.dispatch_forwarded(io);
+}
+
+/// `forward_fast` for a base that forwards everything too (and for I/O `forward` hands a
+/// forwarder): out of line, so that a stack of forwarders does not inline into itself.
+#[inline(never)]
+pub(crate) fn forward_fast_nested(f: &Fwd, io: Box<BdevIo>) {
+    forward_fast(f, io);
 }
 
 #[cold]

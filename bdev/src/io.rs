@@ -220,21 +220,23 @@ impl BdevIo {
     }
 
     /// Back to the layer that forwarded the I/O (`depth > 0`): restores its view and returns
-    /// its hook and words.
+    /// its hook (whose words [`BdevIo::popped_ctx`] gives).
     #[inline]
-    pub(crate) fn pop_frame(&mut self) -> (Option<ForwardDone>, [u64; 3]) {
+    pub(crate) fn pop_frame(&mut self) -> Option<ForwardDone> {
         self.depth -= 1;
         let f = &self.frames[self.depth as usize];
-        let (done, ctx) = match f.done {
-            Some(d) => (Some(d), f.ctx),
-            None => (None, [0; 3]),
-        };
         self.chan = f.chan;
         self.offset_blocks = f.offset_blocks;
         self.cb = f.cb;
         self.flags = f.flags;
         self.block_size = f.block_size;
-        (done, ctx)
+        f.done
+    }
+
+    /// The words of the hook `pop_frame` just returned.
+    #[inline]
+    pub(crate) fn popped_ctx(&self) -> [u64; 3] {
+        self.frames[self.depth as usize].ctx
     }
 
     /// True while the I/O is on a base bdev on behalf of a layer that forwarded it.
