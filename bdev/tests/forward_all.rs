@@ -65,8 +65,11 @@ fn stack(name: &str, base: &str, num_blocks: u64, write: bool) {
     let backend = Arc::new(AllBackend {
         base: Mutex::new(desc),
     });
-    ferrite_bdev::register(BdevProps::new(name, "Forward-all test disk", BS, num_blocks), backend)
-        .unwrap();
+    ferrite_bdev::register(
+        BdevProps::new(name, "Forward-all test disk", BS, num_blocks),
+        backend,
+    )
+    .unwrap();
 }
 
 fn base(name: &str, num_blocks: u64, cfg: TestCfg) -> (Arc<Bdev>, Arc<TestState>) {
@@ -151,11 +154,18 @@ fn reset_of_the_stacked_bdev_waits_for_io_held_on_the_base() {
     for _ in 0..200 {
         h.poll_all();
     }
-    assert_eq!(common::done_count(), 0, "reset finished with I/O on the base");
+    assert_eq!(
+        common::done_count(),
+        0,
+        "reset finished with I/O on the base"
+    );
     h.on(0, || st.release_here(|_| IoStatus::Success));
     run_until(&mut h, "all", || common::done_count() == 4);
     let done = take_done();
-    assert!(done.iter().all(|d| d.status == IoStatus::Success), "{done:?}");
+    assert!(
+        done.iter().all(|d| d.status == IoStatus::Success),
+        "{done:?}"
+    );
     assert_eq!(done.last().unwrap().tag, 99, "the reset completes last");
     st.hold.store(false, Ordering::SeqCst);
     h.on(0, || common::read_at(&ch, &arena, 0, 1, &[], 5));
@@ -166,7 +176,7 @@ fn reset_of_the_stacked_bdev_waits_for_io_held_on_the_base() {
 
 #[test]
 fn a_base_resized_below_the_stacked_bdev_refuses_what_lies_beyond() {
-    let mut h = Harness::new(1,23);
+    let mut h = Harness::new(1, 23);
     let (b, st) = h.on(0, || base("FaBase3", 256, TestCfg::default()));
     h.on(0, || stack("FaTop3", "FaBase3", 256, true));
     let (_d, ch) = open_channel(&mut h, "FaTop3");
@@ -204,7 +214,10 @@ fn a_read_only_base_refuses_writes_and_serves_reads() {
     run_until(&mut h, "both", || common::done_count() == 2);
     let mut done = take_done();
     done.sort_by_key(|d| d.tag);
-    assert_eq!((done[0].status, done[1].status), (IoStatus::Invalid, IoStatus::Success));
+    assert_eq!(
+        (done[0].status, done[1].status),
+        (IoStatus::Invalid, IoStatus::Success)
+    );
     assert_eq!(arena.get(i), vec![0x3c; BS as usize]);
     assert_eq!(st.ram_blocks(3, 1), vec![0x3c; BS as usize], "not written");
     h.on(0, || drop(ch));
@@ -223,12 +236,17 @@ fn a_stack_deeper_than_the_frame_stack_still_works() {
     let (_d, ch) = open_channel(&mut h, &format!("FaDeep{layers}"));
     let arena = Arena::default();
     let data = common::noise(4, 2 * BS as usize);
-    h.on(0, || common::write_at(&ch, &arena, 7, data.clone(), &[100], 1));
+    h.on(0, || {
+        common::write_at(&ch, &arena, 7, data.clone(), &[100], 1)
+    });
     run_until(&mut h, "write", || common::done_count() == 1);
     let i = h.on(0, || common::read_at(&ch, &arena, 7, 2, &[], 2));
     run_until(&mut h, "read", || common::done_count() == 2);
     let done = take_done();
-    assert!(done.iter().all(|d| d.status == IoStatus::Success), "{done:?}");
+    assert!(
+        done.iter().all(|d| d.status == IoStatus::Success),
+        "{done:?}"
+    );
     assert_eq!(arena.get(i), data);
     assert_eq!(st.ram_blocks(7, 2), data);
     for k in 0..=layers {
@@ -263,7 +281,11 @@ fn the_base_splits_what_it_is_forwarded_on_its_own_boundary() {
         .filter(|o| o.t == IoType::Write)
         .map(|o| (o.off, o.n))
         .collect();
-    assert_eq!(writes, vec![(4, 4), (8, 8), (16, 4)], "split on the base's boundary");
+    assert_eq!(
+        writes,
+        vec![(4, 4), (8, 8), (16, 4)],
+        "split on the base's boundary"
+    );
     let (top, bot) = (iostat(&mut h, "FaTop5"), iostat(&mut h, "FaBase5"));
     assert_eq!((top.write.ops, bot.write.ops), (1, 1));
     h.on(0, || drop(ch));
