@@ -59,6 +59,19 @@ pub trait BackendChannel: Send {
     /// Takes ownership of `io` and completes it later (or now: completion is always deferred
     /// by the bdev layer). Never called for types the backend reports unsupported.
     fn submit(&mut self, io: Box<BdevIo>);
+
+    /// For a stacked bdev that sends *every* I/O unchanged, at the same offset, to one base
+    /// (passthru): hand this thread's channel to that base over to the bdev layer. Called
+    /// once, right after [`BdevBackend::create_channel`], on the channel's thread. If it
+    /// returns a channel, the layer forwards each I/O to it itself
+    /// ([`crate::BdevChannel::forward`] semantics: the base accounts it, its completion comes
+    /// back through this layer) and never calls `submit` on this backend channel; the common
+    /// case takes no module call and no re-validation on the base (type, block size and
+    /// thread are checked once here, only the range is checked per I/O, as the base may be
+    /// resized). The default, `None`, keeps every I/O going to `submit`.
+    fn forward_all(&mut self) -> Option<crate::BdevChannel> {
+        None
+    }
 }
 
 /// What a module implements to back a bdev (control path; any thread may call these unless

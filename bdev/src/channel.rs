@@ -1,7 +1,7 @@
 //! Per-(bdev, thread) channel state and the generic I/O path: validation, accounting, buffer
 //! supply, splitting, emulation, quiesce parking, NOMEM retry and completion.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
@@ -64,7 +64,12 @@ fn run_callback(cb: crate::io::IoCallback, io: Box<BdevIo>) {
 pub(crate) struct ChannelState {
     pub(crate) bdev: Arc<Bdev>,
     backend: RefCell<Box<dyn BackendChannel>>,
-    pub(crate) stats: RefCell<IoStats>,
+    /// The base channel of a backend that forwards everything (`BackendChannel::forward_all`):
+    /// I/O goes there instead of to `backend`.
+    fwd: Option<crate::forward::Fwd>,
+    /// This channel's figures. Only touched on the channel's thread, through
+    /// [`ChannelState::with_stats`] (no borrow flag to set and clear per I/O).
+    stats: UnsafeCell<IoStats>,
     pub(crate) inflight: Cell<u32>,
     drainable: Cell<u32>,
     nomem: RefCell<VecDeque<Box<BdevIo>>>,
@@ -145,23 +150,53 @@ impl ChannelState {
     /// a channel not frozen, a type the backend handles itself, data segments present, no
     /// split boundary crossed. Anything else takes the general path.
     #[inline(always)]
-    pub(crate) fn dispatch_fast(&self, mut io: Box<BdevIo>) {
+    pub(crate) fn dispatch_fast(&self, io: Box<BdevIo>) {
+        self.dispatch_fast_impl::<true>(io);
+    }
+
+    /// `dispatch_fast` for an I/O a layer above has dispatched already (its own
+    /// `dispatch_fast` passed it to the layer's forwarder): a read has its segments, so that
+    /// check is left out.
+    #[inline(always)]
+    pub(crate) fn dispatch_forwarded(&self, io: Box<BdevIo>) {
+        self.dispatch_fast_impl::<false>(io);
+    }
+
+    #[inline(always)]
+    fn dispatch_fast_impl<const CHECK_BUF: bool>(&self, mut io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
         let b = &*self.bdev;
         let bound = b.split_bound;
         if self.frozen.get()
             || b.routed & bit != 0
-            || (t == IoType::Read && io.iovs.is_empty())
+            || (CHECK_BUF && t == IoType::Read && io.iovs.is_empty())
             || (bound != 0 && io.num_blocks > 0 && crosses(io.offset_blocks, io.num_blocks, bound))
         {
             return self.dispatch(io);
         }
+        debug_assert!(!(t == IoType::Read && io.iovs.is_empty()));
         if io.flags & (FLAG_DRAINABLE | FLAG_BYPASS_LOCK) == 0 && NO_DRAIN_TYPES & bit == 0 {
             io.flags |= FLAG_DRAINABLE;
             self.drainable.set(self.drainable.get() + 1);
         }
-        self.backend.borrow_mut().submit(io);
+        match &self.fwd {
+            // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
+            // forwarders would otherwise inline into itself.
+            Some(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
+            Some(f) => crate::forward::forward_fast_nested(f, io),
+            None => self.backend.borrow_mut().submit(io),
+        }
+    }
+
+    /// Hands a dispatched I/O to the backend, or to the base of a forwarding backend (with
+    /// the full checks of `forward`).
+    #[inline]
+    fn to_backend(&self, io: Box<BdevIo>) {
+        match &self.fwd {
+            Some(f) => f.forward(io),
+            None => self.backend.borrow_mut().submit(io),
+        }
     }
 
     /// Entry of a validated, counted I/O into the channel.
@@ -215,7 +250,7 @@ impl ChannelState {
         {
             return crate::split::split(self, io);
         }
-        self.backend.borrow_mut().submit(io);
+        self.to_backend(io);
     }
 
     /// Submits an internal child I/O (split piece, emulation step) on this channel.
@@ -239,7 +274,7 @@ impl ChannelState {
         child.block_size = self.bdev.block_size;
         child.submit_tsc = submit_ticks();
         self.inflight.set(self.inflight.get() + 1);
-        self.backend.borrow_mut().submit(child);
+        self.to_backend(child);
     }
 
     fn abort(&self, mut io: Box<BdevIo>) {
@@ -298,23 +333,31 @@ impl ChannelState {
             }
             let lat = io.complete_tsc.wrapping_sub(io.submit_tsc);
             let bytes = io.num_blocks * u64::from(io.block_size);
-            let mut s = self.stats.borrow_mut();
-            s.record(io.io_type, bytes, lat, io.status.is_success());
-            if io.status == IoStatus::Miscompare {
-                s.miscompares += 1;
-            }
+            let (t, status) = (io.io_type, io.status);
+            self.with_stats(|s| s.record(t, bytes, lat, status));
         }
-        if !self.nomem.borrow().is_empty() && !self.in_retry.get() {
-            self.in_retry.set(true);
-            crate::thread::schedule_retry(self.ptr());
-        }
+        // No NOMEM retry to schedule here: `park_nomem` schedules one whenever it parks an
+        // I/O, and `retry_nomem` resubmits every parked I/O, so a non-empty NOMEM queue always
+        // has its retry pending.
+        debug_assert!(self.nomem.borrow().is_empty() || self.in_retry.get());
+    }
+
+    /// Runs `f` on this channel's statistics. Call on the channel's thread only, and never
+    /// from inside another `with_stats` (the closures given are plain updates and copies).
+    #[inline(always)]
+    pub(crate) fn with_stats<R>(&self, f: impl FnOnce(&mut IoStats) -> R) -> R {
+        // SAFETY: the state is confined to its lightweight thread (every caller runs there:
+        // the completion path, the NOMEM park, iostat's per-channel visits, the drop), and no
+        // caller's closure reaches `with_stats` again, so this is the only reference to the
+        // figures while `f` runs.
+        f(unsafe { &mut *self.stats.get() })
     }
 
     #[cold]
     #[inline(never)]
     pub(crate) fn park_nomem(&self, mut io: Box<BdevIo>) {
         io.status = IoStatus::Pending;
-        self.stats.borrow_mut().nomem_retries += 1;
+        self.with_stats(|s| s.nomem_retries += 1);
         self.nomem.borrow_mut().push_back(io);
         if !self.in_retry.get() {
             self.in_retry.set(true);
@@ -327,7 +370,8 @@ impl Drop for ChannelState {
     fn drop(&mut self) {
         // Keep this channel's figures in the bdev's totals (`collect_iostat`).
         if let Ok(mut r) = self.bdev.retired_stats.lock() {
-            r.add(&self.stats.borrow());
+            let mine = self.with_stats(|s| *s);
+            r.add(&mine);
         }
     }
 }
@@ -344,14 +388,18 @@ impl ChannelCtx {
             return Self { state: None };
         };
         crate::thread::ensure_completion_poller();
-        let backend = bdev.backend.create_channel();
+        let mut backend = bdev.backend.create_channel();
         let frozen = bdev.quiesced.load(std::sync::atomic::Ordering::Acquire);
         let thread_id = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
+        let fwd = backend
+            .forward_all()
+            .map(|base| crate::forward::Fwd::new(base, &bdev, thread_id));
         Self {
             state: Some(Box::new(ChannelState {
                 bdev,
                 backend: RefCell::new(backend),
-                stats: RefCell::new(IoStats::default()),
+                fwd,
+                stats: UnsafeCell::new(IoStats::default()),
                 inflight: Cell::new(0),
                 drainable: Cell::new(0),
                 nomem: RefCell::new(VecDeque::new()),
@@ -618,8 +666,8 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
             break;
         }
         // Done on the base: back to the layer that forwarded it, in this same step.
-        let (done, ctx) = io.pop_frame();
-        if let Some(done) = done {
+        if let Some(done) = io.pop_frame() {
+            let ctx = io.popped_ctx();
             match done(io, ctx) {
                 Some(back) => io = back,
                 None => return,

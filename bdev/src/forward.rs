@@ -2,7 +2,9 @@
 //! of its base as the same object (see ARCHITECTURE.md, "Life of an I/O"). The frames are
 //! pushed here and popped by `channel::finish_io`.
 
-use crate::channel::BdevChannel;
+use std::ptr::NonNull;
+
+use crate::channel::{BdevChannel, ChannelState};
 use crate::io::{BdevIo, ForwardDone, FLAG_COUNTED};
 use crate::types::{IoStatus, IoType};
 use crate::Bdev;
@@ -64,7 +66,9 @@ impl BdevChannel {
         io.chan = Some(st.ptr());
         io.flags = FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);
-        st.dispatch_fast(io);
+        // An I/O a layer handed its backend has its segments (the layer supplied a buffer to
+        // a read without): no buffer check on the base.
+        st.dispatch_forwarded(io);
     }
 
     /// For a stacked bdev that sends one I/O of its own to several bases (a mirror's write):
@@ -165,6 +169,85 @@ impl BdevChannel {
 
 /// Types `forwardable` leaves to the full check (no range, no block size).
 const ROUTED_ALWAYS: u32 = (1 << IoType::Reset as u8) | (1 << IoType::Abort as u8);
+
+/// The base channel of a backend that forwards every I/O unchanged
+/// ([`crate::BackendChannel::forward_all`]), kept by the forwarding layer's channel state.
+pub(crate) struct Fwd {
+    chan: BdevChannel,
+    /// The base's channel state when the checks `forward` makes on every I/O were settled
+    /// once at channel creation: same thread, same block size, and every type the forwarding
+    /// layer hands its backend accepted by this channel of the base. `None`: every I/O takes
+    /// the full `forward`.
+    fast: Option<NonNull<ChannelState>>,
+}
+
+// SAFETY: `fast` points to the state of the channel `chan` (itself Send) keeps alive, and is
+// only dereferenced on that channel's thread (`Fwd::new` checked it is the forwarding layer's,
+// whose channel state holds this and is confined to it); it moves between OS threads only with
+// that channel state, as `chan` does.
+unsafe impl Send for Fwd {}
+
+impl Fwd {
+    /// `upper` is the forwarding bdev, whose channel state on thread `thread_id` keeps this.
+    pub(crate) fn new(chan: BdevChannel, upper: &Bdev, thread_id: u64) -> Self {
+        let fast = chan.st.filter(|st| {
+            // SAFETY: the state belongs to the channel context `chan` keeps alive; this runs
+            // on the thread creating the forwarding layer's channel, and only reads fields
+            // set at the base channel's creation.
+            let st = unsafe { st.as_ref() };
+            // The types the forwarding layer's `dispatch_fast` can hand its backend: accepted
+            // there, and not handled by its layer (never reset or abort, which are always
+            // routed).
+            let handed = upper.accepted & !upper.routed;
+            debug_assert!(handed & ROUTED_ALWAYS == 0);
+            st.thread_id == thread_id
+                && st.bdev.block_size == upper.block_size
+                && handed & !chan.allowed == 0
+        });
+        Self { chan, fast }
+    }
+
+    /// The general path: `forward` with its full checks, at the same offset.
+    #[inline]
+    pub(crate) fn forward(&self, io: Box<BdevIo>) {
+        let off = io.offset_blocks;
+        self.chan.forward(io, off);
+    }
+}
+
+/// What a forwarding layer's `dispatch_fast` does with an I/O for a backend that forwards
+/// everything: `forward` without the checks `Fwd::new` settled (the I/O passed this layer's
+/// validation, its type is one `Fwd::new` found accepted below, it runs on the base
+/// channel's thread, a read has its segments); only the range is checked, as the base may
+/// have been resized. Inlined into the forwarding layer's `dispatch_fast`, with the base's
+/// dispatch; no module call on the way.
+#[inline(always)]
+pub(crate) fn forward_fast(f: &Fwd, mut io: Box<BdevIo>) {
+    let Some(st) = f.fast else {
+        return f.forward(io);
+    };
+    // SAFETY: the state belongs to the channel context `f.chan` keeps alive, and `Fwd::new`
+    // found it on this channel's thread, where this runs (the caller's channel state is
+    // confined to it).
+    let st = unsafe { st.as_ref() };
+    let off = io.offset_blocks;
+    // No overflow: this layer checked the range against its own size.
+    if off + io.num_blocks > st.bdev.num_blocks() || !io.push_frame(off, None, [0; 3]) {
+        // Outside a resized base, or past the frame stack: the full path decides.
+        return f.forward(io);
+    }
+    io.chan = Some(st.ptr());
+    io.flags = FLAG_COUNTED;
+    st.inflight.set(st.inflight.get() + 1);
+    st.dispatch_forwarded(io);
+}
+
+/// `forward_fast` for a base that forwards everything too (and for I/O `forward` hands a
+/// forwarder): out of line, so that a stack of forwarders does not inline into itself.
+#[inline(never)]
+pub(crate) fn forward_fast_nested(f: &Fwd, io: Box<BdevIo>) {
+    forward_fast(f, io);
+}
 
 #[cold]
 #[inline(never)]

@@ -201,15 +201,16 @@ impl BdevIo {
         let Some(f) = self.frames.get_mut(d) else {
             return false;
         };
-        *f = Frame {
-            chan: self.chan,
-            offset_blocks: self.offset_blocks,
-            cb: self.cb,
-            done,
-            ctx,
-            flags: self.flags,
-            block_size: self.block_size,
-        };
+        f.chan = self.chan;
+        f.offset_blocks = self.offset_blocks;
+        f.cb = self.cb;
+        f.done = done;
+        // The words only matter to a hook (a plain `forward` stores none).
+        if done.is_some() {
+            f.ctx = ctx;
+        }
+        f.flags = self.flags;
+        f.block_size = self.block_size;
         self.depth += 1;
         self.offset_blocks = offset_blocks;
         self.dev_status = None;
@@ -219,17 +220,23 @@ impl BdevIo {
     }
 
     /// Back to the layer that forwarded the I/O (`depth > 0`): restores its view and returns
-    /// its hook and words.
+    /// its hook (whose words [`BdevIo::popped_ctx`] gives).
     #[inline]
-    pub(crate) fn pop_frame(&mut self) -> (Option<ForwardDone>, [u64; 3]) {
+    pub(crate) fn pop_frame(&mut self) -> Option<ForwardDone> {
         self.depth -= 1;
-        let f = self.frames[self.depth as usize];
+        let f = &self.frames[self.depth as usize];
         self.chan = f.chan;
         self.offset_blocks = f.offset_blocks;
         self.cb = f.cb;
         self.flags = f.flags;
         self.block_size = f.block_size;
-        (f.done, f.ctx)
+        f.done
+    }
+
+    /// The words of the hook `pop_frame` just returned.
+    #[inline]
+    pub(crate) fn popped_ctx(&self) -> [u64; 3] {
+        self.frames[self.depth as usize].ctx
     }
 
     /// True while the I/O is on a base bdev on behalf of a layer that forwarded it.

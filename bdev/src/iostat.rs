@@ -21,7 +21,7 @@ pub fn collect_iostat(
             if let Some(s) = ctx.state() {
                 let tid = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
                 if let Ok(mut v) = a.lock() {
-                    v.push((tid, *s.stats.borrow()));
+                    v.push((tid, s.with_stats(|st| *st)));
                 }
             }
         },
@@ -52,12 +52,13 @@ pub fn reset_iostat(bdev: &Arc<Bdev>, maxmin_only: bool, done: impl FnOnce() + S
     let r = bdev.device.for_each_channel(
         move |ctx| {
             if let Some(s) = ctx.state() {
-                let mut st = s.stats.borrow_mut();
-                if maxmin_only {
-                    st.reset_maxmin();
-                } else {
-                    *st = IoStats::default();
-                }
+                s.with_stats(|st| {
+                    if maxmin_only {
+                        st.reset_maxmin();
+                    } else {
+                        *st = IoStats::default();
+                    }
+                });
             }
         },
         done,

@@ -10,6 +10,13 @@ pub(crate) struct PassthruChannel {
 }
 
 impl BackendChannel for PassthruChannel {
+    /// Every I/O goes to the base unchanged: the bdev layer takes the base channel and
+    /// forwards itself (no call into this module per I/O). `submit` below is then only
+    /// reached when the base channel could not be created.
+    fn forward_all(&mut self) -> Option<BdevChannel> {
+        self.base.take()
+    }
+
     #[inline]
     fn submit(&mut self, io: Box<BdevIo>) {
         let Some(base) = &self.base else {

@@ -14,7 +14,10 @@
 //!    own channel to the base, created on that thread.
 //! 4. **I/O** (`io`): hand each I/O to the base channel with `BdevChannel::forward` (the
 //!    same object, at the same offset): the base's layer accounts it, and its completion
-//!    comes straight back through ours. A module that needs to see the result before its
+//!    comes straight back through ours. As passthru forwards *everything* unchanged, its
+//!    channel goes one step further and gives the base channel to the bdev layer
+//!    (`BackendChannel::forward_all`), which then forwards each I/O itself, with the checks
+//!    settled once per channel: no call into this module per I/O. A module that needs to see the result before its
 //!    submitter does passes a hook to `forward_with`; one that builds different requests
 //!    (several pieces, other data) takes child I/O from the pool instead (`BdevIo::forward`,
 //!    see modules/raid and modules/delay).
