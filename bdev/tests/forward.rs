@@ -10,16 +10,11 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use common::{run_until, take_done, Arena, TestCfg, TestState};
-use ferrite_bdev::stats::IoStats;
-use ferrite_bdev::{
-    BackendChannel, Bdev, BdevBackend, BdevChannel, BdevIo, BdevProps, Desc, IoStatus, IoType,
-    MAX_FORWARD_DEPTH,
-};
+use common::{iostat, open_channel, run_until, take_done, Arena, StackedKind, TestCfg, TestState};
+use ferrite_bdev::{BackendChannel, BdevChannel, BdevIo, IoStatus, IoType, MAX_FORWARD_DEPTH};
 use ferrite_reactor::harness::Harness;
-use serde_json::Value;
 
 const BS: u32 = 512;
 
@@ -30,12 +25,6 @@ enum Mode {
     Plain { shift: u64 },
     /// `forward_with` a hook to base 0; on failure the hook forwards again to the next base.
     Retry,
-}
-
-struct FwdBackend {
-    bases: Mutex<Vec<Desc>>,
-    mode: Mode,
-    hooks: Arc<AtomicUsize>,
 }
 
 struct FwdChannel {
@@ -72,76 +61,29 @@ fn retry_hook(io: Box<BdevIo>, ctx: [u64; 3]) -> Option<Box<BdevIo>> {
     Some(io)
 }
 
-impl BdevBackend for FwdBackend {
-    fn module_name(&self) -> &'static str {
-        "fwd_test"
-    }
-    fn io_type_supported(&self, t: IoType) -> bool {
-        matches!(
-            t,
-            IoType::Read | IoType::Write | IoType::Flush | IoType::Reset
-        )
-    }
-    fn create_channel(&self) -> Box<dyn BackendChannel> {
-        let bases = self
-            .bases
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|d| d.channel().unwrap())
-            .collect();
-        Box::new(FwdChannel {
-            bases,
-            mode: self.mode,
-            hooks: self.hooks.clone(),
-        })
-    }
-    fn config_entry(&self, _bdev: &Bdev) -> Option<Value> {
-        None
-    }
-}
+const FWD: StackedKind = StackedKind {
+    module: "fwd_test",
+    types: &[IoType::Read, IoType::Write, IoType::Flush, IoType::Reset],
+    product: "Forwarding test disk",
+};
 
 /// Registers a stacked bdev `name` of `num_blocks` over `bases` (call on a harness thread).
 fn stack(name: &str, bases: &[&str], num_blocks: u64, mode: Mode) -> Arc<AtomicUsize> {
-    let descs = bases
-        .iter()
-        .map(|b| Desc::open(b, true, |_| {}).unwrap())
-        .collect();
     let hooks = Arc::new(AtomicUsize::new(0));
-    let backend = Arc::new(FwdBackend {
-        bases: Mutex::new(descs),
-        mode,
-        hooks: hooks.clone(),
+    let h = hooks.clone();
+    let make: common::MakeChannel = Box::new(move |bases| {
+        Box::new(FwdChannel {
+            bases,
+            mode,
+            hooks: h.clone(),
+        })
     });
-    ferrite_bdev::register(
-        BdevProps::new(name, "Forwarding test disk", BS, num_blocks),
-        backend,
-    )
-    .unwrap();
+    common::register_stacked(&FWD, name, bases, BS, num_blocks, true, make);
     hooks
 }
 
 fn base(name: &str, num_blocks: u64, cfg: TestCfg) -> Arc<TestState> {
     common::register_test(name, BS, num_blocks, cfg).1
-}
-
-fn iostat(h: &mut Harness, name: &str) -> IoStats {
-    let b = ferrite_bdev::lookup(name).unwrap();
-    let out: Arc<Mutex<Option<IoStats>>> = Arc::default();
-    let o = out.clone();
-    h.on(0, move || {
-        ferrite_bdev::collect_iostat(&b, move |t, _| *o.lock().unwrap() = Some(t))
-    });
-    let o = out.clone();
-    run_until(h, "collect_iostat", || o.lock().unwrap().is_some());
-    let s = out.lock().unwrap().take().unwrap();
-    s
-}
-
-fn open_channel(h: &mut Harness, name: &str) -> (Desc, BdevChannel) {
-    let d = h.on(0, || Desc::open(name, true, |_| {}).unwrap());
-    let ch = h.on(0, || d.channel().unwrap());
-    (d, ch)
 }
 
 #[test]

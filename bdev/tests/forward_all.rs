@@ -10,22 +10,15 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use common::{run_until, take_done, Arena, TestCfg, TestState};
-use ferrite_bdev::stats::IoStats;
+use common::{iostat, open_channel, run_until, take_done, Arena, StackedKind, TestCfg, TestState};
 use ferrite_bdev::{
-    BackendChannel, Bdev, BdevBackend, BdevChannel, BdevIo, BdevProps, Desc, IoStatus, IoType,
-    MAX_FORWARD_DEPTH,
+    BackendChannel, Bdev, BdevChannel, BdevIo, IoStatus, IoType, MAX_FORWARD_DEPTH,
 };
 use ferrite_reactor::harness::Harness;
-use serde_json::Value;
 
 const BS: u32 = 512;
-
-struct AllBackend {
-    base: Mutex<Desc>,
-}
 
 struct AllChannel {
     base: Option<BdevChannel>,
@@ -40,59 +33,21 @@ impl BackendChannel for AllChannel {
     }
 }
 
-impl BdevBackend for AllBackend {
-    fn module_name(&self) -> &'static str {
-        "fwd_all_test"
-    }
-    fn io_type_supported(&self, t: IoType) -> bool {
-        matches!(
-            t,
-            IoType::Read | IoType::Write | IoType::Flush | IoType::Reset
-        )
-    }
-    fn create_channel(&self) -> Box<dyn BackendChannel> {
-        let base = Some(self.base.lock().unwrap().channel().unwrap());
-        Box::new(AllChannel { base })
-    }
-    fn config_entry(&self, _bdev: &Bdev) -> Option<Value> {
-        None
-    }
-}
+const ALL: StackedKind = StackedKind {
+    module: "fwd_all_test",
+    types: &[IoType::Read, IoType::Write, IoType::Flush, IoType::Reset],
+    product: "Forward-all test disk",
+};
 
 /// Registers a forward-all bdev `name` of `num_blocks` over `base` (call on a harness thread).
 fn stack(name: &str, base: &str, num_blocks: u64, write: bool) {
-    let desc = Desc::open(base, write, |_| {}).unwrap();
-    let backend = Arc::new(AllBackend {
-        base: Mutex::new(desc),
-    });
-    ferrite_bdev::register(
-        BdevProps::new(name, "Forward-all test disk", BS, num_blocks),
-        backend,
-    )
-    .unwrap();
+    let make: common::MakeChannel =
+        Box::new(|mut bases| Box::new(AllChannel { base: bases.pop() }));
+    common::register_stacked(&ALL, name, &[base], BS, num_blocks, write, make);
 }
 
 fn base(name: &str, num_blocks: u64, cfg: TestCfg) -> (Arc<Bdev>, Arc<TestState>) {
     common::register_test(name, BS, num_blocks, cfg)
-}
-
-fn iostat(h: &mut Harness, name: &str) -> IoStats {
-    let b = ferrite_bdev::lookup(name).unwrap();
-    let out: Arc<Mutex<Option<IoStats>>> = Arc::default();
-    let o = out.clone();
-    h.on(0, move || {
-        ferrite_bdev::collect_iostat(&b, move |t, _| *o.lock().unwrap() = Some(t))
-    });
-    let o = out.clone();
-    run_until(h, "collect_iostat", || o.lock().unwrap().is_some());
-    let s = out.lock().unwrap().take().unwrap();
-    s
-}
-
-fn open_channel(h: &mut Harness, name: &str) -> (Desc, BdevChannel) {
-    let d = h.on(0, || Desc::open(name, true, |_| {}).unwrap());
-    let ch = h.on(0, || d.channel().unwrap());
-    (d, ch)
 }
 
 #[test]

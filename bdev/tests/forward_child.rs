@@ -9,21 +9,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use common::{run_until, take_done, Arena, TestCfg, TestState};
-use ferrite_bdev::stats::IoStats;
-use ferrite_bdev::{
-    BackendChannel, Bdev, BdevBackend, BdevChannel, BdevIo, BdevProps, Desc, IoStatus, IoType,
-};
+use common::{iostat, open_channel, run_until, take_done, Arena, StackedKind, TestCfg, TestState};
+use ferrite_bdev::{BackendChannel, BdevChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::harness::Harness;
-use serde_json::Value;
 
 const BS: u32 = 512;
-
-struct MirrorBackend {
-    bases: Mutex<Vec<Desc>>,
-}
 
 struct MirrorChannel {
     bases: Vec<BdevChannel>,
@@ -84,58 +76,19 @@ fn child_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     Some(parent.with_status(status))
 }
 
-impl BdevBackend for MirrorBackend {
-    fn module_name(&self) -> &'static str {
-        "mirror_test"
-    }
-    fn io_type_supported(&self, t: IoType) -> bool {
-        matches!(t, IoType::Read | IoType::Write)
-    }
-    fn create_channel(&self) -> Box<dyn BackendChannel> {
-        let bases = self
-            .bases
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|d| d.channel().unwrap())
-            .collect();
-        Box::new(MirrorChannel { bases })
-    }
-    fn config_entry(&self, _bdev: &Bdev) -> Option<Value> {
-        None
-    }
-}
+const MIRROR: StackedKind = StackedKind {
+    module: "mirror_test",
+    types: &[IoType::Read, IoType::Write],
+    product: "Mirror test disk",
+};
 
 fn mirror(name: &str, bases: &[&str], num_blocks: u64) {
-    let descs = bases
-        .iter()
-        .map(|b| Desc::open(b, true, |_| {}).unwrap())
-        .collect();
-    let backend = Arc::new(MirrorBackend {
-        bases: Mutex::new(descs),
-    });
-    ferrite_bdev::register(
-        BdevProps::new(name, "Mirror test disk", BS, num_blocks),
-        backend,
-    )
-    .unwrap();
+    let make: common::MakeChannel = Box::new(|bases| Box::new(MirrorChannel { bases }));
+    common::register_stacked(&MIRROR, name, bases, BS, num_blocks, true, make);
 }
 
 fn base(name: &str, num_blocks: u64, cfg: TestCfg) -> Arc<TestState> {
     common::register_test(name, BS, num_blocks, cfg).1
-}
-
-fn iostat(h: &mut Harness, name: &str) -> IoStats {
-    let b = ferrite_bdev::lookup(name).unwrap();
-    let out: Arc<Mutex<Option<IoStats>>> = Arc::default();
-    let o = out.clone();
-    h.on(0, move || {
-        ferrite_bdev::collect_iostat(&b, move |t, _| *o.lock().unwrap() = Some(t))
-    });
-    let o = out.clone();
-    run_until(h, "collect_iostat", || o.lock().unwrap().is_some());
-    let s = out.lock().unwrap().take().unwrap();
-    s
 }
 
 #[test]
@@ -151,8 +104,7 @@ fn children_fan_out_and_the_parent_completes_in_its_last_childs_step() {
         mirror("FcTop", &["FcA", "FcB"], 256);
         (a, b)
     });
-    let d = h.on(0, || Desc::open("FcTop", true, |_| {}).unwrap());
-    let ch = h.on(0, || d.channel().unwrap());
+    let (_d, ch) = open_channel(&mut h, "FcTop");
     let arena = Arena::default();
     let data = common::noise(3, 8 * BS as usize);
     h.on(0, || {
@@ -209,8 +161,7 @@ fn a_child_the_base_refuses_reaches_the_hook_as_invalid() {
         mirror("FcTop2", &["FcC", "FcD"], 256);
         (a, b)
     });
-    let d = h.on(0, || Desc::open("FcTop2", true, |_| {}).unwrap());
-    let ch = h.on(0, || d.channel().unwrap());
+    let (_d, ch) = open_channel(&mut h, "FcTop2");
     let arena = Arena::default();
     let data = common::noise(9, 4 * BS as usize);
     h.on(0, || {

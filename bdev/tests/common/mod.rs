@@ -1,6 +1,7 @@
 //! Helpers shared by the bdev integration tests: a configurable test backend (RAM, held I/O,
-//! NoMem injection, delayed out-of-order completion, an operation log), a per-OS-thread
-//! completion log for `fn` callbacks, and a buffer arena for `set_iovs`.
+//! NoMem injection, delayed out-of-order completion, an operation log), a stacked test bdev
+//! over other bdevs (for the forwarding tests), a per-OS-thread completion log for `fn`
+//! callbacks, a buffer arena for `set_iovs`, and statistics and channel helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::cell::RefCell;
@@ -8,8 +9,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ferrite_bdev::stats::IoStats;
 use ferrite_bdev::{
-    BackendChannel, Bdev, BdevBackend, BdevChannel, BdevIo, BdevProps, IoStatus, IoType, IoVec,
+    BackendChannel, Bdev, BdevBackend, BdevChannel, BdevIo, BdevProps, Desc, IoStatus, IoType,
+    IoVec,
 };
 use ferrite_reactor::harness::Harness;
 use ferrite_reactor::PollerHandle;
@@ -509,4 +512,98 @@ pub fn malloc(name: &str, num_blocks: u64, block_size: u32, boundary: u32) {
         ..Default::default()
     })
     .unwrap();
+}
+
+// ---- stacked test bdevs ------------------------------------------------------------------------
+
+/// Builds a stacked test bdev's backend channel from one channel of each of its bases.
+pub type MakeChannel = Box<dyn Fn(Vec<BdevChannel>) -> Box<dyn BackendChannel> + Send + Sync>;
+
+/// A [`BdevBackend`] over other bdevs (the forwarding tests' stacked bdevs): what its channel
+/// does with I/O is up to `make`.
+pub struct StackedBackend {
+    module: &'static str,
+    types: &'static [IoType],
+    bases: Mutex<Vec<Desc>>,
+    make: MakeChannel,
+}
+
+impl BdevBackend for StackedBackend {
+    fn module_name(&self) -> &'static str {
+        self.module
+    }
+    fn io_type_supported(&self, t: IoType) -> bool {
+        self.types.contains(&t)
+    }
+    fn create_channel(&self) -> Box<dyn BackendChannel> {
+        let bases = self
+            .bases
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.channel().unwrap())
+            .collect();
+        (self.make)(bases)
+    }
+    fn config_entry(&self, _bdev: &Bdev) -> Option<Value> {
+        None
+    }
+}
+
+/// What a stacked test bdev is: its module name, the types it supports, its product name.
+pub struct StackedKind {
+    pub module: &'static str,
+    pub types: &'static [IoType],
+    pub product: &'static str,
+}
+
+/// Registers a stacked test bdev `name` of `num_blocks` blocks of `block_size` over `bases`
+/// (opened writable if `write`), its channels built by `make` (call on a harness thread).
+pub fn register_stacked(
+    kind: &StackedKind,
+    name: &str,
+    bases: &[&str],
+    block_size: u32,
+    num_blocks: u64,
+    write: bool,
+    make: MakeChannel,
+) {
+    let descs = bases
+        .iter()
+        .map(|b| Desc::open(b, write, |_| {}).unwrap())
+        .collect();
+    let backend = Arc::new(StackedBackend {
+        module: kind.module,
+        types: kind.types,
+        bases: Mutex::new(descs),
+        make,
+    });
+    ferrite_bdev::register(
+        BdevProps::new(name, kind.product, block_size, num_blocks),
+        backend,
+    )
+    .unwrap();
+}
+
+// ---- statistics and channels -------------------------------------------------------------------
+
+/// The I/O statistics of bdev `name`, collected on harness thread 0.
+pub fn iostat(h: &mut Harness, name: &str) -> IoStats {
+    let b = ferrite_bdev::lookup(name).unwrap();
+    let out: Arc<Mutex<Option<IoStats>>> = Arc::default();
+    let o = out.clone();
+    h.on(0, move || {
+        ferrite_bdev::collect_iostat(&b, move |t, _| *o.lock().unwrap() = Some(t))
+    });
+    let o = out.clone();
+    run_until(h, "collect_iostat", || o.lock().unwrap().is_some());
+    let s = out.lock().unwrap().take().unwrap();
+    s
+}
+
+/// Opens bdev `name` writable and a channel on it, on harness thread 0.
+pub fn open_channel(h: &mut Harness, name: &str) -> (Desc, BdevChannel) {
+    let d = h.on(0, || Desc::open(name, true, |_| {}).unwrap());
+    let ch = h.on(0, || d.channel().unwrap());
+    (d, ch)
 }
