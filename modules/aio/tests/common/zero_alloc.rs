@@ -1,137 +1,49 @@
 //! The hot-path rule for file bdevs (shared by the aio and uring tests): in steady state, reads
 //! and writes through a file bdev perform no heap allocation — neither with aligned buffers
-//! (direct path) nor with misaligned ones (bounced through pool buffers). A counting global
-//! allocator counts allocations made on the test's OS thread while a queue-depth-64 workload
-//! runs on a harness thread, whose polls also reap the kernel's completions.
+//! (direct path) nor with misaligned ones (bounced through pool buffers). The shared driver
+//! (`ferrite_bdev::testing`) keeps a queue-depth-64 workload going on a harness thread, whose
+//! polls also reap the kernel's completions, and the counting global allocator counts the
+//! allocations made on the test's OS thread.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrite_bdev::{BdevChannel, BdevIo, Desc, DmaBuf, IoStatus, IoVec};
+use ferrite_bdev::testing::{failed, Driver};
 use ferrite_reactor::harness::Harness;
+
+pub use ferrite_bdev::testing::check_counter;
 
 #[global_allocator]
 static GLOBAL: ferrite_reactor::alloc_count::CountingAlloc =
     ferrite_reactor::alloc_count::CountingAlloc;
 
-static COMPLETED: AtomicU64 = AtomicU64::new(0);
-static FAILED: AtomicU64 = AtomicU64::new(0);
-
-struct Job {
-    ch: BdevChannel,
-    blocks: u64,
-    next: Cell<u64>,
-    misaligned: bool,
-}
-
-thread_local! {
-    static JOB: Cell<*const Job> = const { Cell::new(std::ptr::null()) };
-}
-
-fn resubmit(mut io: Box<BdevIo>) {
-    JOB.with(|j| {
-        let p = j.get();
-        if p.is_null() {
-            return ferrite_bdev::free_io(io);
-        }
-        // SAFETY: the Job outlives the run; set before the first submit, cleared after.
-        let job = unsafe { &*p };
-        let off = job.next.get();
-        job.next.set((off + 8) % job.blocks);
-        let write = off % 16 == 0;
-        let t = if write {
-            BdevIo::prep_write
-        } else {
-            BdevIo::prep_read
-        };
-        t(&mut io, off, 8, done);
-        // The attached 8 KiB buffer: from its start, or one byte in (every I/O bounced).
-        let base = io.buf().map(|b| b.as_ptr()).unwrap_or(std::ptr::null_mut());
-        let skew = usize::from(job.misaligned);
-        let v = IoVec {
-            // SAFETY: the buffer is 8 KiB and owned by the I/O for its whole life.
-            base: unsafe { base.add(skew) },
-            len: 4096,
-        };
-        // SAFETY: as above.
-        unsafe { io.set_iovs(&[v]) };
-        job.ch.submit(io);
-    });
-}
-
-fn done(io: Box<BdevIo>) {
-    COMPLETED.fetch_add(1, Ordering::Relaxed);
-    if io.status() != IoStatus::Success {
-        FAILED.fetch_add(1, Ordering::Relaxed);
-    }
-    resubmit(io);
-}
-
-/// Checks that the counter works.
-pub fn check_counter() {
-    ferrite_reactor::alloc_count::start();
-    let b = std::hint::black_box(Box::new(7u64));
-    ferrite_reactor::alloc_count::stop();
-    drop(b);
-    assert_eq!(
-        ferrite_reactor::alloc_count::take(),
-        1,
-        "the counting allocator missed an allocation"
-    );
-}
+/// I/O kept in flight.
+const DEPTH: usize = 64;
+/// How long any phase may take (the kernel completes in real time).
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// Runs the workload on `bdev` (created on thread 0 of `h`) and returns the allocations seen
-/// in steady state (after a warm-up) and the I/O completed meanwhile.
+/// in steady state (after a warm-up) and the I/O completed meanwhile. Misaligned: each I/O's
+/// 4 KiB start one byte into a heap area (every I/O bounced on a file opened with O_DIRECT);
+/// else each I/O uses its own aligned pool buffer.
 pub fn steady_state_allocs(h: &mut Harness, bdev: &str, misaligned: bool) -> (u64, u64) {
-    let desc = h.on(0, || Desc::open(bdev, true, |_| {}).expect("open"));
-    let job = Box::new(Job {
-        ch: h.on(0, || desc.channel().expect("channel")),
-        blocks: 1024,
-        next: Cell::new(0),
-        misaligned,
-    });
-    JOB.with(|j| j.set(&*job as *const Job));
-    let start_ios = |h: &mut Harness, n: usize| {
-        h.on(0, || {
-            for _ in 0..n {
-                let mut io = job.ch.alloc_io().expect("io");
-                io.attach_buf(DmaBuf::get(8192).expect("pool").expect("a buffer"));
-                resubmit(io);
-            }
-        })
-    };
-    let poll_for = |h: &mut Harness, ios: u64| {
-        let start = COMPLETED.load(Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while COMPLETED.load(Ordering::Relaxed) - start < ios && Instant::now() < deadline {
-            h.poll_thread(0);
-        }
-    };
+    let mut area = vec![0u8; DEPTH * 4096 + 1];
+    let heap = misaligned.then(|| area.as_mut_ptr().wrapping_add(1));
+    let d = Driver::open(h, bdev, 1024, heap);
     // Warm up: pools, queues, caches and the slots' iovec arrays reach their steady size.
     // First one I/O at a time: the bdev layer's two alternating ready lists each get their
     // first (allocating) push only when polls without completions come between completions,
     // which a deep queue on a fast device may never produce before the measurement starts.
-    start_ios(h, 1);
-    poll_for(h, 200);
-    start_ios(h, 63);
-    poll_for(h, 5_000);
-    let before = COMPLETED.load(Ordering::Relaxed);
-    ferrite_reactor::alloc_count::start();
-    poll_for(h, 20_000);
-    ferrite_reactor::alloc_count::stop();
-    let n = COMPLETED.load(Ordering::Relaxed) - before;
-    let allocs = ferrite_reactor::alloc_count::take();
-    assert_eq!(FAILED.load(Ordering::Relaxed), 0, "I/O failed");
+    d.start(h, 1);
+    d.poll_for(h, 200, LIMIT);
+    d.start(h, DEPTH - 1);
+    d.poll_for(h, 5_000, LIMIT);
+    let w = d.measure(h, |h| d.poll_for(h, 20_000, LIMIT));
+    assert_eq!(failed(), 0, "'{bdev}': I/O failed");
     // Stop: callbacks give their I/O back from now on; drain what is in flight.
-    JOB.with(|j| j.set(std::ptr::null()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while h.on(0, || job.ch.inflight()) > 0 && Instant::now() < deadline {
-        h.poll_thread(0);
-    }
-    h.on(0, || drop(job));
-    h.on(0, || drop(desc));
-    (allocs, n)
+    d.close(h, LIMIT);
+    // The I/O used the area until the drain above.
+    drop(area);
+    (w.allocs, w.ios)
 }
 
 /// Removes a directory when dropped (also when the test fails).
