@@ -60,15 +60,34 @@ impl BdevChannel {
         if !self.forwardable(&io, offset_blocks, b) {
             return reject(self, io, offset_blocks, done, ctx);
         }
+        if let Some(io) = self.enter(st, io, offset_blocks, done, ctx) {
+            // An I/O a layer handed its backend has its segments (the layer supplied a buffer
+            // to a read without): no buffer check on the base.
+            st.dispatch_forwarded(io);
+        }
+    }
+
+    /// What `forward_with` does with an I/O it accepted, before dispatching it on the base's
+    /// channel state `st` (this channel's): pushes the forwarding layer's frame and counts the
+    /// I/O in flight on the base. `None` when the frame stack is full: the I/O went on with a
+    /// child instead.
+    #[inline(always)]
+    fn enter(
+        &self,
+        st: &ChannelState,
+        mut io: Box<BdevIo>,
+        offset_blocks: u64,
+        done: Option<ForwardDone>,
+        ctx: [u64; 3],
+    ) -> Option<Box<BdevIo>> {
         if !io.push_frame(offset_blocks, done, ctx) {
-            return forward_with_child(self, io, offset_blocks, done, ctx);
+            forward_with_child(self, io, offset_blocks, done, ctx);
+            return None;
         }
         io.chan = Some(st.ptr());
         io.flags = FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);
-        // An I/O a layer handed its backend has its segments (the layer supplied a buffer to
-        // a read without): no buffer check on the base.
-        st.dispatch_forwarded(io);
+        Some(io)
     }
 
     /// For a stacked bdev that sends one I/O of its own to several bases (a mirror's write):
@@ -284,7 +303,7 @@ impl BdevChannel {
     /// The end of `forward_with` for an I/O that passed the full check (`reject`).
     fn forward_checked(
         &self,
-        mut io: Box<BdevIo>,
+        io: Box<BdevIo>,
         offset_blocks: u64,
         done: Option<ForwardDone>,
         ctx: [u64; 3],
@@ -294,13 +313,9 @@ impl BdevChannel {
         };
         // SAFETY: as in `forward_with`, whose thread check this I/O passed.
         let st = unsafe { st.as_ref() };
-        if !io.push_frame(offset_blocks, done, ctx) {
-            return forward_with_child(self, io, offset_blocks, done, ctx);
+        if let Some(io) = self.enter(st, io, offset_blocks, done, ctx) {
+            st.dispatch_fast(io);
         }
-        io.chan = Some(st.ptr());
-        io.flags = FLAG_COUNTED;
-        st.inflight.set(st.inflight.get() + 1);
-        st.dispatch_fast(io);
     }
 }
 
