@@ -40,7 +40,7 @@ impl BdevChannel {
     #[inline]
     pub fn forward_with(
         &self,
-        mut io: Box<BdevIo>,
+        io: Box<BdevIo>,
         offset_blocks: u64,
         done: Option<ForwardDone>,
         ctx: [u64; 3],
