@@ -96,6 +96,9 @@ pub struct Parsed {
     pub status_gpa: u64,
     /// Host address of the status byte (in the memory table `parse` was given).
     pub status_host: *mut u8,
+    /// Host address of the one data piece when the one-step parse found it (null otherwise:
+    /// translate `segs` through the memory table).
+    pub data_host: *mut u8,
     /// Data pieces (`segs[..nsegs]`).
     pub segs: [DataSeg; MAX_DATA_SEGS],
     /// Number of data pieces.
@@ -111,6 +114,7 @@ impl Default for Parsed {
             sector: 0,
             status_gpa: 0,
             status_host: std::ptr::null_mut(),
+            data_host: std::ptr::null_mut(),
             segs: [DataSeg::default(); MAX_DATA_SEGS],
             nsegs: 0,
             data_len: 0,
@@ -150,6 +154,20 @@ pub(crate) fn parse_common<S: SegView>(
     readonly: bool,
     out: &mut Parsed,
 ) -> bool {
+    parse_common_with(segs, |_, gpa, len| mem.host_ptr(gpa, len), readonly, out)
+}
+
+/// [`parse_common`] with the host addresses of whole segments from `host(index, gpa, len)`:
+/// a pointer to `len` mapped bytes of guest memory at `gpa` (segment `index` of `segs`), or
+/// `None` if they are not mapped in one piece. The queue passes the addresses its ring walk
+/// already found ([`ferrite_vring::Chain::host_addr`]), so the request needs no lookups.
+#[inline]
+pub(crate) fn parse_common_with<S: SegView>(
+    segs: &[S],
+    host: impl Fn(usize, u64, u64) -> Option<*mut u8>,
+    readonly: bool,
+    out: &mut Parsed,
+) -> bool {
     let [h, d, st] = segs else {
         return false;
     };
@@ -160,10 +178,8 @@ pub(crate) fn parse_common<S: SegView>(
     if dlen == 0 || !dlen.is_multiple_of(512) {
         return false;
     }
-    let (Some(status_host), Some(hp)) = (
-        mem.host_ptr(st.addr(), 1),
-        mem.host_ptr(h.addr(), HEADER_LEN),
-    ) else {
+    let (Some(status_host), Some(hp)) = (host(2, st.addr(), 1), host(0, h.addr(), HEADER_LEN))
+    else {
         return false;
     };
     let mut hdr = [0u8; HEADER_LEN as usize];
@@ -185,6 +201,8 @@ pub(crate) fn parse_common<S: SegView>(
     out.sector = u64::from_le_bytes(sector);
     out.status_gpa = st.addr();
     out.status_host = status_host;
+    // Not found in one piece: the submit translates it again (and fails it).
+    out.data_host = host(1, d.addr(), dlen).unwrap_or(std::ptr::null_mut());
     out.segs[0] = DataSeg {
         gpa: d.addr(),
         len: d.len(),
@@ -320,6 +338,7 @@ pub(crate) fn parse_general<S: SegView>(
     out.kind = kind;
     out.sector = sector;
     out.status_host = status_host;
+    out.data_host = std::ptr::null_mut();
     match kind {
         Kind::Read | Kind::Write if out.data_len == 0 || !out.data_len.is_multiple_of(512) => {
             return Err(fail(status::IOERR, "data length is not a multiple of 512"));
