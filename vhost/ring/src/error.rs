@@ -60,9 +60,15 @@ impl std::fmt::Display for ChainDefect {
             }
             ChainDefect::ZeroLength => f.write_str("zero-length descriptor"),
             ChainDefect::Oversize => f.write_str("chain length exceeds 4 GiB"),
-            ChainDefect::WrongDirection => f.write_str("device-readable descriptor after a device-writable one"),
-            ChainDefect::IndirectNotNegotiated => f.write_str("indirect descriptor without VIRTIO_F_INDIRECT_DESC"),
-            ChainDefect::IndirectChained => f.write_str("indirect descriptor chained with other descriptors"),
+            ChainDefect::WrongDirection => {
+                f.write_str("device-readable descriptor after a device-writable one")
+            }
+            ChainDefect::IndirectNotNegotiated => {
+                f.write_str("indirect descriptor without VIRTIO_F_INDIRECT_DESC")
+            }
+            ChainDefect::IndirectChained => {
+                f.write_str("indirect descriptor chained with other descriptors")
+            }
             ChainDefect::BadIndirectLength { len } => {
                 write!(f, "indirect table of {len} bytes is malformed")
             }

@@ -194,20 +194,25 @@ impl<'m> RegionCache<'m> {
     #[inline]
     pub(crate) fn host(&mut self, mem: &'m GuestMemory, addr: u64, len: u64) -> Option<*mut u8> {
         let end = addr.checked_add(len.checked_sub(1)?)?;
-        if addr < self.start || end > self.last {
-            let r = find_region_hinted(mem, addr, &mut self.hint)?;
-            let start = r.start_addr().raw_value();
-            let host = r.as_ptr();
-            self.start = start;
-            self.last = r.last_addr().raw_value();
-            self.host = host;
-            if end > self.last {
-                return None;
-            }
+        if (addr < self.start || end > self.last) && !self.refill(mem, addr, end) {
+            return None;
         }
         // SAFETY: `start <= addr <= end <= last`: the offset lies inside the region mapped at
         // `host`, which `mem` (borrowed for 'm) keeps mapped.
         Some(unsafe { self.host.add((addr - self.start) as usize) })
+    }
+
+    /// Looks up the region holding `addr` and caches it; whether it also holds `end`. Out of
+    /// line: the cached region serves most calls.
+    #[inline(never)]
+    fn refill(&mut self, mem: &'m GuestMemory, addr: u64, end: u64) -> bool {
+        let Some(r) = find_region_hinted(mem, addr, &mut self.hint) else {
+            return false;
+        };
+        self.start = r.start_addr().raw_value();
+        self.last = r.last_addr().raw_value();
+        self.host = r.as_ptr();
+        end <= self.last
     }
 
     /// Loads a little-endian u16 at `addr` (2-byte aligned), as [`load_u16`].

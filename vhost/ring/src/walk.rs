@@ -16,15 +16,43 @@ const MAX_INDIRECT: u32 = crate::MAX_QUEUE_SIZE as u32;
 pub(crate) struct Builder {
     seen_writable: bool,
     total: u64,
-    /// Guest range `[first, last]` of the region the last buffer lay in (`first > last`:
-    /// none yet) and the host address of `first`: buffers of one chain usually share one or
-    /// two regions, so most checks skip the region search. Valid for one walk over one memory.
+    /// Guest range `[first, last]` and host address of `first` of the region the ring's own
+    /// areas lie in (seeded from the pop's cache; `first > last`: none): a request's header
+    /// and status usually lie there.
+    ring: Span,
+    /// The same for the region the last buffer outside `ring` lay in (usually the data's).
+    /// Both are valid for one walk over one memory.
+    other: Span,
+    /// Number of the region to look at first when a buffer lies in neither (see
+    /// [`find_region_hinted`]); the ring keeps it from walk to walk.
+    pub(crate) hint: usize,
+}
+
+/// A region's guest range `[first, last]` and the host address of `first`.
+#[derive(Clone, Copy)]
+struct Span {
     first: u64,
     last: u64,
     host: *mut u8,
-    /// Number of the region to look at first when a buffer lies outside `[first, last]` (see
-    /// [`find_region_hinted`]); the ring keeps it from walk to walk.
-    pub(crate) hint: usize,
+}
+
+impl Span {
+    const EMPTY: Span = Span {
+        first: 1,
+        last: 0,
+        host: std::ptr::null_mut(),
+    };
+
+    /// Host address of `addr` if `[addr, end]` lies in the span.
+    #[inline]
+    fn get(&self, addr: u64, end: u64) -> Option<*mut u8> {
+        if addr < self.first || end > self.last {
+            return None;
+        }
+        // SAFETY: `first <= addr <= end <= last`: the offset lies inside the region mapped at
+        // `host` (no dereference here; the address is handed to the caller with the chain).
+        Some(unsafe { self.host.add((addr - self.first) as usize) })
+    }
 }
 
 impl Builder {
@@ -32,9 +60,8 @@ impl Builder {
         Builder {
             seen_writable: false,
             total: 0,
-            first: 1,
-            last: 0,
-            host: std::ptr::null_mut(),
+            ring: Span::EMPTY,
+            other: Span::EMPTY,
             hint: NO_HINT,
         }
     }
@@ -46,9 +73,8 @@ impl Builder {
         Builder {
             seen_writable: false,
             total: 0,
-            first,
-            last,
-            host,
+            ring: Span { first, last, host },
+            other: Span::EMPTY,
             hint,
         }
     }
@@ -59,18 +85,28 @@ impl Builder {
     #[inline]
     fn in_memory(&mut self, mem: &GuestMemory, addr: u64, len: u32) -> Option<*mut u8> {
         let end = addr.checked_add(u64::from(len) - 1)?;
-        if addr < self.first || end > self.last {
-            let r = find_region_hinted(mem, addr, &mut self.hint);
-            let Some(r) = r.filter(|r| end <= r.last_addr().raw_value()) else {
-                return range_ok(mem, addr, u64::from(len)).then_some(std::ptr::null_mut());
-            };
-            self.first = r.start_addr().raw_value();
-            self.last = r.last_addr().raw_value();
-            self.host = r.as_ptr();
+        if let Some(h) = self.ring.get(addr, end) {
+            return Some(h);
         }
-        // SAFETY: `first <= addr <= end <= last`: the offset lies inside the region mapped at
-        // `host` (no dereference here; the pointer is handed to the caller with the chain).
-        Some(unsafe { self.host.add((addr - self.first) as usize) })
+        if let Some(h) = self.other.get(addr, end) {
+            return Some(h);
+        }
+        self.lookup(mem, addr, end)
+    }
+
+    /// [`Builder::in_memory`] for a buffer outside both cached regions. Out of line.
+    #[inline(never)]
+    fn lookup(&mut self, mem: &GuestMemory, addr: u64, end: u64) -> Option<*mut u8> {
+        let r = find_region_hinted(mem, addr, &mut self.hint);
+        let Some(r) = r.filter(|r| end <= r.last_addr().raw_value()) else {
+            return range_ok(mem, addr, end - addr + 1).then_some(std::ptr::null_mut());
+        };
+        self.other = Span {
+            first: r.start_addr().raw_value(),
+            last: r.last_addr().raw_value(),
+            host: r.as_ptr(),
+        };
+        self.other.get(addr, end)
     }
 
     /// Adds one buffer to `out`, checking length, direction order, count, total size and

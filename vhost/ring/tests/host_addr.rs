@@ -19,9 +19,17 @@ fn host(mem: &GuestMemory, addr: u64) -> *mut u8 {
 
 fn check(mem: &GuestMemory, c: &Chain) {
     for (i, s) in c.segments().iter().enumerate() {
-        assert_eq!(c.host_addr(i), Some(host(mem, s.addr)), "segment {i}: {s:?}");
+        assert_eq!(
+            c.host_addr(i),
+            Some(host(mem, s.addr)),
+            "segment {i}: {s:?}"
+        );
     }
-    assert_eq!(c.host_addr(c.segments().len()), None, "past the last segment");
+    assert_eq!(
+        c.host_addr(c.segments().len()),
+        None,
+        "past the last segment"
+    );
 }
 
 #[test]

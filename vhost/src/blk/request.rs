@@ -154,20 +154,22 @@ pub(crate) fn parse_common<S: SegView>(
     readonly: bool,
     out: &mut Parsed,
 ) -> bool {
-    parse_common_with(segs, |_, gpa, len| mem.host_ptr(gpa, len), readonly, out)
+    parse_common_with(segs, [None; 3], mem, readonly, out)
 }
 
-/// [`parse_common`] with the host addresses of whole segments from `host(index, gpa, len)`:
-/// a pointer to `len` mapped bytes of guest memory at `gpa` (segment `index` of `segs`), or
-/// `None` if they are not mapped in one piece. The queue passes the addresses its ring walk
+/// [`parse_common`] given the host addresses of the three segments where they are known
+/// (`known[i]`: the address of segment `i`'s first byte, with the whole segment mapped in one
+/// piece; `None`: translate it through `mem`). The queue passes the addresses its ring walk
 /// already found ([`ferrite_vring::Chain::host_addr`]), so the request needs no lookups.
 #[inline]
 pub(crate) fn parse_common_with<S: SegView>(
     segs: &[S],
-    host: impl Fn(usize, u64, u64) -> Option<*mut u8>,
+    known: [Option<*mut u8>; 3],
+    mem: &MemTable,
     readonly: bool,
     out: &mut Parsed,
 ) -> bool {
+    let host = |i: usize, gpa: u64, len: u64| known[i].or_else(|| mem.host_ptr(gpa, len));
     let [h, d, st] = segs else {
         return false;
     };

@@ -338,7 +338,9 @@ fn common_path_agrees_with_general_path() {
             assert_eq!(fast.data(), slow.data());
             assert_eq!(fast.data_len, slow.data_len);
             let d = fast.data()[0];
-            let want = m.host_ptr(d.gpa, u64::from(d.len)).unwrap_or(std::ptr::null_mut());
+            let want = m
+                .host_ptr(d.gpa, u64::from(d.len))
+                .unwrap_or(std::ptr::null_mut());
             assert_eq!(fast.data_host, want, "the one-step parse's data address");
         }
     }

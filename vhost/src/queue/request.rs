@@ -14,10 +14,9 @@ impl Queue {
         // The common request through the host addresses the ring's walk found (the chain was
         // popped from `mem`, which stays mapped while the queue runs); anything else through
         // the general parse.
-        let host = |i: usize, gpa: u64, len: u64| {
-            chain.host_addr(i).or_else(|| mem.host_ptr(gpa, len))
-        };
-        let parsed = if parse_common_with(chain.segments(), host, readonly, &mut self.scratch) {
+        let known = [chain.host_addr(0), chain.host_addr(1), chain.host_addr(2)];
+        let parsed = if parse_common_with(chain.segments(), known, mem, readonly, &mut self.scratch)
+        {
             Ok(())
         } else {
             parse_general(chain.segments(), mem, readonly, &mut self.scratch)
