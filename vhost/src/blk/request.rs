@@ -169,7 +169,13 @@ pub(crate) fn parse_common_with<S: SegView>(
     readonly: bool,
     out: &mut Parsed,
 ) -> bool {
-    let host = |i: usize, gpa: u64, len: u64| known[i].or_else(|| mem.host_ptr(gpa, len));
+    #[inline(always)]
+    fn pick(known: Option<*mut u8>, mem: &MemTable, gpa: u64, len: u64) -> Option<*mut u8> {
+        match known {
+            Some(p) => Some(p),
+            None => mem.host_ptr(gpa, len),
+        }
+    }
     let [h, d, st] = segs else {
         return false;
     };
@@ -180,8 +186,10 @@ pub(crate) fn parse_common_with<S: SegView>(
     if dlen == 0 || !dlen.is_multiple_of(512) {
         return false;
     }
-    let (Some(status_host), Some(hp)) = (host(2, st.addr(), 1), host(0, h.addr(), HEADER_LEN))
-    else {
+    let (Some(status_host), Some(hp)) = (
+        pick(known[2], mem, st.addr(), 1),
+        pick(known[0], mem, h.addr(), HEADER_LEN),
+    ) else {
         return false;
     };
     let mut hdr = [0u8; HEADER_LEN as usize];
@@ -204,7 +212,7 @@ pub(crate) fn parse_common_with<S: SegView>(
     out.status_gpa = st.addr();
     out.status_host = status_host;
     // Not found in one piece: the submit translates it again (and fails it).
-    out.data_host = host(1, d.addr(), dlen).unwrap_or(std::ptr::null_mut());
+    out.data_host = pick(known[1], mem, d.addr(), dlen).unwrap_or(std::ptr::null_mut());
     out.segs[0] = DataSeg {
         gpa: d.addr(),
         len: d.len(),
