@@ -11,7 +11,10 @@ A `ferrite tgt` serving a null bdev through `vhost_create_blk_controller` and a
 - the inclusive cost of the functions on the I/O path (below), which leaves the reactor loop
   out but still includes the empty calls of each poller (a few tens of instructions each).
 
-Usage: scripts/perf_vhost_instr.py [--bin PATH] [--seconds S] [--qd N] [--keep DIR] [--strace]
+Usage: scripts/perf_vhost_instr.py [--bin PATH] [--seconds S] [--qd N] [--bdev null|malloc]
+                                   [--keep DIR] [--strace]
+With --bdev malloc the target serves a 256 MiB malloc bdev instead of the null bdev (its 4 KiB
+copy per read then shows in the target's figures).
 With --keep, the two callgrind outputs are kept in DIR (`callgrind_annotate
 --inclusive=yes DIR/tgt.out`).
 With --strace, both processes run natively under `strace -c -f` instead and the script prints
@@ -72,6 +75,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(TARGET, "release", "ferrite"))
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--qd", type=int, default=32)
+    ap.add_argument("--bdev", choices=["null", "malloc"], default="null")
     ap.add_argument("--keep", default=None)
     ap.add_argument("--strace", action="store_true")
     a = ap.parse_args()
@@ -85,7 +89,10 @@ def main():
     json.dump({"subsystems": [
         {"subsystem": "bdev", "config": [
             {"method": "bdev_null_create",
-             "params": {"name": "Null0", "num_blocks": SIZE // 4096, "block_size": 4096}}]},
+             "params": {"name": "Null0", "num_blocks": SIZE // 4096, "block_size": 4096}}
+            if a.bdev == "null" else
+            {"method": "bdev_malloc_create",
+             "params": {"name": "Null0", "num_blocks": SIZE // 4 // 4096, "block_size": 4096}}]},
         {"subsystem": "vhost_blk", "config": [
             {"method": "vhost_create_blk_controller",
              "params": {"ctrlr": "vhost.null", "dev_name": "Null0"}}]}]}, open(tconf, "w"))
@@ -131,7 +138,7 @@ def main():
             tgt.wait(timeout=300)
         except subprocess.TimeoutExpired:
             tgt.kill()
-    print(f"{ios:,.0f} I/O at qd {a.qd} (4 KiB randread, null bdev)\n")
+    print(f"{ios:,.0f} I/O at qd {a.qd} (4 KiB randread, {a.bdev} bdev)\n")
     if a.strace:
         print("| side | system call | calls | per I/O |")
         print("|---|---|---|---|")

@@ -3,7 +3,7 @@
 /// Most descriptors accepted in one chain (after following an indirect table): 256 data
 /// segments plus a virtio-blk request header and status byte. A vhost-user-blk target must
 /// advertise `seg_max <= MAX_SEGS - 2`; a longer chain is reported as
-/// [`crate::ChainError::TooLong`].
+/// [`crate::ChainDefect::TooLong`].
 pub const MAX_SEGS: usize = 258;
 
 /// One buffer of a chain: a guest-physical range the device reads (driver → device) or writes
@@ -29,6 +29,9 @@ pub struct Chain {
     /// occupies one). Split ring: unused (1).
     pub(crate) ndesc: u16,
     pub(crate) segs: [Segment; MAX_SEGS],
+    /// Host address of each segment's first byte in the memory it was popped from (0: the
+    /// segment spans two regions). Addresses, not pointers: nothing here dereferences them.
+    pub(crate) hosts: [usize; MAX_SEGS],
 }
 
 impl Chain {
@@ -39,6 +42,7 @@ impl Chain {
             count: 0,
             ndesc: 0,
             segs: [Segment::default(); MAX_SEGS],
+            hosts: [0; MAX_SEGS],
         }
     }
 
@@ -51,6 +55,22 @@ impl Chain {
     /// The segments, in chain order (device-readable before device-writable).
     pub fn segments(&self) -> &[Segment] {
         &self.segs[..self.count as usize]
+    }
+
+    /// Where segment `i` lies in this process: the host address of its first byte in the
+    /// [`crate::GuestMemory`] the chain was popped from, found by the walk that checked the
+    /// segment, so that the caller needs no second lookup. `None` if `i` is not a segment of
+    /// the chain or the segment spans two regions (translate it piecewise then). The whole
+    /// segment (`len` bytes from there) lies in one mapped region of that memory; the address
+    /// is valid for as long as that memory stays mapped, and the bytes are guest-shared memory
+    /// (access them as such: volatile or atomic, or copies the guest may race with).
+    #[inline]
+    pub fn host_addr(&self, i: usize) -> Option<*mut u8> {
+        if i >= usize::from(self.count) {
+            return None;
+        }
+        let h = self.hosts[i];
+        (h != 0).then_some(h as *mut u8)
     }
 
     /// Total bytes of the device-readable segments.

@@ -1,54 +1,80 @@
-//! The crate's one error type, [`RingError`], with a stable [`ErrorKind`], and [`ChainError`],
-//! the defect found in one descriptor chain.
+//! The crate's one error type, [`RingError`], with a stable [`ErrorKind`]. A refused chain
+//! ([`ErrorKind::Chain`]) also says which rule the driver broke: [`ChainDefect`], a plain
+//! `Copy` value (no allocation on the data path), not an error type of its own.
 
 use thiserror::Error;
 
 use crate::Segment;
 
-/// What is wrong with one descriptor chain offered by the driver. The chain has been consumed
-/// from the ring when this is reported (see [`RingError::Chain`]): the caller completes it with
-/// an error (through its status descriptor, [`RingError::status_hint`], when there is one) or
-/// marks the device broken. Each variant names a rule of the virtio specification the driver broke.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
-pub enum ChainError {
+/// What is wrong with one descriptor chain offered by the driver: the detail of a
+/// [`RingError::Chain`] (kind [`ErrorKind::Chain`]). The chain has been consumed from the
+/// ring when it is reported: the caller completes it with an error (through its status
+/// descriptor, [`RingError::status_hint`], when there is one) or marks the device broken.
+/// Each variant names a rule of the virtio specification the driver broke; the set is stable
+/// (callers and tests match on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainDefect {
     /// A head or `next` descriptor index is not below the queue (or indirect table) size.
-    #[error("descriptor index {index} out of range (table of {size})")]
     IndexOutOfRange { index: u16, size: u16 },
     /// The chain visits more descriptors than its table holds: it loops.
-    #[error("descriptor chain loops")]
     Loop,
     /// The chain has more than [`crate::MAX_SEGS`] descriptors.
-    #[error("descriptor chain longer than {max} descriptors")]
     TooLong { max: usize },
     /// A buffer does not lie inside guest memory.
-    #[error("buffer {addr:#x}+{len} outside guest memory")]
     OutOfMemory { addr: u64, len: u32 },
     /// A descriptor (or indirect table) could not be read from guest memory.
-    #[error("descriptor at {addr:#x} not readable in guest memory")]
     Unreadable { addr: u64 },
     /// A descriptor with length zero.
-    #[error("zero-length descriptor")]
     ZeroLength,
     /// The chain's total length does not fit in 32 bits.
-    #[error("chain length exceeds 4 GiB")]
     Oversize,
     /// A device-readable descriptor follows a device-writable one.
-    #[error("device-readable descriptor after a device-writable one")]
     WrongDirection,
     /// An indirect descriptor although VIRTIO_F_INDIRECT_DESC was not negotiated.
-    #[error("indirect descriptor without VIRTIO_F_INDIRECT_DESC")]
     IndirectNotNegotiated,
     /// An indirect descriptor that is not the chain's only descriptor (it has NEXT set or
     /// follows other descriptors).
-    #[error("indirect descriptor chained with other descriptors")]
     IndirectChained,
     /// An indirect table whose length is zero, not a multiple of 16, or longer than
     /// [`crate::MAX_SEGS`] entries.
-    #[error("indirect table of {len} bytes is malformed")]
     BadIndirectLength { len: u32 },
     /// An indirect descriptor inside an indirect table.
-    #[error("nested indirect descriptor")]
     NestedIndirect,
+}
+
+impl std::fmt::Display for ChainDefect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainDefect::IndexOutOfRange { index, size } => {
+                write!(f, "descriptor index {index} out of range (table of {size})")
+            }
+            ChainDefect::Loop => f.write_str("descriptor chain loops"),
+            ChainDefect::TooLong { max } => {
+                write!(f, "descriptor chain longer than {max} descriptors")
+            }
+            ChainDefect::OutOfMemory { addr, len } => {
+                write!(f, "buffer {addr:#x}+{len} outside guest memory")
+            }
+            ChainDefect::Unreadable { addr } => {
+                write!(f, "descriptor at {addr:#x} not readable in guest memory")
+            }
+            ChainDefect::ZeroLength => f.write_str("zero-length descriptor"),
+            ChainDefect::Oversize => f.write_str("chain length exceeds 4 GiB"),
+            ChainDefect::WrongDirection => {
+                f.write_str("device-readable descriptor after a device-writable one")
+            }
+            ChainDefect::IndirectNotNegotiated => {
+                f.write_str("indirect descriptor without VIRTIO_F_INDIRECT_DESC")
+            }
+            ChainDefect::IndirectChained => {
+                f.write_str("indirect descriptor chained with other descriptors")
+            }
+            ChainDefect::BadIndirectLength { len } => {
+                write!(f, "indirect table of {len} bytes is malformed")
+            }
+            ChainDefect::NestedIndirect => f.write_str("nested indirect descriptor"),
+        }
+    }
 }
 
 /// The stable kind of a [`RingError`], for callers that branch on it.
@@ -81,10 +107,10 @@ pub enum RingError {
     /// error status there and completes the chain with `push_used(id, bytes written)`. With
     /// no `status` the driver cannot be told: complete it with `push_used(id, 0)` or mark
     /// the device broken.
-    #[error("queue chain {id}: {error}")]
+    #[error("queue chain {id}: {defect}")]
     Chain {
         id: u16,
-        error: ChainError,
+        defect: ChainDefect,
         status: Option<Segment>,
     },
     /// Invalid ring configuration.
@@ -118,9 +144,9 @@ impl RingError {
     }
 
     /// The chain defect, if this error reports a bad chain.
-    pub fn chain_error(&self) -> Option<ChainError> {
+    pub fn chain_defect(&self) -> Option<ChainDefect> {
         match self {
-            RingError::Chain { error, .. } => Some(*error),
+            RingError::Chain { defect, .. } => Some(*defect),
             _ => None,
         }
     }

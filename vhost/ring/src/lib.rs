@@ -16,7 +16,7 @@
 //! # Hostile guests
 //! Everything read from guest memory (descriptors, indices, indirect tables) and from the
 //! inflight region is validated; every access goes through vm-memory's checked accessors, so
-//! a guest can make a request fail ([`ChainError`]) or the ring broken
+//! a guest can make a request fail ([`ChainDefect`]) or the ring broken
 //! ([`ErrorKind::Broken`]), never make this crate panic, loop or touch memory outside the
 //! guest's regions.
 //!
@@ -43,7 +43,7 @@ mod walk;
 pub use vm_memory;
 
 pub use chain::{Chain, Segment, MAX_SEGS};
-pub use error::{ChainError, ErrorKind, RingError};
+pub use error::{ChainDefect, ErrorKind, RingError};
 pub use inflight::{inflight_queue_size, InflightQueue, InflightRegion};
 pub use vring::{CrashPoint, RingAddrs, RingBase, RingConfig, Vring};
 
@@ -96,15 +96,15 @@ mod tests {
     fn error_kinds() {
         let e = RingError::Chain {
             id: 3,
-            error: ChainError::Loop,
+            defect: ChainDefect::Loop,
             status: None,
         };
         assert_eq!(e.kind(), ErrorKind::Chain);
-        assert_eq!(e.chain_error(), Some(ChainError::Loop));
+        assert_eq!(e.chain_defect(), Some(ChainDefect::Loop));
         assert_eq!(e.status_hint(), None);
         assert_eq!(e.to_string(), "queue chain 3: descriptor chain loops");
         assert_eq!(RingError::Broken("x").kind(), ErrorKind::Broken);
-        assert_eq!(RingError::Broken("x").chain_error(), None);
+        assert_eq!(RingError::Broken("x").chain_defect(), None);
     }
 
     #[test]

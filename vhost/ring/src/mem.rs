@@ -3,10 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion as _,
-    MemoryRegionAddress,
-};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion as _};
 
 use crate::GuestMemory;
 
@@ -107,21 +104,42 @@ impl<'m> DescTable<'m> {
     }
 }
 
-/// Most regions searched one by one before [`find_region`] falls back to vm-memory's binary
+/// Most regions searched one by one before [`find_region_hinted`] falls back to vm-memory's binary
 /// search (vhost-user front-ends send a handful: QEMU 8 by default).
 const LINEAR_REGIONS: usize = 8;
 
+/// No region index remembered (see [`find_region_hinted`]).
+pub(crate) const NO_HINT: usize = usize::MAX;
+
 /// The region of `mem` holding `addr`: a linear scan over a few regions (a few instructions
-/// each) instead of vm-memory's binary search, which costs about 60 on the data path.
+/// each) instead of vm-memory's binary search, which costs about 60 on the data path. Region
+/// number `*hint` of `mem` is tried first, and the number of the region found is left in
+/// `*hint` ([`NO_HINT`] when the binary search found it). The hint is only a
+/// position to look at first: the region there is checked against `addr` like any other, so
+/// a stale hint (another memory table, another layout) costs a scan, never a wrong answer.
 #[inline]
-pub(crate) fn find_region(mem: &GuestMemory, addr: u64) -> Option<&vm_memory::GuestRegionMmap<()>> {
-    if mem.num_regions() > LINEAR_REGIONS {
-        return mem.find_region(GuestAddress(addr));
-    }
-    mem.iter().find(|r| {
+pub(crate) fn find_region_hinted<'m>(
+    mem: &'m GuestMemory,
+    addr: u64,
+    hint: &mut usize,
+) -> Option<&'m vm_memory::GuestRegionMmap<()>> {
+    let contains = |r: &vm_memory::GuestRegionMmap<()>| {
         let start = r.start_addr().raw_value();
         addr >= start && addr - start < r.len()
-    })
+    };
+    let n = mem.num_regions();
+    if n > LINEAR_REGIONS {
+        *hint = NO_HINT;
+        return mem.find_region(GuestAddress(addr));
+    }
+    if *hint < n {
+        if let Some(r) = mem.iter().nth(*hint).filter(|r| contains(r)) {
+            return Some(r);
+        }
+    }
+    let (i, r) = mem.iter().enumerate().find(|(_, r)| contains(r))?;
+    *hint = i;
+    Some(r)
 }
 
 /// The last guest-memory region a lookup found, kept for the length of one ring operation
@@ -138,6 +156,9 @@ pub(crate) struct RegionCache<'m> {
     last: u64,
     /// Host address of `start`.
     host: *mut u8,
+    /// Number of the region to look at first on a miss (a [`find_region_hinted`] hint; the
+    /// ring keeps it between calls: a number, not a pointer).
+    pub(crate) hint: usize,
     _mem: std::marker::PhantomData<&'m GuestMemory>,
 }
 
@@ -145,18 +166,26 @@ impl<'m> RegionCache<'m> {
     /// An empty cache.
     #[inline]
     pub(crate) fn new() -> Self {
+        Self::with_hint(NO_HINT)
+    }
+
+    /// An empty cache that looks at region number `hint` first.
+    #[inline]
+    pub(crate) fn with_hint(hint: usize) -> Self {
         RegionCache {
             start: 1,
             last: 0,
             host: std::ptr::null_mut(),
+            hint,
             _mem: std::marker::PhantomData,
         }
     }
 
-    /// The guest range `(first, last)` of the cached region (`first > last` when empty).
+    /// The guest range `(first, last)` of the cached region (`first > last` when empty) and
+    /// the host address of `first` (null when empty).
     #[inline]
-    pub(crate) fn bounds(&self) -> (u64, u64) {
-        (self.start, self.last)
+    pub(crate) fn bounds(&self) -> (u64, u64, *mut u8) {
+        (self.start, self.last, self.host)
     }
 
     /// Host address of `[addr, addr + len)` (`len >= 1`) if it lies wholly inside one region
@@ -165,20 +194,25 @@ impl<'m> RegionCache<'m> {
     #[inline]
     pub(crate) fn host(&mut self, mem: &'m GuestMemory, addr: u64, len: u64) -> Option<*mut u8> {
         let end = addr.checked_add(len.checked_sub(1)?)?;
-        if addr < self.start || end > self.last {
-            let r = find_region(mem, addr)?;
-            let start = r.start_addr().raw_value();
-            let host = r.get_host_address(MemoryRegionAddress(0)).ok()?;
-            self.start = start;
-            self.last = r.last_addr().raw_value();
-            self.host = host;
-            if end > self.last {
-                return None;
-            }
+        if (addr < self.start || end > self.last) && !self.refill(mem, addr, end) {
+            return None;
         }
         // SAFETY: `start <= addr <= end <= last`: the offset lies inside the region mapped at
         // `host`, which `mem` (borrowed for 'm) keeps mapped.
         Some(unsafe { self.host.add((addr - self.start) as usize) })
+    }
+
+    /// Looks up the region holding `addr` and caches it; whether it also holds `end`. Out of
+    /// line: the cached region serves most calls.
+    #[inline(never)]
+    fn refill(&mut self, mem: &'m GuestMemory, addr: u64, end: u64) -> bool {
+        let Some(r) = find_region_hinted(mem, addr, &mut self.hint) else {
+            return false;
+        };
+        self.start = r.start_addr().raw_value();
+        self.last = r.last_addr().raw_value();
+        self.host = r.as_ptr();
+        end <= self.last
     }
 
     /// Loads a little-endian u16 at `addr` (2-byte aligned), as [`load_u16`].
@@ -297,9 +331,15 @@ mod tests {
                 .collect();
             let mem = GuestMemory::from_ranges(&ranges).unwrap();
             for addr in (0..0x10000 + n * 0x2000 + 0x3000).step_by(0x7f) {
-                let ours = find_region(&mem, addr).map(|r| r.start_addr());
+                let ours = find_region_hinted(&mem, addr, &mut { NO_HINT }).map(|r| r.start_addr());
                 let theirs = mem.find_region(GuestAddress(addr)).map(|r| r.start_addr());
                 assert_eq!(ours, theirs, "{n} regions, address {addr:#x}");
+                // Any hint, right, wrong, stale or out of range, gives the same answer.
+                for h in [0, 1, 2, 7, 8, 19, 100, NO_HINT] {
+                    let mut hint = h;
+                    let hinted = find_region_hinted(&mem, addr, &mut hint).map(|r| r.start_addr());
+                    assert_eq!(hinted, theirs, "{n} regions, address {addr:#x}, hint {h}");
+                }
             }
         }
     }

@@ -9,10 +9,11 @@ use std::sync::atomic::{fence, Ordering};
 use crate::inflight::InflightQueue;
 use crate::mem::{
     load_u16, range_ok, read_desc, store_u16, DescTable, RegionCache, F_INDIRECT, F_NEXT, F_WRITE,
+    NO_HINT,
 };
 use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::{indirect_tail, status_segment, Builder};
-use crate::{Chain, ChainError, GuestMemory, RingError};
+use crate::{Chain, ChainDefect, GuestMemory, RingError};
 
 /// VIRTQ_USED_F_NO_NOTIFY.
 const USED_F_NO_NOTIFY: u16 = 1;
@@ -57,6 +58,10 @@ pub(crate) struct SplitRing {
     counter: u64,
     resubmit: Vec<u16>,
     resubmit_pos: usize,
+    /// Region numbers (not pointers: see [`crate::mem::find_region_hinted`]) where the ring's
+    /// areas and the last request's buffers were found, looked at first by the next call.
+    ring_hint: usize,
+    data_hint: usize,
     /// Test hook: where to stop as if crashed.
     pub(crate) crash: Option<CrashPoint>,
 }
@@ -107,6 +112,8 @@ impl SplitRing {
             counter: 0,
             resubmit: Vec::new(),
             resubmit_pos: 0,
+            ring_hint: NO_HINT,
+            data_hint: NO_HINT,
             crash: None,
         })
     }
@@ -133,11 +140,26 @@ impl SplitRing {
         mem: &'m GuestMemory,
         head: u16,
         out: &mut Chain,
-    ) -> Result<(), ChainError> {
+        hint: &mut usize,
+    ) -> Result<(), ChainDefect> {
         // At most one region lookup for the whole walk when the table lies in one region
         // (none when it is the region the available ring was just read from).
         let table = DescTable::resolve(cache, mem, self.desc, self.size);
-        let mut b = Builder::seeded(cache);
+        let mut b = Builder::seeded(cache, *hint);
+        let r = self.walk_chain(&mut b, table, mem, head, out);
+        *hint = b.hint;
+        r
+    }
+
+    #[inline]
+    fn walk_chain(
+        &self,
+        b: &mut Builder,
+        table: Option<DescTable<'_>>,
+        mem: &GuestMemory,
+        head: u16,
+        out: &mut Chain,
+    ) -> Result<(), ChainDefect> {
         let mut i = head;
         let mut steps: u16 = 0;
         loop {
@@ -146,14 +168,14 @@ impl SplitRing {
                 Some(t) => t.get(i),
                 None => read_desc(mem, at),
             }
-            .ok_or(ChainError::Unreadable { addr: at })?;
+            .ok_or(ChainDefect::Unreadable { addr: at })?;
             let flags = d.w12;
             if flags & F_INDIRECT != 0 {
                 if !self.indirect {
-                    return Err(ChainError::IndirectNotNegotiated);
+                    return Err(ChainDefect::IndirectNotNegotiated);
                 }
                 if steps != 0 || flags & F_NEXT != 0 {
-                    return Err(ChainError::IndirectChained);
+                    return Err(ChainDefect::IndirectChained);
                 }
                 return b.indirect(mem, out, d.addr, d.len, false);
             }
@@ -162,14 +184,14 @@ impl SplitRing {
                 return Ok(());
             }
             if d.w14 >= self.size {
-                return Err(ChainError::IndexOutOfRange {
+                return Err(ChainDefect::IndexOutOfRange {
                     index: d.w14,
                     size: self.size,
                 });
             }
             steps += 1;
             if steps >= self.size {
-                return Err(ChainError::Loop);
+                return Err(ChainDefect::Loop);
             }
             i = d.w14;
         }
@@ -203,23 +225,27 @@ impl SplitRing {
     }
 
     fn walk_into<'m>(
-        &self,
+        &mut self,
         cache: &mut RegionCache<'m>,
         mem: &'m GuestMemory,
         head: u16,
         out: &mut Chain,
     ) -> Result<bool, RingError> {
         out.reset(head);
-        match self.walk(cache, mem, head, out) {
+        let mut hint = self.data_hint;
+        let r = self.walk(cache, mem, head, out, &mut hint);
+        self.data_hint = hint;
+        self.ring_hint = cache.hint;
+        match r {
             Ok(()) => Ok(true),
-            Err(error) => {
+            Err(defect) => {
                 out.count = 0;
                 let status = self
                     .tail(mem, head)
                     .and_then(|(a, l, f)| status_segment(mem, a, l, f));
                 Err(RingError::Chain {
                     id: head,
-                    error,
+                    defect,
                     status,
                 })
             }
@@ -239,7 +265,7 @@ impl SplitRing {
             self.resubmit = Vec::new();
             self.resubmit_pos = 0;
         }
-        self.walk_into(&mut RegionCache::new(), mem, head, out)
+        self.walk_into(&mut RegionCache::with_hint(self.ring_hint), mem, head, out)
     }
 
     pub(crate) fn pop(&mut self, mem: &GuestMemory, out: &mut Chain) -> Result<bool, RingError> {
@@ -248,11 +274,12 @@ impl SplitRing {
         }
         // One region lookup serves the index, the ring entry and (usually) the descriptor
         // table and the request's buffers.
-        let mut cache = RegionCache::new();
+        let mut cache = RegionCache::with_hint(self.ring_hint);
         if self.shadow_avail == self.last_avail {
             self.shadow_avail = cache
                 .load_u16(mem, self.avail + 2, Ordering::Acquire)
                 .ok_or(RingError::Memory { addr: self.avail })?;
+            self.ring_hint = cache.hint;
             if self.shadow_avail == self.last_avail {
                 return Ok(false);
             }
@@ -341,7 +368,7 @@ impl SplitRing {
         let old = self.published;
         let new = self.used_idx;
         // One region lookup for the batch's entries, the index and the driver's fields.
-        let mut cache = RegionCache::new();
+        let mut cache = RegionCache::with_hint(self.ring_hint);
         self.write_pending(&mut cache, mem)?;
         crash(self.crash, CrashPoint::PublishBeforeVisible)?;
         cache

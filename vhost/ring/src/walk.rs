@@ -3,8 +3,10 @@
 
 use vm_memory::{Address, GuestMemoryRegion as _};
 
-use crate::mem::{find_region, range_ok, read_desc, RegionCache, F_INDIRECT, F_NEXT, F_WRITE};
-use crate::{Chain, ChainError, GuestMemory, Segment, MAX_SEGS};
+use crate::mem::{
+    find_region_hinted, range_ok, read_desc, RegionCache, F_INDIRECT, F_NEXT, F_WRITE, NO_HINT,
+};
+use crate::{Chain, ChainDefect, GuestMemory, Segment, MAX_SEGS};
 
 /// Most entries an indirect table may have (its length is a u32; the table is walked with
 /// 16-bit indices).
@@ -14,11 +16,43 @@ const MAX_INDIRECT: u32 = crate::MAX_QUEUE_SIZE as u32;
 pub(crate) struct Builder {
     seen_writable: bool,
     total: u64,
-    /// Guest range `[first, last]` of the region the last buffer lay in (`first > last`:
-    /// none yet): buffers of one chain usually share one or two regions, so most checks skip
-    /// the region search. Only bounds, no pointers: one walk checks against one memory.
+    /// Guest range `[first, last]` and host address of `first` of the region the ring's own
+    /// areas lie in (seeded from the pop's cache; `first > last`: none): a request's header
+    /// and status usually lie there.
+    ring: Span,
+    /// The same for the region the last buffer outside `ring` lay in (usually the data's).
+    /// Both are valid for one walk over one memory.
+    other: Span,
+    /// Number of the region to look at first when a buffer lies in neither (see
+    /// [`find_region_hinted`]); the ring keeps it from walk to walk.
+    pub(crate) hint: usize,
+}
+
+/// A region's guest range `[first, last]` and the host address of `first`.
+#[derive(Clone, Copy)]
+struct Span {
     first: u64,
     last: u64,
+    host: *mut u8,
+}
+
+impl Span {
+    const EMPTY: Span = Span {
+        first: 1,
+        last: 0,
+        host: std::ptr::null_mut(),
+    };
+
+    /// Host address of `addr` if `[addr, end]` lies in the span.
+    #[inline]
+    fn get(&self, addr: u64, end: u64) -> Option<*mut u8> {
+        if addr < self.first || end > self.last {
+            return None;
+        }
+        // SAFETY: `first <= addr <= end <= last`: the offset lies inside the region mapped at
+        // `host` (no dereference here; the address is handed to the caller with the chain).
+        Some(unsafe { self.host.add((addr - self.first) as usize) })
+    }
 }
 
 impl Builder {
@@ -26,39 +60,53 @@ impl Builder {
         Builder {
             seen_writable: false,
             total: 0,
-            first: 1,
-            last: 0,
+            ring: Span::EMPTY,
+            other: Span::EMPTY,
+            hint: NO_HINT,
         }
     }
 
-    /// Starts with the region `cache` holds (the one the ring's own areas lie in).
-    pub(crate) fn seeded(cache: &RegionCache<'_>) -> Self {
-        let (first, last) = cache.bounds();
+    /// Starts with the region `cache` holds (the one the ring's own areas lie in), looking at
+    /// region number `hint` first for buffers outside it.
+    pub(crate) fn seeded(cache: &RegionCache<'_>, hint: usize) -> Self {
+        let (first, last, host) = cache.bounds();
         Builder {
             seen_writable: false,
             total: 0,
-            first,
-            last,
+            ring: Span { first, last, host },
+            other: Span::EMPTY,
+            hint,
         }
     }
 
-    /// Whether `[addr, addr + len)` (`len >= 1`) lies in guest memory.
+    /// Whether `[addr, addr + len)` (`len >= 1`) lies in guest memory: `Some(host address)`
+    /// when it lies in one region, `Some(null)` when it spans regions (still all guest
+    /// memory), `None` when any of it is outside guest memory.
     #[inline]
-    fn in_memory(&mut self, mem: &GuestMemory, addr: u64, len: u32) -> bool {
-        let Some(end) = addr.checked_add(u64::from(len) - 1) else {
-            return false;
+    fn in_memory(&mut self, mem: &GuestMemory, addr: u64, len: u32) -> Option<*mut u8> {
+        let end = addr.checked_add(u64::from(len) - 1)?;
+        if let Some(h) = self.ring.get(addr, end) {
+            return Some(h);
+        }
+        if let Some(h) = self.other.get(addr, end) {
+            return Some(h);
+        }
+        self.lookup(mem, addr, end)
+    }
+
+    /// [`Builder::in_memory`] for a buffer outside both cached regions. Out of line.
+    #[inline(never)]
+    fn lookup(&mut self, mem: &GuestMemory, addr: u64, end: u64) -> Option<*mut u8> {
+        let r = find_region_hinted(mem, addr, &mut self.hint);
+        let Some(r) = r.filter(|r| end <= r.last_addr().raw_value()) else {
+            return range_ok(mem, addr, end - addr + 1).then_some(std::ptr::null_mut());
         };
-        if addr >= self.first && end <= self.last {
-            return true;
-        }
-        if let Some(r) = find_region(mem, addr) {
-            self.first = r.start_addr().raw_value();
-            self.last = r.last_addr().raw_value();
-            if end <= self.last {
-                return true;
-            }
-        }
-        range_ok(mem, addr, u64::from(len))
+        self.other = Span {
+            first: r.start_addr().raw_value(),
+            last: r.last_addr().raw_value(),
+            host: r.as_ptr(),
+        };
+        self.other.get(addr, end)
     }
 
     /// Adds one buffer to `out`, checking length, direction order, count, total size and
@@ -71,30 +119,31 @@ impl Builder {
         addr: u64,
         len: u32,
         writable: bool,
-    ) -> Result<(), ChainError> {
+    ) -> Result<(), ChainDefect> {
         if len == 0 {
-            return Err(ChainError::ZeroLength);
+            return Err(ChainDefect::ZeroLength);
         }
         if !writable && self.seen_writable {
-            return Err(ChainError::WrongDirection);
+            return Err(ChainDefect::WrongDirection);
         }
         let n = out.count as usize;
         if n >= MAX_SEGS {
-            return Err(ChainError::TooLong { max: MAX_SEGS });
+            return Err(ChainDefect::TooLong { max: MAX_SEGS });
         }
         self.total += u64::from(len);
         if self.total > u64::from(u32::MAX) {
-            return Err(ChainError::Oversize);
+            return Err(ChainDefect::Oversize);
         }
-        if !self.in_memory(mem, addr, len) {
-            return Err(ChainError::OutOfMemory { addr, len });
-        }
+        let Some(host) = self.in_memory(mem, addr, len) else {
+            return Err(ChainDefect::OutOfMemory { addr, len });
+        };
         self.seen_writable |= writable;
         out.segs[n] = Segment {
             addr,
             len,
             device_writable: writable,
         };
+        out.hosts[n] = host as usize;
         out.count += 1;
         Ok(())
     }
@@ -108,22 +157,22 @@ impl Builder {
         addr: u64,
         len: u32,
         packed: bool,
-    ) -> Result<(), ChainError> {
+    ) -> Result<(), ChainDefect> {
         if len == 0 || !len.is_multiple_of(16) || len / 16 > MAX_INDIRECT {
-            return Err(ChainError::BadIndirectLength { len });
+            return Err(ChainDefect::BadIndirectLength { len });
         }
         if !range_ok(mem, addr, u64::from(len)) {
-            return Err(ChainError::OutOfMemory { addr, len });
+            return Err(ChainDefect::OutOfMemory { addr, len });
         }
         let n = (len / 16) as u16;
         let mut i: u16 = 0;
         let mut steps: u32 = 0;
         loop {
             let at = addr + 16 * u64::from(i);
-            let d = read_desc(mem, at).ok_or(ChainError::Unreadable { addr: at })?;
+            let d = read_desc(mem, at).ok_or(ChainDefect::Unreadable { addr: at })?;
             let flags = if packed { d.w14 } else { d.w12 };
             if flags & F_INDIRECT != 0 {
-                return Err(ChainError::NestedIndirect);
+                return Err(ChainDefect::NestedIndirect);
             }
             self.add(mem, out, d.addr, d.len, flags & F_WRITE != 0)?;
             steps += 1;
@@ -137,13 +186,13 @@ impl Builder {
                     return Ok(());
                 }
                 if d.w14 >= n {
-                    return Err(ChainError::IndexOutOfRange {
+                    return Err(ChainDefect::IndexOutOfRange {
                         index: d.w14,
                         size: n,
                     });
                 }
                 if steps >= u32::from(n) {
-                    return Err(ChainError::Loop);
+                    return Err(ChainDefect::Loop);
                 }
                 i = d.w14;
             }

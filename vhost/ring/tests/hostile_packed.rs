@@ -1,5 +1,5 @@
 //! A hostile driver on a packed ring: malformed chains are reported with their
-//! `ChainError`, consumed whole (every descriptor of the chain, so the ring stays in step),
+//! `ChainDefect`, consumed whole (every descriptor of the chain, so the ring stays in step),
 //! and can be completed; breaking the ring's structure is `ErrorKind::Broken`.
 
 // Test code: a failed unwrap is a failed test.
@@ -8,11 +8,11 @@
 mod common;
 
 use common::*;
-use ferrite_vring::{Chain, ChainError, ErrorKind, GuestMemory, Vring, MAX_SEGS};
+use ferrite_vring::{Chain, ChainDefect, ErrorKind, GuestMemory, Vring, MAX_SEGS};
 
 /// Offers the raw chain, expects `want` on pop, completes it, then checks that a good chain
 /// right after it is served (so exactly the bad chain's descriptors were consumed).
-fn check_cfg(size: u16, indirect: bool, descs: &[(u64, u32, u16)], want: ChainError) {
+fn check_cfg(size: u16, indirect: bool, descs: &[(u64, u32, u16)], want: ChainDefect) {
     check_full(size, indirect, |_| {}, descs, want, None)
 }
 
@@ -21,7 +21,7 @@ fn check_cfg(size: u16, indirect: bool, descs: &[(u64, u32, u16)], want: ChainEr
 fn check_hint(
     setup: impl FnOnce(&GuestMemory),
     descs: &[(u64, u32, u16)],
-    want: ChainError,
+    want: ChainDefect,
     hint: Option<(u64, u32)>,
 ) {
     check_full(16, true, setup, descs, want, hint)
@@ -32,7 +32,7 @@ fn check_full(
     indirect: bool,
     setup: impl FnOnce(&GuestMemory),
     descs: &[(u64, u32, u16)],
-    want: ChainError,
+    want: ChainDefect,
     hint: Option<(u64, u32)>,
 ) {
     let mem = memory();
@@ -45,7 +45,7 @@ fn check_full(
     let mut ch = Chain::new();
     let e = dev.pop(&mem, &mut ch).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Chain);
-    assert_eq!(e.chain_error(), Some(want), "{e}");
+    assert_eq!(e.chain_defect(), Some(want), "{e}");
     let got = e.status_hint();
     assert_eq!(got.map(|s| (s.addr, s.len)), hint, "status hint for {e}");
     assert!(got.is_none_or(|s| s.device_writable));
@@ -60,7 +60,7 @@ fn check_full(
     assert_eq!(ch.segments().len(), 2);
 }
 
-fn check(descs: &[(u64, u32, u16)], want: ChainError) {
+fn check(descs: &[(u64, u32, u16)], want: ChainDefect) {
     check_cfg(16, true, descs, want)
 }
 
@@ -82,7 +82,7 @@ fn buffer_in_hole_mid_chain() {
             (HOLE, 8, F_NEXT | F_WRITE),
             (HIGH, 1, F_WRITE),
         ],
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
         Some((HIGH, 1)),
     );
 }
@@ -91,7 +91,7 @@ fn buffer_in_hole_mid_chain() {
 fn zero_length() {
     check(
         &[(HIGH, 16, F_NEXT), (HIGH, 0, F_WRITE)],
-        ChainError::ZeroLength,
+        ChainDefect::ZeroLength,
     );
 }
 
@@ -99,7 +99,7 @@ fn zero_length() {
 fn readable_after_writable() {
     check(
         &[(HIGH, 16, F_NEXT | F_WRITE), (HIGH, 8, 0)],
-        ChainError::WrongDirection,
+        ChainDefect::WrongDirection,
     );
 }
 
@@ -107,7 +107,7 @@ fn readable_after_writable() {
 fn oversize() {
     check(
         &[(HIGH, 16, F_NEXT), (HIGH, u32::MAX, F_WRITE)],
-        ChainError::Oversize,
+        ChainDefect::Oversize,
     );
 }
 
@@ -116,7 +116,7 @@ fn too_long() {
     let descs: Vec<(u64, u32, u16)> = (0..=MAX_SEGS)
         .map(|i| (HIGH, 8, if i < MAX_SEGS { F_NEXT } else { 0 }))
         .collect();
-    check_cfg(512, true, &descs, ChainError::TooLong { max: MAX_SEGS });
+    check_cfg(512, true, &descs, ChainDefect::TooLong { max: MAX_SEGS });
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn indirect_not_negotiated() {
         false,
         |m| table(m, TABLES, &[(HIGH, 8, 0), (ST, 1, F_WRITE)]),
         &[(TABLES, 32, F_INDIRECT)],
-        ChainError::IndirectNotNegotiated,
+        ChainDefect::IndirectNotNegotiated,
         None,
     );
 }
@@ -136,7 +136,7 @@ fn indirect_not_negotiated() {
 fn indirect_with_next() {
     check(
         &[(TABLES, 16, F_INDIRECT | F_NEXT), (HIGH, 8, F_WRITE)],
-        ChainError::IndirectChained,
+        ChainDefect::IndirectChained,
     );
 }
 
@@ -144,7 +144,7 @@ fn indirect_with_next() {
 fn indirect_after_direct() {
     check(
         &[(HIGH, 8, F_NEXT), (TABLES, 16, F_INDIRECT)],
-        ChainError::IndirectChained,
+        ChainDefect::IndirectChained,
     );
 }
 
@@ -152,11 +152,11 @@ fn indirect_after_direct() {
 fn indirect_bad_length() {
     check(
         &[(TABLES, 0, F_INDIRECT)],
-        ChainError::BadIndirectLength { len: 0 },
+        ChainDefect::BadIndirectLength { len: 0 },
     );
     check(
         &[(TABLES, 40, F_INDIRECT)],
-        ChainError::BadIndirectLength { len: 40 },
+        ChainDefect::BadIndirectLength { len: 40 },
     );
 }
 
@@ -164,7 +164,7 @@ fn indirect_bad_length() {
 fn indirect_table_in_hole() {
     check(
         &[(HOLE, 32, F_INDIRECT)],
-        ChainError::OutOfMemory {
+        ChainDefect::OutOfMemory {
             addr: HOLE,
             len: 32,
         },
@@ -182,7 +182,7 @@ fn nested_indirect() {
     let id = drv.add_raw(&mem, &[(TABLES, 32, F_INDIRECT)], None);
     let mut ch = Chain::new();
     let e = dev.pop(&mem, &mut ch).unwrap_err();
-    assert_eq!(e.chain_error(), Some(ChainError::NestedIndirect));
+    assert_eq!(e.chain_defect(), Some(ChainDefect::NestedIndirect));
     assert_eq!(e.status_hint(), None);
     assert_eq!(ch.id(), id);
 }
@@ -197,8 +197,8 @@ fn indirect_table_entry_outside_memory() {
     let mut ch = Chain::new();
     let e = dev.pop(&mem, &mut ch).unwrap_err();
     assert_eq!(
-        e.chain_error(),
-        Some(ChainError::OutOfMemory {
+        e.chain_defect(),
+        Some(ChainDefect::OutOfMemory {
             addr: u64::MAX - 8,
             len: 16
         })

@@ -1,5 +1,5 @@
 //! A hostile driver on a split ring: every malformed chain is reported with its own
-//! `ChainError`, consumed, and can be completed; the ring keeps working afterwards. Breaking
+//! `ChainDefect`, consumed, and can be completed; the ring keeps working afterwards. Breaking
 //! the ring itself is reported as `ErrorKind::Broken`.
 
 // Test code: a failed unwrap is a failed test.
@@ -8,13 +8,13 @@
 mod common;
 
 use common::*;
-use ferrite_vring::{Chain, ChainError, ErrorKind, RingBase, Vring, MAX_SEGS};
+use ferrite_vring::{Chain, ChainDefect, ErrorKind, RingBase, Vring, MAX_SEGS};
 
 const SIZE: u16 = 16;
 
 /// Offers `head` (whose descriptors the closure wrote), pops, expects `want` and no status
 /// hint, completes the chain with 0 bytes, and checks the ring still serves a good chain.
-fn check(setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver), want: ChainError) {
+fn check(setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver), want: ChainDefect) {
     check_cfg(SIZE, true, setup, want, None)
 }
 
@@ -22,7 +22,7 @@ fn check_cfg(
     size: u16,
     indirect: bool,
     setup: impl FnOnce(&ferrite_vring::GuestMemory, &SplitDriver),
-    want: ChainError,
+    want: ChainDefect,
     hint: Option<(u64, u32)>,
 ) {
     let mem = memory();
@@ -38,7 +38,7 @@ fn check_cfg(
     let mut ch = Chain::new();
     let e = dev.pop(&mem, &mut ch).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Chain);
-    assert_eq!(e.chain_error(), Some(want), "{e}");
+    assert_eq!(e.chain_defect(), Some(want), "{e}");
     let got = e.status_hint();
     assert_eq!(got.map(|s| (s.addr, s.len)), hint, "status hint for {e}");
     assert!(got.is_none_or(|s| s.device_writable));
@@ -58,7 +58,7 @@ fn check_cfg(
 fn next_index_out_of_range() {
     check(
         |m, d| d.raw(m, 0, HIGH, 8, F_NEXT, SIZE),
-        ChainError::IndexOutOfRange {
+        ChainDefect::IndexOutOfRange {
             index: SIZE,
             size: SIZE,
         },
@@ -73,13 +73,13 @@ fn chain_loop() {
             d.raw(m, 1, HIGH, 8, F_NEXT, 2);
             d.raw(m, 2, HIGH, 8, F_NEXT, 0);
         },
-        ChainError::Loop,
+        ChainDefect::Loop,
     );
 }
 
 #[test]
 fn self_loop() {
-    check(|m, d| d.raw(m, 0, HIGH, 8, F_NEXT, 0), ChainError::Loop);
+    check(|m, d| d.raw(m, 0, HIGH, 8, F_NEXT, 0), ChainDefect::Loop);
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn chain_longer_than_max_segs() {
                 d.raw(m, i, HIGH, 8, f, i + 1);
             }
         },
-        ChainError::TooLong { max: MAX_SEGS },
+        ChainDefect::TooLong { max: MAX_SEGS },
         None,
     );
 }
@@ -104,7 +104,7 @@ fn chain_longer_than_max_segs() {
 fn buffer_in_hole() {
     check(
         |m, d| d.raw(m, 0, HOLE, 8, 0, 0),
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
 
@@ -113,7 +113,7 @@ fn buffer_across_region_end() {
     let a = HIGH + HIGH_LEN - 4;
     check(
         |m, d| d.raw(m, 0, a, 8, 0, 0),
-        ChainError::OutOfMemory { addr: a, len: 8 },
+        ChainDefect::OutOfMemory { addr: a, len: 8 },
     );
 }
 
@@ -122,13 +122,13 @@ fn buffer_address_overflows() {
     let a = u64::MAX - 3;
     check(
         |m, d| d.raw(m, 0, a, 8, 0, 0),
-        ChainError::OutOfMemory { addr: a, len: 8 },
+        ChainDefect::OutOfMemory { addr: a, len: 8 },
     );
 }
 
 #[test]
 fn zero_length() {
-    check(|m, d| d.raw(m, 0, HIGH, 0, 0, 0), ChainError::ZeroLength);
+    check(|m, d| d.raw(m, 0, HIGH, 0, 0, 0), ChainDefect::ZeroLength);
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn oversize_total() {
             d.raw(m, 0, HIGH, 16, F_NEXT, 1);
             d.raw(m, 1, HIGH, u32::MAX, F_WRITE, 0);
         },
-        ChainError::Oversize,
+        ChainDefect::Oversize,
     );
 }
 
@@ -149,7 +149,7 @@ fn readable_after_writable() {
             d.raw(m, 0, HIGH, 16, F_WRITE | F_NEXT, 1);
             d.raw(m, 1, HIGH, 16, 0, 0);
         },
-        ChainError::WrongDirection,
+        ChainDefect::WrongDirection,
     );
 }
 
@@ -162,7 +162,7 @@ fn indirect_not_negotiated() {
             let (a, l) = indirect_table(m, TABLES, &[r(HIGH, 8)], false);
             d.raw(m, 0, a, l, F_INDIRECT, 0);
         },
-        ChainError::IndirectNotNegotiated,
+        ChainDefect::IndirectNotNegotiated,
         None,
     );
 }
@@ -175,7 +175,7 @@ fn indirect_with_next() {
             d.raw(m, 0, a, l, F_INDIRECT | F_NEXT, 1);
             d.raw(m, 1, HIGH, 8, 0, 0);
         },
-        ChainError::IndirectChained,
+        ChainDefect::IndirectChained,
     );
 }
 
@@ -187,7 +187,7 @@ fn indirect_after_direct() {
             d.raw(m, 0, HIGH, 8, F_NEXT, 1);
             d.raw(m, 1, a, l, F_INDIRECT, 0);
         },
-        ChainError::IndirectChained,
+        ChainDefect::IndirectChained,
     );
 }
 
@@ -195,7 +195,7 @@ fn indirect_after_direct() {
 fn indirect_length_zero() {
     check(
         |m, d| d.raw(m, 0, TABLES, 0, F_INDIRECT, 0),
-        ChainError::BadIndirectLength { len: 0 },
+        ChainDefect::BadIndirectLength { len: 0 },
     );
 }
 
@@ -203,7 +203,7 @@ fn indirect_length_zero() {
 fn indirect_length_not_multiple_of_16() {
     check(
         |m, d| d.raw(m, 0, TABLES, 24, F_INDIRECT, 0),
-        ChainError::BadIndirectLength { len: 24 },
+        ChainDefect::BadIndirectLength { len: 24 },
     );
 }
 
@@ -211,7 +211,7 @@ fn indirect_length_not_multiple_of_16() {
 fn indirect_table_in_hole() {
     check(
         |m, d| d.raw(m, 0, HOLE, 32, F_INDIRECT, 0),
-        ChainError::OutOfMemory {
+        ChainDefect::OutOfMemory {
             addr: HOLE,
             len: 32,
         },
@@ -226,7 +226,7 @@ fn nested_indirect() {
             write_desc(m, TABLES + 16, TABLES, 32, F_INDIRECT, 0);
             d.raw(m, 0, TABLES, 32, F_INDIRECT, 0);
         },
-        ChainError::NestedIndirect,
+        ChainDefect::NestedIndirect,
     );
 }
 
@@ -238,7 +238,7 @@ fn indirect_table_loop() {
             write_desc(m, TABLES + 16, HIGH, 8, F_NEXT, 0);
             d.raw(m, 0, TABLES, 32, F_INDIRECT, 0);
         },
-        ChainError::Loop,
+        ChainDefect::Loop,
     );
 }
 
@@ -250,7 +250,7 @@ fn indirect_next_out_of_range() {
             write_desc(m, TABLES + 16, HIGH, 8, 0, 0);
             d.raw(m, 0, TABLES, 32, F_INDIRECT, 0);
         },
-        ChainError::IndexOutOfRange { index: 2, size: 2 },
+        ChainDefect::IndexOutOfRange { index: 2, size: 2 },
     );
 }
 
@@ -263,7 +263,7 @@ fn indirect_table_too_long() {
             let (a, l) = indirect_table(m, TABLES, &bufs, false);
             d.raw(m, 0, a, l, F_INDIRECT, 0);
         },
-        ChainError::TooLong { max: MAX_SEGS },
+        ChainDefect::TooLong { max: MAX_SEGS },
     );
 }
 
@@ -274,7 +274,7 @@ fn indirect_wrong_direction() {
             let (a, l) = indirect_table(m, TABLES, &[w(HIGH, 8), r(HIGH, 8)], false);
             d.raw(m, 0, a, l, F_INDIRECT, 0);
         },
-        ChainError::WrongDirection,
+        ChainDefect::WrongDirection,
     );
 }
 

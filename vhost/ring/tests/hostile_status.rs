@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use ferrite_vring::{
-    Chain, ChainError, ErrorKind, GuestMemory, RingBase, RingError, Vring, MAX_SEGS,
+    Chain, ChainDefect, ErrorKind, GuestMemory, RingBase, RingError, Vring, MAX_SEGS,
 };
 
 /// Where the well-formed status descriptors live.
@@ -21,9 +21,9 @@ const ST: u64 = HIGH + 0x1000;
 /// Split ring size of most cases.
 const SIZE: u16 = 16;
 
-fn assert_hint(e: &RingError, want: ChainError, hint: Option<(u64, u32)>) {
+fn assert_hint(e: &RingError, want: ChainDefect, hint: Option<(u64, u32)>) {
     assert_eq!(e.kind(), ErrorKind::Chain);
-    assert_eq!(e.chain_error(), Some(want), "{e}");
+    assert_eq!(e.chain_defect(), Some(want), "{e}");
     let got = e.status_hint();
     assert_eq!(got.map(|s| (s.addr, s.len)), hint, "status hint for {e}");
     assert!(got.is_none_or(|s| s.device_writable));
@@ -35,7 +35,7 @@ fn split_cfg(
     size: u16,
     indirect: bool,
     setup: impl FnOnce(&GuestMemory, &SplitDriver),
-    want: ChainError,
+    want: ChainDefect,
     hint: Option<(u64, u32)>,
 ) {
     let mem = memory();
@@ -60,13 +60,13 @@ fn split_cfg(
 
 fn split_hint(
     setup: impl FnOnce(&GuestMemory, &SplitDriver),
-    want: ChainError,
+    want: ChainDefect,
     hint: Option<(u64, u32)>,
 ) {
     split_cfg(SIZE, true, setup, want, hint)
 }
 
-fn split_none(setup: impl FnOnce(&GuestMemory, &SplitDriver), want: ChainError) {
+fn split_none(setup: impl FnOnce(&GuestMemory, &SplitDriver), want: ChainDefect) {
     split_cfg(SIZE, true, setup, want, None)
 }
 
@@ -77,7 +77,7 @@ fn packed_full(
     indirect: bool,
     setup: impl FnOnce(&GuestMemory),
     descs: &[(u64, u32, u16)],
-    want: ChainError,
+    want: ChainDefect,
     hint: Option<(u64, u32)>,
 ) {
     let mem = memory();
@@ -101,13 +101,13 @@ fn packed_full(
 fn packed_hint(
     setup: impl FnOnce(&GuestMemory),
     descs: &[(u64, u32, u16)],
-    want: ChainError,
+    want: ChainDefect,
     hint: Option<(u64, u32)>,
 ) {
     packed_full(16, true, setup, descs, want, hint)
 }
 
-fn packed_none(descs: &[(u64, u32, u16)], want: ChainError) {
+fn packed_none(descs: &[(u64, u32, u16)], want: ChainDefect) {
     packed_full(16, true, |_| {}, descs, want, None)
 }
 
@@ -130,7 +130,7 @@ fn split_chain_longer_than_max_segs_with_status() {
                 d.raw(m, i, HIGH, 8, f, i + 1);
             }
         },
-        ChainError::TooLong { max: MAX_SEGS },
+        ChainDefect::TooLong { max: MAX_SEGS },
         Some((HIGH, 8)),
     );
 }
@@ -143,7 +143,7 @@ fn split_data_in_hole_then_status() {
             d.raw(m, 1, HOLE, 8, F_WRITE | F_NEXT, 2);
             d.raw(m, 2, ST, 1, F_WRITE, 0);
         },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
         Some((ST, 1)),
     );
 }
@@ -156,7 +156,7 @@ fn split_zero_length_data_then_status() {
             d.raw(m, 1, HIGH, 0, F_WRITE | F_NEXT, 2);
             d.raw(m, 2, ST, 4, F_WRITE, 0);
         },
-        ChainError::ZeroLength,
+        ChainDefect::ZeroLength,
         Some((ST, 4)),
     );
 }
@@ -169,7 +169,7 @@ fn split_oversize_data_then_status() {
             d.raw(m, 1, HIGH, u32::MAX, F_WRITE | F_NEXT, 2);
             d.raw(m, 2, ST, 1, F_WRITE, 0);
         },
-        ChainError::Oversize,
+        ChainDefect::Oversize,
         Some((ST, 1)),
     );
 }
@@ -182,7 +182,7 @@ fn split_wrong_direction_then_status() {
             d.raw(m, 1, HIGH, 8, F_NEXT, 2);
             d.raw(m, 2, ST, 1, F_WRITE, 0);
         },
-        ChainError::WrongDirection,
+        ChainDefect::WrongDirection,
         Some((ST, 1)),
     );
 }
@@ -195,7 +195,7 @@ fn split_readonly_status_gives_no_hint() {
             d.raw(m, 1, HOLE, 8, F_WRITE | F_NEXT, 2);
             d.raw(m, 2, ST, 1, 0, 0);
         },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
 
@@ -206,7 +206,7 @@ fn split_status_outside_memory_gives_no_hint() {
             d.raw(m, 0, HIGH, 16, F_NEXT, 1);
             d.raw(m, 1, HOLE, 1, F_WRITE, 0);
         },
-        ChainError::OutOfMemory { addr: HOLE, len: 1 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 1 },
     );
 }
 
@@ -217,7 +217,7 @@ fn split_bad_buffer_then_loop_gives_no_hint() {
             d.raw(m, 0, HOLE, 8, F_NEXT, 1);
             d.raw(m, 1, ST, 1, F_WRITE | F_NEXT, 0);
         },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
 
@@ -225,7 +225,7 @@ fn split_bad_buffer_then_loop_gives_no_hint() {
 fn split_bad_buffer_then_index_out_of_range_gives_no_hint() {
     split_none(
         |m, d| d.raw(m, 0, HOLE, 8, F_NEXT, SIZE + 1),
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
 
@@ -236,7 +236,7 @@ fn split_indirect_data_in_hole_then_status() {
             let (a, l) = indirect_table(m, TABLES, &[r(HIGH, 16), w(HOLE, 8), w(ST, 1)], false);
             d.raw(m, 0, a, l, F_INDIRECT, 0);
         },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
         Some((ST, 1)),
     );
 }
@@ -251,7 +251,7 @@ fn split_indirect_too_long_with_status() {
             let (a, l) = indirect_table(m, TABLES, &bufs, false);
             d.raw(m, 0, a, l, F_INDIRECT, 0);
         },
-        ChainError::TooLong { max: MAX_SEGS },
+        ChainDefect::TooLong { max: MAX_SEGS },
         Some((ST, 1)),
     );
 }
@@ -264,7 +264,7 @@ fn split_indirect_loop_after_bad_buffer_gives_no_hint() {
             write_desc(m, TABLES + 16, ST, 1, F_WRITE | F_NEXT, 0);
             d.raw(m, 0, TABLES, 32, F_INDIRECT, 0);
         },
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
 
@@ -277,7 +277,7 @@ fn packed_zero_length_data_then_status() {
             (HIGH, 0, F_NEXT | F_WRITE),
             (ST, 2, F_WRITE),
         ],
-        ChainError::ZeroLength,
+        ChainDefect::ZeroLength,
         Some((ST, 2)),
     );
 }
@@ -291,7 +291,7 @@ fn packed_oversize_data_then_status() {
             (HIGH, u32::MAX, F_NEXT | F_WRITE),
             (ST, 1, F_WRITE),
         ],
-        ChainError::Oversize,
+        ChainDefect::Oversize,
         Some((ST, 1)),
     );
 }
@@ -305,7 +305,7 @@ fn packed_wrong_direction_then_status() {
             (HIGH, 8, F_NEXT),
             (ST, 1, F_WRITE),
         ],
-        ChainError::WrongDirection,
+        ChainDefect::WrongDirection,
         Some((ST, 1)),
     );
 }
@@ -326,7 +326,7 @@ fn packed_too_long_with_status() {
         true,
         |_| {},
         &descs,
-        ChainError::TooLong { max: MAX_SEGS },
+        ChainDefect::TooLong { max: MAX_SEGS },
         Some((ST, 1)),
     );
 }
@@ -335,7 +335,7 @@ fn packed_too_long_with_status() {
 fn packed_readonly_status_gives_no_hint() {
     packed_none(
         &[(HIGH, 16, F_NEXT), (HOLE, 8, F_NEXT | F_WRITE), (ST, 1, 0)],
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
     );
 }
 
@@ -343,7 +343,7 @@ fn packed_readonly_status_gives_no_hint() {
 fn packed_status_outside_memory_gives_no_hint() {
     packed_none(
         &[(HIGH, 16, F_NEXT), (HOLE, 1, F_WRITE)],
-        ChainError::OutOfMemory { addr: HOLE, len: 1 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 1 },
     );
 }
 
@@ -352,7 +352,7 @@ fn packed_indirect_chained_with_writable_status_gives_no_hint() {
     // indirect_with_next's last descriptor is a good writable buffer; the structure is not
     packed_none(
         &[(TABLES, 16, F_INDIRECT | F_NEXT), (ST, 1, F_WRITE)],
-        ChainError::IndirectChained,
+        ChainDefect::IndirectChained,
     );
 }
 
@@ -367,7 +367,7 @@ fn packed_indirect_data_in_hole_then_status() {
             )
         },
         &[(TABLES, 48, F_INDIRECT)],
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
         Some((ST, 1)),
     );
 }
@@ -383,7 +383,7 @@ fn packed_indirect_nested_after_bad_buffer_gives_no_hint() {
             )
         },
         &[(TABLES, 48, F_INDIRECT)],
-        ChainError::OutOfMemory { addr: HOLE, len: 8 },
+        ChainDefect::OutOfMemory { addr: HOLE, len: 8 },
         None,
     );
 }

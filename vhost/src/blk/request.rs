@@ -96,6 +96,9 @@ pub struct Parsed {
     pub status_gpa: u64,
     /// Host address of the status byte (in the memory table `parse` was given).
     pub status_host: *mut u8,
+    /// Host address of the one data piece when the one-step parse found it (null otherwise:
+    /// translate `segs` through the memory table).
+    pub data_host: *mut u8,
     /// Data pieces (`segs[..nsegs]`).
     pub segs: [DataSeg; MAX_DATA_SEGS],
     /// Number of data pieces.
@@ -111,6 +114,7 @@ impl Default for Parsed {
             sector: 0,
             status_gpa: 0,
             status_host: std::ptr::null_mut(),
+            data_host: std::ptr::null_mut(),
             segs: [DataSeg::default(); MAX_DATA_SEGS],
             nsegs: 0,
             data_len: 0,
@@ -150,6 +154,28 @@ pub(crate) fn parse_common<S: SegView>(
     readonly: bool,
     out: &mut Parsed,
 ) -> bool {
+    parse_common_with(segs, [None; 3], mem, readonly, out)
+}
+
+/// [`parse_common`] given the host addresses of the three segments where they are known
+/// (`known[i]`: the address of segment `i`'s first byte, with the whole segment mapped in one
+/// piece; `None`: translate it through `mem`). The queue passes the addresses its ring walk
+/// already found ([`ferrite_vring::Chain::host_addr`]), so the request needs no lookups.
+#[inline]
+pub(crate) fn parse_common_with<S: SegView>(
+    segs: &[S],
+    known: [Option<*mut u8>; 3],
+    mem: &MemTable,
+    readonly: bool,
+    out: &mut Parsed,
+) -> bool {
+    #[inline(always)]
+    fn pick(known: Option<*mut u8>, mem: &MemTable, gpa: u64, len: u64) -> Option<*mut u8> {
+        match known {
+            Some(p) => Some(p),
+            None => mem.host_ptr(gpa, len),
+        }
+    }
     let [h, d, st] = segs else {
         return false;
     };
@@ -161,8 +187,8 @@ pub(crate) fn parse_common<S: SegView>(
         return false;
     }
     let (Some(status_host), Some(hp)) = (
-        mem.host_ptr(st.addr(), 1),
-        mem.host_ptr(h.addr(), HEADER_LEN),
+        pick(known[2], mem, st.addr(), 1),
+        pick(known[0], mem, h.addr(), HEADER_LEN),
     ) else {
         return false;
     };
@@ -185,6 +211,8 @@ pub(crate) fn parse_common<S: SegView>(
     out.sector = u64::from_le_bytes(sector);
     out.status_gpa = st.addr();
     out.status_host = status_host;
+    // Not found in one piece: the submit translates it again (and fails it).
+    out.data_host = pick(known[1], mem, d.addr(), dlen).unwrap_or(std::ptr::null_mut());
     out.segs[0] = DataSeg {
         gpa: d.addr(),
         len: d.len(),
@@ -320,6 +348,7 @@ pub(crate) fn parse_general<S: SegView>(
     out.kind = kind;
     out.sector = sector;
     out.status_host = status_host;
+    out.data_host = std::ptr::null_mut();
     match kind {
         Kind::Read | Kind::Write if out.data_len == 0 || !out.data_len.is_multiple_of(512) => {
             return Err(fail(status::IOERR, "data length is not a multiple of 512"));

@@ -337,6 +337,11 @@ fn common_path_agrees_with_general_path() {
             assert_eq!(fast.status_host, slow.status_host);
             assert_eq!(fast.data(), slow.data());
             assert_eq!(fast.data_len, slow.data_len);
+            let d = fast.data()[0];
+            let want = m
+                .host_ptr(d.gpa, u64::from(d.len))
+                .unwrap_or(std::ptr::null_mut());
+            assert_eq!(fast.data_host, want, "the one-step parse's data address");
         }
     }
     assert!(common > 100, "the common path was taken {common} times");

@@ -4,18 +4,24 @@
 use ferrite_bdev::{BdevIo, IoVec};
 
 use super::{Queue, Slot};
-use crate::blk::request::{self, parse, status, Kind};
+use crate::blk::request::{self, parse_common_with, parse_general, status, Kind};
 
 impl Queue {
     pub(super) fn handle_chain(&mut self) {
         let id = self.chain.id();
         let readonly = self.ctrl.readonly;
-        match parse(
-            self.chain.segments(),
-            &self.mem,
-            readonly,
-            &mut self.scratch,
-        ) {
+        let (chain, mem) = (&self.chain, &self.mem);
+        // The common request through the host addresses the ring's walk found (the chain was
+        // popped from `mem`, which stays mapped while the queue runs); anything else through
+        // the general parse.
+        let known = [chain.host_addr(0), chain.host_addr(1), chain.host_addr(2)];
+        let parsed = if parse_common_with(chain.segments(), known, mem, readonly, &mut self.scratch)
+        {
+            Ok(())
+        } else {
+            parse_general(chain.segments(), mem, readonly, &mut self.scratch)
+        };
+        match parsed {
             Ok(()) => {
                 self.slot_mut(id).status = self.scratch.status_host;
                 self.submit_parsed(id);
@@ -101,7 +107,13 @@ impl Queue {
             }
             (offset / bs, len / bs)
         };
-        if matches!(kind, Kind::Read | Kind::Write) {
+        if matches!(kind, Kind::Read | Kind::Write) && !p.data_host.is_null() {
+            // The one-step parse's one data piece, translated by the ring's walk.
+            self.iovs[0] = IoVec {
+                base: p.data_host,
+                len: p.data_len as usize,
+            };
+        } else if matches!(kind, Kind::Read | Kind::Write) {
             for (i, s) in p.data().iter().enumerate() {
                 match self.mem.host_ptr(s.gpa, u64::from(s.len)) {
                     Some(h) => {

@@ -21,7 +21,7 @@ use crate::mem::{
 };
 use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
 use crate::walk::{indirect_tail, status_segment, Builder};
-use crate::{Chain, ChainError, GuestMemory, RingError, Segment};
+use crate::{Chain, ChainDefect, GuestMemory, RingError, Segment};
 
 pub(crate) const P_AVAIL: u16 = 1 << 7;
 pub(crate) const P_USED: u16 = 1 << 15;
@@ -208,14 +208,14 @@ impl PackedRing {
         out: &mut Chain,
         d: &RawDesc,
         first: bool,
-    ) -> Result<(), ChainError> {
+    ) -> Result<(), ChainDefect> {
         let flags = d.w14;
         if flags & F_INDIRECT != 0 {
             if !self.indirect {
-                return Err(ChainError::IndirectNotNegotiated);
+                return Err(ChainDefect::IndirectNotNegotiated);
             }
             if !first || flags & F_NEXT != 0 {
-                return Err(ChainError::IndirectChained);
+                return Err(ChainDefect::IndirectChained);
             }
             return b.indirect(mem, out, d.addr, d.len, true);
         }
@@ -232,7 +232,7 @@ impl PackedRing {
         let start = (self.next_avail, self.avail_wrap);
         let mut b = Builder::new();
         out.reset(0);
-        let mut err: Option<ChainError> = None;
+        let mut err: Option<ChainDefect> = None;
         let mut d = head;
         let mut n: u16 = 1;
         let (mut pos, mut wrap) = start;
@@ -303,10 +303,10 @@ impl PackedRing {
         }
         match err {
             None => Ok(true),
-            Some(error) => {
+            Some(defect) => {
                 out.count = 0;
                 let status = self.status_hint(mem, &tail);
-                Err(RingError::Chain { id, error, status })
+                Err(RingError::Chain { id, defect, status })
             }
         }
     }

@@ -39,10 +39,10 @@ impl PackedRing {
         out.ndesc = n;
         match err {
             None => Ok(true),
-            Some(error) => {
+            Some(defect) => {
                 out.count = 0;
                 let status = self.status_hint(mem, &tail);
-                Err(RingError::Chain { id, error, status })
+                Err(RingError::Chain { id, defect, status })
             }
         }
     }
