@@ -64,9 +64,10 @@ fn run_callback(cb: crate::io::IoCallback, io: Box<BdevIo>) {
 pub(crate) struct ChannelState {
     pub(crate) bdev: Arc<Bdev>,
     backend: RefCell<Box<dyn BackendChannel>>,
-    /// The base channel of a backend that forwards everything (`BackendChannel::forward_all`):
-    /// I/O goes there instead of to `backend`.
-    fwd: Option<crate::forward::Fwd>,
+    /// Where dispatched I/O goes: the backend, the base channel of a backend that forwards
+    /// everything (`BackendChannel::forward_all`), or the members of a striped backend
+    /// (`BackendChannel::forward_striped`) for the I/O within one strip.
+    fwd: crate::forward::Route,
     /// This channel's figures. Only touched on the channel's thread, through
     /// [`ChannelState::with_stats`] (no borrow flag to set and clear per I/O).
     stats: UnsafeCell<IoStats>,
@@ -180,13 +181,22 @@ impl ChannelState {
             io.flags |= FLAG_DRAINABLE;
             self.drainable.set(self.drainable.get() + 1);
         }
+        use crate::forward::Route;
         match &self.fwd {
+            Route::Backend => self.backend.borrow_mut().submit(io),
             // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
             // forwarders would otherwise inline into itself.
-            Some(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
-            Some(f) => crate::forward::forward_fast_nested(f, io),
-            None => self.backend.borrow_mut().submit(io),
+            Route::All(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
+            Route::All(f) => crate::forward::forward_fast_nested(f, io),
+            Route::Striped(s) if CHECK_BUF => crate::forward::forward_striped(self, s, io),
+            Route::Striped(s) => crate::forward::forward_striped_nested(self, s, io),
         }
+    }
+
+    /// The backend's own `submit` (the general path of a striped backend).
+    #[inline(never)]
+    pub(crate) fn backend_submit(&self, io: Box<BdevIo>) {
+        self.backend.borrow_mut().submit(io);
     }
 
     /// Hands a dispatched I/O to the backend, or to the base of a forwarding backend (with
@@ -194,8 +204,8 @@ impl ChannelState {
     #[inline]
     fn to_backend(&self, io: Box<BdevIo>) {
         match &self.fwd {
-            Some(f) => f.forward(io),
-            None => self.backend.borrow_mut().submit(io),
+            crate::forward::Route::All(f) => f.forward(io),
+            _ => self.backend.borrow_mut().submit(io),
         }
     }
 
@@ -391,9 +401,7 @@ impl ChannelCtx {
         let mut backend = bdev.backend.create_channel();
         let frozen = bdev.quiesced.load(std::sync::atomic::Ordering::Acquire);
         let thread_id = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
-        let fwd = backend
-            .forward_all()
-            .map(|base| crate::forward::Fwd::new(base, &bdev, thread_id));
+        let fwd = crate::forward::Route::new(&mut *backend, &bdev, thread_id);
         Self {
             state: Some(Box::new(ChannelState {
                 bdev,
@@ -481,6 +489,14 @@ impl BdevChannel {
     /// The bdev.
     pub fn bdev(&self) -> &Arc<Bdev> {
         &self.bdev
+    }
+
+    /// Another handle on this same channel (same thread, same writability), e.g. for a
+    /// [`crate::StripeMap`] while the module keeps its own. Thread contract: on the
+    /// channel's thread (fails elsewhere, or once the bdev is gone).
+    pub fn try_clone(&self) -> crate::Result<BdevChannel> {
+        let ch = self.bdev.device.get_channel()?;
+        Ok(BdevChannel::new(ch, self.writable, self.bdev.clone()))
     }
 
     /// Takes an I/O object from this thread's pool (see [`crate::alloc_io`]).

@@ -3,6 +3,8 @@
 //! pushed here and popped by `channel::finish_io`.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::channel::{BdevChannel, ChannelState};
 use crate::io::{BdevIo, ForwardDone, FLAG_COUNTED};
@@ -247,6 +249,143 @@ pub(crate) fn forward_fast(f: &Fwd, mut io: Box<BdevIo>) {
 #[inline(never)]
 pub(crate) fn forward_fast_nested(f: &Fwd, io: Box<BdevIo>) {
     forward_fast(f, io);
+}
+
+/// Where a channel's dispatched I/O goes (see `ChannelState::dispatch_fast`).
+pub(crate) enum Route {
+    /// To the backend's `submit`.
+    Backend,
+    /// To the one base of a backend that forwards everything (`BackendChannel::forward_all`).
+    All(Fwd),
+    /// Reads and writes within one strip to their member (`BackendChannel::forward_striped`),
+    /// the rest to the backend's `submit`.
+    Striped(Box<Striped>),
+}
+
+impl Route {
+    /// Asks a fresh backend channel how it wants its I/O routed (`forward_all`, then
+    /// `forward_striped`); `upper` is its bdev, whose channel on `thread_id` keeps the route.
+    pub(crate) fn new(
+        backend: &mut dyn crate::BackendChannel,
+        upper: &Bdev,
+        thread_id: u64,
+    ) -> Route {
+        if let Some(base) = backend.forward_all() {
+            return Route::All(Fwd::new(base, upper, thread_id));
+        }
+        match backend.forward_striped() {
+            Some(map) => Striped::new(map, upper, thread_id)
+                .map_or(Route::Backend, |s| Route::Striped(Box::new(s))),
+            None => Route::Backend,
+        }
+    }
+}
+
+/// What a striped stacked bdev's backend channel hands the bdev layer
+/// ([`crate::BackendChannel::forward_striped`]): raid block `b` in strip `s = b >> strip_shift`
+/// lives on member `s % n` at block `(s / n << strip_shift) + b % strip + data_offset` of it.
+pub struct StripeMap {
+    /// This thread's channel to each member, in stripe order (a power of two of them, at
+    /// most 64), with the first data block on that member. The layer keeps these handles
+    /// (see [`BdevChannel::try_clone`]) as long as the striped bdev's channel.
+    pub members: Vec<(BdevChannel, u64)>,
+    /// log2 of the strip size in blocks.
+    pub strip_shift: u32,
+    /// Read before each forward: while it is non-zero (e.g. a member failed or is being
+    /// removed), every I/O goes to the backend's `submit`. Any thread may set it.
+    pub gate: Arc<AtomicU64>,
+}
+
+/// A [`StripeMap`] whose per-member checks were settled at channel creation.
+pub(crate) struct Striped {
+    /// Keeps the members' channel states in `targets` alive.
+    _members: Vec<BdevChannel>,
+    /// Each member's channel state and first data block.
+    targets: Box<[(NonNull<ChannelState>, u64)]>,
+    strip_shift: u32,
+    n_shift: u32,
+    gate: Arc<AtomicU64>,
+}
+
+// SAFETY: as `Fwd`: the pointers in `targets` are the states of channels `_members` keeps
+// alive, checked at creation to belong to the striped layer's thread, and only dereferenced
+// there; they move between OS threads only with the channel state that holds this.
+unsafe impl Send for Striped {}
+
+/// The types a striped route forwards itself (every other type goes to the backend).
+const STRIPED_TYPES: u32 = (1 << IoType::Read as u8) | (1 << IoType::Write as u8);
+
+impl Striped {
+    fn new(map: StripeMap, upper: &Bdev, thread_id: u64) -> Option<Striped> {
+        let n = map.members.len();
+        if n == 0 || n > 64 || !n.is_power_of_two() || map.strip_shift >= 48 {
+            return None;
+        }
+        let mut targets = Vec::with_capacity(n);
+        for (ch, data_offset) in &map.members {
+            let st = ch.st?;
+            // SAFETY: the state belongs to the channel context `ch` keeps alive; this runs on
+            // the thread creating the striped layer's channel, and only reads fields set at
+            // the member channel's creation.
+            let s = unsafe { st.as_ref() };
+            let ok = s.thread_id == thread_id
+                && s.bdev.block_size == upper.block_size
+                && ch.allowed & STRIPED_TYPES == STRIPED_TYPES;
+            if !ok {
+                return None;
+            }
+            targets.push((st, *data_offset));
+        }
+        Some(Striped {
+            _members: map.members.into_iter().map(|(c, _)| c).collect(),
+            targets: targets.into_boxed_slice(),
+            strip_shift: map.strip_shift,
+            n_shift: n.trailing_zeros(),
+            gate: map.gate,
+        })
+    }
+}
+
+/// What a striped layer's `dispatch_fast` does with an I/O (see [`Route::Striped`]): a read
+/// or write within one strip, with the gate open, goes to its member as `forward` would send
+/// it, without the checks `Striped::new` settled (thread, block size, type accepted on the
+/// member); only the member's range is checked, as it may have been resized. Anything else
+/// goes to the backend's `submit`. Inlined into the layer's `dispatch_fast`.
+#[inline(always)]
+pub(crate) fn forward_striped(up: &ChannelState, s: &Striped, mut io: Box<BdevIo>) {
+    let (o, l) = (io.offset_blocks, io.num_blocks);
+    let shift = s.strip_shift;
+    let strip = o >> shift;
+    // No overflow: this layer checked the range against its own size.
+    if io.io_type.bit() & STRIPED_TYPES == 0
+        || l == 0
+        || strip != (o + l - 1) >> shift
+        || s.gate.load(Ordering::Acquire) != 0
+    {
+        return up.backend_submit(io);
+    }
+    let n_mask = (1u64 << s.n_shift) - 1;
+    let Some(&(st, data_offset)) = s.targets.get((strip & n_mask) as usize) else {
+        return up.backend_submit(io);
+    };
+    // SAFETY: the state belongs to a channel `s._members` keeps alive, and `Striped::new`
+    // found it on this channel's thread, where this runs.
+    let st = unsafe { st.as_ref() };
+    let off = ((strip >> s.n_shift) << shift) + (o & ((1u64 << shift) - 1)) + data_offset;
+    if off + l > st.bdev.num_blocks() || !io.push_frame(off, None, [0; 3]) {
+        // Outside a resized member, or past the frame stack: the backend decides.
+        return up.backend_submit(io);
+    }
+    io.chan = Some(st.ptr());
+    io.flags = FLAG_COUNTED;
+    st.inflight.set(st.inflight.get() + 1);
+    st.dispatch_forwarded(io);
+}
+
+/// `forward_striped` for a striped layer below another forwarder: out of line.
+#[inline(never)]
+pub(crate) fn forward_striped_nested(up: &ChannelState, s: &Striped, io: Box<BdevIo>) {
+    forward_striped(up, s, io);
 }
 
 #[cold]

@@ -39,6 +39,7 @@ pub use buf::DmaBuf;
 pub use channel::{restamp, BdevChannel};
 pub use desc::Desc;
 pub use error::{BdevError, ErrorKind, Result};
+pub use forward::StripeMap;
 pub use io::{BdevIo, ForwardDone, IoCallback, IoVec, MAX_FORWARD_DEPTH};
 pub use iostat::{collect_iostat, reset_iostat};
 pub use module::{BdevModule, ExamineDone, ExamineHold};
