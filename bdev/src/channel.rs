@@ -64,10 +64,14 @@ fn run_callback(cb: crate::io::IoCallback, io: Box<BdevIo>) {
 pub(crate) struct ChannelState {
     pub(crate) bdev: Arc<Bdev>,
     backend: RefCell<Box<dyn BackendChannel>>,
-    /// Where dispatched I/O goes: the backend, the base channel of a backend that forwards
-    /// everything (`BackendChannel::forward_all`), or the members of a striped backend
-    /// (`BackendChannel::forward_striped`) for the I/O within one strip.
-    fwd: crate::forward::Route,
+    /// The base channel of a backend that forwards everything (`BackendChannel::forward_all`):
+    /// I/O goes there instead of to `backend`.
+    fwd: Option<crate::forward::Fwd>,
+    /// The members of a striped backend (`BackendChannel::forward_striped`): reads and writes
+    /// within one strip go there instead of to `backend`. (A field of its own rather than a
+    /// variant beside `fwd`: an enum's match costs the other channels a few instructions per
+    /// I/O, a null pointer test one or two.)
+    striped: Option<Box<crate::forward::Striped>>,
     /// This channel's figures. Only touched on the channel's thread, through
     /// [`ChannelState::with_stats`] (no borrow flag to set and clear per I/O).
     stats: UnsafeCell<IoStats>,
@@ -181,15 +185,16 @@ impl ChannelState {
             io.flags |= FLAG_DRAINABLE;
             self.drainable.set(self.drainable.get() + 1);
         }
-        use crate::forward::Route;
         match &self.fwd {
-            Route::Backend => self.backend.borrow_mut().submit(io),
             // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
             // forwarders would otherwise inline into itself.
-            Route::All(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
-            Route::All(f) => crate::forward::forward_fast_nested(f, io),
-            Route::Striped(s) if CHECK_BUF => crate::forward::forward_striped(self, s, io),
-            Route::Striped(s) => crate::forward::forward_striped_nested(self, s, io),
+            Some(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
+            Some(f) => crate::forward::forward_fast_nested(f, io),
+            None => match &self.striped {
+                None => self.backend.borrow_mut().submit(io),
+                Some(s) if CHECK_BUF => crate::forward::forward_striped(self, s, io),
+                Some(s) => crate::forward::forward_striped_nested(self, s, io),
+            },
         }
     }
 
@@ -204,8 +209,8 @@ impl ChannelState {
     #[inline]
     fn to_backend(&self, io: Box<BdevIo>) {
         match &self.fwd {
-            crate::forward::Route::All(f) => f.forward(io),
-            _ => self.backend.borrow_mut().submit(io),
+            Some(f) => f.forward(io),
+            None => self.backend.borrow_mut().submit(io),
         }
     }
 
@@ -401,12 +406,13 @@ impl ChannelCtx {
         let mut backend = bdev.backend.create_channel();
         let frozen = bdev.quiesced.load(std::sync::atomic::Ordering::Acquire);
         let thread_id = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
-        let fwd = crate::forward::Route::new(&mut *backend, &bdev, thread_id);
+        let (fwd, striped) = crate::forward::routes(&mut *backend, &bdev, thread_id);
         Self {
             state: Some(Box::new(ChannelState {
                 bdev,
                 backend: RefCell::new(backend),
                 fwd,
+                striped,
                 stats: UnsafeCell::new(IoStats::default()),
                 inflight: Cell::new(0),
                 drainable: Cell::new(0),

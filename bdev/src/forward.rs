@@ -251,34 +251,21 @@ pub(crate) fn forward_fast_nested(f: &Fwd, io: Box<BdevIo>) {
     forward_fast(f, io);
 }
 
-/// Where a channel's dispatched I/O goes (see `ChannelState::dispatch_fast`).
-pub(crate) enum Route {
-    /// To the backend's `submit`.
-    Backend,
-    /// To the one base of a backend that forwards everything (`BackendChannel::forward_all`).
-    All(Fwd),
-    /// Reads and writes within one strip to their member (`BackendChannel::forward_striped`),
-    /// the rest to the backend's `submit`.
-    Striped(Box<Striped>),
-}
-
-impl Route {
-    /// Asks a fresh backend channel how it wants its I/O routed (`forward_all`, then
-    /// `forward_striped`); `upper` is its bdev, whose channel on `thread_id` keeps the route.
-    pub(crate) fn new(
-        backend: &mut dyn crate::BackendChannel,
-        upper: &Bdev,
-        thread_id: u64,
-    ) -> Route {
-        if let Some(base) = backend.forward_all() {
-            return Route::All(Fwd::new(base, upper, thread_id));
-        }
-        match backend.forward_striped() {
-            Some(map) => Striped::new(map, upper, thread_id)
-                .map_or(Route::Backend, |s| Route::Striped(Box::new(s))),
-            None => Route::Backend,
-        }
+/// Asks a fresh backend channel how it wants its I/O routed: `forward_all`, else
+/// `forward_striped`; `upper` is its bdev, whose channel on `thread_id` keeps the routes.
+pub(crate) fn routes(
+    backend: &mut dyn crate::BackendChannel,
+    upper: &Bdev,
+    thread_id: u64,
+) -> (Option<Fwd>, Option<Box<Striped>>) {
+    if let Some(base) = backend.forward_all() {
+        return (Some(Fwd::new(base, upper, thread_id)), None);
     }
+    let striped = backend
+        .forward_striped()
+        .and_then(|map| Striped::new(map, upper, thread_id))
+        .map(Box::new);
+    (None, striped)
 }
 
 /// What a striped stacked bdev's backend channel hands the bdev layer
@@ -303,7 +290,12 @@ pub(crate) struct Striped {
     /// Each member's channel state and first data block.
     targets: Box<[(NonNull<ChannelState>, u64)]>,
     strip_shift: u32,
+    /// Blocks per strip - 1.
+    strip_mask: u64,
+    /// log2 of the member count.
     n_shift: u32,
+    /// Members - 1 (`targets.len() - 1`, a power of two minus one).
+    n_mask: u64,
     gate: Arc<AtomicU64>,
 }
 
@@ -340,7 +332,9 @@ impl Striped {
             _members: map.members.into_iter().map(|(c, _)| c).collect(),
             targets: targets.into_boxed_slice(),
             strip_shift: map.strip_shift,
+            strip_mask: (1u64 << map.strip_shift) - 1,
             n_shift: n.trailing_zeros(),
+            n_mask: n as u64 - 1,
             gate: map.gate,
         })
     }
@@ -364,14 +358,15 @@ pub(crate) fn forward_striped(up: &ChannelState, s: &Striped, mut io: Box<BdevIo
     {
         return up.backend_submit(io);
     }
-    let n_mask = (1u64 << s.n_shift) - 1;
-    let Some(&(st, data_offset)) = s.targets.get((strip & n_mask) as usize) else {
-        return up.backend_submit(io);
-    };
+    let slot = (strip & s.n_mask) as usize;
+    debug_assert!(slot < s.targets.len());
+    // SAFETY: `n_mask` is `targets.len() - 1` with the length a power of two (`Striped::new`),
+    // so the masked slot is in bounds.
+    let &(st, data_offset) = unsafe { s.targets.get_unchecked(slot) };
     // SAFETY: the state belongs to a channel `s._members` keeps alive, and `Striped::new`
     // found it on this channel's thread, where this runs.
     let st = unsafe { st.as_ref() };
-    let off = ((strip >> s.n_shift) << shift) + (o & ((1u64 << shift) - 1)) + data_offset;
+    let off = ((strip >> s.n_shift) << shift) + (o & s.strip_mask) + data_offset;
     if off + l > st.bdev.num_blocks() || !io.push_frame(off, None, [0; 3]) {
         // Outside a resized member, or past the frame stack: the backend decides.
         return up.backend_submit(io);

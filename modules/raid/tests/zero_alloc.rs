@@ -1,5 +1,6 @@
 //! The hot-path rule for the raid data path: in steady state, reads and writes through
-//! raid0 (crossing strips), concat (crossing members), raid1 (mixed, and writes only),
+//! raid0 (crossing strips; and within strips over two members, the bdev layer's striped
+//! route), concat (crossing members), raid1 (mixed, and writes only),
 //! degraded raid1 with a persisted
 //! write-intent bitmap, and raid5f (full-stripe writes, reads within a stripe) perform no heap
 //! allocation. A counting global allocator counts
@@ -124,7 +125,7 @@ fn steady_state_raid_io_does_not_allocate() {
     let m2 = made.clone();
     h.on(0, move || {
         ferrite_bdev::register_module(Arc::new(ferrite_raid::RaidModule));
-        for i in 0..12 {
+        for i in 0..14 {
             let name = format!("Z{i}");
             ferrite_null::create(&ferrite_null::NullOpts {
                 name: name.clone(),
@@ -141,6 +142,7 @@ fn steady_state_raid_io_does_not_allocate() {
             ("Zcr", "concat", 4, 3..5),
             ("Z1r", "raid1", 0, 5..7),
             ("Z5r", "raid5f", 4, 7..10),
+            ("Z2r", "raid0", 4, 12..14),
         ] {
             let o = ferrite_raid::RaidOpts {
                 name: name.into(),
@@ -174,6 +176,9 @@ fn steady_state_raid_io_does_not_allocate() {
         ("Z1r", 8),
         ("Z5r", 16),
         ("Z1s", 8),
+        // raid0 over two members, 8-block I/O within 8-block strips: the bdev layer's
+        // striped route (no call into the module).
+        ("Z2r", 8),
     ] {
         let allocs = run(&mut h, bdev, size);
         assert_eq!(allocs, 0, "{bdev} allocated {allocs} times in steady state");
