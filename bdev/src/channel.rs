@@ -65,13 +65,9 @@ pub(crate) struct ChannelState {
     pub(crate) bdev: Arc<Bdev>,
     backend: RefCell<Box<dyn BackendChannel>>,
     /// The base channel of a backend that forwards everything (`BackendChannel::forward_all`):
-    /// I/O goes there instead of to `backend`.
+    /// I/O goes there instead of to `backend`; or the members of a striped backend
+    /// (`BackendChannel::forward_striped`), where reads and writes within one strip go.
     fwd: Option<crate::forward::Fwd>,
-    /// The members of a striped backend (`BackendChannel::forward_striped`): reads and writes
-    /// within one strip go there instead of to `backend`. (A field of its own rather than a
-    /// variant beside `fwd`: an enum's match costs the other channels a few instructions per
-    /// I/O, a null pointer test one or two.)
-    striped: Option<Box<crate::forward::Striped>>,
     /// This channel's figures. Only touched on the channel's thread, through
     /// [`ChannelState::with_stats`] (no borrow flag to set and clear per I/O).
     stats: UnsafeCell<IoStats>,
@@ -188,13 +184,9 @@ impl ChannelState {
         match &self.fwd {
             // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
             // forwarders would otherwise inline into itself.
-            Some(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
-            Some(f) => crate::forward::forward_fast_nested(f, io),
-            None => match &self.striped {
-                None => self.backend.borrow_mut().submit(io),
-                Some(s) if CHECK_BUF => crate::forward::forward_striped(self, s, io),
-                Some(s) => crate::forward::forward_striped_nested(self, s, io),
-            },
+            Some(f) if CHECK_BUF => crate::forward::forward_fast(self, f, io),
+            Some(f) => crate::forward::forward_fast_nested(self, f, io),
+            None => self.backend.borrow_mut().submit(io),
         }
     }
 
@@ -209,7 +201,7 @@ impl ChannelState {
     #[inline]
     fn to_backend(&self, io: Box<BdevIo>) {
         match &self.fwd {
-            Some(f) => f.forward(io),
+            Some(f) => f.forward(self, io),
             None => self.backend.borrow_mut().submit(io),
         }
     }
@@ -406,13 +398,12 @@ impl ChannelCtx {
         let mut backend = bdev.backend.create_channel();
         let frozen = bdev.quiesced.load(std::sync::atomic::Ordering::Acquire);
         let thread_id = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
-        let (fwd, striped) = crate::forward::routes(&mut *backend, &bdev, thread_id);
+        let fwd = crate::forward::route(&mut *backend, &bdev, thread_id);
         Self {
             state: Some(Box::new(ChannelState {
                 bdev,
                 backend: RefCell::new(backend),
                 fwd,
-                striped,
                 stats: UnsafeCell::new(IoStats::default()),
                 inflight: Cell::new(0),
                 drainable: Cell::new(0),
