@@ -28,6 +28,7 @@ mod registry;
 pub mod rpc;
 mod split;
 pub mod stats;
+mod stripe;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod thread;
@@ -39,7 +40,6 @@ pub use buf::DmaBuf;
 pub use channel::{restamp, BdevChannel};
 pub use desc::Desc;
 pub use error::{BdevError, ErrorKind, Result};
-pub use forward::StripeMap;
 pub use io::{BdevIo, ForwardDone, IoCallback, IoVec, MAX_FORWARD_DEPTH};
 pub use iostat::{collect_iostat, reset_iostat};
 pub use module::{BdevModule, ExamineDone, ExamineHold};
@@ -49,5 +49,6 @@ pub use registry::{
     unregister_bdev, wait_for_examine, MAX_NAME_LEN,
 };
 pub use split::MAX_SPLIT_CHILDREN;
+pub use stripe::StripeMap;
 pub use thread::{alloc_io, free_io, ios_allocated, MAX_IOS_PER_THREAD};
 pub use types::{BdevEvent, ClaimKind, DeviceStatus, IoStatus, IoType};
