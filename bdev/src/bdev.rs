@@ -72,6 +72,21 @@ pub trait BackendChannel: Send {
     fn forward_all(&mut self) -> Option<crate::BdevChannel> {
         None
     }
+
+    /// For a striped stacked bdev (raid0 over a power-of-two number of members): hand the
+    /// layer this thread's channels to the members with the stripe geometry
+    /// ([`crate::StripeMap`]). Called once, right after [`BdevBackend::create_channel`] (and
+    /// `forward_all`), on the channel's thread. If it returns a map, the layer forwards a read
+    /// or write that falls within one strip to its member itself, at the mapped offset
+    /// ([`crate::BdevChannel::forward`] semantics), while the map's `gate` reads zero; every
+    /// other I/O (other types, I/O across strips, a closed gate, a member resized below the
+    /// mapped range) still goes to `submit`. The checks `forward` makes per I/O (thread,
+    /// block size, the member accepting reads and writes on this descriptor) are made once
+    /// here; a map that fails them is dropped and everything goes to `submit`. The default,
+    /// `None`, keeps every I/O going to `submit`.
+    fn forward_striped(&mut self) -> Option<crate::StripeMap> {
+        None
+    }
 }
 
 /// What a module implements to back a bdev (control path; any thread may call these unless

@@ -65,7 +65,8 @@ pub(crate) struct ChannelState {
     pub(crate) bdev: Arc<Bdev>,
     backend: RefCell<Box<dyn BackendChannel>>,
     /// The base channel of a backend that forwards everything (`BackendChannel::forward_all`):
-    /// I/O goes there instead of to `backend`.
+    /// I/O goes there instead of to `backend`; or the members of a striped backend
+    /// (`BackendChannel::forward_striped`), where reads and writes within one strip go.
     fwd: Option<crate::forward::Fwd>,
     /// This channel's figures. Only touched on the channel's thread, through
     /// [`ChannelState::with_stats`] (no borrow flag to set and clear per I/O).
@@ -183,10 +184,16 @@ impl ChannelState {
         match &self.fwd {
             // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
             // forwarders would otherwise inline into itself.
-            Some(f) if CHECK_BUF => crate::forward::forward_fast(f, io),
-            Some(f) => crate::forward::forward_fast_nested(f, io),
+            Some(f) if CHECK_BUF => crate::forward::forward_fast(self, f, io),
+            Some(f) => crate::forward::forward_fast_nested(self, f, io),
             None => self.backend.borrow_mut().submit(io),
         }
+    }
+
+    /// The backend's own `submit` (the general path of a striped backend).
+    #[inline(never)]
+    pub(crate) fn backend_submit(&self, io: Box<BdevIo>) {
+        self.backend.borrow_mut().submit(io);
     }
 
     /// Hands a dispatched I/O to the backend, or to the base of a forwarding backend (with
@@ -194,7 +201,7 @@ impl ChannelState {
     #[inline]
     fn to_backend(&self, io: Box<BdevIo>) {
         match &self.fwd {
-            Some(f) => f.forward(io),
+            Some(f) => f.forward(self, io),
             None => self.backend.borrow_mut().submit(io),
         }
     }
@@ -391,9 +398,7 @@ impl ChannelCtx {
         let mut backend = bdev.backend.create_channel();
         let frozen = bdev.quiesced.load(std::sync::atomic::Ordering::Acquire);
         let thread_id = ferrite_reactor::current().map(|t| t.id()).unwrap_or(0);
-        let fwd = backend
-            .forward_all()
-            .map(|base| crate::forward::Fwd::new(base, &bdev, thread_id));
+        let fwd = crate::forward::route(&mut *backend, &bdev, thread_id);
         Self {
             state: Some(Box::new(ChannelState {
                 bdev,
@@ -481,6 +486,14 @@ impl BdevChannel {
     /// The bdev.
     pub fn bdev(&self) -> &Arc<Bdev> {
         &self.bdev
+    }
+
+    /// Another handle on this same channel (same thread, same writability), e.g. for a
+    /// [`crate::StripeMap`] while the module keeps its own. Thread contract: on the
+    /// channel's thread (fails elsewhere, or once the bdev is gone).
+    pub fn try_clone(&self) -> crate::Result<BdevChannel> {
+        let ch = self.bdev.device.get_channel()?;
+        Ok(BdevChannel::new(ch, self.writable, self.bdev.clone()))
     }
 
     /// Takes an I/O object from this thread's pool (see [`crate::alloc_io`]).

@@ -190,14 +190,20 @@ impl BdevChannel {
 const ROUTED_ALWAYS: u32 = (1 << IoType::Reset as u8) | (1 << IoType::Abort as u8);
 
 /// The base channel of a backend that forwards every I/O unchanged
-/// ([`crate::BackendChannel::forward_all`]), kept by the forwarding layer's channel state.
+/// ([`crate::BackendChannel::forward_all`]), or the members of a striped backend
+/// ([`crate::BackendChannel::forward_striped`]), kept by the forwarding layer's channel state.
+/// (One type for both: the striped route is tested only where `fast` is `None`, so a null
+/// or passthru channel pays nothing for it.)
 pub(crate) struct Fwd {
-    chan: BdevChannel,
+    /// The base (`None`: a striped route, whose other I/O go to the backend's `submit`).
+    chan: Option<BdevChannel>,
     /// The base's channel state when the checks `forward` makes on every I/O were settled
     /// once at channel creation: same thread, same block size, and every type the forwarding
     /// layer hands its backend accepted by this channel of the base. `None`: every I/O takes
     /// the full `forward`.
     fast: Option<NonNull<ChannelState>>,
+    /// A striped route (then `chan` and `fast` are `None`).
+    striped: Option<Box<crate::stripe::Striped>>,
 }
 
 // SAFETY: `fast` points to the state of the channel `chan` (itself Send) keeps alive, and is
@@ -223,14 +229,24 @@ impl Fwd {
                 && st.bdev.block_size == upper.block_size
                 && handed & !chan.allowed == 0
         });
-        Self { chan, fast }
+        Self {
+            chan: Some(chan),
+            fast,
+            striped: None,
+        }
     }
 
-    /// The general path: `forward` with its full checks, at the same offset.
+    /// The general path: `forward` with its full checks, at the same offset; for a striped
+    /// route, the backend's `submit` (of `up`, the channel state that keeps this).
     #[inline]
-    pub(crate) fn forward(&self, io: Box<BdevIo>) {
-        let off = io.offset_blocks;
-        self.chan.forward(io, off);
+    pub(crate) fn forward(&self, up: &ChannelState, io: Box<BdevIo>) {
+        match &self.chan {
+            Some(c) => {
+                let off = io.offset_blocks;
+                c.forward(io, off);
+            }
+            None => up.backend_submit(io),
+        }
     }
 }
 
@@ -241,9 +257,12 @@ impl Fwd {
 /// have been resized. Inlined into the forwarding layer's `dispatch_fast`, with the base's
 /// dispatch; no module call on the way.
 #[inline(always)]
-pub(crate) fn forward_fast(f: &Fwd, mut io: Box<BdevIo>) {
+pub(crate) fn forward_fast(up: &ChannelState, f: &Fwd, mut io: Box<BdevIo>) {
     let Some(st) = f.fast else {
-        return f.forward(io);
+        return match &f.striped {
+            Some(s) => crate::stripe::forward_striped(up, s, io),
+            None => f.forward(up, io),
+        };
     };
     // SAFETY: the state belongs to the channel context `f.chan` keeps alive, and `Fwd::new`
     // found it on this channel's thread, where this runs (the caller's channel state is
@@ -253,7 +272,7 @@ pub(crate) fn forward_fast(f: &Fwd, mut io: Box<BdevIo>) {
     // No overflow: this layer checked the range against its own size.
     if off + io.num_blocks > st.bdev.num_blocks() || !io.push_frame(off, None, [0; 3]) {
         // Outside a resized base, or past the frame stack: the full path decides.
-        return f.forward(io);
+        return f.forward(up, io);
     }
     io.chan = Some(st.ptr());
     io.flags = FLAG_COUNTED;
@@ -264,8 +283,26 @@ pub(crate) fn forward_fast(f: &Fwd, mut io: Box<BdevIo>) {
 /// `forward_fast` for a base that forwards everything too (and for I/O `forward` hands a
 /// forwarder): out of line, so that a stack of forwarders does not inline into itself.
 #[inline(never)]
-pub(crate) fn forward_fast_nested(f: &Fwd, io: Box<BdevIo>) {
-    forward_fast(f, io);
+pub(crate) fn forward_fast_nested(up: &ChannelState, f: &Fwd, io: Box<BdevIo>) {
+    forward_fast(up, f, io);
+}
+
+/// Asks a fresh backend channel how it wants its I/O routed: `forward_all`, else
+/// `forward_striped`; `upper` is its bdev, whose channel on `thread_id` keeps the route.
+pub(crate) fn route(
+    backend: &mut dyn crate::BackendChannel,
+    upper: &Bdev,
+    thread_id: u64,
+) -> Option<Fwd> {
+    if let Some(base) = backend.forward_all() {
+        return Some(Fwd::new(base, upper, thread_id));
+    }
+    let striped = crate::stripe::Striped::new(backend.forward_striped()?, upper, thread_id)?;
+    Some(Fwd {
+        chan: None,
+        fast: None,
+        striped: Some(Box::new(striped)),
+    })
 }
 
 #[cold]

@@ -28,6 +28,7 @@ mod registry;
 pub mod rpc;
 mod split;
 pub mod stats;
+mod stripe;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod thread;
@@ -48,5 +49,6 @@ pub use registry::{
     unregister_bdev, wait_for_examine, MAX_NAME_LEN,
 };
 pub use split::MAX_SPLIT_CHILDREN;
+pub use stripe::StripeMap;
 pub use thread::{alloc_io, free_io, ios_allocated, MAX_IOS_PER_THREAD};
 pub use types::{BdevEvent, ClaimKind, DeviceStatus, IoStatus, IoType};

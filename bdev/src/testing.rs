@@ -7,7 +7,9 @@
 //! The workload: I/O `k` of the job goes to block offset `8k mod blocks`, writes where that
 //! offset is a multiple of 16, reads elsewhere; each I/O owns a 4 KiB DMA pool buffer for its
 //! whole life, or a 4 KiB slice of a caller's heap area (bounced by backends that need shared
-//! memory).
+//! memory). [`Driver::open_sized`] gives another shape: I/O of `n` blocks at multiples of `n`,
+//! every `w`-th one a write (for layouts whose interesting I/O is not 4 KiB: strips crossed,
+//! full stripes).
 //!
 //! Thread contract: everything runs on the test's OS thread, which drives the harness; the
 //! completion callbacks run inside `Harness::poll_thread`. One driver at a time per OS thread.
@@ -28,6 +30,8 @@ struct Job {
     blocks: u64,
     next: Cell<u64>,
     heap: Option<*mut u8>,
+    /// `open_sized`: blocks per I/O and one write in this many (0: the 4 KiB workload).
+    sized: Option<(u64, u64)>,
 }
 
 thread_local! {
@@ -44,6 +48,17 @@ fn resubmit(mut io: Box<BdevIo>) {
         // SAFETY: the Job outlives its run: set before the first submit, cleared before it is
         // dropped or leaked (`Driver::forget` / `Driver::close`).
         let job = unsafe { &*p };
+        if let Some((n, write_every)) = job.sized {
+            let i = job.next.get();
+            job.next.set(i + 1);
+            let off = (i * n) % (job.blocks - n + 1) / n * n;
+            if i % write_every == 0 {
+                io.prep_write(off, n, done);
+            } else {
+                io.prep_read(off, n, done);
+            }
+            return job.ch.submit(io);
+        }
         let off = job.next.get();
         job.next.set((off + 8) % job.blocks);
         if off.is_multiple_of(16) {
@@ -107,6 +122,34 @@ impl Driver {
     /// `heap + 4096 k`: the area must hold one such slice per I/O started and outlive the
     /// driver. No I/O is started yet.
     pub fn open(h: &mut Harness, bdev: &str, blocks: u64, heap: Option<*mut u8>) -> Self {
+        Self::open_job(h, bdev, blocks, heap, None)
+    }
+
+    /// As [`Driver::open`] without a heap area, for I/O of `io_blocks` blocks (of 512 bytes)
+    /// at block offsets that are multiples of it within the first `blocks`; I/O number `k`
+    /// is a write when `k` is a multiple of `write_every` (1: writes only), a read otherwise.
+    /// Each I/O [`Driver::start`] starts owns a pool buffer of `io_blocks` blocks.
+    pub fn open_sized(
+        h: &mut Harness,
+        bdev: &str,
+        blocks: u64,
+        io_blocks: u64,
+        write_every: u64,
+    ) -> Self {
+        assert!(
+            io_blocks > 0 && io_blocks <= blocks && write_every > 0,
+            "open_sized: {io_blocks} blocks per I/O over {blocks}, a write every {write_every}"
+        );
+        Self::open_job(h, bdev, blocks, None, Some((io_blocks, write_every)))
+    }
+
+    fn open_job(
+        h: &mut Harness,
+        bdev: &str,
+        blocks: u64,
+        heap: Option<*mut u8>,
+        sized: Option<(u64, u64)>,
+    ) -> Self {
         let desc = h.on(0, || {
             Desc::open(bdev, true, |_| {})
                 .unwrap_or_else(|e| panic!("cannot open bdev '{bdev}': {e}"))
@@ -120,6 +163,7 @@ impl Driver {
             blocks,
             next: Cell::new(0),
             heap,
+            sized,
         });
         JOB.with(|j| j.set(&*job as *const Job));
         Self {
@@ -129,15 +173,17 @@ impl Driver {
         }
     }
 
-    /// Starts `n` more I/O, each with its own 4 KiB pool buffer.
+    /// Starts `n` more I/O, each with its own 4 KiB pool buffer (`open_sized`: of its I/O
+    /// size).
     pub fn start(&self, h: &mut Harness, n: usize) {
+        let bytes = self.job.sized.map_or(4096, |(b, _)| b as usize * 512);
         h.on(0, || {
             for _ in 0..n {
                 let mut io = self.job.ch.alloc_io().expect("an I/O object");
                 io.attach_buf(
-                    DmaBuf::get(4096)
+                    DmaBuf::get(bytes)
                         .expect("the DMA pool")
-                        .expect("a 4 KiB buffer"),
+                        .expect("a buffer of the I/O size"),
                 );
                 io.user[0] = self.started.get();
                 self.started.set(self.started.get() + 1);

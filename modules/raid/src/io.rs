@@ -84,8 +84,9 @@ pub(crate) struct Shared {
     pub data_offset: Vec<AtomicU64>,
     /// Concat: first raid block of each member; entry `n` is the raid's size.
     pub concat_start: Vec<u64>,
-    /// Members not to be used: failed, being removed, or empty.
-    pub gone: AtomicU64,
+    /// Members not to be used: failed, being removed, or empty. Shared with the bdev layer
+    /// as the gate of raid0's striped route (see `RaidChannel::forward_striped`).
+    pub gone: Arc<AtomicU64>,
     /// Members being rebuilt: written, never read.
     pub rebuilding: AtomicU64,
     /// The control object, told about member failures.
@@ -456,6 +457,33 @@ impl BackendChannel for RaidChannel {
             RaidLevel::Raid1 => crate::raid1::submit(ctx, io),
             RaidLevel::Raid5f => crate::raid5f::submit(ctx, io),
         }
+    }
+
+    /// raid0 over a power-of-two number of members: the bdev layer forwards reads and writes
+    /// within one strip to their member itself (no call into this module), with the
+    /// per-member checks settled once here; the rest (across strips, flush, unmap,
+    /// write-zeroes, reset) still comes to `submit`. The members of an online raid0 never
+    /// change (losing one takes it offline), and their data offsets are fixed; `gone` is the
+    /// gate: once a member is marked failed or removed, every I/O comes to `submit` again,
+    /// which fails it as before.
+    fn forward_striped(&mut self) -> Option<ferrite_bdev::StripeMap> {
+        // SAFETY: as in `submit`: called on the channel's thread, right after its creation.
+        let ctx: &ChanCtx = unsafe { self.state.as_ref() };
+        let sh = &*ctx.shared;
+        if sh.level != RaidLevel::Raid0 || sh.n_shift == N_NOT_POW2 {
+            return None;
+        }
+        let bases = ctx.bases.borrow();
+        let mut members = Vec::with_capacity(sh.n);
+        for slot in 0..sh.n {
+            let ch = bases.get(slot)?.as_ref()?.try_clone().ok()?;
+            members.push((ch, sh.offset_of(slot)));
+        }
+        Some(ferrite_bdev::StripeMap {
+            members,
+            strip_shift: sh.strip_shift,
+            gate: sh.gone.clone(),
+        })
     }
 }
 

@@ -360,3 +360,88 @@ fn create_errors() {
     let e = call(&mut h, |done| ferrite_raid::delete("E0c", done)).unwrap_err();
     assert_eq!(e.errno(), libc::ENODEV);
 }
+
+/// raid0 over two members (a power of two): reads and writes within one strip take the bdev
+/// layer's striped route (no call into the raid module); the layout, data offset included
+/// (with a superblock), is the same as the raid's own path gives, and I/O across strips
+/// still goes through the module.
+#[test]
+fn raid0_striped_route_keeps_the_layout() {
+    let mut h = Harness::new(2, 17);
+    setup(&mut h);
+    let (disks, names) = make_disks(&mut h, "S0d", &[4096, 4096]);
+    let mut o = opts("S0r", "raid0", &names, 4);
+    o.superblock = true;
+    let r = call(&mut h, move |done| ferrite_raid::create(&o, done));
+    assert!(r.is_ok(), "{r:?}");
+    let v = info("S0r").unwrap();
+    assert_eq!(v["state"], "online");
+    let data_offset = v["base_bdevs_list"][0]["data_offset"].as_u64().unwrap();
+    assert_eq!(v["base_bdevs_list"][1]["data_offset"], data_offset);
+    assert!(data_offset > 0, "a superblock puts the data after it");
+    let blocks = ferrite_bdev::lookup("S0r").unwrap().num_blocks();
+    let desc = h.on(1, || Desc::open("S0r", true, |_| {}).unwrap());
+    let ch = h.on(1, || desc.channel().unwrap());
+    // Every block written by 4-block writes aligned to 4 (never across an 8-block strip), 64
+    // in flight at a time.
+    let bs = 512usize;
+    let mut model = vec![0u8; blocks as usize * bs];
+    let arena = Arena::default();
+    for batch in 0..blocks / 4 / 64 {
+        for i in 0..64 {
+            let off = (batch * 64 + i) * 4;
+            let data = noise(off + 1, 4 * bs);
+            model[off as usize * bs..(off + 4) as usize * bs].copy_from_slice(&data);
+            h.on(1, || write_at(&ch, &arena, off, data, off));
+        }
+        h.run_until_idle();
+        let done = take_done();
+        assert_eq!(done.len(), 64);
+        assert!(done.iter().all(|d| d.status == IoStatus::Success));
+    }
+    // Block b of the raid is on member (b / 8) % 2 at data_offset + (b / 16) * 8 + b % 8.
+    for b in 0..blocks {
+        let (m, off) = ((b / 8) % 2, data_offset + (b / 16) * 8 + b % 8);
+        assert!(
+            disks[m as usize].read(off, 1) == model[b as usize * bs..(b as usize + 1) * bs],
+            "raid block {b} is not at member {m} block {off}"
+        );
+    }
+    // Single-block and whole-strip reads (the route) and reads across strips (the module).
+    let mut rng = Rng(99);
+    let mut reads = Vec::new();
+    for i in 0..64 {
+        let (off, n) = match i % 3 {
+            0 => (rng.below(blocks), 1),
+            1 => (rng.below(blocks / 8) * 8, 8),
+            _ => (rng.below(blocks - 40), 12 + rng.below(28)),
+        };
+        reads.push((h.on(1, || read_at(&ch, &arena, off, n, i)), off, n));
+    }
+    h.run_until_idle();
+    let done = take_done();
+    assert_eq!(done.len(), 64);
+    assert!(done.iter().all(|d| d.status == IoStatus::Success));
+    for (idx, off, n) in reads {
+        assert!(
+            arena.get(idx) == model[off as usize * bs..(off + n) as usize * bs],
+            "read of {n} blocks at {off} differs"
+        );
+    }
+    // A member failing reads fails the reads within its strips (forwarded as before).
+    disks[1].fail_read.store(true, Ordering::SeqCst);
+    h.on(1, || read_at(&ch, &arena, 8, 4, 500)); // strip 1: member 1
+    h.on(1, || read_at(&ch, &arena, 0, 4, 501)); // strip 0: member 0
+    h.run_until_idle();
+    let d = take_done();
+    let st = |t| d.iter().find(|d| d.tag == t).unwrap().status;
+    assert_eq!(st(500), IoStatus::Failed);
+    assert_eq!(st(501), IoStatus::Success);
+    disks[1].fail_read.store(false, Ordering::SeqCst);
+    h.on(1, || drop(ch));
+    h.on(1, || drop(desc));
+    h.run_until_idle();
+    let r = call(&mut h, |done| ferrite_raid::delete("S0r", done));
+    assert!(r.is_ok(), "{r:?}");
+    assert!(ferrite_bdev::lookup("S0r").is_none());
+}

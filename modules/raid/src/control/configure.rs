@@ -243,7 +243,7 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
                 .map(|s| AtomicU64::new(s.data_offset))
                 .collect(),
             concat_start,
-            gone: AtomicU64::new(gone),
+            gone: Arc::new(AtomicU64::new(gone)),
             rebuilding: AtomicU64::new(rebuilding),
             raid: Arc::downgrade(raid),
             app: raid.app.clone(),
