@@ -114,7 +114,12 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
         rt.stop();
         return Err(e);
     }
-    state.set_state(RUNTIME);
+    if state.get() == STARTUP {
+        if let Err(e) = framework_rpc::start_framework(&state) {
+            rt.stop();
+            return Err(e);
+        }
+    }
     wait_examined(&rt);
     let server = match Server::start(ServerConfig::new(&o.rpc_socket), registry.clone()) {
         Ok(s) => s,
