@@ -261,10 +261,7 @@ fn perform_tests(
             // Answer before clearing `busy`: shutdown waits for `busy` before closing the server.
             match res {
                 Ok(v) => r.ok(v),
-                Err(e) => r.err(RpcError::from_errno(
-                    libc::EINVAL,
-                    format!("perform_tests: {e}"),
-                )),
+                Err(e) => r.err(e),
             }
             busy.store(false, Ordering::Release);
         });
@@ -278,7 +275,8 @@ fn run_tests(
     opts: &BenchOptions,
     cores: &[usize],
     stopping: &AtomicBool,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, RpcError> {
+    let inval = |e: String| RpcError::from_errno(libc::EINVAL, format!("perform_tests: {e}"));
     let infos: Vec<BdevInfo> = ferrite_bdev::list()
         .iter()
         .filter(|b| b.claim().is_none() || opts.targets.iter().any(|t| t == b.name()))
@@ -288,7 +286,7 @@ fn run_tests(
             num_blocks: b.num_blocks(),
         })
         .collect();
-    let plans = jobs_from_options(opts, &infos, cores).map_err(|e| e.to_string())?;
+    let plans = jobs_from_options(opts, &infos, cores).map_err(|e| inval(e.to_string()))?;
     let cfg = EngineConfig {
         plans,
         run_time: opts.run_time(),
@@ -309,7 +307,7 @@ fn run_tests(
             }
         },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| inval(e.to_string()))?;
     // The answer keeps bdevperf's format; failures are named in the log, as the CLI prints them.
     for e in &out.errors {
         tracing::warn!("perform_tests: {e}");
@@ -317,7 +315,15 @@ fn run_tests(
     for m in &out.mismatches {
         tracing::warn!("perform_tests: verify failed: {m}");
     }
+    // A job whose bdev was removed during the run ended early: the test failed (as bdevperf's
+    // perform_tests answers an error then), naming the job and the bdev.
+    if !out.removed.is_empty() {
+        return Err(RpcError::from_errno(
+            libc::ENODEV,
+            format!("perform_tests: {}", out.removed.join("; ")),
+        ));
+    }
     let text = ferrite_bench::report::to_json(&out.results, &out.cpu, out.tick_rate)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+        .map_err(|e| inval(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| inval(e.to_string()))
 }
