@@ -75,7 +75,8 @@ fn bench(opts: &BenchOptions) -> Result<i32, String> {
 
 fn bench_on(rt: &Arc<Runtime>, opts: &BenchOptions, mask: &CpuMask) -> Result<i32, String> {
     crate::modules::register_bdev_modules();
-    let registry = Registry::new(Arc::new(ServerState::new(STARTUP)));
+    let state = Arc::new(ServerState::new(STARTUP));
+    let registry = Registry::new(state.clone());
     framework_rpc::register(&FrameworkCtx {
         runtime: rt.clone(),
         registry: registry.clone(),
@@ -94,6 +95,10 @@ fn bench_on(rt: &Arc<Runtime>, opts: &BenchOptions, mask: &CpuMask) -> Result<i3
             timeout: Duration::from_secs(60),
         };
         apply(&registry, &entries, &ao)?;
+    }
+    // The buffer pool is built now (with the config's start-up options), not by the first I/O.
+    if state.get() == STARTUP {
+        framework_rpc::start_framework(&state)?;
     }
     let (tx, rx) = mpsc::channel();
     rt.app_thread()

@@ -7,7 +7,7 @@
 //! `workload_type`, `time_in_sec` (default 1), `rw_percentage` (read share for mixes),
 //! `targets` (bdev names; default every unclaimed bdev), `seed`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -103,7 +103,7 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
         shutdown,
     });
     crate::modules::register_rpcs(&registry, &rt.app_thread());
-    let busy = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(Busy::default());
     let stopping = Arc::new(AtomicBool::new(false));
     let (rt2, mask2, busy2, stop2) = (rt.clone(), mask.clone(), busy.clone(), stopping.clone());
     registry.register_fn("perform_tests", RUNTIME, false, move |p, r| {
@@ -114,7 +114,12 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
         rt.stop();
         return Err(e);
     }
-    state.set_state(RUNTIME);
+    if state.get() == STARTUP {
+        if let Err(e) = framework_rpc::start_framework(&state) {
+            rt.stop();
+            return Err(e);
+        }
+    }
     wait_examined(&rt);
     let server = match Server::start(ServerConfig::new(&o.rpc_socket), registry.clone()) {
         Ok(s) => s,
@@ -136,7 +141,7 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
     // its client gets the (terminated) results. Then no new work, then remove the bdevs.
     stopping.store(true, Ordering::Release);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while busy.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+    while busy.unanswered.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
         if crate::tgt::wait_signal(50).is_some() {
             tracing::warn!("second signal during shutdown: exiting now");
             std::process::exit(1);
@@ -184,10 +189,20 @@ fn wait_examined(rt: &Arc<Runtime>) {
     }
 }
 
+/// What `perform_tests` has under way.
+#[derive(Default)]
+struct Busy {
+    /// A test runs (another is refused with EBUSY). Cleared before its answer is sent, so a
+    /// client may start the next test as soon as it has the answer.
+    running: AtomicBool,
+    /// Tests whose answer is not sent yet: shutdown waits for them before closing the server.
+    unanswered: AtomicUsize,
+}
+
 fn perform_tests(
     rt: &Arc<Runtime>,
     mask: &CpuMask,
-    busy: &Arc<AtomicBool>,
+    busy: &Arc<Busy>,
     stopping: &Arc<AtomicBool>,
     p: Params,
     r: Responder,
@@ -237,7 +252,7 @@ fn perform_tests(
             "perform_tests: the application is shutting down",
         ));
     }
-    if busy.swap(true, Ordering::AcqRel) {
+    if busy.running.swap(true, Ordering::AcqRel) {
         return r.err(RpcError::from_errno(
             libc::EBUSY,
             "perform_tests: a test is already running",
@@ -249,22 +264,25 @@ fn perform_tests(
         stopping.clone(),
         mask.cores().to_vec(),
     );
+    busy.unanswered.fetch_add(1, Ordering::AcqRel);
+    let busy2 = busy.clone();
     let spawned = std::thread::Builder::new()
         .name("perform_tests".into())
         .spawn(move || {
             let res = run_tests(&rt, &opts, &cores, &stopping);
-            // Answer before clearing `busy`: shutdown waits for `busy` before closing the server.
+            // The test is over before its client hears of it; the server stays up until the
+            // answer is out (shutdown waits for `unanswered`).
+            busy.running.store(false, Ordering::Release);
             match res {
                 Ok(v) => r.ok(v),
-                Err(e) => r.err(RpcError::from_errno(
-                    libc::EINVAL,
-                    format!("perform_tests: {e}"),
-                )),
+                Err(e) => r.err(e),
             }
-            busy.store(false, Ordering::Release);
+            busy.unanswered.fetch_sub(1, Ordering::AcqRel);
         });
     if let Err(e) = spawned {
         tracing::error!("perform_tests: cannot start: {e}");
+        busy2.running.store(false, Ordering::Release);
+        busy2.unanswered.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -273,7 +291,8 @@ fn run_tests(
     opts: &BenchOptions,
     cores: &[usize],
     stopping: &AtomicBool,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, RpcError> {
+    let inval = |e: String| RpcError::from_errno(libc::EINVAL, format!("perform_tests: {e}"));
     let infos: Vec<BdevInfo> = ferrite_bdev::list()
         .iter()
         .filter(|b| b.claim().is_none() || opts.targets.iter().any(|t| t == b.name()))
@@ -283,7 +302,7 @@ fn run_tests(
             num_blocks: b.num_blocks(),
         })
         .collect();
-    let plans = jobs_from_options(opts, &infos, cores).map_err(|e| e.to_string())?;
+    let plans = jobs_from_options(opts, &infos, cores).map_err(|e| inval(e.to_string()))?;
     let cfg = EngineConfig {
         plans,
         run_time: opts.run_time(),
@@ -304,7 +323,7 @@ fn run_tests(
             }
         },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| inval(e.to_string()))?;
     // The answer keeps bdevperf's format; failures are named in the log, as the CLI prints them.
     for e in &out.errors {
         tracing::warn!("perform_tests: {e}");
@@ -312,7 +331,15 @@ fn run_tests(
     for m in &out.mismatches {
         tracing::warn!("perform_tests: verify failed: {m}");
     }
+    // A job whose bdev was removed during the run ended early: the test failed (as bdevperf's
+    // perform_tests answers an error then), naming the job and the bdev.
+    if !out.removed.is_empty() {
+        return Err(RpcError::from_errno(
+            libc::ENODEV,
+            format!("perform_tests: {}", out.removed.join("; ")),
+        ));
+    }
     let text = ferrite_bench::report::to_json(&out.results, &out.cpu, out.tick_rate)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+        .map_err(|e| inval(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| inval(e.to_string()))
 }

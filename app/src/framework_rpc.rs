@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrite_reactor::{clock, Runtime};
-use ferrite_rpc::{decode, no_params, Params, Registry, Responder, RpcError, RUNTIME, STARTUP};
+use ferrite_rpc::{
+    decode, no_params, Params, Registry, Responder, RpcError, ServerState, RUNTIME, STARTUP,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -33,6 +35,27 @@ pub struct FrameworkCtx {
     pub shutdown: Arc<dyn Fn() + Send + Sync>,
 }
 
+/// Leaves the startup state (`framework_start_init`, or start-up without `--wait-for-rpc`):
+/// builds what SPDK builds at subsystem init with the start-up options now applied (the DMA
+/// buffer pool, so that no I/O pays for it), then enters the runtime state. Fails, staying in
+/// the startup state, if the pool cannot be built.
+///
+/// Thread contract: any non-reactor thread or the RPC handler; blocks while the pool is built.
+pub fn start_framework(state: &ServerState) -> Result<(), String> {
+    let st = ferrite_bdev::buf::init().map_err(|e| e.message().to_string())?;
+    tracing::info!(
+        "DMA buffer pool ready: {} x {} KiB small, {} x {} KiB large buffers{}",
+        st.small_total,
+        st.small_size / 1024,
+        st.large_total,
+        st.large_size / 1024,
+        if st.hugepages { " (hugepages)" } else { "" }
+    );
+    state.set_state(RUNTIME);
+    tracing::info!("framework initialised (runtime state)");
+    Ok(())
+}
+
 /// Registers every framework method.
 pub fn register(ctx: &FrameworkCtx) {
     let reg = &ctx.registry;
@@ -50,9 +73,10 @@ pub fn register(ctx: &FrameworkCtx) {
         if let Err(e) = no_params(&p) {
             return r.err(e);
         }
-        state.set_state(RUNTIME);
-        tracing::info!("framework initialised (runtime state)");
-        r.ok(true)
+        match start_framework(&state) {
+            Ok(()) => r.ok(true),
+            Err(e) => r.err(RpcError::from_errno(libc::ENOMEM, e)),
+        }
     });
     let state = reg.state().clone();
     reg.register_fn(

@@ -37,6 +37,71 @@ fn no_config_starts_empty_in_runtime_state() {
     assert!(!t.sock.exists());
 }
 
+const POOL_LINE: &str = "DMA buffer pool ready";
+
+/// Index of the first log line containing `needle`, with the log in the panic message.
+fn line_of(log: &str, needle: &str) -> usize {
+    log.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with '{needle}' in the log:\n{log}"))
+}
+
+/// The DMA buffer pool is built at start-up, after the config's start-up entries
+/// (`bdev_set_options`, still in effect) and before its bdevs exist or any I/O is submitted;
+/// with `--wait-for-rpc` it waits for `framework_start_init`.
+#[test]
+fn buffer_pool_is_built_at_startup_after_startup_options() {
+    let dir = TempDir::new("lc-pool");
+    let cfg = dir.join("cfg.json");
+    let opts = json!({"method": "bdev_set_options", "params": {
+        "bdev_io_pool_size": 8192, "bdev_io_cache_size": 512, "bdev_auto_examine": true}});
+    let doc = json!({"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_malloc_create",
+         "params": {"name": "M0", "num_blocks": 2048, "block_size": 512}},
+        opts,
+    ]}]});
+    std::fs::write(&cfg, doc.to_string()).unwrap();
+    let t = Target::start_in(&dir, "t", &["-c", cfg.to_str().unwrap()]);
+    let log = t.log_text();
+    let pool = line_of(&log, POOL_LINE);
+    assert!(
+        log.lines()
+            .nth(pool)
+            .unwrap()
+            .contains("8192 x 8 KiB small"),
+        "{log}"
+    );
+    assert!(pool < line_of(&log, "framework initialised"), "{log}");
+    assert!(pool < line_of(&log, "applied 2 entries"), "{log}");
+    assert_eq!(bdev_entries(&t.save_config())[0], opts);
+    // M0 is created (and examined: its first read I/O) in the runtime pass, after the pool.
+    let stat = t.call("bdev_get_iostat", json!({"name": "M0"}));
+    assert_eq!(stat["bdevs"][0]["failed_ops"], 0, "{stat}");
+
+    let mut w = Target::start_in(&dir, "w", &["--wait-for-rpc"]);
+    assert!(!w.log_text().contains(POOL_LINE), "{}", w.log_text());
+    w.call("framework_start_init", Value::Null);
+    let log = w.log_text();
+    assert!(
+        line_of(&log, POOL_LINE) < line_of(&log, "framework initialised"),
+        "{log}"
+    );
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.exit_code(Duration::from_secs(20)), 0);
+}
+
+fn bdev_entries(doc: &Value) -> Vec<Value> {
+    doc["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subsystem"] == "bdev")
+        .unwrap()["config"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 /// Serializes the tests that need SPDK's default socket, /var/tmp/spdk.sock, across test
 /// processes (an flock, released when dropped).
 struct DefaultSocketLock {

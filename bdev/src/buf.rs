@@ -18,7 +18,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::error::{BdevError, ErrorKind, Result};
 
-/// Pool sizes. Set with [`configure`] before the first buffer is taken.
+/// Pool sizes. Set with [`configure`] before the pool is built ([`init`] or the first buffer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufPoolConfig {
     /// Bytes per small buffer.
@@ -233,6 +233,32 @@ fn pool() -> Result<&'static Pool> {
     POOL.get_or_init(|| build(cfg))
         .as_ref()
         .map_err(|e| BdevError::new(ErrorKind::NoMemory, e.clone()))
+}
+
+/// Builds the pool now, with the sizes set by [`configure`] (or the defaults), unless it exists
+/// already; answers its statistics. An application calls it at start-up, after its start-up
+/// options are applied and before any I/O, as SPDK builds its iobuf pools at subsystem init:
+/// building maps (and locks, when the limit allows) every buffer, ~200 MiB with the defaults,
+/// which would otherwise stall the reactor of the first I/O that needs a pool buffer. Without
+/// it the pool is built on first use (library users, tests). Fails with `NoMemory`, saying
+/// why, if the pool cannot be built (the same error every later use would get).
+///
+/// Thread contract: any thread; blocks while it builds (well under a second).
+pub fn init() -> Result<BufStats> {
+    pool().map_err(|e| {
+        BdevError::new(
+            ErrorKind::NoMemory,
+            format!("cannot build the DMA buffer pool: {}", e.message()),
+        )
+    })?;
+    stats()
+}
+
+/// True once the pool has been built (by [`init`] or the first use).
+///
+/// Thread contract: any thread.
+pub fn is_built() -> bool {
+    POOL.get().is_some_and(|p| p.is_ok())
 }
 
 /// Regions backing the pool (creating it if needed), for drivers that must map them for DMA.

@@ -13,17 +13,18 @@
 //!
 //! Thread contract: everything runs on the test's OS thread, which drives the harness; the
 //! completion callbacks run inside `Harness::poll_thread`. One driver at a time per OS thread.
+//!
+//! The counts ([`completed`], [`failed`]) belong to the OS thread's current driver: they are
+//! plain thread-local cells (no atomics, no allocation on the I/O path) reset when a driver is
+//! opened, so tests of one binary running in parallel threads of one process (`cargo test`)
+//! never count each other's I/O.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrite_reactor::harness::Harness;
 
 use crate::{BdevChannel, BdevIo, Desc, DmaBuf, IoStatus, IoVec};
-
-static COMPLETED: AtomicU64 = AtomicU64::new(0);
-static FAILED: AtomicU64 = AtomicU64::new(0);
 
 struct Job {
     ch: BdevChannel,
@@ -34,14 +35,33 @@ struct Job {
     sized: Option<(u64, u64)>,
 }
 
-thread_local! {
-    // The job being driven on this OS thread (null: stop resubmitting).
-    static JOB: Cell<*const Job> = const { Cell::new(std::ptr::null()) };
+/// What a driver keeps on its OS thread: one thread-local, reached once per completion.
+struct Local {
+    /// The job being driven on this OS thread (null: stop resubmitting).
+    job: Cell<*const Job>,
+    /// I/O completed since the current driver was opened.
+    completed: Cell<u64>,
+    /// Of those, the ones with a status other than success.
+    failed: Cell<u64>,
 }
 
-fn resubmit(mut io: Box<BdevIo>) {
-    JOB.with(|j| {
-        let p = j.get();
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            job: Cell::new(std::ptr::null()),
+            completed: Cell::new(0),
+            failed: Cell::new(0),
+        }
+    };
+}
+
+fn resubmit(io: Box<BdevIo>) {
+    LOCAL.with(|l| resubmit_on(l, io));
+}
+
+fn resubmit_on(l: &Local, mut io: Box<BdevIo>) {
+    {
+        let p = l.job.get();
         if p.is_null() {
             return crate::free_io(io);
         }
@@ -74,25 +94,29 @@ fn resubmit(mut io: Box<BdevIo>) {
             unsafe { io.set_iovs(&[IoVec { base, len: 4096 }]) };
         }
         job.ch.submit(io);
-    });
+    }
 }
 
 fn done(io: Box<BdevIo>) {
-    COMPLETED.fetch_add(1, Ordering::Relaxed);
-    if io.status() != IoStatus::Success {
-        FAILED.fetch_add(1, Ordering::Relaxed);
-    }
-    resubmit(io);
+    LOCAL.with(|l| {
+        l.completed.set(l.completed.get() + 1);
+        if io.status() != IoStatus::Success {
+            l.failed.set(l.failed.get() + 1);
+        }
+        resubmit_on(l, io);
+    });
 }
 
-/// I/O completed by every driver of this process so far.
+/// I/O completed by this OS thread's current driver (the last one opened on it) so far,
+/// including any completed after it stopped resubmitting. Other threads' drivers are not
+/// counted.
 pub fn completed() -> u64 {
-    COMPLETED.load(Ordering::Relaxed)
+    LOCAL.with(|l| l.completed.get())
 }
 
-/// I/O of every driver of this process that completed with a status other than success.
+/// I/O of this OS thread's current driver that completed with a status other than success.
 pub fn failed() -> u64 {
-    FAILED.load(Ordering::Relaxed)
+    LOCAL.with(|l| l.failed.get())
 }
 
 /// Asserts that the counting allocator sees an allocation made in its window (the test binary
@@ -165,7 +189,11 @@ impl Driver {
             heap,
             sized,
         });
-        JOB.with(|j| j.set(&*job as *const Job));
+        LOCAL.with(|l| {
+            l.job.set(&*job as *const Job);
+            l.completed.set(0);
+            l.failed.set(0);
+        });
         Self {
             job,
             desc,
@@ -227,7 +255,7 @@ impl Driver {
     /// Stops resubmitting, waits up to `limit` for the I/O in flight, then closes the channel
     /// and the descriptor on harness thread 0.
     pub fn close(self, h: &mut Harness, limit: Duration) {
-        JOB.with(|j| j.set(std::ptr::null()));
+        LOCAL.with(|l| l.job.set(std::ptr::null()));
         let deadline = Instant::now() + limit;
         while h.on(0, || self.job.ch.inflight()) > 0 && Instant::now() < deadline {
             h.poll_thread(0);
@@ -241,7 +269,7 @@ impl Driver {
     /// channel, and the harness is torn down without polling again (no callback runs after
     /// this; the test process ends soon).
     pub fn forget(self) {
-        JOB.with(|j| j.set(std::ptr::null()));
+        LOCAL.with(|l| l.job.set(std::ptr::null()));
         std::mem::forget(self);
     }
 }

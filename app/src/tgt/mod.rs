@@ -18,7 +18,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use ferrite_reactor::{CpuMask, PollMode, Runtime, RuntimeConfig};
-use ferrite_rpc::{Registry, Server, ServerConfig, ServerState, RUNTIME, STARTUP};
+use ferrite_rpc::{Registry, Server, ServerConfig, ServerState, STARTUP};
 
 pub use options::TgtOptions;
 
@@ -168,7 +168,15 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
         }
     }
     if !opts.wait_for_rpc && state.get() == STARTUP {
-        state.set_state(RUNTIME);
+        if let Err(e) = framework_rpc::start_framework(&state) {
+            shutdown_all(
+                &runtime,
+                None,
+                persister.map(|p| p.0),
+                Duration::from_secs(opts.shutdown_timeout),
+            );
+            return Err(e);
+        }
     }
     // Every configured bdev is examined (and listed by bdev_get_bdevs) before the socket
     // appears: a client that sees the socket sees the configuration applied.

@@ -48,9 +48,10 @@ pub(crate) struct Job {
     /// Position in this thread's job list (carried by every I/O).
     pub local: usize,
     pub plan: JobPlan,
-    // Field order is drop order: the channel goes before the descriptor.
-    pub ch: BdevChannel,
-    pub _desc: Desc,
+    // Field order is drop order: the channel goes before the descriptor. Both are taken
+    // (channel first) when the bdev is removed during the run, once the job's I/O is back.
+    pub ch: Option<BdevChannel>,
+    pub desc: Option<Desc>,
     pub gen: OffsetGen,
     pub mix: OpMix,
     pub stats: JobStats,
@@ -80,6 +81,9 @@ pub(crate) struct Job {
     pub first_block: u64,
     /// The workload verifies (writes, reads back, checks).
     pub verifies: bool,
+    /// The bdev is being removed (hot remove during the run): the job stopped and closes its
+    /// channel and descriptor once its I/O is back.
+    pub removed: bool,
 }
 
 /// The jobs of one lightweight thread. Each job is boxed: its address, carried by its I/O,
@@ -158,10 +162,45 @@ impl Job {
     fn retire(&mut self, io: Box<BdevIo>, s: usize) {
         self.slots[s].phase = Phase::Idle;
         self.outstanding -= 1;
+        ferrite_bdev::free_io(io);
         if self.outstanding == 0 {
             self.end_tsc = clock::ticks();
+            if self.removed {
+                self.close();
+            }
         }
-        ferrite_bdev::free_io(io);
+    }
+
+    /// The bdev is being removed (its descriptor's `Remove` event, on this thread): as
+    /// bdevperf, the job stops submitting, ends failed, and closes its channel and descriptor
+    /// once its I/O in flight has come back, so that the removal can finish while the other
+    /// jobs run on.
+    #[cold]
+    pub(crate) fn on_removed(&mut self) {
+        if self.removed || self.desc.is_none() {
+            return;
+        }
+        self.removed = true;
+        self.stopping = true;
+        self.status = JobStatus::Failed;
+        tracing::warn!(
+            "job '{}': bdev '{}' is being removed: stopping the job",
+            self.plan.label(),
+            self.plan.bdev
+        );
+        if self.outstanding == 0 {
+            if self.end_tsc == 0 {
+                self.end_tsc = clock::ticks();
+            }
+            self.close();
+        }
+    }
+
+    /// Closes the channel, then the descriptor (no I/O of the job is in flight).
+    #[cold]
+    fn close(&mut self) {
+        self.ch = None;
+        self.desc = None;
     }
 
     /// A verify job's next I/O: a write of fresh pattern data to a slot no other I/O of the
@@ -217,7 +256,11 @@ impl Job {
         if self.track_timeouts {
             self.slots[s].submit_tsc = clock::ticks();
         }
-        self.ch.submit(io);
+        match &self.ch {
+            Some(ch) => ch.submit(io),
+            // Closed only once no I/O is outstanding, so no I/O gets here then.
+            None => self.retire(io, s),
+        }
     }
 
     /// Handles a completion: records it and resubmits the I/O (or retires it).
@@ -264,7 +307,7 @@ impl Job {
             }
         }
         match self.slots[s].phase {
-            Phase::VerifyWrite if ok => {
+            Phase::VerifyWrite if ok && !self.removed => {
                 // Read back what was just written, into a poisoned buffer.
                 let slot = self.slots[s].offset_slot;
                 self.bufs.slice_mut(s).fill(POISON);
@@ -280,7 +323,7 @@ impl Job {
                 if self.track_timeouts {
                     self.slots[s].submit_tsc = clock::ticks();
                 }
-                self.ch.submit(io);
+                self.send_raw(io, s);
                 return;
             }
             Phase::VerifyRead => {
@@ -310,6 +353,14 @@ impl Job {
             _ => {}
         }
         self.submit_next(io, s);
+    }
+
+    /// Submits `io` as prepared (the verify read-back); the channel is open while I/O is out.
+    fn send_raw(&mut self, io: Box<BdevIo>, s: usize) {
+        match &self.ch {
+            Some(ch) => ch.submit(io),
+            None => self.retire(io, s),
+        }
     }
 
     /// Counts I/O outstanding longer than `limit_ticks` (once each).

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrite_bdev::Desc;
+use ferrite_bdev::{BdevEvent, Desc};
 use ferrite_reactor::{clock, register_poller, PollerHandle, Runtime, ThreadHandle};
 
 use crate::error::BenchError;
@@ -47,8 +47,12 @@ pub struct EngineOutput {
     pub tick_rate: u64,
     /// The first data mismatch of each failed verify job.
     pub mismatches: Vec<String>,
-    /// The first failed I/O of each job that had one ([`describe_failure`]).
+    /// The first failed I/O of each job that had one ([`describe_failure`]), and for each job
+    /// whose bdev was removed during the run, that.
     pub errors: Vec<String>,
+    /// One line per job whose bdev was removed during the run (it ended early, failed):
+    /// "job 'J' ended early: bdev 'B' was removed during the run".
+    pub removed: Vec<String>,
 }
 
 /// Why the coordinator should look up from waiting.
@@ -59,16 +63,21 @@ pub enum Interrupt {
     Stop,
 }
 
-/// A finished job: plan index, statistics, status, end tick (early end only), first mismatch,
-/// first failed I/O.
-type JobDone = (
-    usize,
-    JobStats,
-    JobStatus,
-    u64,
-    Option<String>,
-    Option<String>,
-);
+/// A finished job.
+struct JobDone {
+    /// Plan index.
+    index: usize,
+    stats: JobStats,
+    status: JobStatus,
+    /// End tick (early end only).
+    end_tsc: u64,
+    /// First mismatch.
+    mismatch: Option<String>,
+    /// First failed I/O.
+    error: Option<String>,
+    /// Its bdev was removed during the run.
+    removed: bool,
+}
 
 enum Msg {
     Started(Result<(), BenchError>),
@@ -198,8 +207,18 @@ pub fn run(
     let mut results: Vec<Option<JobResult>> = cfg.plans.iter().map(|_| None).collect();
     let mut mismatches = Vec::new();
     let mut errors = Vec::new();
+    let mut removed = Vec::new();
     let rate = clock::tick_rate() as f64;
-    for (idx, stats, status, end_tsc, mm, err) in done {
+    for d in done {
+        let JobDone {
+            index: idx,
+            stats,
+            status,
+            end_tsc,
+            mismatch: mm,
+            error: err,
+            removed: gone,
+        } = d;
         let status = if terminated && status == JobStatus::Finished {
             JobStatus::Terminated
         } else {
@@ -217,6 +236,16 @@ pub fn run(
         if let Some(e) = err {
             errors.push(e);
         }
+        if gone {
+            let p = &cfg.plans[idx];
+            let line = format!(
+                "job '{}' ended early: bdev '{}' was removed during the run",
+                p.label(),
+                p.bdev
+            );
+            errors.push(line.clone());
+            removed.push(line);
+        }
         results[idx] = Some(JobResult {
             plan: cfg.plans[idx].clone(),
             stats,
@@ -231,6 +260,7 @@ pub fn run(
         tick_rate: clock::tick_rate(),
         mismatches,
         errors,
+        removed,
     })
 }
 
@@ -292,7 +322,14 @@ fn start_jobs(
     for (local, (index, plan)) in plans.into_iter().enumerate() {
         let write =
             plan.workload.writes() || plan.workload.verifies() || plan.workload.modifies_data();
-        let desc = Desc::open(&plan.bdev, write, |_| {}).map_err(|e| {
+        // A hot remove reaches the job on this thread (events come by message, after the jobs
+        // are in place): it stops and closes its descriptor (see `Job::on_removed`).
+        let desc = Desc::open(&plan.bdev, write, move |ev| {
+            if let BdevEvent::Remove = ev {
+                job_removed(local);
+            }
+        })
+        .map_err(|e| {
             io_err(
                 &format!(
                     "cannot open bdev '{}' for job '{}'",
@@ -326,8 +363,8 @@ fn start_jobs(
             mix: plan.op_mix(),
             busy: InFlight::new(qd),
             plan,
-            ch,
-            _desc: desc,
+            ch: Some(ch),
+            desc: Some(desc),
             stats,
             bufs,
             slots,
@@ -345,6 +382,7 @@ fn start_jobs(
             io_blocks: 0,
             first_block: 0,
             verifies: false,
+            removed: false,
         });
     }
     let n = jobs.len();
@@ -408,9 +446,9 @@ fn start_jobs(
                 if j.stopping {
                     return 0;
                 }
-                if let Some(mut io) = ferrite_bdev::alloc_io() {
+                if let (Some(ch), Some(mut io)) = (&j.ch, ferrite_bdev::alloc_io()) {
                     io.prep_reset(job::on_reset_done);
-                    j.ch.submit(io);
+                    ch.submit(io);
                 }
                 1
             });
@@ -426,6 +464,15 @@ fn start_jobs(
         })
     });
     Ok(())
+}
+
+/// Runs on a bench thread: the bdev of its job number `local` is being removed.
+fn job_removed(local: usize) {
+    BENCH.with(|l| {
+        if let Some(j) = l.jobs.borrow().get(local) {
+            j.borrow_mut().on_removed();
+        }
+    });
 }
 
 /// Runs on a bench thread: interim counters of its jobs, and a plot point for each.
@@ -479,7 +526,15 @@ fn stop_jobs(tx: Sender<Msg>) {
                 } else {
                     0
                 };
-                (j.index, j.stats, j.status, end, j.mismatch, j.first_error)
+                JobDone {
+                    index: j.index,
+                    stats: j.stats,
+                    status: j.status,
+                    end_tsc: end,
+                    mismatch: j.mismatch,
+                    error: j.first_error,
+                    removed: j.removed,
+                }
             })
             .collect();
         if let Some(tx) = tx.take() {

@@ -7,9 +7,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
-use ferrite_bdev::testing::{check_counter, steady_state as run};
+use ferrite_bdev::testing::{check_counter, completed, failed, steady_state as run, Driver};
 use ferrite_reactor::harness::Harness;
 
 #[global_allocator]
@@ -149,3 +150,58 @@ const NOMEM_DEPTH: usize = 320;
 /// whole write count, go in the first part of the 1500 measured polls (the test asserts both:
 /// the phase overlaps the window and ends inside it).
 const NOMEM_INJECTIONS: u32 = 125_000;
+
+/// The testing driver's counts are its own: two drivers running at once on two threads of this
+/// process (as two tests of one binary under `cargo test`), one on an error bdev failing every
+/// I/O, one on a clean null bdev, each count only their own I/O.
+#[test]
+fn drivers_on_two_threads_count_only_their_own_io() {
+    let mut h = Harness::new(1, 1);
+    h.on(0, || {
+        ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
+        null("CNull0");
+        null("CNull1");
+        ferrite_error::create(&ferrite_error::ErrorOpts {
+            base_name: "CNull1".into(),
+            uuid: None,
+        })
+        .unwrap();
+        ferrite_error::inject_error(
+            "EE_CNull1",
+            &ferrite_error::InjectOpts {
+                io_type: ferrite_error::InjectIoType::All,
+                error_type: ferrite_error::ErrorType::Failure,
+                num: u32::MAX,
+                queue_depth: 0,
+                corrupt_offset: 0,
+                corrupt_value: 0,
+            },
+        )
+        .unwrap();
+    });
+    let barrier = Arc::new(Barrier::new(2));
+    let spawn = |bdev: &'static str| {
+        let b = barrier.clone();
+        std::thread::spawn(move || {
+            let mut h = Harness::new(1, 1);
+            let d = Driver::open(&mut h, bdev, 1024, None);
+            // Both drivers are open and both run from here on.
+            b.wait();
+            d.start(&mut h, 16);
+            d.poll(&mut h, 2_000, 0);
+            let counts = (completed(), failed());
+            // Neither closes (and stops) before the other has read its counts.
+            b.wait();
+            d.close(&mut h, Duration::from_secs(10));
+            counts
+        })
+    };
+    let clean = spawn("CNull0");
+    let failing = spawn("EE_CNull1");
+    let (clean, failing) = (clean.join().unwrap(), failing.join().unwrap());
+    assert!(clean.0 > 1_000, "clean driver completed {clean:?}");
+    assert_eq!(clean.1, 0, "the clean driver counted failures: {clean:?}");
+    assert!(failing.0 > 1_000, "failing driver completed {failing:?}");
+    assert_eq!(failing.1, failing.0, "{failing:?}");
+    drop(h);
+}
