@@ -233,7 +233,7 @@ impl Job {
     }
 
     /// Points a read or write at slot `s`'s buffer and submits it.
-    #[inline]
+    #[inline(always)]
     fn send(&mut self, mut io: Box<BdevIo>, s: usize) {
         if matches!(
             io.io_type(),
@@ -256,11 +256,7 @@ impl Job {
         if self.track_timeouts {
             self.slots[s].submit_tsc = clock::ticks();
         }
-        match &self.ch {
-            Some(ch) => ch.submit(io),
-            // Closed only once no I/O is outstanding, so no I/O gets here then.
-            None => self.retire(io, s),
-        }
+        self.send_raw(io, s);
     }
 
     /// Handles a completion: records it and resubmits the I/O (or retires it).
@@ -355,12 +351,21 @@ impl Job {
         self.submit_next(io, s);
     }
 
-    /// Submits `io` as prepared (the verify read-back); the channel is open while I/O is out.
+    /// Submits `io` as prepared. The channel is closed only once no I/O is outstanding, so
+    /// the closed case is cold (it retires the I/O unsubmitted).
+    #[inline(always)]
     fn send_raw(&mut self, io: Box<BdevIo>, s: usize) {
         match &self.ch {
             Some(ch) => ch.submit(io),
-            None => self.retire(io, s),
+            None => self.retire_unsent(io, s),
         }
+    }
+
+    /// The channel is closed (the bdev was removed): `io` is retired without being sent.
+    #[cold]
+    #[inline(never)]
+    fn retire_unsent(&mut self, io: Box<BdevIo>, s: usize) {
+        self.retire(io, s);
     }
 
     /// Counts I/O outstanding longer than `limit_ticks` (once each).
