@@ -74,7 +74,7 @@ impl UringChannel {
     /// Creates the channel on the calling thread: ring, eventfd, poller. A ring that cannot be
     /// created leaves a channel that fails every I/O, with the reason logged.
     pub(crate) fn new(disk: Arc<FileDisk>, fallocate_op: bool, path: IoPath) -> UringChannel {
-        let ring = match IoUring::new(URING_SLOTS as u32) {
+        let ring = match new_ring() {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!(
@@ -114,6 +114,22 @@ impl UringChannel {
             _poller: poller,
             _fd: fd_reg,
         }
+    }
+}
+
+/// A ring of [`URING_SLOTS`] entries. Where the kernel has them (5.19+), completions are run
+/// cooperatively (`IORING_SETUP_COOP_TASKRUN`): the kernel does not interrupt the reactor to
+/// post them, it flags the ring (`IORING_SETUP_TASKRUN_FLAG`) and the poller enters the kernel
+/// when it sees the flag; a reactor asleep in epoll is still woken. Older kernels get a plain
+/// ring.
+fn new_ring() -> std::io::Result<IoUring> {
+    let coop = IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(URING_SLOTS as u32);
+    match coop {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(URING_SLOTS as u32),
+        r => r,
     }
 }
 
@@ -252,8 +268,13 @@ impl Inner {
             self.efd_on = false;
         }
         let mut work = 0;
-        let queued = ring.submission().len();
-        if queued > 0 {
+        let (queued, taskrun) = {
+            let sq = ring.submission();
+            (sq.len(), self.inflight > 0 && sq.taskrun())
+        };
+        // Completions the kernel has flagged but not posted (cooperative task running) are
+        // posted by this enter (the crate adds GETEVENTS when the flag is set).
+        if queued > 0 || taskrun {
             match ring.submit() {
                 Ok(n) => work += n,
                 Err(e)
@@ -299,8 +320,11 @@ impl Inner {
         let Some(ring) = self.ring.as_mut() else {
             return true;
         };
-        if !ring.submission().is_empty() {
-            return false;
+        {
+            let sq = ring.submission();
+            if !sq.is_empty() || sq.taskrun() {
+                return false;
+            }
         }
         if self.inflight == 0 {
             return true;
@@ -331,6 +355,15 @@ impl Polled for Inner {
 
     fn can_sleep(&mut self) -> bool {
         Inner::can_sleep(self)
+    }
+
+    fn waits_on_kernel(&mut self) -> bool {
+        self.inflight > 0
+            && self.efd_registered
+            && self
+                .ring
+                .as_mut()
+                .is_some_and(|r| r.submission().is_empty())
     }
 }
 
