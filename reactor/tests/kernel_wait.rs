@@ -5,6 +5,9 @@
 //!
 //! The "kernel I/O" is a real kernel object: a timerfd, armed once per request (300 µs), whose
 //! expiry makes its fd readable as a completion eventfd would.
+//!
+//! Also here: a thread holding a `ReactorPin` is not moved (kernel objects bound to its OS
+//! thread, such as a single-issuer io_uring, stay usable).
 #![allow(clippy::unwrap_used)] // tests
 
 mod common;
@@ -177,5 +180,42 @@ fn adaptive_reactor_spins_when_no_poller_waits_on_the_kernel() {
     assert!(
         sleeps <= 1,
         "the reactor slept {sleeps} times though no poller reported kernel waits"
+    );
+}
+
+/// Keeps the pin of a thread (dropped with it, or on demand).
+#[derive(Default)]
+struct Pin(RefCell<Option<ferrite_reactor::ReactorPin>>);
+
+#[test]
+fn a_pinned_thread_stays_on_its_reactor() {
+    let _g = serial();
+    let rt = start_cfg(RuntimeConfig {
+        cpumask: CpuMask::from_cores(&[0, 1]),
+        mode: PollMode::Interrupt,
+        pin: false,
+        ..RuntimeConfig::default()
+    });
+    let t = rt.spawn_thread("pinned", Some(0)).unwrap();
+    call(&t, || {
+        let p = ferrite_reactor::pin_to_reactor().unwrap();
+        ferrite_reactor::with_local(|h: &Pin| *h.0.borrow_mut() = Some(p));
+    });
+    t.move_to(1).unwrap();
+    // The move is refused at the reactor's next housekeeping; give it time to (not) happen.
+    std::thread::sleep(Duration::from_millis(100));
+    call(&t, || ());
+    assert_eq!(t.reactor(), Some(0), "a pinned thread moved");
+    call(&t, || {
+        ferrite_reactor::with_local(|h: &Pin| h.0.borrow_mut().take());
+    });
+    t.move_to(1).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || t.reactor() == Some(1)),
+        "the thread did not move once unpinned"
+    );
+    assert!(
+        ferrite_reactor::pin_to_reactor().is_err(),
+        "pinned outside a thread"
     );
 }

@@ -136,11 +136,19 @@ impl ReactorLocal {
                 t.shared.move_to.swap(NO_REACTOR, Ordering::AcqRel)
             };
             if target != NO_REACTOR && target != self.shared.index {
-                let t = self.threads.swap_remove(i);
-                self.release_fds(&t);
-                changed = true;
-                outgoing.push((t, target));
-                continue;
+                if t.shared.pinned.load(Ordering::Relaxed) > 0 {
+                    tracing::warn!(
+                        "thread '{}' stays on reactor {}: it holds kernel objects bound to this reactor's OS thread",
+                        t.shared.name,
+                        self.shared.index
+                    );
+                } else {
+                    let t = self.threads.swap_remove(i);
+                    self.release_fds(&t);
+                    changed = true;
+                    outgoing.push((t, target));
+                    continue;
+                }
             }
             i += 1;
         }
