@@ -68,8 +68,8 @@ struct Inner {
     /// The ring defers completions to this task (`IORING_SETUP_DEFER_TASKRUN`).
     deferred: bool,
     /// Deferred ring: the last poll reaped completions, so the kernel may hold more it was not
-    /// allowed to post in that call (it posts a bounded batch per enter and keeps the rest
-    /// without flagging them): enter again before trusting an empty queue.
+    /// allowed to post in that call (it posts a bounded batch per enter, 20 on 6.18): enter
+    /// again before trusting an empty queue rather than rely on the task-run flag for them.
     more: bool,
 }
 
