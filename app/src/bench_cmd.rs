@@ -56,7 +56,10 @@ fn bench(opts: &BenchOptions) -> Result<i32, String> {
     let mask = CpuMask::parse(&mask_text).map_err(|e| e.to_string())?;
     let rt = Runtime::start(RuntimeConfig {
         cpumask: mask.clone(),
-        mode: opts.poll_mode.unwrap_or(PollMode::Poll),
+        // Adaptive: identical to poll while any poller has work (null, malloc, NVMe, vhost
+        // with I/O in flight); sleeps while every I/O waits in the kernel (disk files), where
+        // spinning only competes with the completion work (docs/PERFORMANCE.md).
+        mode: opts.poll_mode.unwrap_or(PollMode::Adaptive),
         ..Default::default()
     })
     .map_err(|e| e.to_string())?;

@@ -167,8 +167,9 @@ struct RawArgs {
     /// Reactor CPU mask (hex like 0x3, or a list like [0,2-3])
     #[arg(short = 'm', long = "cpumask", value_name = "MASK")]
     cpumask: Option<String>,
-    /// Reactor poll mode: poll (default: never sleep), adaptive or interrupt (sleep while
-    /// every I/O is in the kernel), as `ferrite tgt --poll-mode`
+    /// Reactor poll mode: poll (never sleep), adaptive (default: poll while there is work,
+    /// sleep while every I/O waits in the kernel or after 1 ms idle) or interrupt (sleep
+    /// whenever an iteration finds no work), as `ferrite tgt --poll-mode`
     #[arg(long = "poll-mode", value_name = "MODE")]
     poll_mode: Option<String>,
     /// JSON configuration file for the app (bdev creation etc.)
@@ -229,7 +230,8 @@ pub struct BenchOptions {
     pub job_file: Option<PathBuf>,
     /// `-m`: reactor CPU mask, passed through to the app.
     pub cpumask: Option<String>,
-    /// `--poll-mode`: the reactors' poll mode (`None`: poll, as bdevperf's reactors).
+    /// `--poll-mode`: the reactors' poll mode (`None`: adaptive, which polls exactly as
+    /// bdevperf's reactors while there is work; see docs/PERFORMANCE.md).
     pub poll_mode: Option<ferrite_reactor::PollMode>,
     /// `-c/--json`: app JSON configuration file.
     pub config: Option<PathBuf>,

@@ -29,7 +29,7 @@ pub use local::{with_local, LocalKey, MAX_LOCAL_KEYS};
 pub use poller::{Poll, PollerHandle, PollerStats};
 pub use reactor::{PollMode, ReactorInfo, Runtime, RuntimeConfig};
 pub use thread::{
-    current, current_id, exit_current, now, poller_stats, register_fd, register_poller,
-    register_poller_obj, spawn_thread, FdRegistration, Msg, ThreadHandle, DEFAULT_QUEUE_DEPTH,
-    MSG_BATCH,
+    current, current_id, exit_current, now, pin_to_reactor, poller_stats, register_fd,
+    register_poller, register_poller_obj, spawn_thread, FdRegistration, Msg, ReactorPin,
+    ThreadHandle, DEFAULT_QUEUE_DEPTH, MSG_BATCH,
 };

@@ -17,6 +17,18 @@ pub trait Poll: Send {
     fn can_sleep(&mut self) -> bool {
         true
     }
+
+    /// Asked in adaptive mode only, once per idle stretch (after an iteration of the reactor
+    /// found no work; never on the busy path): true if this poller has work in flight that the
+    /// kernel will complete and signal through an fd registered with [`crate::register_fd`]
+    /// (reads on a disk whose completion eventfd the reactor watches, say). When some poller
+    /// says so, the reactor sleeps after `RuntimeConfig::kernel_wait_us` of idleness instead of
+    /// `idle_threshold_us`: spinning would only compete with the kernel's own completion work.
+    /// The sleep protocol is unchanged (flag, fence, [`Poll::can_sleep`] on every poller).
+    /// Default: false (no opinion).
+    fn waits_on_kernel(&mut self) -> bool {
+        false
+    }
 }
 
 pub(crate) struct FnPoller<F>(pub F);

@@ -19,6 +19,11 @@ pub trait Polled: Send + 'static {
     fn poll(&mut self) -> usize;
     /// True when nothing is left that only polling would find.
     fn can_sleep(&mut self) -> bool;
+    /// True when requests are in the kernel and their completion will signal the channel's
+    /// registered eventfd (see [`ferrite_reactor::Poll::waits_on_kernel`]). Default: false.
+    fn waits_on_kernel(&mut self) -> bool {
+        false
+    }
 }
 
 /// The poller half of a [`ChanState`] pair.
@@ -31,6 +36,10 @@ impl<T: Polled> Poll for ChanPoller<T> {
 
     fn can_sleep(&mut self) -> bool {
         self.0.with(|i| i.can_sleep()).unwrap_or(false)
+    }
+
+    fn waits_on_kernel(&mut self) -> bool {
+        self.0.with(|i| i.waits_on_kernel()).unwrap_or(false)
     }
 }
 

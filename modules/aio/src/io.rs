@@ -353,6 +353,10 @@ impl Polled for Inner {
     fn can_sleep(&mut self) -> bool {
         Inner::can_sleep(self)
     }
+
+    fn waits_on_kernel(&mut self) -> bool {
+        self.pending.is_empty() && self.inflight > 0 && self.efd_registered
+    }
 }
 
 impl Drop for Inner {

@@ -24,10 +24,13 @@ use ferrite_aio::helper::{self, SlowOp};
 use ferrite_aio::slots::Slots;
 use ferrite_aio::sys;
 use ferrite_bdev::{BackendChannel, BdevIo, IoStatus, IoType};
-use ferrite_reactor::{FdRegistration, PollerHandle};
+use ferrite_reactor::{FdRegistration, PollerHandle, ReactorPin};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::sync::{IoPath, SyncCopy};
+
+/// `io_uring_enter` flag: run (and, with a minimum, wait for) completions.
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// Requests in flight per channel (submission queue entries and slots).
 pub const URING_SLOTS: usize = 256;
@@ -60,6 +63,14 @@ struct Inner {
     sync: SyncCopy,
     /// SQEs pushed and not yet reaped (submitted or not).
     inflight: usize,
+    /// Held while the ring can only be entered from this OS thread (deferred task running).
+    _pin: Option<ReactorPin>,
+    /// The ring defers completions to this task (`IORING_SETUP_DEFER_TASKRUN`).
+    deferred: bool,
+    /// Deferred ring: the last poll reaped completions, so the kernel may hold more it was not
+    /// allowed to post in that call (it posts a bounded batch per enter, 20 on 6.18): enter
+    /// again before trusting an empty queue rather than rely on the task-run flag for them.
+    more: bool,
 }
 
 /// The per-thread backend channel of a uring bdev. Its state is shared with its poller
@@ -74,14 +85,14 @@ impl UringChannel {
     /// Creates the channel on the calling thread: ring, eventfd, poller. A ring that cannot be
     /// created leaves a channel that fails every I/O, with the reason logged.
     pub(crate) fn new(disk: Arc<FileDisk>, fallocate_op: bool, path: IoPath) -> UringChannel {
-        let ring = match IoUring::new(URING_SLOTS as u32) {
-            Ok(r) => Some(r),
+        let (ring, pin) = match new_ring() {
+            Ok((r, pin)) => (Some(r), pin),
             Err(e) => {
                 tracing::error!(
                     "bdev '{}': io_uring_setup({URING_SLOTS}) failed: {e}; I/O on this thread will fail",
                     disk.name
                 );
-                None
+                (None, None)
             }
         };
         let efd = sys::completion_eventfd(&disk.name);
@@ -106,6 +117,9 @@ impl UringChannel {
             path,
             sync: SyncCopy::new(),
             inflight: 0,
+            deferred: pin.is_some(),
+            more: false,
+            _pin: pin,
         };
         let name = format!("bdev_uring:{}", inner.disk.name);
         let (inner, poller) = ferrite_aio::chan::start(&name, "bdev_uring_poll", inner);
@@ -114,6 +128,44 @@ impl UringChannel {
             _poller: poller,
             _fd: fd_reg,
         }
+    }
+}
+
+/// A ring of [`URING_SLOTS`] entries, set up for one issuer with deferred task running where
+/// the kernel has it (6.1+): completions are queued for this task, which posts them when it
+/// enters the kernel with `GETEVENTS`; the first one of a batch sets `IORING_SQ_TASKRUN` (the
+/// poller enters when it sees it) and signals the eventfd (a sleeping reactor wakes at once,
+/// from the completion interrupt, as with aio; without it the kernel interrupts the sleep with
+/// a signal-like notification and posts the completions on the way out). Such a ring can only
+/// be entered by the OS thread that created it: the returned pin keeps this lightweight thread
+/// on its reactor. Older kernels get cooperative task running (5.19+), or a plain ring.
+fn new_ring() -> std::io::Result<(IoUring, Option<ReactorPin>)> {
+    let deferred = IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(URING_SLOTS as u32);
+    let e = match deferred {
+        Ok(r) => match ferrite_reactor::pin_to_reactor() {
+            Ok(pin) => return Ok((r, Some(pin))),
+            // Off a lightweight thread (cannot happen for a channel): no deferred running.
+            Err(_) => std::io::Error::from_raw_os_error(libc::EINVAL),
+        },
+        Err(e) => e,
+    };
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    let coop = IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(URING_SLOTS as u32);
+    match coop {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Ok((IoUring::new(URING_SLOTS as u32)?, None))
+        }
+        r => r.map(|r| (r, None)),
     }
 }
 
@@ -252,9 +304,28 @@ impl Inner {
             self.efd_on = false;
         }
         let mut work = 0;
-        let queued = ring.submission().len();
-        if queued > 0 {
-            match ring.submit() {
+        let (queued, taskrun) = {
+            let sq = ring.submission();
+            (sq.len(), self.inflight > 0 && (sq.taskrun() || self.more))
+        };
+        // Completions the kernel has flagged but not posted (cooperative or deferred task
+        // running) are posted by an enter with GETEVENTS.
+        if queued > 0 || taskrun {
+            let r = if self.deferred && self.inflight > 0 {
+                // SAFETY: plain io_uring_enter on our ring: `queued` SQEs were pushed (their
+                // tail published when the queue handle above was dropped), no wait, no argument.
+                unsafe {
+                    ring.submitter().enter::<libc::sigset_t>(
+                        queued as u32,
+                        0,
+                        IORING_ENTER_GETEVENTS,
+                        None,
+                    )
+                }
+            } else {
+                ring.submit()
+            };
+            match r {
                 Ok(n) => work += n,
                 Err(e)
                     if matches!(
@@ -265,7 +336,11 @@ impl Inner {
             }
         }
         if self.inflight > 0 {
-            work += self.reap();
+            let n = self.reap();
+            self.more = self.deferred && n > 0;
+            work += n;
+        } else {
+            self.more = false;
         }
         work
     }
@@ -299,8 +374,11 @@ impl Inner {
         let Some(ring) = self.ring.as_mut() else {
             return true;
         };
-        if !ring.submission().is_empty() {
-            return false;
+        {
+            let sq = ring.submission();
+            if !sq.is_empty() || sq.taskrun() || self.more {
+                return false;
+            }
         }
         if self.inflight == 0 {
             return true;
@@ -308,10 +386,11 @@ impl Inner {
         if !self.efd_registered {
             return false;
         }
-        // Turn the eventfd on and reset it, then look at the completion queue: a completion
-        // posted after that signals it and wakes the reactor; one posted before is seen here.
-        // (The kernel publishes the CQ tail, then takes a lock — a full barrier — before it
-        // reads the disabled flag; the fence orders our flag store before the tail load.)
+        // Turn the eventfd on and reset it, then look at the completion queue and the task-run
+        // flag: a completion posted (or, on a deferred ring, queued) after that signals the
+        // eventfd and wakes the reactor; one before is seen here. (The kernel publishes the CQ
+        // tail, or sets the flag with a locked instruction, then reads the disabled flag; the
+        // fence orders our store of that flag before our loads.)
         if !self.efd_on {
             ring.completion().enable_eventfd();
             self.efd_on = true;
@@ -320,7 +399,7 @@ impl Inner {
         if let Some(f) = &self.efd {
             sys::eventfd_drain(f.as_raw_fd());
         }
-        ring.completion().is_empty()
+        ring.completion().is_empty() && !ring.submission().taskrun()
     }
 }
 
@@ -331,6 +410,15 @@ impl Polled for Inner {
 
     fn can_sleep(&mut self) -> bool {
         Inner::can_sleep(self)
+    }
+
+    fn waits_on_kernel(&mut self) -> bool {
+        self.inflight > 0
+            && self.efd_registered
+            && self
+                .ring
+                .as_mut()
+                .is_some_and(|r| r.submission().is_empty())
     }
 }
 

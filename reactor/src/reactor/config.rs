@@ -8,7 +8,9 @@ use crate::error::{ErrorKind, ReactorError, Result};
 pub enum PollMode {
     /// Never sleep (lowest latency, one full core per reactor).
     Poll,
-    /// Sleep after every thread has been idle for the configured time (default).
+    /// Sleep after every thread has been idle for the configured time (default), or sooner
+    /// when the only work left is I/O in the kernel that will signal a watched fd (see
+    /// [`crate::Poll::waits_on_kernel`]).
     Adaptive,
     /// Sleep as soon as an iteration finds no work.
     Interrupt,
@@ -49,6 +51,10 @@ pub struct RuntimeConfig {
     pub mode: PollMode,
     /// In adaptive mode, how long every thread must be idle before the reactor sleeps.
     pub idle_threshold_us: u64,
+    /// In adaptive mode, how long every thread must be idle before the reactor sleeps when a
+    /// poller reports I/O in flight in the kernel whose completion signals a watched fd
+    /// ([`crate::Poll::waits_on_kernel`]). 0: on the first idle iteration.
+    pub kernel_wait_us: u64,
     /// Capacity of each thread's message queue.
     pub queue_depth: usize,
     /// Pin reactors to their cores (turn off only for tests on machines with fewer cores).
@@ -61,6 +67,7 @@ impl Default for RuntimeConfig {
             cpumask: CpuMask::from_cores(&[0]),
             mode: PollMode::Adaptive,
             idle_threshold_us: 1000,
+            kernel_wait_us: 0,
             queue_depth: crate::thread::DEFAULT_QUEUE_DEPTH,
             pin: true,
         }

@@ -136,11 +136,19 @@ impl ReactorLocal {
                 t.shared.move_to.swap(NO_REACTOR, Ordering::AcqRel)
             };
             if target != NO_REACTOR && target != self.shared.index {
-                let t = self.threads.swap_remove(i);
-                self.release_fds(&t);
-                changed = true;
-                outgoing.push((t, target));
-                continue;
+                if t.shared.pinned.load(Ordering::Relaxed) > 0 {
+                    tracing::warn!(
+                        "thread '{}' stays on reactor {}: it holds kernel objects bound to this reactor's OS thread",
+                        t.shared.name,
+                        self.shared.index
+                    );
+                } else {
+                    let t = self.threads.swap_remove(i);
+                    self.release_fds(&t);
+                    changed = true;
+                    outgoing.push((t, target));
+                    continue;
+                }
             }
             i += 1;
         }
@@ -173,6 +181,8 @@ impl ReactorLocal {
 
     fn run(&mut self) {
         let mut last_busy = clock::ticks();
+        // Adaptive mode: whether some poller waits on the kernel, asked once per idle stretch.
+        let mut kernel_wait: Option<bool> = None;
         loop {
             if self.rt.stop.load(Ordering::Acquire) {
                 self.shutdown();
@@ -214,18 +224,29 @@ impl ReactorLocal {
             self.sync_fds();
             if work > 0 {
                 last_busy = t0;
+                kernel_wait = None;
                 continue;
             }
             match self.rt.mode {
                 PollMode::Poll => continue,
-                PollMode::Adaptive if t0.wrapping_sub(last_busy) < self.rt.idle_threshold_ticks => {
-                    std::hint::spin_loop();
-                    continue;
+                PollMode::Adaptive => {
+                    let idle = t0.wrapping_sub(last_busy);
+                    if idle < self.rt.idle_threshold_ticks {
+                        // Idle path only: a busy reactor never gets here.
+                        let kw = *kernel_wait.get_or_insert_with(|| {
+                            self.threads.iter().any(|t| t.waits_on_kernel())
+                        });
+                        if !kw || idle < self.rt.kernel_wait_ticks {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                    }
                 }
-                _ => {}
+                PollMode::Interrupt => {}
             }
             self.try_sleep();
             last_busy = clock::ticks();
+            kernel_wait = None;
         }
     }
 

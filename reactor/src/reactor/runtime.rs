@@ -69,6 +69,7 @@ impl Runtime {
             stop: AtomicBool::new(false),
             mode: cfg.mode,
             idle_threshold_ticks: clock::us_to_ticks(cfg.idle_threshold_us),
+            kernel_wait_ticks: clock::us_to_ticks(cfg.kernel_wait_us),
             queue_depth: cfg.queue_depth,
             next_rr: AtomicUsize::new(0),
         });

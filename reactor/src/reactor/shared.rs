@@ -32,6 +32,7 @@ pub(crate) struct RuntimeShared {
     pub stop: AtomicBool,
     pub mode: PollMode,
     pub idle_threshold_ticks: u64,
+    pub kernel_wait_ticks: u64,
     pub queue_depth: usize,
     pub next_rr: AtomicUsize,
 }

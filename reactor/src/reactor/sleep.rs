@@ -50,13 +50,14 @@ impl ReactorLocal {
         self.shared.sleeps.fetch_add(1, Ordering::Relaxed);
         self.shared.in_interrupt.store(true, Ordering::Relaxed);
         let t0 = clock::ticks();
-        if timeout_ms > 0 {
-            self.epoll.wait(timeout_ms);
-        }
+        // The reactor's own eventfd is read only when epoll reported it (one syscall less per
+        // sleep woken by an I/O fd or a timeout). Not reading it otherwise is safe: it stays
+        // readable (level-triggered), so at worst the next sleep returns at once and reads it.
+        let own = timeout_ms == 0 || self.epoll.wait(timeout_ms, u64::MAX);
         let slept = clock::ticks().wrapping_sub(t0);
         self.shared.in_interrupt.store(false, Ordering::Relaxed);
         self.shared.sleeping.store(false, Ordering::SeqCst);
-        if self.shared.eventfd.drain() {
+        if own && self.shared.eventfd.drain() {
             self.shared.wakeups.fetch_add(1, Ordering::Relaxed);
         }
         let c = &self.shared.idle_ticks;

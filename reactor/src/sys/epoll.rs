@@ -43,16 +43,16 @@ impl Epoll {
         Ok(())
     }
 
-    /// Waits up to `timeout_ms` (-1 forever). Returns the number of ready fds (0 on timeout or
-    /// EINTR).
-    pub fn wait(&self, timeout_ms: i32) -> usize {
+    /// Waits up to `timeout_ms` (-1 forever). Returns whether an fd registered with `token`
+    /// was among the ready ones (false on timeout or EINTR).
+    pub fn wait(&self, timeout_ms: i32, token: u64) -> bool {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
         // SAFETY: evs is a live array of 16 events and we pass its length.
         let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), 16, timeout_ms) };
-        if n < 0 {
-            0
-        } else {
-            n as usize
-        }
+        let n = usize::try_from(n).unwrap_or(0).min(evs.len());
+        evs[..n].iter().any(|e| {
+            let t = e.u64;
+            t == token
+        })
     }
 }

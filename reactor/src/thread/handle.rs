@@ -1,7 +1,7 @@
 //! The part of a lightweight thread that other threads touch: its handle, its message queue
 //! and the scheduler that wakes whatever polls it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -37,6 +37,8 @@ pub(crate) struct ThreadShared {
     pub exited: AtomicBool,
     pub reactor: AtomicUsize,
     pub move_to: AtomicUsize,
+    /// Pins held ([`super::pin_to_reactor`]): while non-zero, moves are refused.
+    pub pinned: AtomicU32,
     pub busy_ticks: AtomicU64,
     pub idle_ticks: AtomicU64,
     pub sched: Arc<dyn Scheduler>,

@@ -4,13 +4,14 @@
 //! - `handle`: the part other threads touch (handle, message queue, scheduler hook);
 //! - `pollers`: the poller set and one poll iteration;
 //! - `fd`: fds that wake a sleeping reactor;
+//! - `pin`: keeping a thread on its reactor;
 //! - `exit`: exit and teardown;
 //! - here: the thread itself, the "current thread" of an OS thread, spawning.
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -21,11 +22,13 @@ use crate::poller::PollerSlot;
 mod exit;
 mod fd;
 mod handle;
+mod pin;
 mod pollers;
 
 pub use fd::{register_fd, FdRegistration};
 pub(crate) use handle::{send_to, Scheduler, ThreadShared, NO_REACTOR};
 pub use handle::{Msg, ThreadHandle, DEFAULT_QUEUE_DEPTH, MSG_BATCH};
+pub use pin::{pin_to_reactor, ReactorPin};
 pub use pollers::{poller_stats, register_poller, register_poller_obj};
 
 static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
@@ -125,6 +128,7 @@ impl ThreadInner {
                 exited: AtomicBool::new(false),
                 reactor: AtomicUsize::new(NO_REACTOR),
                 move_to: AtomicUsize::new(NO_REACTOR),
+                pinned: AtomicU32::new(0),
                 busy_ticks: AtomicU64::new(0),
                 idle_ticks: AtomicU64::new(0),
                 sched,

@@ -219,6 +219,32 @@ impl ThreadInner {
         })
     }
 
+    /// True if a running active poller reports I/O in flight in the kernel that will signal a
+    /// watched fd ([`Poll::waits_on_kernel`]). Called by the reactor on an idle iteration in
+    /// adaptive mode, never on the busy path.
+    pub(crate) fn waits_on_kernel(&self) -> bool {
+        self.enter(|| {
+            let n = self.active.borrow().len();
+            for i in 0..n {
+                let p = {
+                    let mut l = self.active.borrow_mut();
+                    if l[i].state != PollerState::Running {
+                        continue;
+                    }
+                    l[i].poller.take()
+                };
+                if let Some(mut p) = p {
+                    let w = p.waits_on_kernel();
+                    self.active.borrow_mut()[i].poller = Some(p);
+                    if w {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+    }
+
     /// Earliest timed-poller deadline, in ticks.
     pub(crate) fn next_deadline(&self) -> u64 {
         let pend = self
