@@ -141,7 +141,9 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
         None => None,
     };
 
-    // Apply the config. On failure, undo everything and exit non-zero.
+    // Apply the config, then start the framework (unless told to wait for RPC). On failure,
+    // undo everything and exit non-zero.
+    let mut startup_failed = None;
     if let Some((text, source)) = config {
         let entries = parse_config(&text, &source);
         let res = entries.and_then(|entries| {
@@ -157,26 +159,21 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
             Ok(n) => tracing::info!("{source}: applied {n} entries"),
             Err(e) => {
                 tracing::error!("{e}");
-                shutdown_all(
-                    &runtime,
-                    None,
-                    persister.map(|p| p.0),
-                    Duration::from_secs(opts.shutdown_timeout),
-                );
-                return Err(e);
+                startup_failed = Some(e);
             }
         }
     }
-    if !opts.wait_for_rpc && state.get() == STARTUP {
-        if let Err(e) = framework_rpc::start_framework(&state) {
-            shutdown_all(
-                &runtime,
-                None,
-                persister.map(|p| p.0),
-                Duration::from_secs(opts.shutdown_timeout),
-            );
-            return Err(e);
-        }
+    if startup_failed.is_none() && !opts.wait_for_rpc && state.get() == STARTUP {
+        startup_failed = framework_rpc::start_framework(&state).err();
+    }
+    if let Some(e) = startup_failed {
+        shutdown_all(
+            &runtime,
+            None,
+            persister.map(|p| p.0),
+            Duration::from_secs(opts.shutdown_timeout),
+        );
+        return Err(e);
     }
     // Every configured bdev is examined (and listed by bdev_get_bdevs) before the socket
     // appears: a client that sees the socket sees the configuration applied.
