@@ -147,43 +147,7 @@ fn reset_of_the_stacked_bdev_waits_for_io_held_on_the_base() {
         stack("FwTop2", &["FwBase2"], 256, Mode::Plain { shift: 0 })
     });
     let (_d, ch) = open_channel(&mut h, "FwTop2");
-    let arena = Arena::default();
-    st.hold.store(true, Ordering::SeqCst);
-    h.on(0, || {
-        for k in 0..3 {
-            common::read_at(&ch, &arena, k * 8, 8, &[], 10 + k);
-        }
-        common::submit_plain(&ch, 99, |io| {
-            io.prep_reset(common::record);
-        });
-    });
-    run_until(&mut h, "reads held", || st.held_count() == 3);
-    for _ in 0..200 {
-        h.poll_all();
-    }
-    assert_eq!(
-        common::done_count(),
-        0,
-        "reset finished with I/O still on the base"
-    );
-    h.on(0, || st.release_here(|_| IoStatus::Success));
-    run_until(&mut h, "all", || common::done_count() == 4);
-    let done = take_done();
-    assert!(
-        done.iter().all(|d| d.status == IoStatus::Success),
-        "{done:?}"
-    );
-    assert_eq!(
-        done.last().unwrap().tag,
-        99,
-        "the reset completes last: {done:?}"
-    );
-    // After the reset, I/O flows again.
-    st.hold.store(false, Ordering::SeqCst);
-    h.on(0, || common::read_at(&ch, &arena, 0, 1, &[], 5));
-    run_until(&mut h, "read after reset", || common::done_count() == 1);
-    assert_eq!(take_done()[0].status, IoStatus::Success);
-    h.on(0, || drop(ch));
+    common::reset_waits_for_io_held_on_the_base(&mut h, ch, &st);
 }
 
 #[test]
@@ -335,20 +299,5 @@ fn the_base_splits_what_it_is_forwarded_on_its_own_boundary() {
         stack("FwTop7", &["FwBase7"], 256, Mode::Plain { shift: 0 })
     });
     let (_d, ch) = open_channel(&mut h, "FwTop7");
-    let arena = Arena::default();
-    let data = common::noise(9, 16 * BS as usize);
-    h.on(0, || common::write_at(&ch, &arena, 4, data.clone(), &[], 1));
-    run_until(&mut h, "write", || common::done_count() == 1);
-    assert_eq!(take_done()[0].status, IoStatus::Success);
-    let pieces: Vec<(u64, u64)> = st.ops().iter().map(|o| (o.off, o.n)).collect();
-    assert_eq!(pieces, vec![(4, 4), (8, 8), (16, 4)]);
-    assert_eq!(st.ram_blocks(4, 16), data);
-    let top = iostat(&mut h, "FwTop7");
-    let bot = iostat(&mut h, "FwBase7");
-    assert_eq!(
-        (top.write.ops, bot.write.ops),
-        (1, 1),
-        "a split I/O counts once"
-    );
-    h.on(0, || drop(ch));
+    common::base_splits_what_it_is_forwarded(&mut h, ch, &st, ("FwTop7", "FwBase7"), BS);
 }

@@ -95,38 +95,7 @@ fn reset_of_the_stacked_bdev_waits_for_io_held_on_the_base() {
     let (_, st) = h.on(0, || base("FaBase2", 256, TestCfg::default()));
     h.on(0, || stack("FaTop2", "FaBase2", 256, true));
     let (_d, ch) = open_channel(&mut h, "FaTop2");
-    let arena = Arena::default();
-    st.hold.store(true, Ordering::SeqCst);
-    h.on(0, || {
-        for k in 0..3 {
-            common::read_at(&ch, &arena, k * 8, 8, &[], 10 + k);
-        }
-        common::submit_plain(&ch, 99, |io| {
-            io.prep_reset(common::record);
-        });
-    });
-    run_until(&mut h, "reads held", || st.held_count() == 3);
-    for _ in 0..200 {
-        h.poll_all();
-    }
-    assert_eq!(
-        common::done_count(),
-        0,
-        "reset finished with I/O on the base"
-    );
-    h.on(0, || st.release_here(|_| IoStatus::Success));
-    run_until(&mut h, "all", || common::done_count() == 4);
-    let done = take_done();
-    assert!(
-        done.iter().all(|d| d.status == IoStatus::Success),
-        "{done:?}"
-    );
-    assert_eq!(done.last().unwrap().tag, 99, "the reset completes last");
-    st.hold.store(false, Ordering::SeqCst);
-    h.on(0, || common::read_at(&ch, &arena, 0, 1, &[], 5));
-    run_until(&mut h, "read after reset", || common::done_count() == 1);
-    assert_eq!(take_done()[0].status, IoStatus::Success);
-    h.on(0, || drop(ch));
+    common::reset_waits_for_io_held_on_the_base(&mut h, ch, &st);
 }
 
 #[test]
@@ -224,24 +193,5 @@ fn the_base_splits_what_it_is_forwarded_on_its_own_boundary() {
     let (_, st) = h.on(0, || base("FaBase5", 256, cfg));
     h.on(0, || stack("FaTop5", "FaBase5", 256, true));
     let (_d, ch) = open_channel(&mut h, "FaTop5");
-    let arena = Arena::default();
-    let data = common::noise(8, 16 * BS as usize);
-    h.on(0, || common::write_at(&ch, &arena, 4, data.clone(), &[], 1));
-    run_until(&mut h, "write", || common::done_count() == 1);
-    assert_eq!(take_done()[0].status, IoStatus::Success);
-    assert_eq!(st.ram_blocks(4, 16), data);
-    let writes: Vec<(u64, u64)> = st
-        .ops()
-        .iter()
-        .filter(|o| o.t == IoType::Write)
-        .map(|o| (o.off, o.n))
-        .collect();
-    assert_eq!(
-        writes,
-        vec![(4, 4), (8, 8), (16, 4)],
-        "split on the base's boundary"
-    );
-    let (top, bot) = (iostat(&mut h, "FaTop5"), iostat(&mut h, "FaBase5"));
-    assert_eq!((top.write.ops, bot.write.ops), (1, 1));
-    h.on(0, || drop(ch));
+    common::base_splits_what_it_is_forwarded(&mut h, ch, &st, ("FaTop5", "FaBase5"), BS);
 }

@@ -607,3 +607,77 @@ pub fn open_channel(h: &mut Harness, name: &str) -> (Desc, BdevChannel) {
     let ch = h.on(0, || d.channel().unwrap());
     (d, ch)
 }
+
+/// The forwarding tests' reset check, whatever forwards (`forward`, `forward_all`): a reset of
+/// the stacked bdev open as `ch` waits for three reads held on the base `st`, completes last,
+/// and I/O flows again after it. Drops `ch` on thread 0 at the end.
+pub fn reset_waits_for_io_held_on_the_base(h: &mut Harness, ch: BdevChannel, st: &TestState) {
+    let arena = Arena::default();
+    st.hold.store(true, Ordering::SeqCst);
+    h.on(0, || {
+        for k in 0..3 {
+            read_at(&ch, &arena, k * 8, 8, &[], 10 + k);
+        }
+        submit_plain(&ch, 99, |io| {
+            io.prep_reset(record);
+        });
+    });
+    run_until(h, "reads held", || st.held_count() == 3);
+    for _ in 0..200 {
+        h.poll_all();
+    }
+    assert_eq!(done_count(), 0, "reset finished with I/O still on the base");
+    h.on(0, || st.release_here(|_| IoStatus::Success));
+    run_until(h, "all", || done_count() == 4);
+    let done = take_done();
+    assert!(
+        done.iter().all(|d| d.status == IoStatus::Success),
+        "{done:?}"
+    );
+    assert_eq!(
+        done.last().unwrap().tag,
+        99,
+        "the reset completes last: {done:?}"
+    );
+    st.hold.store(false, Ordering::SeqCst);
+    h.on(0, || read_at(&ch, &arena, 0, 1, &[], 5));
+    run_until(h, "read after reset", || done_count() == 1);
+    assert_eq!(take_done()[0].status, IoStatus::Success);
+    h.on(0, || drop(ch));
+}
+
+/// The forwarding tests' split check: a 16-block write at block 4 through the stacked bdev
+/// `top` (open as `ch`) reaches the base `base` (state `st`, split boundary 8 blocks) as three
+/// pieces on that boundary, lands intact, and counts once on each bdev. Drops `ch`.
+pub fn base_splits_what_it_is_forwarded(
+    h: &mut Harness,
+    ch: BdevChannel,
+    st: &TestState,
+    (top, base): (&str, &str),
+    bs: u32,
+) {
+    let arena = Arena::default();
+    let data = noise(8, 16 * bs as usize);
+    h.on(0, || write_at(&ch, &arena, 4, data.clone(), &[], 1));
+    run_until(h, "write", || done_count() == 1);
+    assert_eq!(take_done()[0].status, IoStatus::Success);
+    assert_eq!(st.ram_blocks(4, 16), data);
+    let writes: Vec<(u64, u64)> = st
+        .ops()
+        .iter()
+        .filter(|o| o.t == IoType::Write)
+        .map(|o| (o.off, o.n))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![(4, 4), (8, 8), (16, 4)],
+        "split on the base's boundary"
+    );
+    let (t, b) = (iostat(h, top), iostat(h, base));
+    assert_eq!(
+        (t.write.ops, b.write.ops),
+        (1, 1),
+        "a split I/O counts once"
+    );
+    h.on(0, || drop(ch));
+}
