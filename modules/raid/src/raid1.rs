@@ -21,7 +21,6 @@
 //!   a region asks the control path for a bitmap write (one message per round, not per I/O)
 //!   and every write waits (parked per channel) until its regions are on disk.
 
-use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
 use ferrite_bdev::{BdevChannel, BdevIo, IoStatus, IoType};
@@ -49,24 +48,26 @@ fn pick<'a>(
     bases: &'a [Option<BdevChannel>],
     avoid: u64,
 ) -> Option<(usize, &'a BdevChannel)> {
-    let n = ctx.shared.n;
+    // One length for both slices (both have `n` entries): no bounds check in the loop.
+    let n = ctx.outstanding.len().min(bases.len());
+    let outs = &ctx.outstanding[..n];
+    let bases = &bases[..n];
     let start = ctx.rr.get();
-    ctx.rr.set(if start + 1 >= n { 0 } else { start + 1 });
+    let mut slot = if start < n { start } else { 0 };
+    ctx.rr.set(if slot + 1 >= n { 0 } else { slot + 1 });
     let mut best: Option<(usize, &BdevChannel)> = None;
-    let mut best_o = 0;
-    let mut slot = start;
+    let mut best_o = u64::MAX;
     for _ in 0..n {
-        if let Some(ch) = usable(bases, avoid, slot) {
-            let o = ctx.outstanding.get(slot).map_or(u64::MAX, Cell::get);
-            if best.is_none() || o < best_o {
-                best = Some((slot, ch));
-                best_o = o;
+        if avoid & (1u64 << slot) == 0 {
+            if let Some(ch) = &bases[slot] {
+                let o = outs[slot].get();
+                if best.is_none() || o < best_o {
+                    best = Some((slot, ch));
+                    best_o = o;
+                }
             }
         }
-        slot += 1;
-        if slot == n {
-            slot = 0;
-        }
+        slot = if slot + 1 == n { 0 } else { slot + 1 };
     }
     best
 }
@@ -84,37 +85,48 @@ fn read(ctx: &ChanCtx, parent: Box<BdevIo>) {
         return parent.complete(IoStatus::Failed);
     };
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
-    ctx.outstanding[slot].set(ctx.outstanding[slot].get() + l);
+    let out = &ctx.outstanding[slot];
+    out.set(out.get() + l);
     // The read itself goes to the member (no child I/O); `read_done` sees it come back.
     let words = [ctx as *const ChanCtx as u64, slot as u64, 1u64 << slot];
     ch.forward_with(parent, o + sh.offset_of(slot), Some(read_done), words);
 }
 
-/// Back from member `w[1]` (`w[0]`: this thread's [`ChanCtx`]; `w[2]`: members tried). On
-/// failure, try the next member not yet tried; else the raid completes with the member's
-/// status.
+/// Back from member `w[1]` (`w[0]`: this thread's [`ChanCtx`]; `w[2]`: members tried): the
+/// member's read count goes down; a success completes the raid's read at once, a failure
+/// goes to [`read_failed`].
 fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     // SAFETY: `w[0]` is the channel state of the thread that forwarded this read; it is owned
     // by our channel, which the bdev layer frees only when idle, and this read still counts
     // as in flight there.
     let ctx = unsafe { &*(w[0] as *const ChanCtx) };
-    let slot = w[1] as usize;
+    if let Some(out) = ctx.outstanding.get(w[1] as usize) {
+        out.set(out.get().saturating_sub(io.num_blocks()));
+    }
+    if io.status() == IoStatus::Success {
+        return Some(io);
+    }
+    read_failed(ctx, io, w)
+}
+
+/// A read failed on member `w[1]` (words as [`read_done`]): try the next member not yet
+/// tried; else the raid completes with the member's status.
+#[cold]
+#[inline(never)]
+fn read_failed(ctx: &ChanCtx, io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let status = io.status();
-    let l = io.num_blocks();
-    ctx.outstanding[slot].set(ctx.outstanding[slot].get().saturating_sub(l));
-    if status != IoStatus::Success {
-        if status == IoStatus::Failed {
-            ctx.shared.fail_slot(slot);
-        }
-        let bases = ctx.bases.borrow();
-        if let Some((next, ch)) = pick(ctx, &bases, unreadable(ctx) | w[2]) {
-            ctx.outstanding[next].set(ctx.outstanding[next].get() + l);
-            let off = io.offset_blocks() + ctx.shared.offset_of(next);
-            // The same read, from another member.
-            let words = [w[0], next as u64, w[2] | 1u64 << next];
-            ch.forward_with(io, off, Some(read_done), words);
-            return None;
-        }
+    if status == IoStatus::Failed {
+        ctx.shared.fail_slot(w[1] as usize);
+    }
+    let bases = ctx.bases.borrow();
+    if let Some((next, ch)) = pick(ctx, &bases, unreadable(ctx) | w[2]) {
+        let out = &ctx.outstanding[next];
+        out.set(out.get() + io.num_blocks());
+        let off = io.offset_blocks() + ctx.shared.offset_of(next);
+        // The same read, from another member.
+        let words = [w[0], next as u64, w[2] | 1u64 << next];
+        ch.forward_with(io, off, Some(read_done), words);
+        return None;
     }
     Some(io)
 }
