@@ -240,7 +240,7 @@ fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
         sh.fail_slot(slot);
     }
     let pptr = w[0] as *mut BdevIo;
-    {
+    let parent = {
         // SAFETY: the parent leaked by `write`, in flight until its last child is back;
         // children come back one at a time on this thread, so this is the only reference.
         let p = unsafe { &mut *pptr };
@@ -254,15 +254,18 @@ fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
         }
         p.driver_ctx[CTX_REMAINING] -= 1;
         if p.driver_ctx[CTX_REMAINING] > 0 {
-            keep_child(ctx, child);
-            return None;
+            None
+        } else {
+            // SAFETY: the last child: nothing refers to the parent any more; rebuild the Box
+            // leaked by `write`.
+            let mut parent = unsafe { Box::from_raw(pptr) };
+            parent.inherit_completion_time(&child);
+            Some(parent)
         }
-    }
-    // SAFETY: the last child: nothing refers to the parent any more; rebuild the Box leaked
-    // by `write`.
-    let mut parent = unsafe { Box::from_raw(pptr) };
-    parent.inherit_completion_time(&child);
+    };
+    // One call site: inlined.
     keep_child(ctx, child);
+    let parent = parent?;
     let g = parent.driver_ctx[CTX_GEN];
     if g > 0 {
         let g = (g - 1) as usize;
@@ -290,7 +293,7 @@ fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
 /// pool when enough are kept — at most [`SPARE_CHILDREN`], and no more than two writes' worth
 /// per write in flight here, so an idle channel keeps only a few (the stock counts against
 /// the thread's pool budget).
-#[inline]
+#[inline(always)]
 fn keep_child(ctx: &ChanCtx, mut c: Box<BdevIo>) {
     let busy = (ctx.writes[0].get() + ctx.writes[1].get()) as usize;
     let cap = (busy + 1)
