@@ -53,6 +53,26 @@ fn pick<'a>(
     let outs = &ctx.outstanding[..n];
     let bases = &bases[..n];
     let start = ctx.rr.get();
+    if let ([a, b], [oa, ob]) = (bases, outs) {
+        // Two members (the usual mirror): the loop below, unrolled — the same choice.
+        let first = usize::from(start == 1);
+        ctx.rr.set(first ^ 1);
+        let a = if avoid & 1 == 0 { a.as_ref() } else { None };
+        let b = if avoid & 2 == 0 { b.as_ref() } else { None };
+        return match (a, b) {
+            (Some(a), Some(b)) => {
+                let (oa, ob) = (oa.get(), ob.get());
+                if oa < ob || (oa == ob && first == 0) {
+                    Some((0, a))
+                } else {
+                    Some((1, b))
+                }
+            }
+            (Some(a), None) => Some((0, a)),
+            (None, Some(b)) => Some((1, b)),
+            (None, None) => None,
+        };
+    }
     let mut slot = if start < n { start } else { 0 };
     ctx.rr.set(if slot + 1 >= n { 0 } else { slot + 1 });
     let mut best: Option<(usize, &BdevChannel)> = None;

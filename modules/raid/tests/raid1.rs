@@ -53,6 +53,35 @@ fn mirrored_writes_and_reads_spread() {
     assert!(call(&mut h, |d| ferrite_raid::delete("M1", d)).is_ok());
 }
 
+/// Three mirrors: reads take the general least-busy search (two members take an unrolled
+/// copy of it) and reach every member; the data read back is the data written.
+#[test]
+fn three_mirrors_spread_reads_over_every_member() {
+    let mut h = Harness::new(2, 27);
+    let mut s = raid1(&mut h, "M3", 3);
+    s.verify(&mut h);
+    let before: Vec<u64> = s
+        .disks
+        .iter()
+        .map(|d| d.reads.load(Ordering::SeqCst))
+        .collect();
+    for i in 0..24 {
+        let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
+        h.on(1, || read_at(ch, arena, i * 8, 8, 700 + i));
+    }
+    h.run_until_idle();
+    all_ok("reads");
+    for (i, d) in s.disks.iter().enumerate() {
+        assert!(
+            d.reads.load(Ordering::SeqCst) > before[i],
+            "member {i} never read"
+        );
+    }
+    s.verify(&mut h);
+    s.close(&mut h);
+    assert!(call(&mut h, |d| ferrite_raid::delete("M3", d)).is_ok());
+}
+
 #[test]
 fn failing_member_under_load_degrades_without_errors() {
     for (what, read) in [("write failure", false), ("read failure", true)] {
