@@ -29,6 +29,8 @@ CASES = {
     "raid0-null": (STACKED, ONE + ["-w", "randread", "-T", "Raid0Null"]),
     "malloc-write": (STACKED, ONE + ["-w", "randwrite", "-T", "Malloc0"]),
     "raid0-malloc": (STACKED, ONE + ["-w", "randread", "-T", "Raid0"]),
+    # Two 64 MiB members: the capacity of the malloc base (Raid0's members are 128 MiB each).
+    "raid0-malloc-small": (STACKED, ONE + ["-w", "randread", "-T", "Raid0Small"]),
     "raid1-malloc": (STACKED, ONE + ["-w", "randread", "-T", "Raid1"]),
     "raid1-malloc-write": (STACKED, ONE + ["-w", "randwrite", "-T", "Raid1"]),
 }
