@@ -137,6 +137,8 @@ pub(crate) struct BdevState {
     pub status: Status,
     pub descs: Vec<DescEntry>,
     pub claims: Vec<ClaimEntry>,
+    /// Grants of write access so far (see `desc::WriteMark`).
+    pub write_grants: u64,
     pub unregister_done: Vec<Box<dyn FnOnce() + Send>>,
 }
 
@@ -242,6 +244,7 @@ impl Bdev {
                     status: Status::Registered,
                     descs: Vec::new(),
                     claims: Vec::new(),
+                    write_grants: 0,
                     unregister_done: Vec::new(),
                 }),
                 quiesce: Mutex::new(QuiesceState {

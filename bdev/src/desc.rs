@@ -17,9 +17,11 @@ static NEXT_DESC: AtomicU64 = AtomicU64::new(1);
 /// Thread contract: open on a lightweight thread for events to be delivered there; may be
 /// dropped on any thread.
 pub struct Desc {
-    id: u64,
+    pub(crate) id: u64,
     bdev: Arc<Bdev>,
     write: AtomicBool,
+    /// The bdev's grant count right after this descriptor got write access (0: never).
+    pub(crate) granted: AtomicU64,
 }
 
 impl std::fmt::Debug for Desc {
@@ -70,6 +72,11 @@ impl Desc {
             }
         }
         let id = NEXT_DESC.fetch_add(1, Ordering::Relaxed);
+        let granted = if write {
+            crate::write_mark::grant(&mut st)
+        } else {
+            0
+        };
         st.descs.push(DescEntry {
             id,
             thread: ferrite_reactor::current(),
@@ -80,6 +87,7 @@ impl Desc {
             id,
             bdev: bdev.clone(),
             write: AtomicBool::new(write),
+            granted: AtomicU64::new(granted),
         })
     }
 
@@ -198,6 +206,10 @@ impl Desc {
             module: module.to_string(),
         });
         if kind != ClaimKind::ReadManyWriteNone {
+            if !self.is_writable() {
+                let g = crate::write_mark::grant(&mut st);
+                self.granted.store(g, Ordering::Release);
+            }
             self.write.store(true, Ordering::Release);
             if let Some(d) = st.descs.iter_mut().find(|d| d.id == self.id) {
                 d.write = true;

@@ -34,6 +34,7 @@ pub mod testing;
 mod thread;
 pub mod types;
 pub mod uuid;
+mod write_mark;
 
 pub use bdev::{BackendChannel, Bdev, BdevBackend, BdevProps};
 pub use buf::DmaBuf;
@@ -52,3 +53,4 @@ pub use split::MAX_SPLIT_CHILDREN;
 pub use stripe::StripeMap;
 pub use thread::{alloc_io, free_io, ios_allocated, MAX_IOS_PER_THREAD};
 pub use types::{BdevEvent, ClaimKind, DeviceStatus, IoStatus, IoType};
+pub use write_mark::WriteMark;
