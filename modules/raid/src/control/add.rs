@@ -150,7 +150,12 @@ fn add_online(raid: Arc<Raid>, bdev: Arc<Bdev>, done: DoneFn, op: OpDone) {
         let mut st = raid.st();
         let s = &mut st.slots[slot];
         // Anyone else in a slot someone left: that one is not coming back here.
-        let resync = s.away.take() == Some(bdev.uuid());
+        let back = s.away.take() == Some(bdev.uuid());
+        let mark = std::mem::take(&mut s.away_mark);
+        let resync = back
+            && s.desc
+                .as_ref()
+                .is_some_and(|d| super::away::resync_ok(&raid, d, &mark));
         s.left = None;
         s.tracked = false;
         s.rebuilding = true;

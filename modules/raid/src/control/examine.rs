@@ -181,6 +181,7 @@ fn examine_sb(sb: Superblock, bdev: &Arc<Bdev>, done: ExamineDone) {
                 s.left = left;
                 s.tracked = m.tracked && raid.level == RaidLevel::Raid1;
                 s.away = left.filter(|_| s.tracked);
+                s.away_mark = Default::default();
                 s.uuid = m.uuid.filter(|_| member);
                 s.expected = m.state == MemberState::Configured;
                 s.sb_state = m.state;
@@ -262,6 +263,7 @@ fn raid_from_sb(sb: &Superblock) -> Arc<Raid> {
                 left: m.uuid.filter(|_| m.state == MemberState::Missing),
                 tracked: m.tracked && sb.level == RaidLevel::Raid1,
                 away: m.uuid.filter(|_| m.tracked && sb.level == RaidLevel::Raid1),
+                away_mark: Default::default(),
             }
         })
         .collect();

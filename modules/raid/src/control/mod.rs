@@ -41,6 +41,7 @@ use crate::types::{MemberState, RaidLevel, RaidState, MAX_BASE_BDEVS, MAX_NAME_L
 
 mod add;
 mod assemble;
+mod away;
 mod backend;
 mod bitmap;
 mod configure;
@@ -127,6 +128,8 @@ pub(crate) struct Slot {
     /// raid1: UUID of the member that left this slot in sync (removed, not failed) and may
     /// come back; while any slot has one, writes mark the write-intent bitmap.
     away: Option<Uuid>,
+    /// raid1: what the bdev layer told of write access to the member in `away` when it left.
+    away_mark: away::AwayMark,
     /// Rebuild checkpoint recorded in the superblock (state Rebuilding): raid blocks
     /// `[0, rebuilt)` are on the member; a rebuild restarted at assembly resumes there.
     rebuilt: u64,
@@ -153,6 +156,7 @@ impl Slot {
             data_size: 0,
             sb_state: MemberState::Configured,
             away: None,
+            away_mark: Default::default(),
             rebuilt: 0,
             left: None,
             tracked: false,

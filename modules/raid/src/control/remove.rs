@@ -224,6 +224,12 @@ fn remove_online(
                         }
                         let s = &mut st.slots[slot];
                         let d = s.desc.take();
+                        if s.away.is_some() {
+                            // Just before we let go: did anyone else write it meanwhile?
+                            if let Some(d) = &d {
+                                s.away_mark = super::away::mark(d);
+                            }
+                        }
                         s.clear();
                         d
                     };
