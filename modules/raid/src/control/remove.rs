@@ -225,7 +225,8 @@ fn remove_online(
                         let s = &mut st.slots[slot];
                         let d = s.desc.take();
                         if s.away.is_some() {
-                            // Just before we let go: did anyone else write it meanwhile?
+                            // As we let go: a mark of its write access, compared when it
+                            // comes back (`away`).
                             if let Some(d) = &d {
                                 s.away_mark = super::away::mark(d);
                             }
