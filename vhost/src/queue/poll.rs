@@ -2,8 +2,9 @@
 //! (EVENT_IDX and coalescing), the sleep protocol, stopping and detaching.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
-use ferrite_vring::ErrorKind as RingKind;
+use ferrite_vring::{ErrorKind as RingKind, PopBatch};
 
 use super::{Queue, POP_BATCH};
 use crate::blk::request::status;
@@ -52,8 +53,12 @@ impl Queue {
             }
             work += 1;
         }
+        // One batch of region lookups for the whole poll; the local `mem` keeps the table
+        // mapped while the batch borrows it.
+        let mem = Arc::clone(&self.mem);
+        let mut batch = PopBatch::new(mem.guest());
         for _ in 0..POP_BATCH {
-            match self.vring.pop(self.mem.guest(), &mut self.chain) {
+            match self.vring.pop_in(&mut batch, &mut self.chain) {
                 Ok(true) => {
                     work += 1;
                     self.handle_chain();
