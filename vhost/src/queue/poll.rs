@@ -1,8 +1,8 @@
 //! The queue's poller: popping chains, publishing used entries, signalling the call eventfd
 //! (EVENT_IDX and coalescing), the sleep protocol, stopping and detaching.
 
-use std::io::{Read, Write};
 use ferrite_vring::{ErrorKind as RingKind, GuestMemory, PopBatch};
+use std::io::{Read, Write};
 
 use super::{Queue, POP_BATCH};
 use crate::blk::request::status;
