@@ -9,7 +9,8 @@
 //! that thread; nothing here blocks, locks, allocates per request or makes a system call.
 //! The [`GuestMemory`] passed to each call is the current memory table (from
 //! VHOST_USER_SET_MEM_TABLE); a Vring keeps no pointer into it between calls, so the caller
-//! may swap tables between calls. An [`InflightRegion`] may be created on one thread and its
+//! may swap tables between calls. A [`PopBatch`] keeps what the pops of one batch found in a
+//! table and borrows that table for its life. An [`InflightRegion`] may be created on one thread and its
 //! [`InflightQueue`]s handed to the reactor threads owning the rings (they are `Send`); each
 //! queue's part of the region must be attached to one Vring at a time.
 //!
@@ -31,6 +32,7 @@
 //! All ring addresses are guest physical addresses. vhost-user's SET_VRING_ADDR carries
 //! front-end user addresses: the caller translates them through the memory table first.
 
+mod batch;
 mod chain;
 mod error;
 mod inflight;
@@ -42,6 +44,7 @@ mod walk;
 
 pub use vm_memory;
 
+pub use batch::PopBatch;
 pub use chain::{Chain, Segment, MAX_SEGS};
 pub use error::{ChainDefect, ErrorKind, RingError};
 pub use inflight::{inflight_queue_size, InflightQueue, InflightRegion};

@@ -191,7 +191,8 @@ impl<'m> RegionCache<'m> {
     /// Host address of `[addr, addr + len)` (`len >= 1`) if it lies wholly inside one region
     /// of `mem`; `None` otherwise (outside memory, or across regions: the caller then uses the
     /// checked path, which handles both).
-    #[inline]
+    // Always inlined: a call costs as much as the access.
+    #[inline(always)]
     pub(crate) fn host(&mut self, mem: &'m GuestMemory, addr: u64, len: u64) -> Option<*mut u8> {
         let end = addr.checked_add(len.checked_sub(1)?)?;
         if (addr < self.start || end > self.last) && !self.refill(mem, addr, end) {
@@ -216,7 +217,8 @@ impl<'m> RegionCache<'m> {
     }
 
     /// Loads a little-endian u16 at `addr` (2-byte aligned), as [`load_u16`].
-    #[inline]
+    // Always inlined: a call costs as much as the access.
+    #[inline(always)]
     pub(crate) fn load_u16(
         &mut self,
         mem: &'m GuestMemory,
@@ -235,7 +237,8 @@ impl<'m> RegionCache<'m> {
     }
 
     /// Stores a little-endian u16 at `addr` (2-byte aligned), as [`store_u16`].
-    #[inline]
+    // Always inlined: a call costs as much as the access.
+    #[inline(always)]
     pub(crate) fn store_u16(
         &mut self,
         mem: &'m GuestMemory,
@@ -255,7 +258,8 @@ impl<'m> RegionCache<'m> {
     }
 
     /// Stores a little-endian u32 at `addr` (4-byte aligned), as [`store_u32`].
-    #[inline]
+    // Always inlined: a call costs as much as the access.
+    #[inline(always)]
     pub(crate) fn store_u32(
         &mut self,
         mem: &'m GuestMemory,

@@ -12,8 +12,8 @@ use crate::mem::{
     NO_HINT,
 };
 use crate::vring::{crash, CrashPoint, RingBase, RingConfig};
-use crate::walk::{indirect_tail, status_segment, Builder};
-use crate::{Chain, ChainDefect, GuestMemory, RingError};
+use crate::walk::{indirect_tail, status_segment, Builder, Span};
+use crate::{Chain, ChainDefect, GuestMemory, PopBatch, RingError};
 
 /// VIRTQ_USED_F_NO_NOTIFY.
 const USED_F_NO_NOTIFY: u16 = 1;
@@ -133,7 +133,9 @@ impl SplitRing {
         self.resubmit.len() - self.resubmit_pos
     }
 
-    /// Walks the chain at `head` into `out`.
+    /// Walks the chain at `head` into `out`, looking for its buffers first in `cache`'s
+    /// region and in `*other` (the last other region a buffer lay in, left there for the
+    /// next walk over the same memory).
     fn walk<'m>(
         &self,
         cache: &mut RegionCache<'m>,
@@ -141,13 +143,15 @@ impl SplitRing {
         head: u16,
         out: &mut Chain,
         hint: &mut usize,
+        other: &mut Span,
     ) -> Result<(), ChainDefect> {
         // At most one region lookup for the whole walk when the table lies in one region
         // (none when it is the region the available ring was just read from).
         let table = DescTable::resolve(cache, mem, self.desc, self.size);
-        let mut b = Builder::seeded(cache, *hint);
+        let mut b = Builder::seeded(cache, *other, *hint);
         let r = self.walk_chain(&mut b, table, mem, head, out);
         *hint = b.hint;
+        *other = b.other();
         r
     }
 
@@ -230,10 +234,11 @@ impl SplitRing {
         mem: &'m GuestMemory,
         head: u16,
         out: &mut Chain,
+        other: &mut Span,
     ) -> Result<bool, RingError> {
         out.reset(head);
         let mut hint = self.data_hint;
-        let r = self.walk(cache, mem, head, out, &mut hint);
+        let r = self.walk(cache, mem, head, out, &mut hint, other);
         self.data_hint = hint;
         self.ring_hint = cache.hint;
         match r {
@@ -265,16 +270,34 @@ impl SplitRing {
             self.resubmit = Vec::new();
             self.resubmit_pos = 0;
         }
-        self.walk_into(&mut RegionCache::with_hint(self.ring_hint), mem, head, out)
+        let mut other = Span::EMPTY;
+        self.walk_into(
+            &mut RegionCache::with_hint(self.ring_hint),
+            mem,
+            head,
+            out,
+            &mut other,
+        )
     }
 
     pub(crate) fn pop(&mut self, mem: &GuestMemory, out: &mut Chain) -> Result<bool, RingError> {
+        self.pop_in(&mut PopBatch::new(mem), out)
+    }
+
+    /// [`SplitRing::pop`] with the region lookups of `batch`'s earlier pops: one region
+    /// lookup serves the index, the ring entries and (usually) the descriptor table and the
+    /// requests' buffers of the whole batch.
+    pub(crate) fn pop_in(
+        &mut self,
+        batch: &mut PopBatch<'_>,
+        out: &mut Chain,
+    ) -> Result<bool, RingError> {
+        let mem = batch.mem;
         if self.resubmit_pos < self.resubmit.len() {
             return self.pop_resubmit(mem, out);
         }
-        // One region lookup serves the index, the ring entry and (usually) the descriptor
-        // table and the request's buffers.
-        let mut cache = RegionCache::with_hint(self.ring_hint);
+        let cache = &mut batch.cache;
+        cache.hint = self.ring_hint;
         if self.shadow_avail == self.last_avail {
             self.shadow_avail = cache
                 .load_u16(mem, self.avail + 2, Ordering::Acquire)
@@ -311,7 +334,7 @@ impl SplitRing {
             q.split_fetched(head, self.counter)?;
             self.counter += 1;
         }
-        self.walk_into(&mut cache, mem, head, out)
+        self.walk_into(cache, mem, head, out, &mut batch.other)
     }
 
     pub(crate) fn push_used(
@@ -346,15 +369,36 @@ impl SplitRing {
         mem: &'m GuestMemory,
     ) -> Result<(), RingError> {
         let mut at = self.pending_at;
-        for &(id, len) in &self.pending {
-            let elem = self.used + 4 + 8 * u64::from(at & (self.size - 1));
-            cache
-                .store_u32(mem, elem, u32::from(id), Ordering::Relaxed)
-                .ok_or(RingError::Memory { addr: elem })?;
-            cache
-                .store_u32(mem, elem + 4, len, Ordering::Relaxed)
-                .ok_or(RingError::Memory { addr: elem })?;
-            at = at.wrapping_add(1);
+        let mask = self.size - 1;
+        // The whole ring of entries resolved once (`new` checked it lies in guest memory;
+        // one region holds it unless the front-end split it): one range check per batch.
+        match cache.host(mem, self.used + 4, 8 * u64::from(self.size)) {
+            Some(ring) if (ring as usize).is_multiple_of(4) => {
+                for &(id, len) in &self.pending {
+                    // SAFETY: `host` checked that the `8 * size` bytes at `ring` lie in one
+                    // mapped region of `mem` (borrowed for 'm), 4-aligned; `at & mask <
+                    // size`. Guest-shared memory: atomic stores, as vm-memory's `store`.
+                    unsafe {
+                        let e = ring.add(8 * usize::from(at & mask));
+                        let e = &*(e as *const [std::sync::atomic::AtomicU32; 2]);
+                        e[0].store(u32::from(id).to_le(), Ordering::Relaxed);
+                        e[1].store(len.to_le(), Ordering::Relaxed);
+                    }
+                    at = at.wrapping_add(1);
+                }
+            }
+            _ => {
+                for &(id, len) in &self.pending {
+                    let elem = self.used + 4 + 8 * u64::from(at & mask);
+                    cache
+                        .store_u32(mem, elem, u32::from(id), Ordering::Relaxed)
+                        .ok_or(RingError::Memory { addr: elem })?;
+                    cache
+                        .store_u32(mem, elem + 4, len, Ordering::Relaxed)
+                        .ok_or(RingError::Memory { addr: elem })?;
+                    at = at.wrapping_add(1);
+                }
+            }
         }
         self.pending.clear();
         self.pending_at = at;

@@ -28,16 +28,17 @@ pub(crate) struct Builder {
     pub(crate) hint: usize,
 }
 
-/// A region's guest range `[first, last]` and the host address of `first`.
+/// A region's guest range `[first, last]` and the host address of `first`. Valid for the
+/// borrow of the memory it was found in (a [`crate::PopBatch`] keeps one for its batch).
 #[derive(Clone, Copy)]
-struct Span {
+pub(crate) struct Span {
     first: u64,
     last: u64,
     host: *mut u8,
 }
 
 impl Span {
-    const EMPTY: Span = Span {
+    pub(crate) const EMPTY: Span = Span {
         first: 1,
         last: 0,
         host: std::ptr::null_mut(),
@@ -66,17 +67,24 @@ impl Builder {
         }
     }
 
-    /// Starts with the region `cache` holds (the one the ring's own areas lie in), looking at
-    /// region number `hint` first for buffers outside it.
-    pub(crate) fn seeded(cache: &RegionCache<'_>, hint: usize) -> Self {
+    /// Starts with the region `cache` holds (the one the ring's own areas lie in) and `other`
+    /// (the region the previous chain's buffers outside it lay in, from the same memory, or
+    /// [`Span::EMPTY`]), looking at region number `hint` first for buffers outside both.
+    pub(crate) fn seeded(cache: &RegionCache<'_>, other: Span, hint: usize) -> Self {
         let (first, last, host) = cache.bounds();
         Builder {
             seen_writable: false,
             total: 0,
             ring: Span { first, last, host },
-            other: Span::EMPTY,
+            other,
             hint,
         }
+    }
+
+    /// The region the last buffer outside the ring's region lay in (for the next chain of
+    /// the same batch).
+    pub(crate) fn other(&self) -> Span {
+        self.other
     }
 
     /// Whether `[addr, addr + len)` (`len >= 1`) lies in guest memory: `Some(host address)`

@@ -99,3 +99,41 @@ fn buffer_across_adjacent_regions() {
     assert_eq!(c.host_addr(1), None, "spans two regions");
     assert_eq!(c.host_addr(2), Some(host(&mem, 0x3a010)));
 }
+
+/// The same requests popped through one `PopBatch` (the regions found by one pop serve the
+/// next): every segment's host address is still vm-memory's, whichever region the data of
+/// the previous request lay in, and push/publish between the batch's pops change nothing.
+#[test]
+fn one_batch_of_pops_alternating_regions() {
+    for packed in [false, true] {
+        let mem = memory();
+        let mut dev = device(&mem, 128, packed, false);
+        let mut split = (!packed).then(|| SplitDriver::new(&mem, 128));
+        let mut pk = packed.then(|| PackedDriver::new(&mem, 128));
+        let mut ids = Vec::new();
+        for n in 0..30u64 {
+            let bufs = match n % 3 {
+                0 => vec![r(0x3a000, 16), w(HIGH + 0x1000 * n, 4096), w(0x3a010, 1)],
+                1 => blk(HIGH + 0x400 * n, 2, true),
+                _ => vec![r(HIGH, 16), w(0x3b000, 512), w(HIGH + 0x20, 1)],
+            };
+            ids.push(match (&mut split, &mut pk) {
+                (Some(d), _) => d.add(&mem, &bufs),
+                (_, Some(d)) => d.add(&mem, &bufs),
+                _ => unreachable!(),
+            });
+        }
+        let mut batch = ferrite_vring::PopBatch::new(&mem);
+        let mut c = Chain::new();
+        for (n, id) in ids.iter().enumerate() {
+            assert!(dev.pop_in(&mut batch, &mut c).unwrap(), "request {n}");
+            assert_eq!(c.id(), *id);
+            check(&mem, &c);
+            if n % 5 == 0 {
+                dev.push_used(&mem, *id, 1).unwrap();
+                dev.publish(&mem).unwrap();
+            }
+        }
+        assert!(!dev.pop_in(&mut batch, &mut c).unwrap(), "ring empty");
+    }
+}

@@ -90,6 +90,7 @@ struct Queue {
     ctrl: Arc<CtrlShared>,
     index: u16,
     vring: Vring,
+    /// Never reassigned while the queue lives: `poll` borrows the table apart from `self`.
     mem: Arc<MemTable>,
     /// `None` once the bdev is gone (hot-remove): requests then fail with IOERR.
     chan: Option<BdevChannel>,

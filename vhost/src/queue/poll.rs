@@ -1,9 +1,8 @@
 //! The queue's poller: popping chains, publishing used entries, signalling the call eventfd
 //! (EVENT_IDX and coalescing), the sleep protocol, stopping and detaching.
 
+use ferrite_vring::{ErrorKind as RingKind, GuestMemory, PopBatch};
 use std::io::{Read, Write};
-
-use ferrite_vring::ErrorKind as RingKind;
 
 use super::{Queue, POP_BATCH};
 use crate::blk::request::status;
@@ -52,8 +51,18 @@ impl Queue {
             }
             work += 1;
         }
+        // One batch of region lookups for the whole poll. The table is borrowed apart from
+        // `self` (the requests below need `&mut self`) without cloning the Arc: a clone and
+        // its drop are two locked instructions per poll, each waiting for the store buffer
+        // (full of the last batch's data copies) to drain.
+        // SAFETY: `self.mem` is set when the queue is built and never reassigned or dropped
+        // while the queue lives (a new memory table stops the queue and builds a new one),
+        // and the reference does not outlive this call, so the table stays mapped for as
+        // long as the batch borrows it; nothing mutates the table.
+        let guest: &GuestMemory = unsafe { &*std::ptr::from_ref(self.mem.guest()) };
+        let mut batch = PopBatch::new(guest);
         for _ in 0..POP_BATCH {
-            match self.vring.pop(self.mem.guest(), &mut self.chain) {
+            match self.vring.pop_in(&mut batch, &mut self.chain) {
                 Ok(true) => {
                     work += 1;
                     self.handle_chain();
