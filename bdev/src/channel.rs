@@ -16,7 +16,13 @@ use crate::stats::IoStats;
 use crate::types::{IoStatus, IoType};
 
 pub(crate) const FLAG_CHILD: u32 = 8;
-pub(crate) const FLAG_DRAINABLE: u32 = 16;
+/// Set on an I/O that was dispatched and waits to be dispatched again (NOMEM retry, buffer
+/// wait): a freeze must not park it, as the drain counts it and waits for it.
+pub(crate) const FLAG_ACCEPTED: u32 = 16;
+/// Counted in the channel's `undrained`: an I/O in flight that a drain does not wait for
+/// (parked by a freeze, a type that quiesces itself or only looks at queues, a child that
+/// bypasses the quiesce lock).
+pub(crate) const FLAG_UNDRAINED: u32 = 128;
 /// Set on a reset or emulated compare-and-write once it holds the bdev's quiesce: if it has to
 /// be retried (NOMEM) it resumes where it was instead of queueing behind its own quiesce, and
 /// it passes the freeze it caused.
@@ -72,7 +78,12 @@ pub(crate) struct ChannelState {
     /// [`ChannelState::with_stats`] (no borrow flag to set and clear per I/O).
     stats: UnsafeCell<IoStats>,
     pub(crate) inflight: Cell<u32>,
-    drainable: Cell<u32>,
+    /// The I/O counted in `inflight` that a drain does not wait for (those with
+    /// `FLAG_UNDRAINED`): what a drain waits for is `inflight - undrained`, so the common
+    /// read or write is counted once, in `inflight`, with no flag or counter of its own.
+    undrained: Cell<u32>,
+    /// A freeze is waiting for the drain (`drain_waiter` is set).
+    draining: Cell<bool>,
     nomem: RefCell<VecDeque<Box<BdevIo>>>,
     parked: RefCell<VecDeque<Box<BdevIo>>>,
     pub(crate) frozen: Cell<bool>,
@@ -127,10 +138,24 @@ impl ChannelState {
     /// Freezes the channel and calls `cont.finish` once nothing drainable is in flight.
     pub(crate) fn freeze_and_drain(&self, cont: ForEachCont) {
         self.frozen.set(true);
-        if self.drainable.get() == 0 {
+        if self.drainable() == 0 {
             cont.finish(0);
         } else {
             *self.drain_waiter.borrow_mut() = Some(cont);
+            self.draining.set(true);
+        }
+    }
+
+    /// I/O in flight that a drain waits for.
+    fn drainable(&self) -> u32 {
+        self.inflight.get() - self.undrained.get()
+    }
+
+    /// Counts `io` among the I/O a drain does not wait for (once).
+    fn mark_undrained(&self, io: &mut BdevIo) {
+        if io.flags & FLAG_UNDRAINED == 0 {
+            io.flags |= FLAG_UNDRAINED;
+            self.undrained.set(self.undrained.get() + 1);
         }
     }
 
@@ -138,7 +163,10 @@ impl ChannelState {
     pub(crate) fn thaw(&self) {
         self.frozen.set(false);
         let parked: VecDeque<Box<BdevIo>> = std::mem::take(&mut *self.parked.borrow_mut());
-        for io in parked {
+        for mut io in parked {
+            // Parked I/O is undrained until it is dispatched (which decides again).
+            io.flags &= !FLAG_UNDRAINED;
+            self.undrained.set(self.undrained.get() - 1);
             self.dispatch(io);
         }
     }
@@ -148,8 +176,9 @@ impl ChannelState {
     }
 
     /// [`ChannelState::dispatch`] for the common case, inlined into `submit` and `forward`:
-    /// a channel not frozen, a type the backend handles itself, data segments present, no
-    /// split boundary crossed. Anything else takes the general path.
+    /// a channel not frozen, a type the backend handles itself that a drain waits for, data
+    /// segments present, no split boundary crossed. Anything else takes the general path.
+    /// Such an I/O is counted for a drain by `inflight` alone (see `undrained`).
     #[inline(always)]
     pub(crate) fn dispatch_fast(&self, io: Box<BdevIo>) {
         self.dispatch_fast_impl::<true>(io);
@@ -164,23 +193,21 @@ impl ChannelState {
     }
 
     #[inline(always)]
-    fn dispatch_fast_impl<const CHECK_BUF: bool>(&self, mut io: Box<BdevIo>) {
+    fn dispatch_fast_impl<const CHECK_BUF: bool>(&self, io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
         let b = &*self.bdev;
         let bound = b.split_bound;
         if self.frozen.get()
-            || b.routed & bit != 0
+            || b.slow & bit != 0
             || (CHECK_BUF && t == IoType::Read && io.iovs.is_empty())
             || (bound != 0 && io.num_blocks > 0 && crosses(io.offset_blocks, io.num_blocks, bound))
         {
             return self.dispatch(io);
         }
         debug_assert!(!(t == IoType::Read && io.iovs.is_empty()));
-        if io.flags & (FLAG_DRAINABLE | FLAG_BYPASS_LOCK) == 0 && NO_DRAIN_TYPES & bit == 0 {
-            io.flags |= FLAG_DRAINABLE;
-            self.drainable.set(self.drainable.get() + 1);
-        }
+        // Children that bypass the quiesce lock (and retries) take `dispatch`.
+        debug_assert!(io.flags & (FLAG_BYPASS_LOCK | FLAG_UNDRAINED | FLAG_ACCEPTED) == 0);
         match &self.fwd {
             // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
             // forwarders would otherwise inline into itself.
@@ -211,21 +238,21 @@ impl ChannelState {
     pub(crate) fn dispatch(&self, mut io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
-        // I/O already marked drainable was accepted before the freeze and is being
-        // resubmitted (NOMEM retry, buffer wait): the drain is waiting for it, so parking it
-        // until the thaw would never let the drain finish.
+        // I/O marked accepted was dispatched before the freeze and is being resubmitted
+        // (NOMEM retry, buffer wait): the drain is waiting for it, so parking it until the
+        // thaw would never let the drain finish.
         // An abort only looks at this channel's queues (including the I/O parked here by the
         // freeze), so it never waits for a thaw.
         if self.frozen.get()
-            && io.flags & (FLAG_BYPASS_LOCK | FLAG_DRAINABLE | FLAG_QUIESCE_HELD) == 0
+            && io.flags & (FLAG_BYPASS_LOCK | FLAG_ACCEPTED | FLAG_QUIESCE_HELD) == 0
             && t != IoType::Abort
         {
+            self.mark_undrained(&mut io);
             self.parked.borrow_mut().push_back(io);
             return;
         }
-        if io.flags & (FLAG_DRAINABLE | FLAG_BYPASS_LOCK) == 0 && NO_DRAIN_TYPES & bit == 0 {
-            io.flags |= FLAG_DRAINABLE;
-            self.drainable.set(self.drainable.get() + 1);
+        if io.flags & FLAG_BYPASS_LOCK != 0 || NO_DRAIN_TYPES & bit != 0 {
+            self.mark_undrained(&mut io);
         }
         let b = &*self.bdev;
         if b.routed & bit != 0 {
@@ -241,7 +268,10 @@ impl ChannelState {
         if t == IoType::Read && io.iovs.is_empty() {
             match supply_buf(&mut io) {
                 Some(true) => {}
-                Some(false) => return crate::thread::park_for_buf(io),
+                Some(false) => {
+                    io.flags |= FLAG_ACCEPTED;
+                    return crate::thread::park_for_buf(io);
+                }
                 // Larger than the largest pool buffer: no buffer can ever be supplied.
                 None => return io.complete(IoStatus::Failed),
             }
@@ -318,6 +348,7 @@ impl ChannelState {
     #[cold]
     #[inline(never)]
     fn drained(&self) {
+        self.draining.set(false);
         let w = self.drain_waiter.borrow_mut().take();
         if let Some(w) = w {
             w.finish(0);
@@ -326,13 +357,13 @@ impl ChannelState {
 
     #[inline]
     fn on_complete(&self, io: &mut BdevIo) {
-        self.inflight.set(self.inflight.get() - 1);
-        if io.flags & FLAG_DRAINABLE != 0 {
-            let d = self.drainable.get() - 1;
-            self.drainable.set(d);
-            if d == 0 {
-                self.drained();
-            }
+        let n = self.inflight.get() - 1;
+        self.inflight.set(n);
+        if io.flags & FLAG_UNDRAINED != 0 {
+            self.undrained.set(self.undrained.get() - 1);
+        }
+        if self.draining.get() && n == self.undrained.get() {
+            self.drained();
         }
         if io.flags & FLAG_CHILD == 0 {
             if io.complete_tsc == 0 {
@@ -364,6 +395,7 @@ impl ChannelState {
     #[inline(never)]
     pub(crate) fn park_nomem(&self, mut io: Box<BdevIo>) {
         io.status = IoStatus::Pending;
+        io.flags |= FLAG_ACCEPTED;
         self.with_stats(|s| s.nomem_retries += 1);
         self.nomem.borrow_mut().push_back(io);
         if !self.in_retry.get() {
@@ -406,7 +438,8 @@ impl ChannelCtx {
                 fwd,
                 stats: UnsafeCell::new(IoStats::default()),
                 inflight: Cell::new(0),
-                drainable: Cell::new(0),
+                undrained: Cell::new(0),
+                draining: Cell::new(false),
                 nomem: RefCell::new(VecDeque::new()),
                 parked: RefCell::new(VecDeque::new()),
                 frozen: Cell::new(frozen),
@@ -463,7 +496,7 @@ const WRITE_TYPES: u32 = (1 << IoType::Write as u8)
     | (1 << IoType::WriteZeroes as u8)
     | (1 << IoType::CompareAndWrite as u8);
 /// Types a quiesce does not wait for (they quiesce themselves, or only look at queues).
-const NO_DRAIN_TYPES: u32 =
+pub(crate) const NO_DRAIN_TYPES: u32 =
     (1 << IoType::Reset as u8) | (1 << IoType::CompareAndWrite as u8) | (1 << IoType::Abort as u8);
 
 impl BdevChannel {
@@ -687,7 +720,7 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
             }
         }
     }
-    io.flags &= !(FLAG_COUNTED | FLAG_DRAINABLE | FLAG_QUIESCE_HELD);
+    io.flags &= !(FLAG_COUNTED | FLAG_ACCEPTED | FLAG_UNDRAINED | FLAG_QUIESCE_HELD);
     io.chan = None;
     if io.flags & FLAG_AUTO_BUF != 0 && !io.status.is_success() {
         io.buf = None;

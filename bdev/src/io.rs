@@ -107,7 +107,8 @@ const _: () = {
         FLAG_AUTO_BUF,
         FLAG_COUNTED,
         crate::channel::FLAG_CHILD,
-        crate::channel::FLAG_DRAINABLE,
+        crate::channel::FLAG_ACCEPTED,
+        crate::channel::FLAG_UNDRAINED,
         crate::channel::FLAG_QUIESCE_HELD,
         FLAG_TSC_SET,
     ];
