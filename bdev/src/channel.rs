@@ -495,6 +495,8 @@ const WRITE_TYPES: u32 = (1 << IoType::Write as u8)
     | (1 << IoType::Unmap as u8)
     | (1 << IoType::WriteZeroes as u8)
     | (1 << IoType::CompareAndWrite as u8);
+/// Reads and writes (the types `validate` settles inline).
+const RW_TYPES: u32 = (1 << IoType::Read as u8) | (1 << IoType::Write as u8);
 /// Types a quiesce does not wait for (they quiesce themselves, or only look at queues).
 pub(crate) const NO_DRAIN_TYPES: u32 =
     (1 << IoType::Reset as u8) | (1 << IoType::CompareAndWrite as u8) | (1 << IoType::Abort as u8);
@@ -569,8 +571,29 @@ impl BdevChannel {
         }
     }
 
-    #[inline]
+    /// Why `io` cannot go to `b` through this channel, if it cannot. The common case — an
+    /// accepted read or write of one segment, inside the bdev, the segment as long as the
+    /// blocks — is settled here in a few instructions; anything else (including every
+    /// refusal) takes the full check, which decides the same for it.
+    #[inline(always)]
     fn validate(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
+        if let [one] = io.iovs.as_slice() {
+            let (off, n) = (io.offset_blocks, io.num_blocks);
+            let end = off.wrapping_add(n);
+            if self.allowed & io.io_type.bit() & RW_TYPES != 0
+                && n != 0
+                && end >= off
+                && end <= b.num_blocks()
+                && n.checked_mul(u64::from(b.block_size)) == Some(one.len as u64)
+            {
+                return None;
+            }
+        }
+        self.validate_full(io, b)
+    }
+
+    #[inline(never)]
+    fn validate_full(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
         let t = io.io_type;
         if self.allowed & t.bit() == 0 {
             return Some(self.refusal(t));
