@@ -47,7 +47,9 @@ pub const MAX_FORWARD_DEPTH: usize = 4;
 /// (a retry on another base), or call [`BdevIo::complete`] later — and return `None`.
 pub type ForwardDone = fn(Box<BdevIo>, [u64; 3]) -> Option<Box<BdevIo>>;
 
-/// What a forwarding layer keeps while its I/O is on the base: its view of the I/O.
+/// What a forwarding layer keeps while its I/O is on the base: its view of the I/O. (Not its
+/// block size: forwarding never changes an I/O's, which a base's data path requires to be
+/// its own.)
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Frame {
     pub(crate) chan: Option<NonNull<crate::channel::ChannelState>>,
@@ -56,7 +58,6 @@ pub(crate) struct Frame {
     pub(crate) done: Option<ForwardDone>,
     pub(crate) ctx: [u64; 3],
     pub(crate) flags: u32,
-    pub(crate) block_size: u32,
 }
 
 /// A block I/O request and, once completed, its result.
@@ -212,7 +213,6 @@ impl BdevIo {
             f.ctx = ctx;
         }
         f.flags = self.flags;
-        f.block_size = self.block_size;
         self.depth += 1;
         self.offset_blocks = offset_blocks;
         self.dev_status = None;
@@ -231,7 +231,6 @@ impl BdevIo {
         self.offset_blocks = f.offset_blocks;
         self.cb = f.cb;
         self.flags = f.flags;
-        self.block_size = f.block_size;
         f.done
     }
 
