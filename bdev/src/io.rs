@@ -331,7 +331,13 @@ impl BdevIo {
     /// and must not be accessed by anyone else meanwhile.
     pub unsafe fn set_iovs(&mut self, iovs: &[IoVec]) -> &mut Self {
         self.iovs.clear();
-        self.iovs.extend_from_slice(iovs);
+        // One segment (the common request): a push into the room every pooled I/O keeps,
+        // not a copy call.
+        if let [one] = iovs {
+            self.iovs.push(*one);
+        } else {
+            self.iovs.extend_from_slice(iovs);
+        }
         self
     }
 
