@@ -181,7 +181,13 @@ impl ChannelState {
     /// Such an I/O is counted for a drain by `inflight` alone (see `undrained`).
     #[inline(always)]
     pub(crate) fn dispatch_fast(&self, io: Box<BdevIo>) {
-        self.dispatch_fast_impl::<true>(io);
+        self.dispatch_fast_impl::<true, true>(io);
+    }
+
+    /// `dispatch_fast` for an I/O `submit` settled (a read has its segment): no buffer check.
+    #[inline(always)]
+    pub(crate) fn dispatch_settled(&self, io: Box<BdevIo>) {
+        self.dispatch_fast_impl::<false, true>(io);
     }
 
     /// `dispatch_fast` for an I/O a layer above has dispatched already (its own
@@ -189,11 +195,13 @@ impl ChannelState {
     /// check is left out.
     #[inline(always)]
     pub(crate) fn dispatch_forwarded(&self, io: Box<BdevIo>) {
-        self.dispatch_fast_impl::<false>(io);
+        self.dispatch_fast_impl::<false, false>(io);
     }
 
+    /// `TOP`: on the channel the I/O was submitted to (not forwarded to), where a forwarding
+    /// route is inlined.
     #[inline(always)]
-    fn dispatch_fast_impl<const CHECK_BUF: bool>(&self, io: Box<BdevIo>) {
+    fn dispatch_fast_impl<const CHECK_BUF: bool, const TOP: bool>(&self, io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
         let b = &*self.bdev;
@@ -209,9 +217,9 @@ impl ChannelState {
         // Children that bypass the quiesce lock (and retries) take `dispatch`.
         debug_assert!(io.flags & (FLAG_BYPASS_LOCK | FLAG_UNDRAINED | FLAG_ACCEPTED) == 0);
         match &self.fwd {
-            // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
+            // On the base's channel (`TOP` false) the call is out of line: a stack of
             // forwarders would otherwise inline into itself.
-            Some(f) if CHECK_BUF => crate::forward::forward_fast(self, f, io),
+            Some(f) if TOP => crate::forward::forward_fast(self, f, io),
             Some(f) => crate::forward::forward_fast_nested(self, f, io),
             None => self.backend.borrow_mut().submit(io),
         }
@@ -495,7 +503,7 @@ const WRITE_TYPES: u32 = (1 << IoType::Write as u8)
     | (1 << IoType::Unmap as u8)
     | (1 << IoType::WriteZeroes as u8)
     | (1 << IoType::CompareAndWrite as u8);
-/// Reads and writes (the types `validate` settles inline).
+/// Reads and writes (the types `settled` accepts).
 const RW_TYPES: u32 = (1 << IoType::Read as u8) | (1 << IoType::Write as u8);
 /// Types a quiesce does not wait for (they quiesce themselves, or only look at queues).
 pub(crate) const NO_DRAIN_TYPES: u32 =
@@ -548,9 +556,29 @@ impl BdevChannel {
         io.block_size = b.block_size;
         io.thread_id = st.thread_id;
         io.complete_tsc = 0;
+        if !self.settled(&io, b) {
+            return self.submit_checked(st, io);
+        }
+        Self::admit(st, &mut io);
+        // Settled: a read has its segment, so the dispatch need not look for a buffer to
+        // supply.
+        st.dispatch_settled(io);
+    }
+
+    /// `submit` of an I/O `settled` left to the full check (out of line).
+    #[inline(never)]
+    fn submit_checked(&self, st: &ChannelState, mut io: Box<BdevIo>) {
+        let b = &*st.bdev;
         if let Some(bad) = self.validate(&io, b) {
             return reject(io, Some(b), bad);
         }
+        Self::admit(st, &mut io);
+        st.dispatch_fast(io);
+    }
+
+    /// A validated I/O enters channel state `st`: its submission time, counted in flight.
+    #[inline(always)]
+    fn admit(st: &ChannelState, io: &mut BdevIo) {
         if io.flags & crate::io::FLAG_TSC_SET == 0 {
             io.submit_tsc = submit_ticks();
         }
@@ -558,7 +586,6 @@ impl BdevChannel {
         io.chan = Some(st.ptr());
         io.flags |= FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);
-        st.dispatch_fast(io);
     }
 
     /// Why `t` is not in `allowed`.
@@ -571,29 +598,27 @@ impl BdevChannel {
         }
     }
 
-    /// Why `io` cannot go to `b` through this channel, if it cannot. The common case — an
-    /// accepted read or write of one segment, inside the bdev, the segment as long as the
-    /// blocks — is settled here in a few instructions; anything else (including every
-    /// refusal) takes the full check, which decides the same for it.
+    /// The common case of `validate`, settled in a few instructions: an accepted read or
+    /// write of one segment, inside the bdev, the segment as long as the blocks. False sends
+    /// the I/O to the full check, which decides the same for such an I/O (and every refusal
+    /// is its).
     #[inline(always)]
-    fn validate(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
-        if let [one] = io.iovs.as_slice() {
-            let (off, n) = (io.offset_blocks, io.num_blocks);
-            let end = off.wrapping_add(n);
-            if self.allowed & io.io_type.bit() & RW_TYPES != 0
-                && n != 0
-                && end >= off
-                && end <= b.num_blocks()
-                && n.checked_mul(u64::from(b.block_size)) == Some(one.len as u64)
-            {
-                return None;
-            }
-        }
-        self.validate_full(io, b)
+    fn settled(&self, io: &BdevIo, b: &Bdev) -> bool {
+        let [one] = io.iovs.as_slice() else {
+            return false;
+        };
+        let (off, n) = (io.offset_blocks, io.num_blocks);
+        let end = off.wrapping_add(n);
+        self.allowed & io.io_type.bit() & RW_TYPES != 0
+            && n != 0
+            && end >= off
+            && end <= b.num_blocks()
+            && n.checked_mul(u64::from(b.block_size)) == Some(one.len as u64)
     }
 
-    #[inline(never)]
-    fn validate_full(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
+    /// Why `io` cannot go to `b` through this channel, if it cannot.
+    #[inline]
+    fn validate(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
         let t = io.io_type;
         if self.allowed & t.bit() == 0 {
             return Some(self.refusal(t));
