@@ -367,6 +367,22 @@ impl ChannelState {
     fn on_complete(&self, io: &mut BdevIo) {
         let n = self.inflight.get() - 1;
         self.inflight.set(n);
+        // One test for the rare cases: an undrained I/O, a child, a drain waiting.
+        if io.flags & (FLAG_UNDRAINED | FLAG_CHILD) != 0 || self.draining.get() {
+            return self.on_complete_rare(io, n);
+        }
+        self.record(io);
+        // No NOMEM retry to schedule here: `park_nomem` schedules one whenever it parks an
+        // I/O, and `retry_nomem` resubmits every parked I/O, so a non-empty NOMEM queue always
+        // has its retry pending.
+        debug_assert!(self.nomem.borrow().is_empty() || self.in_retry.get());
+    }
+
+    /// `on_complete` of an undrained I/O, of a child (not in the statistics), or while a drain
+    /// waits; `n` is what is left in flight.
+    #[cold]
+    #[inline(never)]
+    fn on_complete_rare(&self, io: &mut BdevIo, n: u32) {
         if io.flags & FLAG_UNDRAINED != 0 {
             self.undrained.set(self.undrained.get() - 1);
         }
@@ -374,18 +390,21 @@ impl ChannelState {
             self.drained();
         }
         if io.flags & FLAG_CHILD == 0 {
-            if io.complete_tsc == 0 {
-                io.complete_tsc = clock::ticks();
-            }
-            let lat = io.complete_tsc.wrapping_sub(io.submit_tsc);
-            let bytes = io.num_blocks * u64::from(io.block_size);
-            let (t, status) = (io.io_type, io.status);
-            self.with_stats(|s| s.record(t, bytes, lat, status));
+            self.record(io);
         }
-        // No NOMEM retry to schedule here: `park_nomem` schedules one whenever it parks an
-        // I/O, and `retry_nomem` resubmits every parked I/O, so a non-empty NOMEM queue always
-        // has its retry pending.
-        debug_assert!(self.nomem.borrow().is_empty() || self.in_retry.get());
+    }
+
+    /// Counts a completed I/O in this channel's statistics (reading the clock if no layer
+    /// below did).
+    #[inline(always)]
+    fn record(&self, io: &mut BdevIo) {
+        if io.complete_tsc == 0 {
+            io.complete_tsc = clock::ticks();
+        }
+        let lat = io.complete_tsc.wrapping_sub(io.submit_tsc);
+        let bytes = io.num_blocks * u64::from(io.block_size);
+        let (t, status) = (io.io_type, io.status);
+        self.with_stats(|s| s.record(t, bytes, lat, status));
     }
 
     /// Runs `f` on this channel's statistics. Call on the channel's thread only, and never
