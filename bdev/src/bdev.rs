@@ -165,6 +165,9 @@ pub struct Bdev {
     pub(crate) accepted: u32,
     /// Bits of the types the generic layer handles itself (reset, abort, emulations).
     pub(crate) routed: u32,
+    /// Bits of the types a channel's fast dispatch leaves to the general path: `routed`,
+    /// and the types a quiesce does not wait for (counted apart, see `ChannelState`).
+    pub(crate) slow: u32,
     /// Boundary to split on, in blocks (0: none).
     pub(crate) split_bound: u64,
     pub(crate) device: IoDevice<ChannelCtx>,
@@ -238,6 +241,7 @@ impl Bdev {
                 supported,
                 accepted,
                 routed,
+                slow: routed | crate::channel::NO_DRAIN_TYPES,
                 split_bound,
                 device,
                 state: Mutex::new(BdevState {

@@ -16,7 +16,13 @@ use crate::stats::IoStats;
 use crate::types::{IoStatus, IoType};
 
 pub(crate) const FLAG_CHILD: u32 = 8;
-pub(crate) const FLAG_DRAINABLE: u32 = 16;
+/// Set on an I/O that was dispatched and waits to be dispatched again (NOMEM retry, buffer
+/// wait): a freeze must not park it, as the drain counts it and waits for it.
+pub(crate) const FLAG_ACCEPTED: u32 = 16;
+/// Counted in the channel's `undrained`: an I/O in flight that a drain does not wait for
+/// (parked by a freeze, a type that quiesces itself or only looks at queues, a child that
+/// bypasses the quiesce lock).
+pub(crate) const FLAG_UNDRAINED: u32 = 128;
 /// Set on a reset or emulated compare-and-write once it holds the bdev's quiesce: if it has to
 /// be retried (NOMEM) it resumes where it was instead of queueing behind its own quiesce, and
 /// it passes the freeze it caused.
@@ -72,7 +78,12 @@ pub(crate) struct ChannelState {
     /// [`ChannelState::with_stats`] (no borrow flag to set and clear per I/O).
     stats: UnsafeCell<IoStats>,
     pub(crate) inflight: Cell<u32>,
-    drainable: Cell<u32>,
+    /// The I/O counted in `inflight` that a drain does not wait for (those with
+    /// `FLAG_UNDRAINED`): what a drain waits for is `inflight - undrained`, so the common
+    /// read or write is counted once, in `inflight`, with no flag or counter of its own.
+    undrained: Cell<u32>,
+    /// A freeze is waiting for the drain (`drain_waiter` is set).
+    draining: Cell<bool>,
     nomem: RefCell<VecDeque<Box<BdevIo>>>,
     parked: RefCell<VecDeque<Box<BdevIo>>>,
     pub(crate) frozen: Cell<bool>,
@@ -127,10 +138,24 @@ impl ChannelState {
     /// Freezes the channel and calls `cont.finish` once nothing drainable is in flight.
     pub(crate) fn freeze_and_drain(&self, cont: ForEachCont) {
         self.frozen.set(true);
-        if self.drainable.get() == 0 {
+        if self.drainable() == 0 {
             cont.finish(0);
         } else {
             *self.drain_waiter.borrow_mut() = Some(cont);
+            self.draining.set(true);
+        }
+    }
+
+    /// I/O in flight that a drain waits for.
+    fn drainable(&self) -> u32 {
+        self.inflight.get() - self.undrained.get()
+    }
+
+    /// Counts `io` among the I/O a drain does not wait for (once).
+    fn mark_undrained(&self, io: &mut BdevIo) {
+        if io.flags & FLAG_UNDRAINED == 0 {
+            io.flags |= FLAG_UNDRAINED;
+            self.undrained.set(self.undrained.get() + 1);
         }
     }
 
@@ -138,7 +163,10 @@ impl ChannelState {
     pub(crate) fn thaw(&self) {
         self.frozen.set(false);
         let parked: VecDeque<Box<BdevIo>> = std::mem::take(&mut *self.parked.borrow_mut());
-        for io in parked {
+        for mut io in parked {
+            // Parked I/O is undrained until it is dispatched (which decides again).
+            io.flags &= !FLAG_UNDRAINED;
+            self.undrained.set(self.undrained.get() - 1);
             self.dispatch(io);
         }
     }
@@ -148,11 +176,18 @@ impl ChannelState {
     }
 
     /// [`ChannelState::dispatch`] for the common case, inlined into `submit` and `forward`:
-    /// a channel not frozen, a type the backend handles itself, data segments present, no
-    /// split boundary crossed. Anything else takes the general path.
+    /// a channel not frozen, a type the backend handles itself that a drain waits for, data
+    /// segments present, no split boundary crossed. Anything else takes the general path.
+    /// Such an I/O is counted for a drain by `inflight` alone (see `undrained`).
     #[inline(always)]
     pub(crate) fn dispatch_fast(&self, io: Box<BdevIo>) {
-        self.dispatch_fast_impl::<true>(io);
+        self.dispatch_fast_impl::<true, true>(io);
+    }
+
+    /// `dispatch_fast` for an I/O `submit` settled (a read has its segment): no buffer check.
+    #[inline(always)]
+    pub(crate) fn dispatch_settled(&self, io: Box<BdevIo>) {
+        self.dispatch_fast_impl::<false, true>(io);
     }
 
     /// `dispatch_fast` for an I/O a layer above has dispatched already (its own
@@ -160,31 +195,31 @@ impl ChannelState {
     /// check is left out.
     #[inline(always)]
     pub(crate) fn dispatch_forwarded(&self, io: Box<BdevIo>) {
-        self.dispatch_fast_impl::<false>(io);
+        self.dispatch_fast_impl::<false, false>(io);
     }
 
+    /// `TOP`: on the channel the I/O was submitted to (not forwarded to), where a forwarding
+    /// route is inlined.
     #[inline(always)]
-    fn dispatch_fast_impl<const CHECK_BUF: bool>(&self, mut io: Box<BdevIo>) {
+    fn dispatch_fast_impl<const CHECK_BUF: bool, const TOP: bool>(&self, io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
         let b = &*self.bdev;
         let bound = b.split_bound;
         if self.frozen.get()
-            || b.routed & bit != 0
+            || b.slow & bit != 0
             || (CHECK_BUF && t == IoType::Read && io.iovs.is_empty())
             || (bound != 0 && io.num_blocks > 0 && crosses(io.offset_blocks, io.num_blocks, bound))
         {
             return self.dispatch(io);
         }
         debug_assert!(!(t == IoType::Read && io.iovs.is_empty()));
-        if io.flags & (FLAG_DRAINABLE | FLAG_BYPASS_LOCK) == 0 && NO_DRAIN_TYPES & bit == 0 {
-            io.flags |= FLAG_DRAINABLE;
-            self.drainable.set(self.drainable.get() + 1);
-        }
+        // Children that bypass the quiesce lock (and retries) take `dispatch`.
+        debug_assert!(io.flags & (FLAG_BYPASS_LOCK | FLAG_UNDRAINED | FLAG_ACCEPTED) == 0);
         match &self.fwd {
-            // On the base's channel (`CHECK_BUF` false) the call is out of line: a stack of
+            // On the base's channel (`TOP` false) the call is out of line: a stack of
             // forwarders would otherwise inline into itself.
-            Some(f) if CHECK_BUF => crate::forward::forward_fast(self, f, io),
+            Some(f) if TOP => crate::forward::forward_fast(self, f, io),
             Some(f) => crate::forward::forward_fast_nested(self, f, io),
             None => self.backend.borrow_mut().submit(io),
         }
@@ -211,21 +246,21 @@ impl ChannelState {
     pub(crate) fn dispatch(&self, mut io: Box<BdevIo>) {
         let t = io.io_type;
         let bit = t.bit();
-        // I/O already marked drainable was accepted before the freeze and is being
-        // resubmitted (NOMEM retry, buffer wait): the drain is waiting for it, so parking it
-        // until the thaw would never let the drain finish.
+        // I/O marked accepted was dispatched before the freeze and is being resubmitted
+        // (NOMEM retry, buffer wait): the drain is waiting for it, so parking it until the
+        // thaw would never let the drain finish.
         // An abort only looks at this channel's queues (including the I/O parked here by the
         // freeze), so it never waits for a thaw.
         if self.frozen.get()
-            && io.flags & (FLAG_BYPASS_LOCK | FLAG_DRAINABLE | FLAG_QUIESCE_HELD) == 0
+            && io.flags & (FLAG_BYPASS_LOCK | FLAG_ACCEPTED | FLAG_QUIESCE_HELD) == 0
             && t != IoType::Abort
         {
+            self.mark_undrained(&mut io);
             self.parked.borrow_mut().push_back(io);
             return;
         }
-        if io.flags & (FLAG_DRAINABLE | FLAG_BYPASS_LOCK) == 0 && NO_DRAIN_TYPES & bit == 0 {
-            io.flags |= FLAG_DRAINABLE;
-            self.drainable.set(self.drainable.get() + 1);
+        if io.flags & FLAG_BYPASS_LOCK != 0 || NO_DRAIN_TYPES & bit != 0 {
+            self.mark_undrained(&mut io);
         }
         let b = &*self.bdev;
         if b.routed & bit != 0 {
@@ -241,7 +276,10 @@ impl ChannelState {
         if t == IoType::Read && io.iovs.is_empty() {
             match supply_buf(&mut io) {
                 Some(true) => {}
-                Some(false) => return crate::thread::park_for_buf(io),
+                Some(false) => {
+                    io.flags |= FLAG_ACCEPTED;
+                    return crate::thread::park_for_buf(io);
+                }
                 // Larger than the largest pool buffer: no buffer can ever be supplied.
                 None => return io.complete(IoStatus::Failed),
             }
@@ -318,6 +356,7 @@ impl ChannelState {
     #[cold]
     #[inline(never)]
     fn drained(&self) {
+        self.draining.set(false);
         let w = self.drain_waiter.borrow_mut().take();
         if let Some(w) = w {
             w.finish(0);
@@ -326,27 +365,46 @@ impl ChannelState {
 
     #[inline]
     fn on_complete(&self, io: &mut BdevIo) {
-        self.inflight.set(self.inflight.get() - 1);
-        if io.flags & FLAG_DRAINABLE != 0 {
-            let d = self.drainable.get() - 1;
-            self.drainable.set(d);
-            if d == 0 {
-                self.drained();
-            }
+        let n = self.inflight.get() - 1;
+        self.inflight.set(n);
+        // One test for the rare cases: an undrained I/O, a child, a drain waiting.
+        if io.flags & (FLAG_UNDRAINED | FLAG_CHILD) != 0 || self.draining.get() {
+            return self.on_complete_rare(io, n);
         }
-        if io.flags & FLAG_CHILD == 0 {
-            if io.complete_tsc == 0 {
-                io.complete_tsc = clock::ticks();
-            }
-            let lat = io.complete_tsc.wrapping_sub(io.submit_tsc);
-            let bytes = io.num_blocks * u64::from(io.block_size);
-            let (t, status) = (io.io_type, io.status);
-            self.with_stats(|s| s.record(t, bytes, lat, status));
-        }
+        self.record(io);
         // No NOMEM retry to schedule here: `park_nomem` schedules one whenever it parks an
         // I/O, and `retry_nomem` resubmits every parked I/O, so a non-empty NOMEM queue always
         // has its retry pending.
         debug_assert!(self.nomem.borrow().is_empty() || self.in_retry.get());
+    }
+
+    /// `on_complete` of an undrained I/O, of a child (not in the statistics), or while a drain
+    /// waits; `n` is what is left in flight.
+    #[cold]
+    #[inline(never)]
+    fn on_complete_rare(&self, io: &mut BdevIo, n: u32) {
+        if io.flags & FLAG_UNDRAINED != 0 {
+            self.undrained.set(self.undrained.get() - 1);
+        }
+        if self.draining.get() && n == self.undrained.get() {
+            self.drained();
+        }
+        if io.flags & FLAG_CHILD == 0 {
+            self.record(io);
+        }
+    }
+
+    /// Counts a completed I/O in this channel's statistics (reading the clock if no layer
+    /// below did).
+    #[inline(always)]
+    fn record(&self, io: &mut BdevIo) {
+        if io.complete_tsc == 0 {
+            io.complete_tsc = clock::ticks();
+        }
+        let lat = io.complete_tsc.wrapping_sub(io.submit_tsc);
+        let bytes = io.num_blocks * u64::from(io.block_size);
+        let (t, status) = (io.io_type, io.status);
+        self.with_stats(|s| s.record(t, bytes, lat, status));
     }
 
     /// Runs `f` on this channel's statistics. Call on the channel's thread only, and never
@@ -364,6 +422,7 @@ impl ChannelState {
     #[inline(never)]
     pub(crate) fn park_nomem(&self, mut io: Box<BdevIo>) {
         io.status = IoStatus::Pending;
+        io.flags |= FLAG_ACCEPTED;
         self.with_stats(|s| s.nomem_retries += 1);
         self.nomem.borrow_mut().push_back(io);
         if !self.in_retry.get() {
@@ -406,7 +465,8 @@ impl ChannelCtx {
                 fwd,
                 stats: UnsafeCell::new(IoStats::default()),
                 inflight: Cell::new(0),
-                drainable: Cell::new(0),
+                undrained: Cell::new(0),
+                draining: Cell::new(false),
                 nomem: RefCell::new(VecDeque::new()),
                 parked: RefCell::new(VecDeque::new()),
                 frozen: Cell::new(frozen),
@@ -462,8 +522,10 @@ const WRITE_TYPES: u32 = (1 << IoType::Write as u8)
     | (1 << IoType::Unmap as u8)
     | (1 << IoType::WriteZeroes as u8)
     | (1 << IoType::CompareAndWrite as u8);
+/// Reads and writes (the types `settled` accepts).
+const RW_TYPES: u32 = (1 << IoType::Read as u8) | (1 << IoType::Write as u8);
 /// Types a quiesce does not wait for (they quiesce themselves, or only look at queues).
-const NO_DRAIN_TYPES: u32 =
+pub(crate) const NO_DRAIN_TYPES: u32 =
     (1 << IoType::Reset as u8) | (1 << IoType::CompareAndWrite as u8) | (1 << IoType::Abort as u8);
 
 impl BdevChannel {
@@ -513,9 +575,29 @@ impl BdevChannel {
         io.block_size = b.block_size;
         io.thread_id = st.thread_id;
         io.complete_tsc = 0;
+        if !self.settled(&io, b) {
+            return self.submit_checked(st, io);
+        }
+        Self::admit(st, &mut io);
+        // Settled: a read has its segment, so the dispatch need not look for a buffer to
+        // supply.
+        st.dispatch_settled(io);
+    }
+
+    /// `submit` of an I/O `settled` left to the full check (out of line).
+    #[inline(never)]
+    fn submit_checked(&self, st: &ChannelState, mut io: Box<BdevIo>) {
+        let b = &*st.bdev;
         if let Some(bad) = self.validate(&io, b) {
             return reject(io, Some(b), bad);
         }
+        Self::admit(st, &mut io);
+        st.dispatch_fast(io);
+    }
+
+    /// A validated I/O enters channel state `st`: its submission time, counted in flight.
+    #[inline(always)]
+    fn admit(st: &ChannelState, io: &mut BdevIo) {
         if io.flags & crate::io::FLAG_TSC_SET == 0 {
             io.submit_tsc = submit_ticks();
         }
@@ -523,7 +605,6 @@ impl BdevChannel {
         io.chan = Some(st.ptr());
         io.flags |= FLAG_COUNTED;
         st.inflight.set(st.inflight.get() + 1);
-        st.dispatch_fast(io);
     }
 
     /// Why `t` is not in `allowed`.
@@ -536,6 +617,25 @@ impl BdevChannel {
         }
     }
 
+    /// The common case of `validate`, settled in a few instructions: an accepted read or
+    /// write of one segment, inside the bdev, the segment as long as the blocks. False sends
+    /// the I/O to the full check, which decides the same for such an I/O (and every refusal
+    /// is its).
+    #[inline(always)]
+    fn settled(&self, io: &BdevIo, b: &Bdev) -> bool {
+        let [one] = io.iovs.as_slice() else {
+            return false;
+        };
+        let (off, n) = (io.offset_blocks, io.num_blocks);
+        let end = off.wrapping_add(n);
+        self.allowed & io.io_type.bit() & RW_TYPES != 0
+            && n != 0
+            && end >= off
+            && end <= b.num_blocks()
+            && n.checked_mul(u64::from(b.block_size)) == Some(one.len as u64)
+    }
+
+    /// Why `io` cannot go to `b` through this channel, if it cannot.
     #[inline]
     fn validate(&self, io: &BdevIo, b: &Bdev) -> Option<&'static str> {
         let t = io.io_type;
@@ -687,7 +787,7 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
             }
         }
     }
-    io.flags &= !(FLAG_COUNTED | FLAG_DRAINABLE | FLAG_QUIESCE_HELD);
+    io.flags &= !(FLAG_COUNTED | FLAG_ACCEPTED | FLAG_UNDRAINED | FLAG_QUIESCE_HELD);
     io.chan = None;
     if io.flags & FLAG_AUTO_BUF != 0 && !io.status.is_success() {
         io.buf = None;

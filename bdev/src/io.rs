@@ -47,7 +47,9 @@ pub const MAX_FORWARD_DEPTH: usize = 4;
 /// (a retry on another base), or call [`BdevIo::complete`] later — and return `None`.
 pub type ForwardDone = fn(Box<BdevIo>, [u64; 3]) -> Option<Box<BdevIo>>;
 
-/// What a forwarding layer keeps while its I/O is on the base: its view of the I/O.
+/// What a forwarding layer keeps while its I/O is on the base: its view of the I/O. (Not its
+/// block size: forwarding never changes an I/O's, which a base's data path requires to be
+/// its own.)
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Frame {
     pub(crate) chan: Option<NonNull<crate::channel::ChannelState>>,
@@ -56,7 +58,6 @@ pub(crate) struct Frame {
     pub(crate) done: Option<ForwardDone>,
     pub(crate) ctx: [u64; 3],
     pub(crate) flags: u32,
-    pub(crate) block_size: u32,
 }
 
 /// A block I/O request and, once completed, its result.
@@ -107,7 +108,8 @@ const _: () = {
         FLAG_AUTO_BUF,
         FLAG_COUNTED,
         crate::channel::FLAG_CHILD,
-        crate::channel::FLAG_DRAINABLE,
+        crate::channel::FLAG_ACCEPTED,
+        crate::channel::FLAG_UNDRAINED,
         crate::channel::FLAG_QUIESCE_HELD,
         FLAG_TSC_SET,
     ];
@@ -211,7 +213,6 @@ impl BdevIo {
             f.ctx = ctx;
         }
         f.flags = self.flags;
-        f.block_size = self.block_size;
         self.depth += 1;
         self.offset_blocks = offset_blocks;
         self.dev_status = None;
@@ -230,7 +231,6 @@ impl BdevIo {
         self.offset_blocks = f.offset_blocks;
         self.cb = f.cb;
         self.flags = f.flags;
-        self.block_size = f.block_size;
         f.done
     }
 
@@ -331,7 +331,13 @@ impl BdevIo {
     /// and must not be accessed by anyone else meanwhile.
     pub unsafe fn set_iovs(&mut self, iovs: &[IoVec]) -> &mut Self {
         self.iovs.clear();
-        self.iovs.extend_from_slice(iovs);
+        // One segment (the common request): a push into the room every pooled I/O keeps,
+        // not a copy call.
+        if let [one] = iovs {
+            self.iovs.push(*one);
+        } else {
+            self.iovs.extend_from_slice(iovs);
+        }
         self
     }
 

@@ -56,6 +56,8 @@ pub(crate) struct BdevThread {
     /// capacity (no allocation per poll while a backend keeps answering NOMEM).
     retry_spare: RefCell<Vec<ChanPtr>>,
     poller: RefCell<Option<PollerHandle>>,
+    /// `poller` is set (it never goes back to `None`): what `alloc_io` checks per I/O.
+    poller_ready: Cell<bool>,
     pub(crate) zombies: RefCell<Vec<Box<crate::channel::ChannelState>>>,
     split_scratch: RefCell<Vec<Box<BdevIo>>>,
 }
@@ -103,7 +105,17 @@ const READY_RESERVE: usize = 64;
 /// steady state (a thread with more objects out grows it once, then keeps it).
 const POOL_RESERVE: usize = 1024;
 
+/// Makes sure the thread's completion poller is registered: one flag test once it is.
+#[inline(always)]
 fn ensure_poller(t: &BdevThread) {
+    if !t.poller_ready.get() {
+        register_poller(t);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn register_poller(t: &BdevThread) {
     if t.poller.borrow().is_some() {
         return;
     }
@@ -119,7 +131,10 @@ fn ensure_poller(t: &BdevThread) {
         t.allocated.set(t.allocated.get() + prefill);
     }
     match register_poller_obj("bdev_completions", 0, Box::new(CqPoller)) {
-        Ok(h) => *t.poller.borrow_mut() = Some(h),
+        Ok(h) => {
+            *t.poller.borrow_mut() = Some(h);
+            t.poller_ready.set(true);
+        }
         Err(e) => tracing::error!("cannot register the bdev completion poller: {e}"),
     }
 }

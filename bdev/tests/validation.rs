@@ -1,6 +1,6 @@
 //! Validation (rejections reach the callback with `IoStatus::Invalid`, never inside submit,
 //! and never reach the backend), reset draining in-flight I/O, and abort of I/O parked for
-//! NoMem.
+//! NoMem, and the drain count across a freeze whose parked I/O is aborted.
 // Helpers outside #[test] functions unwrap too: this is test code.
 #![allow(clippy::unwrap_used)]
 
@@ -451,6 +451,90 @@ fn auto_buffer_read_larger_than_any_pool_buffer_fails() {
     drop(d);
     h.on(0, || {
         ferrite_bdev::unregister("VaBig", None, |r| r.unwrap())
+    });
+    h.run_until_idle();
+}
+
+/// The drain's count stays right across a freeze whose parked I/O is aborted: I/O parked by
+/// the freeze is counted apart (a drain does not wait for it) until the thaw dispatches it or
+/// an abort completes it; a later reset must still wait for I/O in flight.
+#[test]
+fn reset_after_aborting_io_parked_by_a_freeze_still_drains() {
+    let mut h = Harness::new(1, 75);
+    let cfg = TestCfg {
+        supported: vec![IoType::Read, IoType::Write, IoType::Reset],
+        ..Default::default()
+    };
+    let (_, state) = h.on(0, || register_test("VaReAb", BS as u32, 64, cfg));
+    let d = h.on(0, || Desc::open("VaReAb", true, |_| {}).unwrap());
+    let ch = h.on(0, || d.channel().unwrap());
+    let arena = Arena::default();
+    // A held write, then a reset: the reset freezes the channel and waits for the write.
+    state.hold.store(true, Ordering::SeqCst);
+    h.on(0, || common::write_at(&ch, &arena, 1, vec![1; BS], &[], 1));
+    let st = state.clone();
+    run_until(&mut h, "held", || st.held_count() == 1);
+    h.on(0, || {
+        common::submit_plain(&ch, 10, |io| {
+            io.prep_reset(common::record);
+        })
+    });
+    for _ in 0..200 {
+        h.poll_all();
+    }
+    assert_eq!(common::done_count(), 0, "the first reset did not wait");
+    // Two writes parked by the freeze; one of them aborted while parked.
+    h.on(0, || common::write_at(&ch, &arena, 2, vec![2; BS], &[], 42));
+    h.on(0, || common::write_at(&ch, &arena, 3, vec![3; BS], &[], 43));
+    h.on(0, || {
+        common::submit_plain(&ch, 1000, |io| {
+            io.prep_abort(42, common::record);
+        })
+    });
+    run_until(&mut h, "abort", || common::done_count() == 2);
+    // Release the held write: the drain ends, the reset completes, the thaw dispatches the
+    // parked write that is left (held in turn), then release that.
+    let st = state.clone();
+    h.on(0, || st.release_here(|_| IoStatus::Success));
+    let st = state.clone();
+    run_until(&mut h, "reset done, parked write held", || {
+        common::done_count() == 4 && st.held_count() == 1
+    });
+    state.hold.store(false, Ordering::SeqCst);
+    let st = state.clone();
+    h.on(0, || st.release_here(|_| IoStatus::Success));
+    run_until(&mut h, "first reset", || common::done_count() == 5);
+    let done = take_done();
+    let status = |tag: u64| done.iter().find(|d| d.tag == tag).map(|d| d.status);
+    assert_eq!(status(42), Some(IoStatus::Aborted), "{done:?}");
+    assert_eq!(status(1000), Some(IoStatus::Success), "{done:?}");
+    for tag in [1, 10, 43] {
+        assert_eq!(status(tag), Some(IoStatus::Success), "{tag}: {done:?}");
+    }
+    // Again: a held write and a reset, which must wait for it.
+    state.hold.store(true, Ordering::SeqCst);
+    h.on(0, || common::write_at(&ch, &arena, 4, vec![4; BS], &[], 4));
+    let st = state.clone();
+    run_until(&mut h, "held again", || st.held_count() == 1);
+    h.on(0, || {
+        common::submit_plain(&ch, 11, |io| {
+            io.prep_reset(common::record);
+        })
+    });
+    for _ in 0..200 {
+        h.poll_all();
+    }
+    assert_eq!(common::done_count(), 0, "the second reset did not wait");
+    state.hold.store(false, Ordering::SeqCst);
+    let st = state.clone();
+    h.on(0, || st.release_here(|_| IoStatus::Success));
+    run_until(&mut h, "second reset", || common::done_count() == 2);
+    let order: Vec<u64> = take_done().iter().map(|d| d.tag).collect();
+    assert_eq!(order, vec![4, 11]);
+    h.on(0, || drop(ch));
+    drop(d);
+    h.on(0, || {
+        ferrite_bdev::unregister("VaReAb", None, |r| r.unwrap())
     });
     h.run_until_idle();
 }
