@@ -311,28 +311,76 @@ fn detach_while_io_runs() {
     wait_until(START_TIMEOUT, "bench socket", || {
         std::os::unix::net::UnixStream::connect(&bsock).is_ok()
     });
+    // Reads the examine pass did before the run: the run has started (its jobs hold the bdev
+    // open) once the count grows past this.
+    let reads = |sock: &Path| {
+        let s = rpc(sock, "bdev_get_iostat", json!({"name": "VirtioBlk0"})).unwrap();
+        s["bdevs"][0]["num_read_ops"].as_u64().unwrap()
+    };
+    let before = reads(&bsock);
+    const RUN_S: u64 = 4;
+    let sent = std::time::Instant::now();
     let s2 = bsock.clone();
     let perf = std::thread::spawn(move || {
         rpc(
             &s2,
             "perform_tests",
             json!({"queue_depth": 32, "io_size": "4k",
-        "workload_type": "randread", "time_in_sec": 4}),
+        "workload_type": "randread", "time_in_sec": RUN_S}),
         )
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until(START_TIMEOUT, "perform_tests reads the bdev", || {
+        reads(&bsock) > before
+    });
     let r = rpc(
         &bsock,
         "bdev_virtio_detach_controller",
         json!({"name": "VirtioBlk0"}),
     );
+    // The run started after `sent` and lasts RUN_S: a detach answered before then removed the
+    // bdev under the running jobs (the engine runs to its end time even when every job ended).
+    let detached_during_run = sent.elapsed() < Duration::from_secs(RUN_S);
     assert!(r.is_ok(), "detach: {:?}", r.err().map(|e| e.message));
-    // The run ends (the bdev is removed under it) instead of hanging: an answer either way.
+    // The run ends instead of hanging. If the bdev went away under it, it fails with ENODEV
+    // naming the bdev (as bdevperf's perform_tests); only a detach that came after the run's
+    // end (a starved machine) may leave it a success.
     let pr = perf.join().unwrap();
-    eprintln!("perform_tests after detach: {pr:?}");
+    match &pr {
+        Err(e) => {
+            assert_eq!(e.code, -libc::ENODEV as i64, "{e:?}");
+            assert!(
+                e.message
+                    .contains("bdev 'VirtioBlk0' was removed during the run"),
+                "{e:?}"
+            );
+        }
+        Ok(v) => {
+            assert!(
+                !detached_during_run,
+                "the bdev was removed during the run, yet perform_tests succeeded: {v}"
+            );
+            assert!(v["results"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+        }
+    }
     let names = rpc(&bsock, "bdev_get_bdevs", json!(null)).unwrap();
     assert_eq!(names, json!([]), "{names}");
     assert!(!b.log_text().contains("panicked"), "{}", b.log_text());
+    // The application still serves: a new controller on the same server attaches, and a
+    // test runs on it.
+    let r = rpc(
+        &bsock,
+        "bdev_virtio_attach_controller",
+        json!({"name": "V1", "trtype": "user", "traddr": q.sock, "dev_type": "blk"}),
+    );
+    assert_eq!(r, Ok(json!(["V1"])), "{}", b.log_text());
+    let pr = rpc(
+        &bsock,
+        "perform_tests",
+        json!({"queue_depth": 4, "io_size": "4k", "workload_type": "randread",
+               "time_in_sec": 0.5}),
+    );
+    let v = pr.unwrap_or_else(|e| panic!("perform_tests after re-attach: {e:?}"));
+    assert_eq!(v["results"][0]["job"], "V1", "{v}");
     b.signal(libc::SIGTERM);
     assert!(
         b.wait_exit(Duration::from_secs(30)).is_some(),
