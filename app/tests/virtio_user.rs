@@ -247,30 +247,58 @@ fn server_going_away_fails_io_and_removes_the_bdev() {
     let dir = TempDir::new("virtio-gone");
     let mut q = Qsd::null(&dir, "q", 64 << 20, 512, true);
     let conf = bench_conf(&dir, &q.sock, &[]);
-    let bg = Bg::spawn(
-        &mut bench_cmd(
-            &conf,
-            &[
-                "-q",
-                "32",
-                "-o",
-                "4096",
-                "-w",
-                "randread",
-                "-t",
-                "6",
-                "-f",
-                "--output-json",
-            ],
-        ),
-        None,
-    );
-    std::thread::sleep(Duration::from_millis(2500));
+    // A long run, ended by SIGINT once the loss is seen: every step waits on what it needs
+    // (I/O flowing, then the loss noticed), with deadlines, instead of fixed sleeps (a slow
+    // start-up under load once meant the server was killed before the bdev existed).
+    let log = dir.join("bench.log");
+    let args: Vec<String> = [
+        "bench",
+        "-c",
+        conf.to_str().unwrap(),
+        "-q",
+        "32",
+        "-o",
+        "4096",
+        "-w",
+        "randread",
+        "-t",
+        "120",
+        "-S",
+        "0.2",
+        "--progress",
+        "lines",
+        "-f",
+        "--output-json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut b = Target::spawn_raw(&args, &dir.join("unused.sock"), &log, None);
+    // A progress line with a non-zero rate: the bdev is attached and reads complete.
+    wait_until(START_TIMEOUT, "the bench reports completed reads", || {
+        assert!(b.try_status().is_none(), "bench exited: {}", b.log_text());
+        b.log_text().lines().any(|l| {
+            l.starts_with('[') && l.contains(" IOPS") && !l.contains("] 0 IOPS")
+        })
+    });
     q.kill();
-    let r = bg.wait(Duration::from_secs(40));
-    let all = r.all();
+    wait_until(Duration::from_secs(60), "the bench notices the server went away", || {
+        b.log_text().contains("went away")
+    });
+    // The bdev is removed under the job, which ends early and fails.
+    wait_until(Duration::from_secs(60), "the job reports its bdev removed", || {
+        b.log_text().contains("is being removed: stopping the job")
+    });
+    b.signal(libc::SIGINT);
+    let st = b.wait_exit(Duration::from_secs(60));
+    let all = b.log_text();
+    assert!(st.is_some(), "bench did not exit after SIGINT: {all}");
     assert!(!all.contains("panicked"), "{all}");
-    assert!(all.contains("went away"), "{all}");
+    assert!(
+        all.contains("bdev 'VirtioBlk0' was removed during the run"),
+        "{all}"
+    );
+    assert_ne!(st.unwrap().code(), Some(0), "{all}");
 }
 
 #[test]
