@@ -277,18 +277,22 @@ fn server_going_away_fails_io_and_removes_the_bdev() {
     // A progress line with a non-zero rate: the bdev is attached and reads complete.
     wait_until(START_TIMEOUT, "the bench reports completed reads", || {
         assert!(b.try_status().is_none(), "bench exited: {}", b.log_text());
-        b.log_text().lines().any(|l| {
-            l.starts_with('[') && l.contains(" IOPS") && !l.contains("] 0 IOPS")
-        })
+        b.log_text()
+            .lines()
+            .any(|l| l.starts_with('[') && l.contains(" IOPS") && !l.contains("] 0 IOPS"))
     });
     q.kill();
-    wait_until(Duration::from_secs(60), "the bench notices the server went away", || {
-        b.log_text().contains("went away")
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the bench notices the server went away",
+        || b.log_text().contains("went away"),
+    );
     // The bdev is removed under the job, which ends early and fails.
-    wait_until(Duration::from_secs(60), "the job reports its bdev removed", || {
-        b.log_text().contains("is being removed: stopping the job")
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the job reports its bdev removed",
+        || b.log_text().contains("is being removed: stopping the job"),
+    );
     b.signal(libc::SIGINT);
     let st = b.wait_exit(Duration::from_secs(60));
     let all = b.log_text();
@@ -387,7 +391,10 @@ fn detach_while_io_runs() {
                 !detached_during_run,
                 "the bdev was removed during the run, yet perform_tests succeeded: {v}"
             );
-            assert!(v["results"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+            assert!(
+                v["results"].as_array().is_some_and(|a| !a.is_empty()),
+                "{v}"
+            );
         }
     }
     let names = rpc(&bsock, "bdev_get_bdevs", json!(null)).unwrap();
