@@ -12,6 +12,8 @@
 
 pub mod bdev;
 pub mod buf;
+mod buf_map;
+pub mod buf_rpc;
 mod channel;
 pub mod config;
 mod desc;
