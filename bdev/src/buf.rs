@@ -110,7 +110,7 @@ static PENDING: Mutex<Option<BufPoolConfig>> = Mutex::new(None);
 /// The built pool; never replaced.
 static POOL: OnceLock<Pool> = OnceLock::new();
 
-/// Most buffers of one class (a limit on everything: the free queue takes 8 bytes a buffer).
+/// Most buffers of one class (a limit on everything: the free queue takes 16 bytes a buffer).
 pub const MAX_BUF_COUNT: usize = 1 << 22;
 /// Largest buffer size.
 pub const MAX_BUF_SIZE: usize = 64 << 20;
@@ -352,7 +352,8 @@ impl std::fmt::Debug for DmaBuf {
 impl DmaBuf {
     /// Takes a buffer of at least `len` bytes, or `None` if the pool is exhausted (try again
     /// when buffers return). Errors only if `len` exceeds the large size or the pool could not
-    /// be created. Any thread; uses the calling lightweight thread's cache when there is one.
+    /// be created (then every call tries to build it again, under a lock: no I/O works then).
+    /// Any thread; uses the calling lightweight thread's cache when there is one.
     pub fn get(len: usize) -> Result<Option<DmaBuf>> {
         let p = pool()?;
         let class = if len <= p.classes[0].size {
