@@ -31,6 +31,7 @@
 //! path on whichever thread submits.
 
 mod control;
+mod held;
 mod io;
 mod rpc;
 

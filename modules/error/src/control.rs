@@ -268,7 +268,9 @@ fn attach(base_name: &str, uuid: Uuid) -> Result<()> {
         inj: inj.clone(),
     });
     // 2d. Register. On failure the backend (and with it the descriptor and claim) is dropped.
-    ferrite_bdev::register(props, backend)?;
+    let bdev = ferrite_bdev::register(props, backend)?;
+    // A reset of the bdev completes what its `pending` injections hold (see `HeldIo`).
+    ferrite_bdev::set_held_io(&bdev, Arc::new(crate::inject::ResetHook(inj.clone())));
     disks().push((name.clone(), inj));
     if let Some(e) = config().iter_mut().find(|e| e.base_name == base_name) {
         e.attached = true;
