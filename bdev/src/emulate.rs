@@ -262,21 +262,25 @@ pub(crate) fn reset(st: &ChannelState, io: Box<BdevIo>) {
         return reset_quiesced(st, io);
     }
     let bdev = st.bdev.clone();
-    // A module holding I/O of this bdev completes it first (see `held`), else the drain
-    // would wait for it forever; the quiesce then starts back on this thread.
-    if let Some(h) = crate::held::held_io(&bdev) {
+    // Modules holding I/O of this bdev or under it complete it first (see `held`), else the
+    // drain would wait for it forever; the quiesce then starts back on this thread.
+    let hooks = crate::held::hooks_for(&bdev);
+    if !hooks.is_empty() {
         let origin = ferrite_reactor::current();
-        return h.reset_start(Box::new(move || {
-            let go = move || reset_quiesce(bdev, io);
-            match origin {
-                Some(t) if ferrite_reactor::current().as_ref() != Some(&t) => {
-                    if let Err(e) = t.send(go) {
-                        tracing::error!("reset: cannot resume on its thread: {e}");
+        return crate::held::reset_start(
+            &hooks,
+            Box::new(move || {
+                let go = move || reset_quiesce(bdev, io);
+                match origin {
+                    Some(t) if ferrite_reactor::current().as_ref() != Some(&t) => {
+                        if let Err(e) = t.send(go) {
+                            tracing::error!("reset: cannot resume on its thread: {e}");
+                        }
                     }
+                    _ => go(),
                 }
-                _ => go(),
-            }
-        }));
+            }),
+        );
     }
     reset_quiesce(bdev, io);
 }
@@ -325,7 +329,7 @@ fn reset_done(mut c: Box<BdevIo>) {
 
 /// The reset of `bdev` is over: a module holding I/O may hold again (before the thaw).
 fn reset_end(bdev: &Bdev) {
-    if let Some(h) = crate::held::held_io(bdev) {
+    for h in crate::held::hooks_for(bdev) {
         h.reset_end();
     }
 }

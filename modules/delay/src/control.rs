@@ -347,7 +347,7 @@ fn attach(name: &str) -> Result<()> {
         base_name: base.name().to_string(),
         uuid,
         base: Mutex::new(Some(desc)),
-        base_bdev: base,
+        base_bdev: base.clone(),
         lat: lat.clone(),
     });
     // 2d. Register. On failure the backend (and with it the descriptor and claim) is dropped.
@@ -360,6 +360,7 @@ fn attach(name: &str) -> Result<()> {
             lat,
         }),
     );
+    ferrite_bdev::set_held_io_bases(&bdev, &[&base]);
     if let Some(e) = config().iter_mut().find(|e| e.name == name) {
         e.attached = true;
     }

@@ -744,3 +744,47 @@ fn reset_fails_held_io_on_two_threads() {
     });
     env.close();
 }
+
+/// A reset of a passthru bdev stacked on the error bdev reaches the I/O held below it (as in
+/// SPDK, where the passthru passes its reset down): the held I/O fails, the reset completes.
+#[test]
+fn reset_of_a_stacked_bdev_fails_io_held_below() {
+    let mut h = ferrite_reactor::harness::Harness::new(2, 117);
+    h.on(APP, || {
+        register_modules();
+        malloc("ErrM17", 64);
+        ferrite_error::create(&ferrite_error::ErrorOpts {
+            base_name: "ErrM17".into(),
+            uuid: None,
+        })
+        .unwrap();
+        ferrite_passthru::create(&ferrite_passthru::PassthruOpts {
+            base_bdev_name: "EE_ErrM17".into(),
+            name: "PtErr17".into(),
+            uuid: None,
+        })
+        .unwrap();
+    });
+    let mut env = Env::open(h, 117, "PtErr17");
+    let name = "EE_ErrM17".to_string();
+    let o = opts(InjectIoType::Write, ErrorType::Pending, 2);
+    env.app(|| ferrite_error::inject_error(&name, &o)).unwrap();
+    env.run();
+    let w: Vec<u64> = (0..2).map(|i| env.write(i, 1, 9)).collect();
+    env.run();
+    assert_eq!((env.status(w[0]), env.status(w[1])), (None, None));
+    let reset = env.submit(|io| {
+        io.prep_reset(record);
+    });
+    env.run();
+    for &t in &w {
+        assert_eq!(env.status(t), Some(IoStatus::Failed));
+        assert_eq!(env.calls(t), 1);
+    }
+    assert_eq!(env.status(reset), Some(IoStatus::Success));
+    assert_eq!(env.inflight(), 0);
+    let r = env.read(0, 1);
+    env.run();
+    assert_eq!(env.status(r), Some(IoStatus::Success));
+    env.close();
+}
