@@ -40,7 +40,8 @@ pub enum ErrorType {
     /// Complete it with `IoStatus::Failed`.
     Failure,
     /// Hold it until the injection is cleared or the bdev is deleted; then complete it
-    /// `IoStatus::Aborted`.
+    /// `IoStatus::Aborted`. A reset of the bdev (or of one stacked on it) completes it
+    /// `IoStatus::Failed`, as SPDK's error bdev, and nothing is held while the reset runs.
     Pending,
     /// Let it through, XORing `corrupt_value` into the byte at `corrupt_offset` of its data: a
     /// write's before it goes down, a read's after the base completed it.
