@@ -8,8 +8,10 @@ Stacked: malloc, raid0 and raid1 over two malloc, null and raid0 over two null, 
 
 Cases of one group run interleaved (A B C D A B C D ...) ROUNDS times, so machine drift hits
 them alike; the report gives median, min and max of each and ratios between medians.
-Usage: scripts/perf_files.py [--rounds N] [--seconds S] [--only files|stacked]
+Usage: scripts/perf_files.py [--bin PATH] [--rounds N] [--seconds S] [--only files|stacked]
                              [--poll-mode poll|adaptive|interrupt]
+--bin is the ferrite binary to measure (default: release/ferrite in $CARGO_TARGET_DIR, or in
+target/ when it is not set), e.g. a build of another branch for an A/B in two runs.
 --poll-mode is passed to `ferrite bench` for the file groups (default: the bench's poll mode):
 with `interrupt` the reactor sleeps while every I/O is in the kernel, as fio does.
 The data files are created (random content) when missing; run from anywhere.
@@ -17,7 +19,8 @@ The data files are created (random content) when missing; run from anywhere.
 import argparse, json, os, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "ferrite")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BIN = os.path.join(TARGET, "release", "ferrite")  # --bin replaces it
 FILES_CFG = "docs/perf/files.json"      # relative to ROOT (the file paths in it are too)
 STACKED_CFG = "docs/perf/stacked.json"
 FILES = {"tmpfs": "/dev/shm/ferrite-1g.dat", "disk": "target/ferrite-1g.dat"}
@@ -56,10 +59,16 @@ def group(name, cases, rounds):
     print("|---|---|---|---|---|")
     for label, (cmd, _) in cases:
         v = vals[label]
-        c = " ".join(os.path.relpath(x, ROOT) if x == BIN else x for x in cmd)
+        c = " ".join(shown(x) if x == BIN else x for x in cmd)
         print(f"| {label} | `{c}` | {statistics.median(v):,.0f} | {min(v):,.0f} | {max(v):,.0f} |")
     sys.stdout.flush()
     return {k: statistics.median(v) for k, v in vals.items()}
+
+
+def shown(path):
+    """A path as the report shows it: relative to the repository when inside it."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
 
 
 def ensure_files():
@@ -115,14 +124,19 @@ def stacked(rounds, seconds):
 
 
 def main():
+    global BIN
     ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=BIN, help="the ferrite binary to measure")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--only", choices=["files", "stacked"])
     ap.add_argument("--poll-mode", choices=["poll", "adaptive", "interrupt"])
     a = ap.parse_args()
+    BIN = os.path.abspath(a.bin)
+    if not os.access(BIN, os.X_OK):
+        sys.exit(f"no executable ferrite at {BIN} (build it: cargo build --release, or pass --bin)")
     print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; "
-          f"{a.rounds} interleaved rounds of {a.seconds:g} s per case")
+          f"{a.rounds} interleaved rounds of {a.seconds:g} s per case; binary {shown(BIN)}")
     if a.only != "stacked":
         files(a.rounds, a.seconds, a.poll_mode)
     if a.only != "files":

@@ -38,18 +38,25 @@ pub struct FrameworkCtx {
 /// Leaves the startup state (`framework_start_init`, or start-up without `--wait-for-rpc`):
 /// builds what SPDK builds at subsystem init with the start-up options now applied (the DMA
 /// buffer pool, so that no I/O pays for it), then enters the runtime state. Fails, staying in
-/// the startup state, if the pool cannot be built.
+/// the startup state, if the pool cannot be built; nothing of the failed build is kept, so
+/// `framework_start_init` may be retried (after `iobuf_set_options` with smaller sizes, or
+/// once memory is free).
 ///
 /// Thread contract: any non-reactor thread or the RPC handler; blocks while the pool is built.
 pub fn start_framework(state: &ServerState) -> Result<(), String> {
     let st = ferrite_bdev::buf::init().map_err(|e| e.message().to_string())?;
     tracing::info!(
-        "DMA buffer pool ready: {} x {} KiB small, {} x {} KiB large buffers{}",
+        "DMA buffer pool ready: {} x {} KiB small, {} x {} KiB large buffers{}{}",
         st.small_total,
         st.small_size / 1024,
         st.large_total,
         st.large_size / 1024,
-        if st.hugepages { " (hugepages)" } else { "" }
+        if st.hugepages { " (hugepages)" } else { "" },
+        if st.locked {
+            ""
+        } else {
+            " (not locked in memory: see the warning above)"
+        }
     );
     state.set_state(RUNTIME);
     tracing::info!("framework initialised (runtime state)");

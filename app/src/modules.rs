@@ -35,5 +35,10 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     ferrite_vhost::register_rpcs(reg, app);
 }
 
-/// Subsystems reported by `framework_get_subsystems`, with their dependencies.
-pub const SUBSYSTEMS: &[(&str, &[&str])] = &[("bdev", &[]), ("vhost_blk", &["bdev"])];
+/// Subsystems reported by `framework_get_subsystems`, with their dependencies, in dependency
+/// order (`iobuf`: the data buffer pool's options).
+pub const SUBSYSTEMS: &[(&str, &[&str])] = &[
+    ("iobuf", &[]),
+    ("bdev", &["iobuf"]),
+    ("vhost_blk", &["bdev"]),
+];

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 fn empty_config() -> Value {
     json!({"subsystems": [
+        {"subsystem": "iobuf", "config": []},
         {"subsystem": "bdev", "config": [{"method": "bdev_wait_for_examine"}]},
         {"subsystem": "vhost_blk", "config": []},
     ]})

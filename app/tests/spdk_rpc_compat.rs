@@ -153,7 +153,11 @@ const ALL_METHODS: &[&str] = &[
     "vhost_delete_controller",
     "vhost_get_controllers",
 ];
-const STARTUP_ONLY: &[&str] = &["framework_start_init", "bdev_set_options"];
+const STARTUP_ONLY: &[&str] = &[
+    "framework_start_init",
+    "bdev_set_options",
+    "iobuf_set_options",
+];
 const ANY_STATE: &[&str] = &[
     "framework_wait_init",
     "rpc_get_methods",
@@ -277,7 +281,8 @@ fn framework(ver: &'static str) {
     assert_eq!(
         c.json(&s, &["framework_get_subsystems"]),
         json!([
-            {"subsystem": "bdev", "depends_on": []},
+            {"subsystem": "iobuf", "depends_on": []},
+            {"subsystem": "bdev", "depends_on": ["iobuf"]},
             {"subsystem": "vhost_blk", "depends_on": ["bdev"]}
         ])
     );

@@ -180,7 +180,7 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
         .unwrap_err();
     assert_eq!(e.code, -32602, "{e:?}");
 
-    // save_config: the vhost_blk subsystem after bdev, loadable by -c
+    // save_config: the vhost_blk subsystem after bdev (after iobuf), loadable by -c
     let doc = t.save_config();
     let subs: Vec<&str> = doc["subsystems"]
         .as_array()
@@ -188,7 +188,7 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
         .iter()
         .map(|s| s["subsystem"].as_str().unwrap())
         .collect();
-    assert_eq!(subs, ["bdev", "vhost_blk"]);
+    assert_eq!(subs, ["iobuf", "bdev", "vhost_blk"]);
     let v = vhost_entries(&doc);
     assert_eq!(v.len(), 4, "{v:?}");
     assert_eq!(v[0]["method"], "vhost_create_blk_controller");

@@ -247,30 +247,66 @@ fn server_going_away_fails_io_and_removes_the_bdev() {
     let dir = TempDir::new("virtio-gone");
     let mut q = Qsd::null(&dir, "q", 64 << 20, 512, true);
     let conf = bench_conf(&dir, &q.sock, &[]);
-    let bg = Bg::spawn(
-        &mut bench_cmd(
-            &conf,
-            &[
-                "-q",
-                "32",
-                "-o",
-                "4096",
-                "-w",
-                "randread",
-                "-t",
-                "6",
-                "-f",
-                "--output-json",
-            ],
-        ),
-        None,
-    );
-    std::thread::sleep(Duration::from_millis(2500));
+    // A long run, which ends by itself once its only job has stopped with its bdev removed
+    // (far before its 600 s): every step waits on what it needs (I/O flowing, then the loss
+    // noticed), with deadlines, instead of fixed sleeps (a slow start-up under load once meant
+    // the server was killed before the bdev existed).
+    let log = dir.join("bench.log");
+    let args: Vec<String> = [
+        "bench",
+        "-c",
+        conf.to_str().unwrap(),
+        "-q",
+        "32",
+        "-o",
+        "4096",
+        "-w",
+        "randread",
+        "-t",
+        "600",
+        "-S",
+        "0.2",
+        "--progress",
+        "lines",
+        "-f",
+        "--output-json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut b = Target::spawn_raw(&args, &dir.join("unused.sock"), &log, None);
+    // A progress line with a non-zero rate: the bdev is attached and reads complete.
+    wait_until(START_TIMEOUT, "the bench reports completed reads", || {
+        assert!(b.try_status().is_none(), "bench exited: {}", b.log_text());
+        b.log_text()
+            .lines()
+            .any(|l| l.starts_with('[') && l.contains(" IOPS") && !l.contains("] 0 IOPS"))
+    });
     q.kill();
-    let r = bg.wait(Duration::from_secs(40));
-    let all = r.all();
+    wait_until(
+        Duration::from_secs(60),
+        "the bench notices the server went away",
+        || b.log_text().contains("went away"),
+    );
+    // The bdev is removed under the job, which ends early and fails.
+    wait_until(
+        Duration::from_secs(60),
+        "the job reports its bdev removed",
+        || b.log_text().contains("is being removed: stopping the job"),
+    );
+    // No signal: the run ends because no job is left running.
+    let st = b.wait_exit(Duration::from_secs(60));
+    let all = b.log_text();
+    assert!(
+        st.is_some(),
+        "bench ran on after its only job had ended: {all}"
+    );
     assert!(!all.contains("panicked"), "{all}");
-    assert!(all.contains("went away"), "{all}");
+    assert!(
+        all.contains("bdev 'VirtioBlk0' was removed during the run"),
+        "{all}"
+    );
+    assert_ne!(st.unwrap().code(), Some(0), "{all}");
 }
 
 #[test]
@@ -311,28 +347,69 @@ fn detach_while_io_runs() {
     wait_until(START_TIMEOUT, "bench socket", || {
         std::os::unix::net::UnixStream::connect(&bsock).is_ok()
     });
+    // Reads the examine pass did before the run: the run has started (its jobs hold the bdev
+    // open) once the count grows past this.
+    let reads = |sock: &Path| {
+        let s = rpc(sock, "bdev_get_iostat", json!({"name": "VirtioBlk0"})).unwrap();
+        s["bdevs"][0]["num_read_ops"].as_u64().unwrap()
+    };
+    let before = reads(&bsock);
+    // A long run: the detach always lands during it, and the run ends with its only job
+    // (as bdevperf's) instead of at its end time; the answer comes within the client's
+    // 60 s read timeout only because of that.
+    const RUN_S: u64 = 600;
+    let sent = std::time::Instant::now();
     let s2 = bsock.clone();
     let perf = std::thread::spawn(move || {
         rpc(
             &s2,
             "perform_tests",
             json!({"queue_depth": 32, "io_size": "4k",
-        "workload_type": "randread", "time_in_sec": 4}),
+        "workload_type": "randread", "time_in_sec": RUN_S}),
         )
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until(START_TIMEOUT, "perform_tests reads the bdev", || {
+        reads(&bsock) > before
+    });
     let r = rpc(
         &bsock,
         "bdev_virtio_detach_controller",
         json!({"name": "VirtioBlk0"}),
     );
     assert!(r.is_ok(), "detach: {:?}", r.err().map(|e| e.message));
-    // The run ends (the bdev is removed under it) instead of hanging: an answer either way.
-    let pr = perf.join().unwrap();
-    eprintln!("perform_tests after detach: {pr:?}");
+    // The bdev went away under the run: it fails with ENODEV naming the bdev (as bdevperf's
+    // perform_tests), and it ended well before its end time.
+    let e = perf.join().unwrap().unwrap_err();
+    let took = sent.elapsed();
+    assert_eq!(e.code, -libc::ENODEV as i64, "{e:?}");
+    assert!(
+        e.message
+            .contains("bdev 'VirtioBlk0' was removed during the run"),
+        "{e:?}"
+    );
+    assert!(
+        took < Duration::from_secs(RUN_S / 5),
+        "the run went on after its only bdev was removed: {took:?}"
+    );
     let names = rpc(&bsock, "bdev_get_bdevs", json!(null)).unwrap();
     assert_eq!(names, json!([]), "{names}");
     assert!(!b.log_text().contains("panicked"), "{}", b.log_text());
+    // The application still serves: a new controller on the same server attaches, and a
+    // test runs on it.
+    let r = rpc(
+        &bsock,
+        "bdev_virtio_attach_controller",
+        json!({"name": "V1", "trtype": "user", "traddr": q.sock, "dev_type": "blk"}),
+    );
+    assert_eq!(r, Ok(json!(["V1"])), "{}", b.log_text());
+    let pr = rpc(
+        &bsock,
+        "perform_tests",
+        json!({"queue_depth": 4, "io_size": "4k", "workload_type": "randread",
+               "time_in_sec": 0.5}),
+    );
+    let v = pr.unwrap_or_else(|e| panic!("perform_tests after re-attach: {e:?}"));
+    assert_eq!(v["results"][0]["job"], "V1", "{v}");
     b.signal(libc::SIGTERM);
     assert!(
         b.wait_exit(Duration::from_secs(30)).is_some(),

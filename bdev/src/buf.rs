@@ -8,17 +8,26 @@
 //! translation (the NVMe driver) can map them all up front, and [`shared_regions`] gives the
 //! memfd behind each, so that a vhost-user frontend (the virtio-user bdev) can share the pool
 //! with its server and do I/O on pool buffers without copying.
+//!
+//! The sizes ([`BufPoolConfig`]) may change until the pool is built (SPDK's `iobuf_set_options`
+//! maps onto them); from then on they are fixed. A build that fails (memory, address-space
+//! limit) is not kept: the next [`init`] or use tries again, so an operator can lower the sizes
+//! or free memory and retry `framework_start_init`. Locking the pool in memory is best effort:
+//! when `mlock` fails (the locked-memory limit) the pool works unpinned, a warning says why,
+//! and [`BufStats::locked`] is false.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::buf_map;
 use crate::error::{BdevError, ErrorKind, Result};
 
 /// Pool sizes. Set with [`configure`] before the pool is built ([`init`] or the first buffer).
+/// Buffer sizes are rounded up to a multiple of 4 KiB when the pool is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufPoolConfig {
     /// Bytes per small buffer.
@@ -54,6 +63,8 @@ pub struct Region {
     pub len: usize,
     /// True if backed by hugepages.
     pub hugepages: bool,
+    /// True if locked in memory (`mlock`); false if the locked-memory limit refused it.
+    pub locked: bool,
 }
 
 /// A pool region backed by a memfd, shareable with another process (`mmap` of `fd` at
@@ -76,6 +87,17 @@ struct Class {
     free: ArrayQueue<usize>,
 }
 
+impl Drop for Class {
+    /// Unmaps the region. Runs only for a class of a build that failed later on (the classes
+    /// of the built pool live in a static and are never dropped), from which no buffer was
+    /// handed out.
+    fn drop(&mut self) {
+        // SAFETY: the region is this class's own mapping, made by `map_region`, and nothing
+        // points into it (no buffer was taken from a pool that was never published).
+        unsafe { libc::munmap(self.region.addr as *mut libc::c_void, self.region.len) };
+    }
+}
+
 struct Pool {
     cfg: BufPoolConfig,
     classes: [Class; 2],
@@ -83,128 +105,81 @@ struct Pool {
     waits: AtomicU64,
 }
 
-static CONFIG: OnceLock<BufPoolConfig> = OnceLock::new();
-static POOL: OnceLock<std::result::Result<Pool, String>> = OnceLock::new();
+/// The sizes the next build uses (`None`: the defaults). The lock also serialises builds.
+static PENDING: Mutex<Option<BufPoolConfig>> = Mutex::new(None);
+/// The built pool; never replaced.
+static POOL: OnceLock<Pool> = OnceLock::new();
 
-/// Sets the pool sizes. Fails if the pool already exists (first buffer taken) with other sizes.
+/// Most buffers of one class (a limit on everything: the free queue takes 16 bytes a buffer).
+pub const MAX_BUF_COUNT: usize = 1 << 22;
+/// Largest buffer size.
+pub const MAX_BUF_SIZE: usize = 64 << 20;
+
+/// Sets the pool sizes for the build. Until the pool is built they may be set again (the last
+/// call wins); once it is built, the same sizes are accepted and others refused (`Busy`).
+/// Invalid sizes (zero, small larger than large, beyond [`MAX_BUF_COUNT`] or
+/// [`MAX_BUF_SIZE`]) are refused with `InvalidArgument`, naming the value.
+///
+/// Thread contract: any thread; does not build the pool.
 pub fn configure(cfg: BufPoolConfig) -> Result<()> {
-    if cfg.small_count == 0
-        || cfg.large_count == 0
-        || cfg.small_size == 0
-        || cfg.large_size < cfg.small_size
-    {
-        return Err(BdevError::new(
-            ErrorKind::InvalidArgument,
-            format!("invalid buffer pool sizes {cfg:?}"),
+    let bad = |what: String| Err(BdevError::new(ErrorKind::InvalidArgument, what));
+    for (name, v) in [("small", cfg.small_count), ("large", cfg.large_count)] {
+        if v == 0 || v > MAX_BUF_COUNT {
+            return bad(format!(
+                "{name} buffer count {v} is out of range (1..={MAX_BUF_COUNT})"
+            ));
+        }
+    }
+    for (name, v) in [("small", cfg.small_size), ("large", cfg.large_size)] {
+        if v == 0 || v > MAX_BUF_SIZE {
+            return bad(format!(
+                "{name} buffer size {v} is out of range (1..={MAX_BUF_SIZE})"
+            ));
+        }
+    }
+    if cfg.large_size < cfg.small_size {
+        return bad(format!(
+            "large buffer size {} is smaller than the small buffer size {}",
+            cfg.large_size, cfg.small_size
         ));
     }
-    let set = *CONFIG.get_or_init(|| cfg);
-    if set != cfg {
-        return Err(BdevError::new(
+    let mut pending = lock_pending()?;
+    match POOL.get() {
+        Some(p) if p.cfg != cfg => Err(BdevError::new(
             ErrorKind::Busy,
-            "buffer pool is already configured with other sizes",
-        ));
+            "the buffer pool is already built with other sizes",
+        )),
+        Some(_) => Ok(()),
+        None => {
+            *pending = Some(cfg);
+            Ok(())
+        }
     }
-    Ok(())
 }
 
-fn memfd(len: usize, huge: bool) -> Option<OwnedFd> {
-    let flags = libc::MFD_CLOEXEC | if huge { libc::MFD_HUGETLB } else { 0 };
-    // SAFETY: a valid C string; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"ferrite-dma-pool".as_ptr(), flags) };
-    if fd < 0 {
-        return None;
+/// The sizes in use: those of the built pool, else those the next build will use.
+///
+/// Thread contract: any thread.
+pub fn config() -> BufPoolConfig {
+    if let Some(p) = POOL.get() {
+        return p.cfg;
     }
-    // SAFETY: fd was just created and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: fd is a valid memfd.
-    (unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } == 0).then_some(fd)
+    lock_pending().ok().and_then(|g| *g).unwrap_or_default()
 }
 
-fn map_region(len: usize) -> std::result::Result<(Region, Option<OwnedFd>), String> {
-    // A shared memfd (hugetlb first, only when the kernel reports enough free hugepages; the
-    // length must then be a multiple of the hugepage size), anonymous memory as a last resort.
-    let huge_ok =
-        free_hugepages() * hugepage_size() >= len && len.is_multiple_of(hugepage_size().max(1));
-    for huge in [true, false] {
-        if huge && !huge_ok {
-            continue;
-        }
-        let Some(fd) = memfd(len, huge) else { continue };
-        // SAFETY: shared mapping of the whole memfd, no address hint; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            continue;
-        }
-        // Best effort, as below.
-        // SAFETY: p..p+len is the mapping just created.
-        let _ = unsafe { libc::mlock(p, len) };
-        let region = Region {
-            addr: p as usize,
-            len,
-            hugepages: huge,
-        };
-        return Ok((region, Some(fd)));
-    }
-    // SAFETY: anonymous private mapping with no address hint; the result is checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
+fn lock_pending() -> Result<std::sync::MutexGuard<'static, Option<BufPoolConfig>>> {
+    PENDING.lock().map_err(|_| {
+        BdevError::new(
+            ErrorKind::Busy,
+            "the buffer pool's set-up lock is poisoned (a build panicked)",
         )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(format!(
-            "mmap of {len} bytes for the buffer pool failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // Best effort: locked memory keeps physical addresses stable for DMA. Failure (memlock
-    // limit) is not an error for backends that do not DMA.
-    // SAFETY: p..p+len is the mapping just created.
-    let _ = unsafe { libc::mlock(p, len) };
-    let region = Region {
-        addr: p as usize,
-        len,
-        hugepages: false,
-    };
-    Ok((region, None))
-}
-
-fn meminfo_value(key: &str) -> usize {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn free_hugepages() -> usize {
-    meminfo_value("HugePages_Free:")
-}
-
-fn hugepage_size() -> usize {
-    meminfo_value("Hugepagesize:") * 1024
+    })
 }
 
 fn build(cfg: BufPoolConfig) -> std::result::Result<Pool, String> {
     let mk = |size: usize, count: usize| -> std::result::Result<Class, String> {
         let size = size.next_multiple_of(4096);
-        let (region, memfd) = map_region(size * count)?;
+        let (region, memfd) = buf_map::map_region(size * count)?;
         let free = ArrayQueue::new(count);
         for i in 0..count {
             let _ = free.push(region.addr + i * size);
@@ -217,22 +192,48 @@ fn build(cfg: BufPoolConfig) -> std::result::Result<Pool, String> {
             free,
         })
     };
+    let total = |size: usize, count: usize| size.next_multiple_of(4096).checked_mul(count);
+    if total(cfg.small_size, cfg.small_count).is_none()
+        || total(cfg.large_size, cfg.large_count).is_none()
+    {
+        return Err(format!(
+            "buffer pool sizes {cfg:?} overflow the address space"
+        ));
+    }
+    // A failure after the small class unmaps it (`Class`'s drop).
+    let small = mk(cfg.small_size, cfg.small_count)?;
+    let large = mk(cfg.large_size, cfg.large_count)?;
+    let classes = [small, large];
+    buf_map::warn_unlocked(&[classes[0].region, classes[1].region]);
     Ok(Pool {
         cfg,
-        classes: [
-            mk(cfg.small_size, cfg.small_count)?,
-            mk(cfg.large_size, cfg.large_count)?,
-        ],
+        classes,
         gets: AtomicU64::new(0),
         waits: AtomicU64::new(0),
     })
 }
 
+/// The pool, built on first use. The built pool is one atomic load away; building is cold.
+#[inline]
 fn pool() -> Result<&'static Pool> {
-    let cfg = *CONFIG.get_or_init(BufPoolConfig::default);
-    POOL.get_or_init(|| build(cfg))
-        .as_ref()
-        .map_err(|e| BdevError::new(ErrorKind::NoMemory, e.clone()))
+    match POOL.get() {
+        Some(p) => Ok(p),
+        None => build_pool(),
+    }
+}
+
+/// Builds the pool with the pending sizes unless another caller did meanwhile. A failure is
+/// not kept: the next call tries again.
+#[cold]
+fn build_pool() -> Result<&'static Pool> {
+    let pending = lock_pending()?;
+    if let Some(p) = POOL.get() {
+        return Ok(p);
+    }
+    let cfg = pending.unwrap_or_default();
+    let built = build(cfg).map_err(|e| BdevError::new(ErrorKind::NoMemory, e))?;
+    // Under the lock and checked above: this call publishes it.
+    Ok(POOL.get_or_init(|| built))
 }
 
 /// Builds the pool now, with the sizes set by [`configure`] (or the defaults), unless it exists
@@ -241,7 +242,8 @@ fn pool() -> Result<&'static Pool> {
 /// building maps (and locks, when the limit allows) every buffer, ~200 MiB with the defaults,
 /// which would otherwise stall the reactor of the first I/O that needs a pool buffer. Without
 /// it the pool is built on first use (library users, tests). Fails with `NoMemory`, saying
-/// why, if the pool cannot be built (the same error every later use would get).
+/// why, if the pool cannot be built; the failure is not kept (nothing stays mapped), so a later
+/// call (after [`configure`] with smaller sizes, or once memory is free) tries again.
 ///
 /// Thread contract: any thread; blocks while it builds (well under a second).
 pub fn init() -> Result<BufStats> {
@@ -258,7 +260,7 @@ pub fn init() -> Result<BufStats> {
 ///
 /// Thread contract: any thread.
 pub fn is_built() -> bool {
-    POOL.get().is_some_and(|p| p.is_ok())
+    POOL.get().is_some()
 }
 
 /// Regions backing the pool (creating it if needed), for drivers that must map them for DMA.
@@ -303,6 +305,9 @@ pub struct BufStats {
     pub waits: u64,
     /// True if hugepage-backed.
     pub hugepages: bool,
+    /// True if locked in memory (`mlock`); false if the locked-memory limit refused it (the
+    /// pool works, unpinned).
+    pub locked: bool,
 }
 
 /// Current pool statistics.
@@ -318,6 +323,7 @@ pub fn stats() -> Result<BufStats> {
         gets: p.gets.load(Ordering::Relaxed),
         waits: p.waits.load(Ordering::Relaxed),
         hugepages: p.classes.iter().all(|c| c.region.hugepages),
+        locked: p.classes.iter().all(|c| c.region.locked),
     })
 }
 
@@ -346,7 +352,8 @@ impl std::fmt::Debug for DmaBuf {
 impl DmaBuf {
     /// Takes a buffer of at least `len` bytes, or `None` if the pool is exhausted (try again
     /// when buffers return). Errors only if `len` exceeds the large size or the pool could not
-    /// be created. Any thread; uses the calling lightweight thread's cache when there is one.
+    /// be created (then every call tries to build it again, under a lock: no I/O works then).
+    /// Any thread; uses the calling lightweight thread's cache when there is one.
     pub fn get(len: usize) -> Result<Option<DmaBuf>> {
         let p = pool()?;
         let class = if len <= p.classes[0].size {
@@ -427,10 +434,11 @@ impl Drop for DmaBuf {
     }
 }
 
+/// Buffers a thread may cache per class. Called when a buffer is returned, so only once the
+/// pool exists (one atomic load).
 pub(crate) fn cache_limit() -> usize {
-    CONFIG
-        .get()
-        .map(|c| c.cache_size)
+    POOL.get()
+        .map(|p| p.cfg.cache_size)
         .unwrap_or(BufPoolConfig::default().cache_size)
 }
 
@@ -442,4 +450,44 @@ pub(crate) fn release_to_global(class: u8, addr: usize) {
 
 pub(crate) fn pool_cfg() -> BufPoolConfig {
     pool().map(|p| p.cfg).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invalid sizes are refused naming the value, before any state changes.
+    #[test]
+    fn invalid_sizes_name_the_value() {
+        let d = BufPoolConfig::default();
+        let msg = |c: BufPoolConfig| match configure(c) {
+            Err(e) if e.kind() == ErrorKind::InvalidArgument => e.message().to_string(),
+            other => panic!("{c:?}: {other:?}"),
+        };
+        let m = msg(BufPoolConfig {
+            small_count: 0,
+            ..d
+        });
+        assert!(m.contains("small buffer count 0 is out of range"), "{m}");
+        let m = msg(BufPoolConfig {
+            large_count: MAX_BUF_COUNT + 1,
+            ..d
+        });
+        assert!(m.contains("large buffer count"), "{m}");
+        let m = msg(BufPoolConfig {
+            large_size: MAX_BUF_SIZE + 1,
+            ..d
+        });
+        assert!(m.contains("large buffer size"), "{m}");
+        let m = msg(BufPoolConfig {
+            small_size: 16384,
+            large_size: 8192,
+            ..d
+        });
+        assert!(
+            m.contains("smaller than the small buffer size 16384"),
+            "{m}"
+        );
+        assert_eq!(config(), d);
+    }
 }

@@ -6,6 +6,9 @@
 //! owned parent of the current child and its `driver_ctx` holds the chain's progress (the
 //! backend never sees it, so the words are the bdev layer's to use).
 
+use std::sync::Arc;
+
+use crate::bdev::Bdev;
 use crate::buf::DmaBuf;
 use crate::channel::{ChannelState, FLAG_QUIESCE_HELD};
 use crate::io::{BdevIo, IoVec, Parent};
@@ -253,15 +256,41 @@ fn caw_written(mut c: Box<BdevIo>) {
 
 // ---- reset -----------------------------------------------------------------------------------
 
-pub(crate) fn reset(st: &ChannelState, mut io: Box<BdevIo>) {
+pub(crate) fn reset(st: &ChannelState, io: Box<BdevIo>) {
     if io.flags & FLAG_QUIESCE_HELD != 0 {
         // Retried after NOMEM while already holding the quiesce: resume.
         return reset_quiesced(st, io);
     }
     let bdev = st.bdev.clone();
+    // Modules holding I/O of this bdev or under it complete it first (see `held`), else the
+    // drain would wait for it forever; the quiesce then starts back on this thread.
+    let hooks = crate::held::hooks_for(&bdev);
+    if !hooks.is_empty() {
+        let origin = ferrite_reactor::current();
+        return crate::held::reset_start(
+            &hooks,
+            Box::new(move || {
+                let go = move || reset_quiesce(bdev, io);
+                match origin {
+                    Some(t) if ferrite_reactor::current().as_ref() != Some(&t) => {
+                        if let Err(e) = t.send(go) {
+                            tracing::error!("reset: cannot resume on its thread: {e}");
+                        }
+                    }
+                    _ => go(),
+                }
+            }),
+        );
+    }
+    reset_quiesce(bdev, io);
+}
+
+/// Quiesces `bdev` for the reset `io`, then sends it on. On the reset's thread.
+fn reset_quiesce(bdev: Arc<Bdev>, mut io: Box<BdevIo>) {
     crate::quiesce::quiesce(&bdev.clone(), move || {
         io.flags |= FLAG_QUIESCE_HELD;
         let Some(st) = chan(&io).map(|s| s as *const ChannelState) else {
+            reset_end(&bdev);
             crate::quiesce::unquiesce(&bdev);
             return io.complete(IoStatus::Failed);
         };
@@ -272,6 +301,7 @@ pub(crate) fn reset(st: &ChannelState, mut io: Box<BdevIo>) {
 
 fn reset_quiesced(st: &ChannelState, io: Box<BdevIo>) {
     if !st.bdev.native(IoType::Reset) {
+        reset_end(&st.bdev);
         crate::quiesce::unquiesce(&st.bdev);
         return io.complete(IoStatus::Success);
     }
@@ -290,8 +320,16 @@ fn reset_done(mut c: Box<BdevIo>) {
     crate::thread::free_io(c);
     if let Some(p) = parent {
         if let Some(st) = chan(&p) {
+            reset_end(&st.bdev);
             crate::quiesce::unquiesce(&st.bdev);
         }
         p.complete(status);
+    }
+}
+
+/// The reset of `bdev` is over: a module holding I/O may hold again (before the thaw).
+fn reset_end(bdev: &Bdev) {
+    for h in crate::held::hooks_for(bdev) {
+        h.reset_end();
     }
 }

@@ -12,12 +12,15 @@
 
 pub mod bdev;
 pub mod buf;
+mod buf_map;
+pub mod buf_rpc;
 mod channel;
 pub mod config;
 mod desc;
 mod emulate;
 mod error;
 mod forward;
+mod held;
 mod io;
 mod iolist;
 mod iostat;
@@ -41,6 +44,7 @@ pub use buf::DmaBuf;
 pub use channel::{restamp, BdevChannel};
 pub use desc::Desc;
 pub use error::{BdevError, ErrorKind, Result};
+pub use held::{set_held_io, set_held_io_bases, HeldIo};
 pub use io::{BdevIo, ForwardDone, IoCallback, IoVec, MAX_FORWARD_DEPTH};
 pub use iostat::{collect_iostat, reset_iostat};
 pub use module::{BdevModule, ExamineDone, ExamineHold};

@@ -106,15 +106,15 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
         });
     });
     reg.register_fn("bdev_set_options", STARTUP, true, set_options);
+    crate::buf_rpc::register(reg);
 }
 
 /// `bdev_set_options`: the I/O pool options take effect (every thread sets up its bdev state
-/// after the startup state); the iobuf cache sizes are accepted and not used (Ferrite's buffer
-/// caches are sized by the buffer pool).
+/// after the startup state); the iobuf cache sizes are accepted, not used (Ferrite's per-thread
+/// buffer caches have one fixed size) and not saved, with a warning in the log saying so.
 fn set_options(p: Params, r: Responder) {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Opts {
         bdev_io_pool_size: Option<u32>,
         bdev_io_cache_size: Option<u32>,
@@ -126,6 +126,18 @@ fn set_options(p: Params, r: Responder) {
         Ok(o) => o,
         Err(e) => return r.err(e),
     };
+    for (name, v) in [
+        ("iobuf_small_cache_size", o.iobuf_small_cache_size),
+        ("iobuf_large_cache_size", o.iobuf_large_cache_size),
+    ] {
+        if let Some(v) = v {
+            tracing::warn!(
+                "bdev_set_options: {name} {v} is accepted but not used (each thread caches up \
+                 to {} buffers of each size; not saved by save_config)",
+                crate::buf::config().cache_size
+            );
+        }
+    }
     if o.bdev_auto_examine == Some(false) {
         return r.err(RpcError::invalid_params(
             "parameter 'bdev_auto_examine': false is not supported (every bdev is examined)",

@@ -1,6 +1,6 @@
 //! Back-pressure: a tiny data buffer pool under 500 buffer-less reads, and a backend that
 //! answers NoMem. Every test of this binary configures the same pool first (the pool is
-//! process-global and fixed once the first buffer is taken).
+//! process-global and fixed once it is built).
 // Helpers outside #[test] functions unwrap too: this is test code.
 #![allow(clippy::unwrap_used)]
 
@@ -23,8 +23,13 @@ fn small_pool() -> BufPoolConfig {
 }
 
 fn configure() {
+    // Until the pool is built the sizes may change (the last call wins).
+    buf::configure(BufPoolConfig::default()).unwrap();
     buf::configure(small_pool()).unwrap();
-    // Another size is refused once configured.
+    assert_eq!(buf::config(), small_pool());
+    buf::init().unwrap();
+    // Once built, the same sizes are accepted and others refused.
+    buf::configure(small_pool()).unwrap();
     let e = buf::configure(BufPoolConfig::default()).unwrap_err();
     assert_eq!(e.kind(), ferrite_bdev::ErrorKind::Busy);
 }

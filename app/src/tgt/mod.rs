@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use ferrite_reactor::{CpuMask, PollMode, Runtime, RuntimeConfig};
+use ferrite_reactor::{CpuMask, PollMode, Runtime};
 use ferrite_rpc::{Registry, Server, ServerConfig, ServerState, STARTUP};
 
 pub use options::TgtOptions;
@@ -88,13 +88,7 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
     }
     // Read the config before starting anything, so a bad file fails fast.
     let config = load_config_text(&opts, embedded_default)?;
-    let runtime = Runtime::start(RuntimeConfig {
-        cpumask: mask,
-        mode,
-        idle_threshold_us: opts.idle_threshold_us,
-        ..Default::default()
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime = Runtime::start(opts.runtime_config(mask, mode)).map_err(|e| e.to_string())?;
     crate::modules::register_bdev_modules();
     ferrite_vhost::init(ferrite_vhost::VhostSettings {
         socket_dir: vhost_dir,

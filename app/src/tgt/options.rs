@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use ferrite_reactor::{CpuMask, PollMode, RuntimeConfig};
 
 /// Options of the long-running target.
 #[derive(Debug, Clone, Args)]
@@ -35,6 +36,10 @@ pub struct TgtOptions {
     /// In adaptive mode, how long every thread must be idle before its reactor sleeps (µs).
     #[arg(long = "idle-threshold-us", default_value_t = 1000)]
     pub idle_threshold_us: u64,
+    /// In adaptive mode, how long every thread must be idle before its reactor sleeps when a
+    /// poller has I/O in the kernel whose completion will wake it (aio, uring) (µs; 0: at once).
+    #[arg(long = "kernel-wait-us", default_value_t = 0)]
+    pub kernel_wait_us: u64,
     /// Log level: ERROR, WARNING, NOTICE, INFO, DEBUG.
     #[arg(long = "log-level", default_value = "NOTICE")]
     pub log_level: String,
@@ -55,4 +60,68 @@ pub struct TgtOptions {
     /// Seconds a graceful shutdown may take before the process gives up and exits non-zero.
     #[arg(long = "shutdown-timeout", default_value_t = 30)]
     pub shutdown_timeout: u64,
+}
+
+impl TgtOptions {
+    /// The reactors' configuration these options ask for, on the cores of `cpumask` in `mode`
+    /// (both already parsed from [`TgtOptions::cpumask`] and [`TgtOptions::poll_mode`]).
+    ///
+    /// Thread contract: any thread.
+    pub fn runtime_config(&self, cpumask: CpuMask, mode: PollMode) -> RuntimeConfig {
+        RuntimeConfig {
+            cpumask,
+            mode,
+            idle_threshold_us: self.idle_threshold_us,
+            kernel_wait_us: self.kernel_wait_us,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: TgtOptions,
+    }
+
+    fn config(args: &[&str]) -> RuntimeConfig {
+        let o = Cli::try_parse_from(std::iter::once("tgt").chain(args.iter().copied()))
+            .unwrap()
+            .o;
+        let mask = CpuMask::parse(&o.cpumask).unwrap();
+        let mode: PollMode = o.poll_mode.parse().unwrap();
+        o.runtime_config(mask, mode)
+    }
+
+    #[test]
+    fn sleep_options_reach_the_runtime_config() {
+        let d = config(&[]);
+        let def = RuntimeConfig::default();
+        assert_eq!(d.kernel_wait_us, def.kernel_wait_us);
+        assert_eq!(d.idle_threshold_us, def.idle_threshold_us);
+        assert_eq!(d.mode, PollMode::Adaptive);
+        let c = config(&[
+            "--kernel-wait-us",
+            "40",
+            "--idle-threshold-us",
+            "500",
+            "--poll-mode",
+            "interrupt",
+            "-m",
+            "0x3",
+        ]);
+        assert_eq!(c.kernel_wait_us, 40);
+        assert_eq!(c.idle_threshold_us, 500);
+        assert_eq!(c.mode, PollMode::Interrupt);
+        assert_eq!(c.cpumask.cores(), &[0, 1]);
+        assert!(Cli::try_parse_from(["tgt", "--kernel-wait-us", "-1"]).is_err());
+    }
 }

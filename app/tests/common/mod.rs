@@ -257,15 +257,21 @@ pub struct Target {
 impl Target {
     /// Spawns `ferrite ARGS..` (no implicit arguments) with its output in `log`; does not wait.
     pub fn spawn_raw(args: &[String], sock: &Path, log: &Path, cwd: Option<&Path>) -> Target {
-        let f = File::create(log).expect("create log");
         let mut c = Command::new(BIN);
-        c.args(args)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().expect("clone log"))
-            .stderr(f);
+        c.args(args);
         if let Some(d) = cwd {
             c.current_dir(d);
         }
+        Target::spawn_cmd(c, sock, log)
+    }
+
+    /// Spawns `c` (a `ferrite` command the caller prepared, e.g. with resource limits) with its
+    /// output in `log`, answering RPC on `sock`; does not wait.
+    pub fn spawn_cmd(mut c: Command, sock: &Path, log: &Path) -> Target {
+        let f = File::create(log).expect("create log");
+        c.stdin(Stdio::null())
+            .stdout(f.try_clone().expect("clone log"))
+            .stderr(f);
         let child = c.spawn().unwrap_or_else(|e| panic!("spawn ferrite: {e}"));
         Target {
             pid: child.id(),

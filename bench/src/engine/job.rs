@@ -6,6 +6,8 @@
 //! `user[1]`. Nothing here allocates per I/O.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use ferrite_bdev::{BdevChannel, BdevIo, Desc, IoStatus, IoVec};
 use ferrite_reactor::clock;
@@ -84,6 +86,10 @@ pub(crate) struct Job {
     /// The bdev is being removed (hot remove during the run): the job stopped and closes its
     /// channel and descriptor once its I/O is back.
     pub removed: bool,
+    /// The run's count of jobs still running (see [`Job::ended`]).
+    pub running: Arc<AtomicUsize>,
+    /// This job has ended (counted off `running`).
+    pub ended: bool,
 }
 
 /// The jobs of one lightweight thread. Each job is boxed: its address, carried by its I/O,
@@ -168,6 +174,18 @@ impl Job {
             if self.removed {
                 self.close();
             }
+            self.ended();
+        }
+    }
+
+    /// The job has stopped and has no I/O outstanding: it is counted off the run's running
+    /// jobs (once), so that the coordinator ends the run when none is left, as bdevperf ends
+    /// its test when its last job has ended. Called on the job's thread.
+    #[cold]
+    pub(crate) fn ended(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.running.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -193,6 +211,7 @@ impl Job {
                 self.end_tsc = clock::ticks();
             }
             self.close();
+            self.ended();
         }
     }
 

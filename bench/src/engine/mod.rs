@@ -9,6 +9,7 @@ mod buffers;
 mod job;
 pub use job::describe_failure;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ pub struct EngineOutput {
     pub removed: Vec<String>,
 }
 
+/// The longest the coordinator waits before it looks again whether any job is still running.
+const END_POLL: Duration = Duration::from_millis(20);
+
 /// Why the coordinator should look up from waiting.
 pub enum Interrupt {
     /// Keep going.
@@ -94,8 +98,11 @@ struct ThreadPollers {
 struct PollerSlot(std::cell::RefCell<Option<ThreadPollers>>);
 
 /// Runs the jobs. `progress(elapsed_s, merged counters)` is called every sample interval;
-/// `interrupt()` is polled while waiting (return `Stop` to end early: jobs end `Terminated`).
-/// Blocks; call from a non-reactor thread.
+/// `interrupt(wait)` is polled while waiting, for at most [`END_POLL`] at a time (return `Stop`
+/// to end early: jobs end `Terminated`). The run ends at `run_time`, or as soon as every job
+/// has ended by itself (failed I/O, miscompare, its bdev removed), as bdevperf ends its test
+/// when its last job has ended; each job's result is then what it would have been at
+/// `run_time`. Blocks; call from a non-reactor thread.
 pub fn run(
     rt: &Arc<Runtime>,
     cfg: EngineConfig,
@@ -126,6 +133,8 @@ pub fn run(
     // below starts: a job that ends early (miscompare) is timed from here, as bdevperf times
     // every job from its `g_start_tsc`.
     let launch_tsc = clock::ticks();
+    // Jobs still running: each counts itself off once it has stopped with no I/O outstanding.
+    let running = Arc::new(AtomicUsize::new(cfg.plans.len()));
     let mut threads: Vec<ThreadHandle> = Vec::new();
     for (r, jobs) in by_reactor.into_iter().enumerate() {
         if jobs.is_empty() {
@@ -139,8 +148,9 @@ pub fn run(
         let timeout_ticks = cfg
             .io_timeout
             .map(|d| clock::us_to_ticks(d.as_micros() as u64));
+        let running2 = running.clone();
         t.send(move || {
-            let r = start_jobs(jobs, samples, timeout_ticks, stop_on_failure);
+            let r = start_jobs(jobs, samples, timeout_ticks, stop_on_failure, running2);
             let _ = tx2.send(Msg::Started(r));
         })
         .map_err(|e| io_err("starting a bench thread", e))?;
@@ -161,12 +171,20 @@ pub fn run(
     let start = Instant::now();
     let mut next_sample = cfg.sample_interval;
     let mut terminated = false;
+    let mut all_ended = false;
     loop {
         let elapsed = start.elapsed();
         if elapsed >= cfg.run_time {
             break;
         }
-        let wait = next_sample.min(cfg.run_time).saturating_sub(elapsed);
+        if !cfg.plans.is_empty() && running.load(Ordering::Acquire) == 0 {
+            all_ended = true;
+            break;
+        }
+        let wait = next_sample
+            .min(cfg.run_time)
+            .saturating_sub(elapsed)
+            .min(END_POLL);
         if let Interrupt::Stop = interrupt(wait) {
             terminated = true;
             break;
@@ -191,6 +209,12 @@ pub fn run(
         }
     }
     let end_elapsed = start.elapsed().as_secs_f64();
+    // Every job ended by itself: each one's own end time stands, up to the planned run time.
+    let cap_s = if all_ended {
+        cfg.run_time.as_secs_f64()
+    } else {
+        end_elapsed
+    };
     let stop_tsc = clock::ticks();
     stop_all(&threads, &tx);
     let done = drain_done(&rx, threads.len(), Duration::from_secs(60))?;
@@ -226,7 +250,7 @@ pub fn run(
         };
         // A job that stopped early (miscompare) ran until its own end.
         let runtime_s = if end_tsc != 0 && end_tsc < stop_tsc {
-            (end_tsc.saturating_sub(launch_tsc) as f64 / rate).min(end_elapsed)
+            (end_tsc.saturating_sub(launch_tsc) as f64 / rate).min(cap_s)
         } else {
             end_elapsed
         };
@@ -316,6 +340,7 @@ fn start_jobs(
     samples: usize,
     timeout_ticks: Option<u64>,
     stop_on_failure: bool,
+    running: Arc<AtomicUsize>,
 ) -> Result<(), BenchError> {
     let ns_mult = ((1_000_000_000u128) << 32) / u128::from(clock::tick_rate());
     let mut jobs = Vec::new();
@@ -383,6 +408,8 @@ fn start_jobs(
             first_block: 0,
             verifies: false,
             removed: false,
+            running: running.clone(),
+            ended: false,
         });
     }
     let n = jobs.len();
@@ -498,8 +525,11 @@ fn stop_jobs(tx: Sender<Msg>) {
         for j in l.jobs.borrow().iter() {
             let mut j = j.borrow_mut();
             j.stopping = true;
-            if j.outstanding == 0 && j.end_tsc == 0 {
-                j.end_tsc = clock::ticks();
+            if j.outstanding == 0 {
+                if j.end_tsc == 0 {
+                    j.end_tsc = clock::ticks();
+                }
+                j.ended();
             }
         }
     });

@@ -67,6 +67,8 @@ impl LatencyType {
 pub(crate) struct Latencies {
     us: [AtomicU64; 4],
     ticks: [AtomicU64; 4],
+    /// The threads holding delayed I/O, and the resets in progress.
+    pub(crate) holders: crate::held::Holders,
 }
 
 impl Latencies {
@@ -74,6 +76,7 @@ impl Latencies {
         let l = Self {
             us: Default::default(),
             ticks: Default::default(),
+            holders: Default::default(),
         };
         l.set(AVG_READ, o.avg_read_latency);
         l.set(P99_READ, o.p99_read_latency);
@@ -344,11 +347,20 @@ fn attach(name: &str) -> Result<()> {
         base_name: base.name().to_string(),
         uuid,
         base: Mutex::new(Some(desc)),
-        base_bdev: base,
-        lat,
+        base_bdev: base.clone(),
+        lat: lat.clone(),
     });
     // 2d. Register. On failure the backend (and with it the descriptor and claim) is dropped.
-    ferrite_bdev::register(props, backend)?;
+    let bdev = ferrite_bdev::register(props, backend)?;
+    // A reset of the bdev aborts what waits out its latency (see `held`).
+    ferrite_bdev::set_held_io(
+        &bdev,
+        Arc::new(crate::held::ResetHook {
+            name: name.to_string(),
+            lat,
+        }),
+    );
+    ferrite_bdev::set_held_io_bases(&bdev, &[&base]);
     if let Some(e) = config().iter_mut().find(|e| e.name == name) {
         e.attached = true;
     }

@@ -58,6 +58,8 @@ pub(crate) static DELAY_THREAD: LocalKey<DelayThread> = LocalKey::new();
 /// p99 I/O, and the poller that releases held I/O.
 pub(crate) struct DelayChannel {
     base: Option<BdevChannel>,
+    /// The bdev's latencies, for its list of threads holding channels (see `held`).
+    holders: Arc<Latencies>,
     slot: usize,
     rng: u64,
     _poller: Option<PollerHandle>,
@@ -66,6 +68,8 @@ pub(crate) struct DelayChannel {
 impl DelayChannel {
     /// Step 3: created on the thread that will use it.
     pub(crate) fn new(name: &str, base: Option<BdevChannel>, lat: Arc<Latencies>) -> Self {
+        lat.holders.add_thread();
+        let holders = lat.clone();
         let slot = DELAY_THREAD
             .with(|t| {
                 let mut chans = t.chans.borrow_mut();
@@ -111,6 +115,7 @@ impl DelayChannel {
             ^ (slot as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Self {
             base,
+            holders,
             // Without a poller nothing could release held I/O: do not hold any.
             slot: if poller.is_some() { slot } else { usize::MAX },
             rng: seed | 1,
@@ -151,6 +156,7 @@ impl Drop for DelayChannel {
                 );
             }
         }
+        self.holders.holders.remove_thread();
         // `_poller` is dropped next: the poller is unregistered.
     }
 }
@@ -202,6 +208,10 @@ fn child_done(mut child: Box<BdevIo>) {
     let _ = DELAY_THREAD.with(|t| {
         if let Some(Some(c)) = t.chans.borrow_mut().get_mut(slot) {
             if let Some(mut p) = io.take() {
+                if c.lat.holders.resetting() {
+                    // A reset runs: aborted at once, as what it found waiting.
+                    return p.complete(IoStatus::Aborted);
+                }
                 // The delay starts when the base completes (as SPDK), with the latency in
                 // force now.
                 let k = kind as usize;
@@ -295,6 +305,29 @@ pub fn held_on_thread() -> usize {
                 .flatten()
                 .map(ChanQueues::held)
                 .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs on a thread by message (a reset of the bdev whose latencies are `lat`): completes
+/// every I/O that the bdev's channels on this thread hold, aborted. Returns how many.
+pub(crate) fn abort_on_thread(lat: &Arc<Latencies>) -> usize {
+    DELAY_THREAD
+        .with(|t| {
+            let mut n = 0;
+            for c in t.chans.borrow_mut().iter_mut().flatten() {
+                if !Arc::ptr_eq(&c.lat, lat) {
+                    continue;
+                }
+                for q in &mut c.q {
+                    while let Some(io) = q.pop_front() {
+                        // Deferred by the bdev layer: the callback runs on a later poll.
+                        io.complete(IoStatus::Aborted);
+                        n += 1;
+                    }
+                }
+            }
+            n
         })
         .unwrap_or(0)
 }

@@ -26,11 +26,15 @@
 //!    channel lives until it is idle, so its poller completes what it holds, with the base's
 //!    status, when each delay expires — also after the bdev was deleted.
 //! 7. **Delete** (`control::delete`): unregister by name and drop the config entry.
+//! 8. **Reset** (`held`): a reset of the bdev, or of one stacked on it, aborts every I/O held
+//!    on every thread (as SPDK's delay bdev) before the bdev layer drains, and while it runs
+//!    I/O coming back from the base is aborted rather than delayed (one relaxed load).
 //!
 //! Thread contract: control functions on a lightweight thread (the app thread); the data
 //! path on whichever thread submits.
 
 mod control;
+mod held;
 mod io;
 mod rpc;
 

@@ -346,24 +346,77 @@ fn delete_with_io_held_completes_it_when_due() {
     env.run();
 }
 
-/// A reset waits for held I/O (the bdev layer drains before the backend sees it; SPDK's delay
-/// bdev aborts held I/O instead): it completes once their delay has passed.
+/// A reset aborts the I/O waiting out its latency (as SPDK's delay bdev: every channel's
+/// queues, before the base is reset) and completes without waiting for it, however long the
+/// latency; afterwards I/O is delayed again.
 #[test]
-fn reset_completes_after_held_io() {
-    let mut env = Env::new(207, "Dly8", "DlyM8", [300, 300, 300, 300]);
+fn reset_aborts_held_io_and_completes_at_once() {
+    const LONG_US: u64 = 60_000_000;
+    let mut env = Env::new(207, "Dly8", "DlyM8", [LONG_US; 4]);
+    let w = env.write(0);
+    let r = env.read(1);
+    env.run();
+    assert_eq!(env.held(), 2);
+    let reset = env.submit(|io| {
+        io.prep_reset(record);
+    });
+    // No time passes: the reset does not wait for the latency.
+    env.run();
+    assert_eq!(status(w), Some(IoStatus::Aborted));
+    assert_eq!(status(r), Some(IoStatus::Aborted));
+    assert_eq!(status(reset), Some(IoStatus::Success));
+    for t in [w, r, reset] {
+        assert_eq!(calls(t), 1);
+    }
+    assert_eq!(env.held(), 0);
+    // Delayed again once the reset is over.
+    let r2 = env.read(2);
+    env.run();
+    assert_eq!((status(r2), env.held()), (None, 1));
+    env.after(LONG_US);
+    assert_eq!(status(r2), Some(IoStatus::Success));
+    env.close();
+}
+
+/// A reset reaches the I/O held on every thread with a channel, not only its own.
+#[test]
+fn reset_aborts_held_io_on_another_thread() {
+    const LONG_US: u64 = 60_000_000;
+    let mut env = Env::new(208, "Dly9", "DlyM9", [LONG_US; 4]);
+    let t2 = env.h.add_thread("user2");
+    let d2 = env.h.on(t2, || Desc::open("Dly9", true, |_| {}).unwrap());
+    let c2 = env.h.on(t2, || d2.channel().unwrap());
+    let buf = DmaBuf::get(BS as usize).unwrap().unwrap();
+    let seg = ferrite_bdev::IoVec {
+        base: buf.as_ptr(),
+        len: BS as usize,
+    };
+    let tag2 = (208u64 << 32) | 0xffff;
+    env.h.on(t2, || {
+        let mut io = c2.alloc_io().unwrap();
+        io.prep_read(5, 1, record);
+        // SAFETY: `buf` outlives the I/O (it completes before the test ends).
+        unsafe { io.set_iovs(&[seg]) };
+        io.user[0] = tag2;
+        c2.submit(io);
+    });
     let w = env.write(0);
     env.run();
+    assert_eq!((status(w), status(tag2)), (None, None));
     let reset = env.submit(|io| {
         io.prep_reset(record);
     });
     env.run();
-    assert_eq!((status(w), status(reset)), (None, None));
-    env.after(299);
-    assert_eq!((status(w), status(reset)), (None, None));
-    env.after(1);
-    assert_eq!(status(w), Some(IoStatus::Success));
+    assert_eq!(status(w), Some(IoStatus::Aborted));
+    assert_eq!(status(tag2), Some(IoStatus::Aborted));
     assert_eq!(status(reset), Some(IoStatus::Success));
+    assert_eq!(env.h.on(t2, ferrite_delay::held_on_thread), 0);
+    env.h.on(t2, move || {
+        drop(c2);
+        drop(d2);
+    });
     env.close();
+    drop(buf);
 }
 
 #[test]

@@ -264,11 +264,14 @@ fn attach(base_name: &str, uuid: Uuid) -> Result<()> {
         base_name: base_name.to_string(),
         uuid,
         base: Mutex::new(Some(desc)),
-        base_bdev: base,
+        base_bdev: base.clone(),
         inj: inj.clone(),
     });
     // 2d. Register. On failure the backend (and with it the descriptor and claim) is dropped.
-    ferrite_bdev::register(props, backend)?;
+    let bdev = ferrite_bdev::register(props, backend)?;
+    // A reset of the bdev completes what its `pending` injections hold (see `HeldIo`).
+    ferrite_bdev::set_held_io(&bdev, Arc::new(crate::inject::ResetHook(inj.clone())));
+    ferrite_bdev::set_held_io_bases(&bdev, &[&base]);
     disks().push((name.clone(), inj));
     if let Some(e) = config().iter_mut().find(|e| e.base_name == base_name) {
         e.attached = true;

@@ -8,10 +8,10 @@
 //! threads submit. The mutex only guards the list of threads, touched when a channel is
 //! created or dropped and when held I/O is released (control path).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferrite_bdev::IoType;
+use ferrite_bdev::{HeldIo, IoStatus, IoType};
 use ferrite_reactor::ThreadHandle;
 use serde::Deserialize;
 
@@ -40,7 +40,8 @@ pub enum ErrorType {
     /// Complete it with `IoStatus::Failed`.
     Failure,
     /// Hold it until the injection is cleared or the bdev is deleted; then complete it
-    /// `IoStatus::Aborted`.
+    /// `IoStatus::Aborted`. A reset of the bdev (or of one stacked on it) completes it
+    /// `IoStatus::Failed`, as SPDK's error bdev, and nothing is held while the reset runs.
     Pending,
     /// Let it through, XORing `corrupt_value` into the byte at `corrupt_offset` of its data: a
     /// write's before it goes down, a read's after the base completed it.
@@ -155,6 +156,9 @@ pub(crate) struct Injections {
     epoch: AtomicU64,
     /// Threads holding a channel of this bdev, with their channel count.
     threads: Mutex<Vec<(ThreadHandle, usize)>>,
+    /// Resets of the bdev in progress: while non-zero a `pending` hit fails its I/O instead of
+    /// holding it (read only on that path).
+    resetting: AtomicU32,
 }
 
 impl Injections {
@@ -164,6 +168,7 @@ impl Injections {
             slots: Default::default(),
             epoch: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
+            resetting: AtomicU32::new(0),
         }
     }
 
@@ -244,19 +249,32 @@ impl Injections {
     /// Completes (Aborted) every I/O held so far, on the threads holding it: advances the
     /// epoch, then sends each channel thread a message that releases what was held before.
     pub(crate) fn release(self: &Arc<Self>) {
+        self.release_with(IoStatus::Aborted, Box::new(|| {}));
+    }
+
+    /// [`Injections::release`] with `status`; `done` runs (on the last thread to answer, or
+    /// here) once every thread has released what it held.
+    fn release_with(self: &Arc<Self>, status: IoStatus, done: Box<dyn FnOnce() + Send>) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let threads: Vec<ThreadHandle> = self
             .threads
             .lock()
             .map(|t| t.iter().map(|(h, _)| h.clone()).collect())
             .unwrap_or_default();
+        // One count per thread, and one for this call, dropped after every message is sent.
+        let join = Arc::new(Join {
+            left: AtomicUsize::new(threads.len() + 1),
+            done: Mutex::new(Some(done)),
+        });
         for t in threads {
             let me = self.clone();
+            let j = join.clone();
             if let Err(e) = t.send(move || {
-                let n = crate::io::release_on_thread(&me, epoch);
+                let n = crate::io::release_on_thread(&me, epoch, status);
                 if n > 0 {
                     tracing::info!("error bdev '{}': released {n} held I/O", me.name);
                 }
+                j.one_done();
             }) {
                 // The thread is gone (its held I/O went with it) or its queue is full.
                 tracing::warn!(
@@ -264,8 +282,15 @@ impl Injections {
                     self.name,
                     t.name()
                 );
+                join.one_done();
             }
         }
+        join.one_done();
+    }
+
+    /// True while a reset of the bdev is in progress (a `pending` hit then fails its I/O).
+    pub(crate) fn resetting(&self) -> bool {
+        self.resetting.load(Ordering::SeqCst) != 0
     }
 
     /// Notes a channel on the calling thread (at channel creation).
@@ -305,5 +330,40 @@ impl Injections {
                 injected: s.injected.load(Ordering::Relaxed),
             }
         })
+    }
+}
+
+/// Counts answers of a release sent to several threads; the last runs `done`.
+struct Join {
+    left: AtomicUsize,
+    done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Join {
+    fn one_done(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let d = self.done.lock().ok().and_then(|mut d| d.take());
+            if let Some(d) = d {
+                d();
+            }
+        }
+    }
+}
+
+/// A reset of an error bdev completes the I/O its `pending` injections hold with
+/// `IoStatus::Failed`, as SPDK's error bdev fails its pending I/O on reset, and holds none
+/// while the reset runs (the injections stay armed).
+pub(crate) struct ResetHook(pub(crate) Arc<Injections>);
+
+impl HeldIo for ResetHook {
+    fn reset_start(&self, done: Box<dyn FnOnce() + Send>) {
+        // The flag first: an I/O taking a `pending` hit on a thread after that thread's
+        // release message fails instead of being held.
+        self.0.resetting.fetch_add(1, Ordering::SeqCst);
+        self.0.release_with(IoStatus::Failed, done);
+    }
+
+    fn reset_end(&self) {
+        self.0.resetting.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -141,6 +141,10 @@ impl BackendChannel for ErrorChannel {
                         }
                         ErrorType::Pending => {
                             ferrite_bdev::free_io(child);
+                            if self.inj.resetting() {
+                                // A reset of the bdev runs: nothing is held until it is over.
+                                return io.complete(IoStatus::Failed);
+                            }
                             if let Err(io) = self.hold(hit.epoch, io) {
                                 tracing::warn!("error bdev: cannot hold an I/O here; failing it");
                                 io.complete(IoStatus::Failed);
@@ -210,9 +214,9 @@ fn corrupt(iovs: &[IoVec], mut offset: u64, value: u8) {
     }
 }
 
-/// Runs on a thread by message: completes (Aborted) every I/O that `inj`'s channels on this
+/// Runs on a thread by message: completes (with `status`) every I/O that `inj`'s channels on this
 /// thread hold since before `epoch`. Returns how many.
-pub(crate) fn release_on_thread(inj: &Arc<Injections>, epoch: u64) -> usize {
+pub(crate) fn release_on_thread(inj: &Arc<Injections>, epoch: u64, status: IoStatus) -> usize {
     ERROR_THREAD
         .with(|t| {
             let mut n = 0;
@@ -227,7 +231,7 @@ pub(crate) fn release_on_thread(inj: &Arc<Injections>, epoch: u64) -> usize {
                     };
                     if e < epoch {
                         // Deferred by the bdev layer: the callback runs on a later poll.
-                        io.complete(IoStatus::Aborted);
+                        io.complete(status);
                         n += 1;
                     } else {
                         c.held.push_back((e, io));

@@ -30,6 +30,9 @@
 //!    then, but it costs nothing), forget the configuration if deleted, drop the base
 //!    descriptor (releases the claim).
 //! 8. **Delete** (`control::delete`): release held I/O, unregister, drop the config entry.
+//! 9. **Reset** (`inject::ResetHook`): a reset of the bdev, or of one stacked on it, completes
+//!    every held I/O Failed (as SPDK's error bdev) before the bdev layer drains; while it runs
+//!    a `pending` hit fails its I/O instead of holding it. Injections stay armed.
 //!
 //! Thread contract: control functions on a lightweight thread (the app thread); the data
 //! path on whichever thread submits.

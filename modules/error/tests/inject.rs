@@ -676,27 +676,115 @@ fn rpc_methods_and_their_errors() {
     assert!(ferrite_bdev::lookup("EE_ErrM14").is_none());
 }
 
-/// Deviation from SPDK, pinned: Ferrite's bdev layer drains a bdev's channels before its
-/// backend sees a reset, so a reset waits for held I/O (SPDK's error bdev aborts it); `clear`
-/// releases it (Aborted) and the reset then completes.
+/// A reset fails the I/O its `pending` injections hold (as SPDK's error bdev) and completes
+/// without waiting for a clear; the injection stays armed, so I/O is held again afterwards
+/// until a clear releases it (Aborted).
 #[test]
-fn reset_waits_for_held_io_until_clear() {
+fn reset_fails_held_io_and_completes() {
     let mut env = Env::error_on_malloc(115, "ErrM15", 64);
-    inject(&mut env, opts(InjectIoType::Read, ErrorType::Pending, 1));
-    let r = env.read(0, 1);
+    inject(&mut env, opts(InjectIoType::Read, ErrorType::Pending, 3));
+    let r: Vec<u64> = (0..2).map(|i| env.read(i, 1)).collect();
     env.run();
+    assert_eq!((env.status(r[0]), env.status(r[1])), (None, None));
     let reset = env.submit(|io| {
         io.prep_reset(record);
     });
     env.run();
-    assert_eq!((env.status(r), env.status(reset)), (None, None));
+    for &t in &r {
+        assert_eq!(env.status(t), Some(IoStatus::Failed));
+        assert_eq!(env.calls(t), 1);
+    }
+    assert_eq!(env.status(reset), Some(IoStatus::Success));
+    assert_eq!(env.inflight(), 0);
+    // Still armed (one unit left): the next read is held, a clear releases it.
+    assert_eq!(slots(&mut env)[0].remaining, 1);
+    let r3 = env.read(3, 1);
+    env.run();
+    assert_eq!(env.status(r3), None);
     inject(&mut env, opts(InjectIoType::Clear, ErrorType::Pending, 0));
     env.run();
-    assert_eq!(env.status(r), Some(IoStatus::Aborted));
-    assert_eq!(env.status(reset), Some(IoStatus::Success));
-    // The bdev works normally afterwards.
-    let r2 = env.read(0, 1);
+    assert_eq!(env.status(r3), Some(IoStatus::Aborted));
+    let r4 = env.read(0, 1);
     env.run();
-    assert_eq!(env.status(r2), Some(IoStatus::Success));
+    assert_eq!(env.status(r4), Some(IoStatus::Success));
+    env.close();
+}
+
+/// A reset reaches the I/O held on every thread with a channel.
+#[test]
+fn reset_fails_held_io_on_two_threads() {
+    let mut env = Env::error_on_malloc(116, "ErrM16", 64);
+    let t2 = env.h.add_thread("user2");
+    let d2 = env
+        .h
+        .on(t2, || Desc::open("EE_ErrM16", true, |_| {}).unwrap());
+    let c2 = env.h.on(t2, || d2.channel().unwrap());
+    inject(&mut env, opts(InjectIoType::Flush, ErrorType::Pending, 2));
+    let f1 = env.flush(0, 8);
+    let tag2 = (116u64 << 32) | 0xffff;
+    env.h.on(t2, || {
+        let mut io = c2.alloc_io().unwrap();
+        io.prep_flush(0, 8, record);
+        io.user[0] = tag2;
+        c2.submit(io);
+    });
+    env.run();
+    assert_eq!((env.status(f1), env.status(tag2)), (None, None));
+    let reset = env.submit(|io| {
+        io.prep_reset(record);
+    });
+    env.run();
+    assert_eq!(env.status(f1), Some(IoStatus::Failed));
+    assert_eq!(env.status(tag2), Some(IoStatus::Failed));
+    assert_eq!(env.status(reset), Some(IoStatus::Success));
+    assert_eq!(env.h.on(t2, || c2.inflight()), 0);
+    env.h.on(t2, move || {
+        drop(c2);
+        drop(d2);
+    });
+    env.close();
+}
+
+/// A reset of a passthru bdev stacked on the error bdev reaches the I/O held below it (as in
+/// SPDK, where the passthru passes its reset down): the held I/O fails, the reset completes.
+#[test]
+fn reset_of_a_stacked_bdev_fails_io_held_below() {
+    let mut h = ferrite_reactor::harness::Harness::new(2, 117);
+    h.on(APP, || {
+        register_modules();
+        malloc("ErrM17", 64);
+        ferrite_error::create(&ferrite_error::ErrorOpts {
+            base_name: "ErrM17".into(),
+            uuid: None,
+        })
+        .unwrap();
+        ferrite_passthru::create(&ferrite_passthru::PassthruOpts {
+            base_bdev_name: "EE_ErrM17".into(),
+            name: "PtErr17".into(),
+            uuid: None,
+        })
+        .unwrap();
+    });
+    let mut env = Env::open(h, 117, "PtErr17");
+    let name = "EE_ErrM17".to_string();
+    let o = opts(InjectIoType::Write, ErrorType::Pending, 2);
+    env.app(|| ferrite_error::inject_error(&name, &o)).unwrap();
+    env.run();
+    let w: Vec<u64> = (0..2).map(|i| env.write(i, 1, 9)).collect();
+    env.run();
+    assert_eq!((env.status(w[0]), env.status(w[1])), (None, None));
+    let reset = env.submit(|io| {
+        io.prep_reset(record);
+    });
+    env.run();
+    for &t in &w {
+        assert_eq!(env.status(t), Some(IoStatus::Failed));
+        assert_eq!(env.calls(t), 1);
+    }
+    assert_eq!(env.status(reset), Some(IoStatus::Success));
+    assert_eq!(env.inflight(), 0);
+    let r = env.read(0, 1);
+    env.run();
+    assert_eq!(env.status(r), Some(IoStatus::Success));
     env.close();
 }

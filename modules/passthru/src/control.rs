@@ -237,10 +237,12 @@ fn attach(opts: &PassthruOpts) -> Result<()> {
         base_name: base.name().to_string(),
         uuid,
         base: Mutex::new(Some(desc)),
-        base_bdev: base,
+        base_bdev: base.clone(),
     });
     // 2d. Register. On failure the backend (and with it the descriptor and claim) is dropped.
-    ferrite_bdev::register(props, backend)?;
+    let bdev = ferrite_bdev::register(props, backend)?;
+    // A reset of ours reaches I/O held inside the base (an error or delay bdev).
+    ferrite_bdev::set_held_io_bases(&bdev, &[&base]);
     if let Some(e) = config().iter_mut().find(|e| e.opts.name == opts.name) {
         e.attached = true;
     }

@@ -29,6 +29,7 @@ use ferrite_reactor::{FdRegistration, PollerHandle, ReactorPin};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::sync::{IoPath, SyncCopy};
+use crate::wake;
 
 /// `io_uring_enter` flag: run (and, with a minimum, wait for) completions.
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -141,12 +142,7 @@ impl UringChannel {
 /// be entered by the OS thread that created it: the returned pin keeps this lightweight thread
 /// on its reactor. Older kernels get cooperative task running (5.19+), or a plain ring.
 fn new_ring() -> std::io::Result<(IoUring, Option<ReactorPin>)> {
-    let deferred = IoUring::builder()
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(URING_SLOTS as u32);
+    let deferred = RingKind::Deferred.build();
     let e = match deferred {
         Ok(r) => match ferrite_reactor::pin_to_reactor() {
             Ok(pin) => return Ok((r, Some(pin))),
@@ -158,15 +154,40 @@ fn new_ring() -> std::io::Result<(IoUring, Option<ReactorPin>)> {
     if e.raw_os_error() != Some(libc::EINVAL) {
         return Err(e);
     }
-    let coop = IoUring::builder()
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .build(URING_SLOTS as u32);
-    match coop {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            Ok((IoUring::new(URING_SLOTS as u32)?, None))
-        }
+    match RingKind::Coop.build() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((RingKind::Plain.build()?, None)),
         r => r.map(|r| (r, None)),
+    }
+}
+
+/// The ring set-ups a channel may use, from the most capable ([`new_ring`] picks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RingKind {
+    /// Single issuer, deferred task running (6.1+), task-run flag.
+    Deferred,
+    /// Cooperative task running (5.19+), task-run flag.
+    Coop,
+    /// Neither.
+    Plain,
+}
+
+impl RingKind {
+    /// A ring of [`URING_SLOTS`] entries set up this way (EINVAL: the kernel lacks it).
+    pub(crate) fn build(self) -> std::io::Result<IoUring> {
+        let mut b = IoUring::builder();
+        match self {
+            Self::Deferred => {
+                b.setup_coop_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_single_issuer()
+                    .setup_defer_taskrun();
+            }
+            Self::Coop => {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            Self::Plain => {}
+        }
+        b.build(URING_SLOTS as u32)
     }
 }
 
@@ -306,12 +327,8 @@ impl Inner {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
-        if self.efd_on {
-            // Polling: the eventfd would only cost the kernel a signal (and the reactor's
-            // epoll a wake-up) per completion batch; `can_sleep` turns it back on.
-            ring.completion().disable_eventfd();
-            self.efd_on = false;
-        }
+        // Polling: no eventfd signal per completion batch; `can_sleep` turns it back on.
+        wake::disarm(ring, &mut self.efd_on);
         let mut work = 0;
         let (queued, taskrun) = {
             let sq = ring.submission();
@@ -395,20 +412,12 @@ impl Inner {
         if !self.efd_registered {
             return false;
         }
-        // Turn the eventfd on and reset it, then look at the completion queue and the task-run
-        // flag: a completion posted (or, on a deferred ring, queued) after that signals the
-        // eventfd and wakes the reactor; one before is seen here. (The kernel publishes the CQ
-        // tail, or sets the flag with a locked instruction, then reads the disabled flag; the
-        // fence orders our store of that flag before our loads.)
-        if !self.efd_on {
-            ring.completion().enable_eventfd();
-            self.efd_on = true;
-        }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if let Some(f) = &self.efd {
-            sys::eventfd_drain(f.as_raw_fd());
-        }
-        ring.completion().is_empty() && !ring.submission().taskrun()
+        // Turn the eventfd on and reset it, then look (see `wake`, and its test).
+        let mut ops = wake::RingWake {
+            ring,
+            efd: self.efd.as_ref().map(|f| f.as_raw_fd()),
+        };
+        wake::arm(&mut ops, &mut self.efd_on)
     }
 }
 

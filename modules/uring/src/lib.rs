@@ -25,6 +25,7 @@ mod control;
 mod io;
 mod rpc;
 mod sync;
+mod wake;
 
 pub use control::{bounces, create, delete, probe, rescan, UringModule, UringOpts};
 pub use io::URING_SLOTS;
