@@ -343,6 +343,10 @@ impl ChannelState {
             }
             q.borrow_mut().extend(keep);
         }
+        // I/O a module holds on purpose (the error bdev's `pending`, the delay bdev's latency
+        // queues), in this bdev or down its stack: as SPDK, every I/O the abort names is
+        // aborted, wherever it waits. One lookup per abort, none per read or write.
+        found += crate::held::abort(&self.bdev, &crate::held::AbortTarget::new(self.ptr(), tag));
         io.status = if found > 0 {
             IoStatus::Success
         } else {

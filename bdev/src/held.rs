@@ -8,11 +8,16 @@
 //! [`set_held_io_bases`]), first tells it ([`HeldIo::reset_start`]) and quiesces only once the
 //! module has completed what it holds, and tells it again when the reset has completed
 //! ([`HeldIo::reset_end`]), as SPDK's stacked bdevs pass a reset down to the module holding the
-//! I/O. Control path only: looked up once per reset, never per I/O.
+//! I/O. An abort reaches held I/O the same way ([`HeldIo::abort`]): the bdev layer asks every
+//! module down the stack to complete, Aborted, the held I/O the abort names ([`AbortTarget`]).
+//! Control path only: looked up once per reset or abort, never per read or write.
 
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::bdev::Bdev;
+use crate::channel::{ChannelState, FLAG_CHILD, FLAG_QUIESCE_HELD};
+use crate::io::{BdevIo, Parent};
 
 /// A module's held I/O, as a reset of its bdev (or of a bdev stacked on it) sees it.
 ///
@@ -25,6 +30,73 @@ pub trait HeldIo: Send + Sync + 'static {
     fn reset_start(&self, done: Box<dyn FnOnce() + Send>);
     /// The reset has completed: I/O may be held again.
     fn reset_end(&self);
+    /// An abort: complete with [`crate::IoStatus::Aborted`] every I/O held on the calling
+    /// thread that `target` names ([`AbortTarget::names`]), and return how many. Called on the
+    /// thread of the abort I/O, which is the thread of the I/O it names (an abort only reaches
+    /// I/O submitted on its own channel); the completions are deferred by the bdev layer, so
+    /// their callbacks run after this returns. The default holds nothing to abort.
+    fn abort(&self, target: &AbortTarget) -> usize {
+        let _ = target;
+        0
+    }
+}
+
+/// What an abort names: the I/O submitted on one channel with a given tag (`user[0]`), and
+/// every I/O a module below made on its behalf (forwarded, split or child I/O).
+///
+/// Thread contract: only exists during a [`HeldIo::abort`] call, on the abort's thread.
+pub struct AbortTarget {
+    chan: NonNull<ChannelState>,
+    tag: u64,
+}
+
+/// Parents followed up from a held I/O at most (a stack is a few layers deep).
+const MAX_PARENTS: usize = 32;
+
+impl AbortTarget {
+    pub(crate) fn new(chan: NonNull<ChannelState>, tag: u64) -> Self {
+        Self { chan, tag }
+    }
+
+    /// The tag the abort names (the `user[0]` of the I/O to abort).
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// True if `io` (an I/O a module holds on the calling thread) is the named I/O or was made
+    /// on its behalf: follows `io` up through the parents it carries to the I/O a user
+    /// submitted, and compares that one's channel and tag. Never an internal I/O of the layer
+    /// (a child it generated, the reset holding a quiesce): it must finish to release its parent.
+    pub fn names(&self, io: &BdevIo) -> bool {
+        let mut cur: &BdevIo = io;
+        for _ in 0..MAX_PARENTS {
+            match &cur.parent {
+                Parent::Owned(p) => cur = p,
+                // SAFETY: a split parent lives until its last piece completes, and `io` (a
+                // descendant of that piece, or the piece) has not completed; it is only
+                // touched on its own thread, the calling one (the trait's contract).
+                Parent::Split(p) => cur = unsafe { p.as_ref() },
+                Parent::None => {
+                    // The submitter's view: the bottom frame if forwarded as the same object.
+                    let (chan, flags) = if cur.depth > 0 {
+                        (cur.frames[0].chan, cur.frames[0].flags)
+                    } else {
+                        (cur.chan, cur.flags)
+                    };
+                    return chan == Some(self.chan)
+                        && cur.user[0] == self.tag
+                        && flags & (FLAG_CHILD | FLAG_QUIESCE_HELD) == 0;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Asks every module holding I/O of `bdev` or under it to abort what `target` names; returns
+/// how many I/O they aborted. On the abort's thread.
+pub(crate) fn abort(bdev: &Bdev, target: &AbortTarget) -> usize {
+    hooks_for(bdev).iter().map(|h| h.abort(target)).sum()
 }
 
 #[derive(Default)]

@@ -44,7 +44,7 @@ pub use buf::DmaBuf;
 pub use channel::{restamp, BdevChannel};
 pub use desc::Desc;
 pub use error::{BdevError, ErrorKind, Result};
-pub use held::{set_held_io, set_held_io_bases, HeldIo};
+pub use held::{set_held_io, set_held_io_bases, AbortTarget, HeldIo};
 pub use io::{BdevIo, ForwardDone, IoCallback, IoVec, MAX_FORWARD_DEPTH};
 pub use iostat::{collect_iostat, reset_iostat};
 pub use module::{BdevModule, ExamineDone, ExamineHold};

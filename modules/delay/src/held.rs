@@ -1,12 +1,13 @@
 //! Reset of a delay bdev: as SPDK's delay bdev, a reset aborts every I/O waiting out its
 //! latency, on every thread, before it goes on; while it runs, I/O coming back from the base
 //! is completed at once (aborted) instead of waiting. Control path only: the data path reads
-//! one flag, in the same place as the latency it would otherwise add.
+//! one flag, in the same place as the latency it would otherwise add. An abort naming an I/O
+//! waiting out its latency aborts it at once (see `io::abort_named_on_thread`).
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferrite_bdev::HeldIo;
+use ferrite_bdev::{AbortTarget, HeldIo};
 use ferrite_reactor::ThreadHandle;
 
 use crate::control::Latencies;
@@ -99,6 +100,12 @@ impl HeldIo for ResetHook {
 
     fn reset_end(&self) {
         self.lat.holders.resetting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// As SPDK's delay bdev: an abort naming an I/O waiting out its latency completes it
+    /// Aborted at once; the others keep waiting.
+    fn abort(&self, target: &AbortTarget) -> usize {
+        crate::io::abort_named_on_thread(&self.lat, target)
     }
 }
 

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ferrite_bdev::{BackendChannel, BdevChannel, BdevIo, IoStatus, IoType};
+use ferrite_bdev::{AbortTarget, BackendChannel, BdevChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::{LocalKey, Poll, PollerHandle};
 
 use crate::control::Latencies;
@@ -324,6 +324,38 @@ pub(crate) fn abort_on_thread(lat: &Arc<Latencies>) -> usize {
                         // Deferred by the bdev layer: the callback runs on a later poll.
                         io.complete(IoStatus::Aborted);
                         n += 1;
+                    }
+                }
+            }
+            n
+        })
+        .unwrap_or(0)
+}
+
+/// An abort on this thread (see `HeldIo::abort`): completes Aborted every I/O that the
+/// channels of the bdev whose latencies are `lat` hold on this thread and `target` names.
+/// Returns how many.
+pub(crate) fn abort_named_on_thread(lat: &Arc<Latencies>, target: &AbortTarget) -> usize {
+    DELAY_THREAD
+        .with(|t| {
+            let mut n = 0;
+            for c in t.chans.borrow_mut().iter_mut().flatten() {
+                if !Arc::ptr_eq(&c.lat, lat) {
+                    continue;
+                }
+                for q in &mut c.q {
+                    // In place, keeping the others in their order (their due times).
+                    let mut i = 0;
+                    while i < q.len() {
+                        if q.get(i).is_some_and(|io| target.names(io)) {
+                            if let Some(io) = q.remove(i) {
+                                // Deferred by the bdev layer: the callback runs on a later poll.
+                                io.complete(IoStatus::Aborted);
+                                n += 1;
+                            }
+                        } else {
+                            i += 1;
+                        }
                     }
                 }
             }

@@ -669,3 +669,45 @@ fn held_io_keeps_an_interrupt_mode_reactor_awake() {
     );
     rt.stop();
 }
+
+/// An abort naming an I/O waiting out its latency completes it Aborted at once and succeeds
+/// (as SPDK's delay bdev); the others keep waiting and complete when due. An abort naming an
+/// I/O that is not held (any more) fails.
+#[test]
+fn abort_of_a_delayed_io_aborts_only_it() {
+    const LONG_US: u64 = 60_000_000;
+    let mut env = Env::new(209, "Dly10", "DlyM10", [LONG_US; 4]);
+    let w0 = env.write(0);
+    let w1 = env.write(1);
+    let r2 = env.read(2);
+    env.run();
+    assert_eq!(env.held(), 3);
+    let a = env.submit(|io| {
+        io.prep_abort(w1, record);
+    });
+    // No time passes: the abort does not wait for the latency.
+    env.run();
+    assert_eq!(status(w1), Some(IoStatus::Aborted));
+    assert_eq!(status(a), Some(IoStatus::Success));
+    assert_eq!((status(w0), status(r2), env.held()), (None, None, 2));
+    // Naming it again, or naming nothing held: the abort fails, nothing else moves.
+    let again = env.submit(|io| {
+        io.prep_abort(w1, record);
+    });
+    let stray = env.submit(|io| {
+        io.prep_abort(0xdead, record);
+    });
+    env.run();
+    assert_eq!(status(again), Some(IoStatus::Failed));
+    assert_eq!(status(stray), Some(IoStatus::Failed));
+    assert_eq!(env.held(), 2);
+    // The latency releases the others.
+    env.after(LONG_US);
+    assert_eq!(status(w0), Some(IoStatus::Success));
+    assert_eq!(status(r2), Some(IoStatus::Success));
+    for t in [w0, w1, r2, a, again, stray] {
+        assert_eq!(calls(t), 1);
+    }
+    assert_eq!(env.held(), 0);
+    env.close();
+}

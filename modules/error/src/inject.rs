@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ferrite_bdev::{HeldIo, IoStatus, IoType};
+use ferrite_bdev::{AbortTarget, HeldIo, IoStatus, IoType};
 use ferrite_reactor::ThreadHandle;
 use serde::Deserialize;
 
@@ -365,5 +365,10 @@ impl HeldIo for ResetHook {
 
     fn reset_end(&self) {
         self.0.resetting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// An abort naming a held (`pending`) I/O completes it Aborted; the others stay held.
+    fn abort(&self, target: &AbortTarget) -> usize {
+        crate::io::abort_on_thread(&self.0, target)
     }
 }

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ferrite_bdev::{BackendChannel, BdevChannel, BdevIo, IoStatus, IoType, IoVec};
+use ferrite_bdev::{AbortTarget, BackendChannel, BdevChannel, BdevIo, IoStatus, IoType, IoVec};
 use ferrite_reactor::LocalKey;
 
 use crate::inject::{slot_of, ErrorType, Injections};
@@ -232,6 +232,35 @@ pub(crate) fn release_on_thread(inj: &Arc<Injections>, epoch: u64, status: IoSta
                     if e < epoch {
                         // Deferred by the bdev layer: the callback runs on a later poll.
                         io.complete(status);
+                        n += 1;
+                    } else {
+                        c.held.push_back((e, io));
+                    }
+                }
+            }
+            n
+        })
+        .unwrap_or(0)
+}
+
+/// An abort on this thread (see `HeldIo::abort`): completes Aborted every I/O that `inj`'s
+/// channels on this thread hold and `target` names. Returns how many.
+pub(crate) fn abort_on_thread(inj: &Arc<Injections>, target: &AbortTarget) -> usize {
+    ERROR_THREAD
+        .with(|t| {
+            let mut n = 0;
+            let mut chans = t.chans.borrow_mut();
+            for c in chans.iter_mut().flatten() {
+                if !Arc::ptr_eq(&c.inj, inj) {
+                    continue;
+                }
+                for _ in 0..c.held.len() {
+                    let Some((e, io)) = c.held.pop_front() else {
+                        break;
+                    };
+                    if target.names(&io) {
+                        // Deferred by the bdev layer: the callback runs on a later poll.
+                        io.complete(IoStatus::Aborted);
                         n += 1;
                     } else {
                         c.held.push_back((e, io));
