@@ -304,6 +304,7 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
             let mut st = raid.st();
             st.bdev = Some(b);
             st.state = RaidState::Online;
+            st.name_held_bases();
             if let Some(sh) = st.shared.as_ref().filter(|sh| sh.wib.persisted()) {
                 if st.slots.iter().any(|s| s.away.is_some()) {
                     sh.wib_persist_request();

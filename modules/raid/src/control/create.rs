@@ -196,6 +196,7 @@ pub(super) fn claim_slot(raid: &Arc<Raid>, i: usize, bdev: &Arc<Bdev>) -> Result
     slot.desc = Some(Arc::new(desc));
     slot.uuid = Some(buuid);
     slot.name = Some(bname.clone());
+    st.name_held_bases();
     tracing::info!(
         "raid '{}': base bdev '{bname}' claimed (slot {i})",
         raid.name

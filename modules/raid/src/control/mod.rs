@@ -228,6 +228,25 @@ impl Raid {
     }
 }
 
+impl RaidSt {
+    /// Names the members now claimed as the bases of the raid bdev (if registered), so that a
+    /// reset of the raid reaches the I/O a module holds inside them (an error bdev's
+    /// `pending`, a delay bdev's latency; see `ferrite_bdev::set_held_io_bases`). Called
+    /// whenever the members or the raid bdev change (registration, claim, removal). Control
+    /// path only.
+    fn name_held_bases(&self) {
+        let Some(b) = &self.bdev else {
+            return;
+        };
+        let bases: Vec<&Arc<Bdev>> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.desc.as_ref().map(|d| d.bdev()))
+            .collect();
+        ferrite_bdev::set_held_io_bases(b, &bases);
+    }
+}
+
 static RAIDS: Mutex<Vec<Arc<Raid>>> = Mutex::new(Vec::new());
 /// Default rebuild window, KiB (SPDK's).
 const DEFAULT_WINDOW_KB: u32 = 1024;

@@ -129,6 +129,7 @@ pub(super) fn remove_member(
                     if state == RaidState::Offline {
                         s.clear();
                     }
+                    st.name_held_bases();
                     (d, st.slots.iter().all(|s| s.desc.is_none()))
                 };
                 if state == RaidState::Offline && empty {
@@ -232,6 +233,7 @@ fn remove_online(
                             }
                         }
                         s.clear();
+                        st.name_held_bases();
                         d
                     };
                     let name = desc.as_ref().map(|d| d.bdev().name().to_string());

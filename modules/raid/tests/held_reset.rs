@@ -1,0 +1,142 @@
+//! A reset of a raid reaches the I/O a module holds inside its members (the raid names its
+//! members as its bases, `ferrite_bdev::set_held_io_bases`): raid1 over an error bdev with a
+//! `pending` injection, and over a delay bdev with a long latency, each beside a healthy
+//! member. The held I/O is completed by the module and the reset completes; nothing hangs.
+//! After the member is removed and added back, the raid names it again.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use ferrite_bdev::{BdevChannel, Desc, IoStatus};
+use ferrite_error::{ErrorType, InjectIoType, InjectOpts};
+use ferrite_raid::RaidOpts;
+use ferrite_reactor::harness::Harness;
+
+const BLOCKS: u64 = 4096;
+
+/// raid1 `name` over `first` (a bdev the caller stacks on disk `{name}d0`) and the plain disk
+/// `{name}d1`; returns the descriptor and channel open on thread 1.
+fn raid1_over(h: &mut Harness, name: &str, stack: fn(&str) -> String) -> (Desc, BdevChannel) {
+    setup(h);
+    let disks: Vec<Arc<Disk>> = (0..2).map(|_| Disk::new(512, BLOCKS)).collect();
+    let (nm, d2) = (name.to_string(), disks.clone());
+    let first = h.on(0, move || {
+        ferrite_bdev::register_module(Arc::new(ferrite_error::ErrorModule));
+        ferrite_bdev::register_module(Arc::new(ferrite_delay::DelayModule));
+        register_disk(&format!("{nm}d0"), &d2[0], None);
+        register_disk(&format!("{nm}d1"), &d2[1], None);
+        stack(&format!("{nm}d0"))
+    });
+    let o = RaidOpts {
+        name: name.into(),
+        raid_level: "raid1".into(),
+        base_bdevs: vec![first, format!("{name}d1")],
+        ..Default::default()
+    };
+    let r = call(h, move |done| ferrite_raid::create(&o, done));
+    assert!(r.is_ok(), "{r:?}");
+    let nm = name.to_string();
+    let desc = h.on(1, move || Desc::open(&nm, true, |_| {}).unwrap());
+    let ch = h.on(1, || desc.channel().unwrap());
+    (desc, ch)
+}
+
+fn error_on(base: &str) -> String {
+    ferrite_error::create(&ferrite_error::ErrorOpts {
+        base_name: base.into(),
+        uuid: None,
+    })
+    .unwrap()
+}
+
+fn delay_on(base: &str) -> String {
+    let name = format!("Dly{base}");
+    ferrite_delay::create(&ferrite_delay::DelayOpts {
+        base_bdev_name: base.into(),
+        name: name.clone(),
+        uuid: None,
+        avg_read_latency: LONG_US,
+        p99_read_latency: LONG_US,
+        avg_write_latency: LONG_US,
+        p99_write_latency: LONG_US,
+    })
+    .unwrap()
+}
+
+const LONG_US: u64 = 600_000_000;
+
+fn hold_writes(h: &mut Harness, bdev: &str, num: u32) {
+    let o = InjectOpts {
+        io_type: InjectIoType::Write,
+        error_type: ErrorType::Pending,
+        num,
+        queue_depth: 0,
+        corrupt_offset: 0,
+        corrupt_value: 0,
+    };
+    let b = bdev.to_string();
+    h.on(0, move || ferrite_error::inject_error(&b, &o))
+        .unwrap();
+    h.run_until_idle();
+}
+
+/// Submits a write (tag `tag`) and a reset (tag `tag + 1`) of the raid; the write is held
+/// below until the reset; both complete, once each, without time passing.
+fn write_then_reset(h: &mut Harness, ch: &BdevChannel, arena: &Arena, tag: u64) -> Vec<Done> {
+    take_done();
+    h.on(1, || write_at(ch, arena, 8, noise(tag, 4096), tag));
+    h.run_until_idle();
+    assert_eq!(done_count(), 0, "the write is held below the raid");
+    h.on(1, || {
+        plain(ch, tag + 1, |io| {
+            io.prep_reset(record);
+        })
+    });
+    run_until(h, "reset of the raid", || done_count() == 2);
+    h.run_until_idle();
+    let d = take_done();
+    assert_eq!(d.len(), 2, "{d:?}");
+    let reset = d.iter().find(|d| d.tag == tag + 1).unwrap();
+    assert_eq!(reset.status, IoStatus::Success);
+    assert!(d.iter().any(|d| d.tag == tag), "{d:?}");
+    d
+}
+
+fn close(h: &mut Harness, name: &'static str, desc: Desc, ch: BdevChannel) {
+    h.on(1, move || {
+        drop(ch);
+        drop(desc);
+    });
+    h.run_until_idle();
+    assert!(call(h, move |d| ferrite_raid::delete(name, d)).is_ok());
+}
+
+#[test]
+fn reset_of_raid1_reaches_pending_io_in_an_error_member() {
+    let mut h = Harness::new(2, 61);
+    let (desc, ch) = raid1_over(&mut h, "HR1", error_on);
+    let arena = Arena::default();
+    hold_writes(&mut h, "EE_HR1d0", 1);
+    write_then_reset(&mut h, &ch, &arena, 100);
+    assert_eq!(h.on(1, || ch.inflight()), 0);
+    // The raid goes on: a write completes.
+    h.on(1, || write_at(&ch, &arena, 16, noise(7, 4096), 110));
+    run_until(&mut h, "write after the reset", || done_count() == 1);
+    assert_eq!(take_done()[0].status, IoStatus::Success);
+    close(&mut h, "HR1", desc, ch);
+}
+
+#[test]
+fn reset_of_raid1_reaches_io_delayed_in_a_delay_member() {
+    let mut h = Harness::new(2, 62);
+    let (desc, ch) = raid1_over(&mut h, "HR2", delay_on);
+    let arena = Arena::default();
+    write_then_reset(&mut h, &ch, &arena, 200);
+    assert_eq!(h.on(1, || ch.inflight()), 0);
+    close(&mut h, "HR2", desc, ch);
+}
