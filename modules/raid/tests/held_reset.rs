@@ -140,3 +140,58 @@ fn reset_of_raid1_reaches_io_delayed_in_a_delay_member() {
     assert_eq!(h.on(1, || ch.inflight()), 0);
     close(&mut h, "HR2", desc, ch);
 }
+
+/// The raid names its members as they change: once the error member is removed, a reset of
+/// the raid no longer touches I/O held in it (another user's, held on the bdev itself); once it
+/// is added back (rebuilt), a reset of the raid reaches I/O held in it again.
+#[test]
+fn members_named_as_they_leave_and_come_back() {
+    let mut h = Harness::new(2, 63);
+    let (desc, ch) = raid1_over(&mut h, "HR3", error_on);
+    let arena = Arena::default();
+    assert!(call(&mut h, |d| ferrite_raid::remove_base_bdev("EE_HR3d0", d)).is_ok());
+    // Another user writes to the removed member directly; its write is held there.
+    let d0 = h.on(1, || Desc::open("EE_HR3d0", true, |_| {}).unwrap());
+    let c0 = h.on(1, || d0.channel().unwrap());
+    hold_writes(&mut h, "EE_HR3d0", 1);
+    take_done();
+    h.on(1, || write_at(&c0, &arena, 0, noise(3, 512), 300));
+    h.run_until_idle();
+    h.on(1, || {
+        plain(&ch, 301, |io| {
+            io.prep_reset(record);
+        })
+    });
+    run_until(&mut h, "reset of the degraded raid", || done_count() == 1);
+    h.run_until_idle();
+    let d = take_done();
+    assert_eq!((d.len(), d[0].tag, d[0].status), (1, 301, IoStatus::Success));
+    // Not the raid's any more: its held write is untouched; a clear releases it.
+    let clear = InjectOpts {
+        io_type: InjectIoType::Clear,
+        error_type: ErrorType::Pending,
+        num: 0,
+        queue_depth: 0,
+        corrupt_offset: 0,
+        corrupt_value: 0,
+    };
+    h.on(0, move || ferrite_error::inject_error("EE_HR3d0", &clear))
+        .unwrap();
+    run_until(&mut h, "release by clear", || done_count() == 1);
+    let d = take_done();
+    assert_eq!((d[0].tag, d[0].status), (300, IoStatus::Aborted));
+    h.on(1, move || {
+        drop(c0);
+        drop(d0);
+    });
+    h.run_until_idle();
+    // Back in the raid (rebuilt): a reset reaches what it holds again.
+    assert!(call(&mut h, |d| ferrite_raid::add_base_bdev("HR3", "EE_HR3d0", d)).is_ok());
+    run_until(&mut h, "rebuild", || ferrite_raid::rebuild_state("HR3").is_none());
+    h.run_until_idle();
+    assert_eq!(ferrite_raid::last_rebuild("HR3").unwrap().error, None);
+    hold_writes(&mut h, "EE_HR3d0", 1);
+    write_then_reset(&mut h, &ch, &arena, 310);
+    assert_eq!(h.on(1, || ch.inflight()), 0);
+    close(&mut h, "HR3", desc, ch);
+}
