@@ -250,7 +250,7 @@ impl ChannelState {
         // (NOMEM retry, buffer wait): the drain is waiting for it, so parking it until the
         // thaw would never let the drain finish.
         // An abort only looks at this channel's queues (including the I/O parked here by the
-        // freeze), so it never waits for a thaw.
+        // freeze) and at I/O modules hold below (`held`), so it never waits for a thaw.
         if self.frozen.get()
             && io.flags & (FLAG_BYPASS_LOCK | FLAG_ACCEPTED | FLAG_QUIESCE_HELD) == 0
             && t != IoType::Abort

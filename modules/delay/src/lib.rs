@@ -29,6 +29,9 @@
 //! 8. **Reset** (`held`): a reset of the bdev, or of one stacked on it, aborts every I/O held
 //!    on every thread (as SPDK's delay bdev) before the bdev layer drains, and while it runs
 //!    I/O coming back from the base is aborted rather than delayed (one relaxed load).
+//! 9. **Abort** (`held::ResetHook::abort`, `io::abort_named_on_thread`): an ABORT submitted
+//!    to the bdev, or to one stacked on it, that names an I/O waiting out its latency
+//!    completes it Aborted at once (the abort succeeds); the others keep waiting.
 //!
 //! Thread contract: control functions on a lightweight thread (the app thread); the data
 //! path on whichever thread submits.

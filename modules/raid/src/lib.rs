@@ -112,8 +112,10 @@
 //!   members that are away); the rebuild checkpoint only covers the copy itself.
 //! - `bdev_raid_set_options`: `process_max_bandwidth_mb_sec` must be 0 (unlimited); the
 //!   options are saved only when they differ from the defaults.
-//! - Reset is drained by the bdev layer (not forwarded); compare and compare-and-write are
-//!   emulated by the bdev layer with reads.
+//! - Reset is drained by the bdev layer (not forwarded); the members are named as the raid
+//!   bdev's bases for held I/O (`ferrite_bdev::set_held_io_bases`, kept current as members
+//!   come and go), so the drain does not wait for I/O a member module holds on purpose.
+//!   Compare and compare-and-write are emulated by the bdev layer with reads.
 //!
 //! # Bdev-layer addition
 //!

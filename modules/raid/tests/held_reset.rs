@@ -165,7 +165,10 @@ fn members_named_as_they_leave_and_come_back() {
     run_until(&mut h, "reset of the degraded raid", || done_count() == 1);
     h.run_until_idle();
     let d = take_done();
-    assert_eq!((d.len(), d[0].tag, d[0].status), (1, 301, IoStatus::Success));
+    assert_eq!(
+        (d.len(), d[0].tag, d[0].status),
+        (1, 301, IoStatus::Success)
+    );
     // Not the raid's any more: its held write is untouched; a clear releases it.
     let clear = InjectOpts {
         io_type: InjectIoType::Clear,
@@ -186,8 +189,13 @@ fn members_named_as_they_leave_and_come_back() {
     });
     h.run_until_idle();
     // Back in the raid (rebuilt): a reset reaches what it holds again.
-    assert!(call(&mut h, |d| ferrite_raid::add_base_bdev("HR3", "EE_HR3d0", d)).is_ok());
-    run_until(&mut h, "rebuild", || ferrite_raid::rebuild_state("HR3").is_none());
+    assert!(call(&mut h, |d| ferrite_raid::add_base_bdev(
+        "HR3", "EE_HR3d0", d
+    ))
+    .is_ok());
+    run_until(&mut h, "rebuild", || {
+        ferrite_raid::rebuild_state("HR3").is_none()
+    });
     h.run_until_idle();
     assert_eq!(ferrite_raid::last_rebuild("HR3").unwrap().error, None);
     hold_writes(&mut h, "EE_HR3d0", 1);
