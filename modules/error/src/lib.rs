@@ -34,8 +34,8 @@
 //!    every held I/O Failed (as SPDK's error bdev) before the bdev layer drains; while it runs
 //!    a `pending` hit fails its I/O instead of holding it. Injections stay armed.
 //! 10. **Abort** (`inject::ResetHook::abort`, `io::abort_on_thread`): an ABORT submitted to
-//!    the bdev, or to one stacked on it, that names a held I/O completes that one Aborted
-//!    (the abort succeeds); the others stay held.
+//!     the bdev, or to one stacked on it, that names a held I/O completes that one Aborted
+//!     (the abort succeeds); the others stay held.
 //!
 //! Thread contract: control functions on a lightweight thread (the app thread); the data
 //! path on whichever thread submits.
