@@ -19,10 +19,12 @@ use crate::bdev::Bdev;
 use crate::channel::{ChannelState, FLAG_CHILD, FLAG_QUIESCE_HELD};
 use crate::io::{BdevIo, Parent};
 
-/// A module's held I/O, as a reset of its bdev (or of a bdev stacked on it) sees it.
+/// A module's held I/O, as a reset or an abort of its bdev (or of a bdev stacked on it) sees
+/// it.
 ///
-/// Thread contract: both methods are called on the thread of the reset I/O (a lightweight
-/// thread); `done` may be called on any thread, before or after `reset_start` returns.
+/// Thread contract: `reset_start` and `reset_end` are called on the thread of the reset I/O,
+/// `abort` on the thread of the abort I/O (lightweight threads); `done` may be called on any
+/// thread, before or after `reset_start` returns.
 pub trait HeldIo: Send + Sync + 'static {
     /// A reset starts: from now until [`HeldIo::reset_end`], complete every I/O held on every
     /// thread (with the status the module gives a reset) and hold no new one; call `done`
