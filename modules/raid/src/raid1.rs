@@ -130,11 +130,15 @@ fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
 }
 
 /// A read failed on member `w[1]` (words as [`read_done`]): try the next member not yet
-/// tried; else the raid completes with the member's status.
+/// tried; else the raid completes with the member's status. An aborted read is not retried:
+/// the abort that reached it below answered success, so the read ends aborted.
 #[cold]
 #[inline(never)]
 fn read_failed(ctx: &ChanCtx, io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let status = io.status();
+    if status == IoStatus::Aborted {
+        return Some(io);
+    }
     if status == IoStatus::Failed {
         ctx.shared.fail_slot(w[1] as usize);
     }

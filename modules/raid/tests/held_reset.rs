@@ -2,7 +2,8 @@
 //! members as its bases, `ferrite_bdev::set_held_io_bases`): raid1 over an error bdev with a
 //! `pending` injection, and over a delay bdev with a long latency, each beside a healthy
 //! member. The held I/O is completed by the module and the reset completes; nothing hangs.
-//! After the member is removed and added back, the raid names it again.
+//! After the member is removed and added back, the raid names it again. An abort reaching a
+//! raid1 read held in a member ends the read aborted (no retry on the other member).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -202,4 +203,49 @@ fn members_named_as_they_leave_and_come_back() {
     write_then_reset(&mut h, &ch, &arena, 310);
     assert_eq!(h.on(1, || ch.inflight()), 0);
     close(&mut h, "HR3", desc, ch);
+}
+
+/// An abort that reaches a raid1 read held in a member ends that read aborted: raid1 does not
+/// retry it on the other member (which would complete it after the abort answered success).
+#[test]
+fn aborted_raid1_read_is_not_retried_on_another_member() {
+    let mut h = Harness::new(2, 64);
+    let (desc, ch) = raid1_over(&mut h, "HR4", delay_on);
+    let arena = Arena::default();
+    take_done();
+    // Two reads: the less busy member takes each, so one is held in the delay member and the
+    // other completes from the plain one.
+    h.on(1, || {
+        read_at(&ch, &arena, 0, 8, 400);
+        read_at(&ch, &arena, 8, 8, 401);
+    });
+    run_until(&mut h, "the read on the plain member", || done_count() == 1);
+    h.run_until_idle();
+    let d = take_done();
+    assert_eq!((d.len(), d[0].status), (1, IoStatus::Success), "{d:?}");
+    let held = if d[0].tag == 400 { 401 } else { 400 };
+    h.on(1, || {
+        plain(&ch, 402, |io| {
+            io.prep_abort(held, record);
+        })
+    });
+    run_until(&mut h, "abort of the held read", || done_count() == 2);
+    h.run_until_idle();
+    let mut d = take_done();
+    d.sort_by_key(|d| d.tag);
+    let got: Vec<(u64, IoStatus)> = d.iter().map(|d| (d.tag, d.status)).collect();
+    let mut want = vec![(held, IoStatus::Aborted), (402, IoStatus::Success)];
+    want.sort_by_key(|w| w.0);
+    assert_eq!(got, want);
+    assert_eq!(h.on(1, || ch.inflight()), 0);
+    // Reads made when the raid appeared (examine) are still held in the delay member: a reset
+    // releases them so the raid can be deleted without waiting out the latency.
+    h.on(1, || {
+        plain(&ch, 403, |io| {
+            io.prep_reset(record);
+        })
+    });
+    run_until(&mut h, "reset of the raid", || done_count() == 1);
+    assert_eq!(take_done()[0].status, IoStatus::Success);
+    close(&mut h, "HR4", desc, ch);
 }
