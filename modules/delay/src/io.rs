@@ -68,7 +68,7 @@ pub(crate) struct DelayChannel {
 impl DelayChannel {
     /// Step 3: created on the thread that will use it.
     pub(crate) fn new(name: &str, base: Option<BdevChannel>, lat: Arc<Latencies>) -> Self {
-        lat.holders.add_thread();
+        lat.holders.threads.add_thread();
         let holders = lat.clone();
         let slot = DELAY_THREAD
             .with(|t| {
@@ -156,7 +156,7 @@ impl Drop for DelayChannel {
                 );
             }
         }
-        self.holders.holders.remove_thread();
+        self.holders.holders.threads.remove_thread();
         // `_poller` is dropped next: the poller is unregistered.
     }
 }

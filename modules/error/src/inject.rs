@@ -8,11 +8,10 @@
 //! threads submit. The mutex only guards the list of threads, touched when a channel is
 //! created or dropped and when held I/O is released (control path).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use ferrite_bdev::{AbortTarget, HeldIo, IoStatus, IoType};
-use ferrite_reactor::ThreadHandle;
+use ferrite_bdev::{AbortTarget, HeldIo, HolderThreads, IoStatus, IoType};
 use serde::Deserialize;
 
 /// What `bdev_error_inject_error` targets (SPDK's `io_type` values).
@@ -154,8 +153,8 @@ pub(crate) struct Injections {
     /// Advanced by every release; held I/O carries the epoch it was held in and a release of
     /// epoch `e` completes the I/O held before it (epoch < e).
     epoch: AtomicU64,
-    /// Threads holding a channel of this bdev, with their channel count.
-    threads: Mutex<Vec<(ThreadHandle, usize)>>,
+    /// Threads holding a channel of this bdev.
+    pub(crate) threads: HolderThreads,
     /// Resets of the bdev in progress: while non-zero a `pending` hit fails its I/O instead of
     /// holding it (read only on that path).
     resetting: AtomicU32,
@@ -167,7 +166,7 @@ impl Injections {
             name: name.to_string(),
             slots: Default::default(),
             epoch: AtomicU64::new(0),
-            threads: Mutex::new(Vec::new()),
+            threads: HolderThreads::default(),
             resetting: AtomicU32::new(0),
         }
     }
@@ -256,67 +255,23 @@ impl Injections {
     /// here) once every thread has released what it held.
     fn release_with(self: &Arc<Self>, status: IoStatus, done: Box<dyn FnOnce() + Send>) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        let threads: Vec<ThreadHandle> = self
-            .threads
-            .lock()
-            .map(|t| t.iter().map(|(h, _)| h.clone()).collect())
-            .unwrap_or_default();
-        // One count per thread, and one for this call, dropped after every message is sent.
-        let join = Arc::new(Join {
-            left: AtomicUsize::new(threads.len() + 1),
-            done: Mutex::new(Some(done)),
-        });
-        for t in threads {
-            let me = self.clone();
-            let j = join.clone();
-            if let Err(e) = t.send(move || {
+        let me = self.clone();
+        let what = format!("error bdev '{}': releasing held I/O", self.name);
+        self.threads.run_on_each(
+            &what,
+            move || {
                 let n = crate::io::release_on_thread(&me, epoch, status);
                 if n > 0 {
                     tracing::info!("error bdev '{}': released {n} held I/O", me.name);
                 }
-                j.one_done();
-            }) {
-                // The thread is gone (its held I/O went with it) or its queue is full.
-                tracing::warn!(
-                    "error bdev '{}': cannot release held I/O on thread '{}': {e}",
-                    self.name,
-                    t.name()
-                );
-                join.one_done();
-            }
-        }
-        join.one_done();
+            },
+            done,
+        );
     }
 
     /// True while a reset of the bdev is in progress (a `pending` hit then fails its I/O).
     pub(crate) fn resetting(&self) -> bool {
         self.resetting.load(Ordering::SeqCst) != 0
-    }
-
-    /// Notes a channel on the calling thread (at channel creation).
-    pub(crate) fn add_thread(&self) {
-        let Some(me) = ferrite_reactor::current() else {
-            return;
-        };
-        if let Ok(mut t) = self.threads.lock() {
-            match t.iter_mut().find(|(h, _)| h.id() == me.id()) {
-                Some((_, n)) => *n += 1,
-                None => t.push((me, 1)),
-            }
-        }
-    }
-
-    /// Forgets a channel of the calling thread (at channel drop).
-    pub(crate) fn remove_thread(&self) {
-        let id = ferrite_reactor::current_id();
-        if let Ok(mut t) = self.threads.lock() {
-            if let Some(pos) = t.iter().position(|(h, _)| h.id() == id) {
-                t[pos].1 -= 1;
-                if t[pos].1 == 0 {
-                    t.swap_remove(pos);
-                }
-            }
-        }
     }
 
     /// The state of every slot, in the order read, write, unmap, flush.
@@ -330,23 +285,6 @@ impl Injections {
                 injected: s.injected.load(Ordering::Relaxed),
             }
         })
-    }
-}
-
-/// Counts answers of a release sent to several threads; the last runs `done`.
-struct Join {
-    left: AtomicUsize,
-    done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl Join {
-    fn one_done(&self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let d = self.done.lock().ok().and_then(|mut d| d.take());
-            if let Some(d) = d {
-                d();
-            }
-        }
     }
 }
 

@@ -68,7 +68,7 @@ impl ErrorChannel {
                 }
             })
             .unwrap_or(usize::MAX);
-        inj.add_thread();
+        inj.threads.add_thread();
         Self { base, inj, slot }
     }
 
@@ -109,7 +109,7 @@ impl Drop for ErrorChannel {
                 );
             }
         }
-        self.inj.remove_thread();
+        self.inj.threads.remove_thread();
     }
 }
 
