@@ -217,35 +217,23 @@ fn corrupt(iovs: &[IoVec], mut offset: u64, value: u8) {
 /// Runs on a thread by message: completes (with `status`) every I/O that `inj`'s channels on this
 /// thread hold since before `epoch`. Returns how many.
 pub(crate) fn release_on_thread(inj: &Arc<Injections>, epoch: u64, status: IoStatus) -> usize {
-    ERROR_THREAD
-        .with(|t| {
-            let mut n = 0;
-            let mut chans = t.chans.borrow_mut();
-            for c in chans.iter_mut().flatten() {
-                if !Arc::ptr_eq(&c.inj, inj) {
-                    continue;
-                }
-                for _ in 0..c.held.len() {
-                    let Some((e, io)) = c.held.pop_front() else {
-                        break;
-                    };
-                    if e < epoch {
-                        // Deferred by the bdev layer: the callback runs on a later poll.
-                        io.complete(status);
-                        n += 1;
-                    } else {
-                        c.held.push_back((e, io));
-                    }
-                }
-            }
-            n
-        })
-        .unwrap_or(0)
+    complete_held_on_thread(inj, status, |e, _| e < epoch)
 }
 
 /// An abort on this thread (see `HeldIo::abort`): completes Aborted every I/O that `inj`'s
 /// channels on this thread hold and `target` names. Returns how many.
 pub(crate) fn abort_on_thread(inj: &Arc<Injections>, target: &AbortTarget) -> usize {
+    complete_held_on_thread(inj, IoStatus::Aborted, |_, io| target.names(io))
+}
+
+/// Completes with `status` every I/O that `inj`'s channels on this thread hold and `pick`
+/// chooses (given the epoch it was held in); the others stay held, in their order. Returns
+/// how many were completed.
+fn complete_held_on_thread(
+    inj: &Arc<Injections>,
+    status: IoStatus,
+    pick: impl Fn(u64, &BdevIo) -> bool,
+) -> usize {
     ERROR_THREAD
         .with(|t| {
             let mut n = 0;
@@ -258,9 +246,9 @@ pub(crate) fn abort_on_thread(inj: &Arc<Injections>, target: &AbortTarget) -> us
                     let Some((e, io)) = c.held.pop_front() else {
                         break;
                     };
-                    if target.names(&io) {
+                    if pick(e, &io) {
                         // Deferred by the bdev layer: the callback runs on a later poll.
-                        io.complete(IoStatus::Aborted);
+                        io.complete(status);
                         n += 1;
                     } else {
                         c.held.push_back((e, io));
