@@ -13,8 +13,13 @@ pollers that found work), which leaves out the idle polling an adaptive reactor 
 it sleeps and measures what each I/O costs the target.
 Idle: a client attached and doing nothing, the target's CPU over a quiet window.
 
-Usage: scripts/perf_vhost.py [--rounds N] [--seconds S] [--idle-seconds S] [--quick]
-Environment: FERRITE_BIN (default $CARGO_TARGET_DIR/release/ferrite, else target/release/ferrite).
+With --bin-b PATH a second Ferrite target (another build) serves the same null and malloc
+bdevs from its own directory, and its cases ("B null", "B malloc") run interleaved with the
+others, measured by the same client: an A/B of two builds in one run.
+
+Usage: scripts/perf_vhost.py [--rounds N] [--seconds S] [--idle-seconds S] [--quick] [--bin-b PATH]
+Environment: FERRITE_BIN (default $CARGO_TARGET_DIR/release/ferrite, else target/release/ferrite):
+the client, and the target under test unless --bin-b names the second one.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -61,7 +66,7 @@ def wait_sock(path, proc, what):
     sys.exit(f"{what} did not create {path}")
 
 
-def start_ferrite_target(d):
+def start_ferrite_target(d, binary=None):
     conf = os.path.join(d, "tgt.json")
     json.dump({"subsystems": [
         {"subsystem": "bdev", "config": [
@@ -73,7 +78,7 @@ def start_ferrite_target(d):
             {"method": "vhost_create_blk_controller", "params": {"ctrlr": "vhost.null", "dev_name": "Null0"}},
             {"method": "vhost_create_blk_controller", "params": {"ctrlr": "vhost.malloc", "dev_name": "Malloc0"}}]}]},
         open(conf, "w"))
-    p = subprocess.Popen([BIN, "tgt", "-m", "0x1", "-r", os.path.join(d, "tgt.sock"), "-S", d, "-c", conf],
+    p = subprocess.Popen([binary or BIN, "tgt", "-m", "0x1", "-r", os.path.join(d, "tgt.sock"), "-S", d, "-c", conf],
                          stdout=open(os.path.join(d, "tgt.log"), "w"), stderr=subprocess.STDOUT)
     wait_sock(os.path.join(d, "vhost.malloc"), p, "ferrite tgt")
     wait_sock(os.path.join(d, "tgt.sock"), p, "ferrite tgt")
@@ -146,6 +151,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--idle-seconds", type=float, default=10)
+    ap.add_argument("--bin-b", default=None,
+                    help="a second ferrite build whose target is measured beside the first")
     ap.add_argument("--quick", action="store_true",
                     help="one round of 2 s per case, 3 s idle window (a smoke run, about 20 s)")
     a = ap.parse_args()
@@ -154,7 +161,13 @@ def main():
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} not found: cargo build --release -p ferrite (or set FERRITE_BIN)")
     d = tempfile.mkdtemp(prefix="ferrite-perf-vhost-")
+    if a.bin_b and not os.path.exists(a.bin_b):
+        sys.exit(f"{a.bin_b} not found")
     tgt = start_ferrite_target(d)
+    db = tgt_b = None
+    if a.bin_b:
+        db = tempfile.mkdtemp(prefix="ferrite-perf-vhost-b-")
+        tgt_b = start_ferrite_target(db, a.bin_b)
     qsd, qsock = start_qsd(d)
     try:
         tsock = os.path.join(d, "tgt.sock")
@@ -163,6 +176,11 @@ def main():
             "ferrite malloc": (client_conf(d, os.path.join(d, "vhost.malloc"), "fmalloc"), tgt.pid, tsock),
             "qsd null-co": (client_conf(d, qsock, "qsd"), qsd.pid, None),
         }
+        if tgt_b:
+            bsock = os.path.join(db, "tgt.sock")
+            targets["B null"] = (client_conf(db, os.path.join(db, "vhost.null"), "bnull"), tgt_b.pid, bsock)
+            targets["B malloc"] = (client_conf(db, os.path.join(db, "vhost.malloc"), "bmalloc"), tgt_b.pid, bsock)
+            print(f"A: {BIN}\nB: {a.bin_b}")
         cases = [(name, qd) for qd in (32, 128) for name in targets]
         vals = {c: [] for c in cases}
         print(f"machine: {os.cpu_count()} cores; {a.rounds} interleaved rounds of {a.seconds} s per case; "
@@ -188,6 +206,10 @@ def main():
         for qd in (32, 128):
             ratio = per_core[("ferrite null", qd)] / per_core[("qsd null-co", qd)]
             print(f"\nqd {qd}: ferrite null / qsd null-co, IOPS per busy target core: {ratio:.2f}x")
+            if tgt_b:
+                for k in ("null", "malloc"):
+                    ab = statistics.median(x[0] / y[0] for x, y in zip(vals[(f"ferrite {k}", qd)], vals[(f"B {k}", qd)]))
+                    print(f"qd {qd}: A / B {k}, median of per-round IOPS ratios: {ab:.2f}")
         for qd in (32, 128):
             ns = statistics.median(v[2] for v in vals[("ferrite null", qd)])
             print(f"qd {qd}: ferrite null at {ns:,.0f} busy ns per I/O = {1e9 / ns:,.0f} IOPS per fully busy core")
@@ -195,13 +217,17 @@ def main():
         print(f"\nidle: ferrite tgt (adaptive) with a virtio-user client attached and no I/O: "
               f"{idle:.2f}% of a core over {a.idle_seconds} s")
     finally:
-        for p in (tgt, qsd):
+        for p in (tgt, qsd, tgt_b):
+            if p is None:
+                continue
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(d, ignore_errors=True)
+        if db:
+            shutil.rmtree(db, ignore_errors=True)
 
 
 if __name__ == "__main__":
