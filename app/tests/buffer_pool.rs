@@ -14,11 +14,10 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// `CAP_IPC_LOCK` (linux/capability.h).
 const CAP_IPC_LOCK: libc::c_ulong = 14;
@@ -58,48 +57,6 @@ fn limited(c: &mut Command, as_bytes: Option<u64>) {
     }
 }
 
-fn spdk_rpc() -> PathBuf {
-    let exe = workspace_root().join("target/spdk-venv/25.9/bin/spdk-rpc");
-    assert!(
-        exe.is_file(),
-        "SPDK's client spdk-rpc 25.9 is missing ({}): run scripts/setup-spdk-venvs.sh",
-        exe.display()
-    );
-    exe
-}
-
-fn client(sock: &Path, args: &[&str]) -> Run {
-    let mut c = Command::new(spdk_rpc());
-    c.arg("-s").arg(sock).arg("-t").arg("60").args(args);
-    c.env("PYTHONDONTWRITEBYTECODE", "1");
-    run(&mut c, None)
-}
-
-fn ok(sock: &Path, args: &[&str]) -> Run {
-    let r = client(sock, args);
-    assert!(r.ok(), "spdk-rpc {args:?} failed:\n{}", r.all());
-    r
-}
-
-/// Must fail with a JSON-RPC error; returns (code, message).
-fn err(sock: &Path, args: &[&str]) -> (i64, String) {
-    let r = client(sock, args);
-    assert!(!r.ok(), "spdk-rpc {args:?} should fail:\n{}", r.all());
-    let all = r.all();
-    let at = all
-        .rfind("response:")
-        .unwrap_or_else(|| panic!("no JSON-RPC error in:\n{all}"));
-    let v: Value = serde_json::Deserializer::from_str(&all[at + "response:".len()..])
-        .into_iter::<Value>()
-        .next()
-        .unwrap()
-        .unwrap();
-    (
-        v["code"].as_i64().unwrap(),
-        v["message"].as_str().unwrap().to_string(),
-    )
-}
-
 #[test]
 fn iobuf_options_round_trip_and_a_failed_pool_build_can_be_retried() {
     let dir = TempDir::new("iobuf-opts");
@@ -117,13 +74,13 @@ fn iobuf_options_round_trip_and_a_failed_pool_build_can_be_retried() {
     t.wait_ready();
 
     // Bad values name the parameter; per-NUMA pools are refused.
-    let (code, msg) = err(&sock, &["iobuf_set_options", "--small-pool-count", "0"]);
+    let (code, msg) = spdk25().err(&sock, &["iobuf_set_options", "--small-pool-count", "0"]);
     assert_eq!(code, -32602, "{msg}");
     assert!(
         msg.contains("small buffer count 0 is out of range"),
         "{msg}"
     );
-    let (code, msg) = err(
+    let (code, msg) = spdk25().err(
         &sock,
         &[
             "iobuf_set_options",
@@ -135,20 +92,20 @@ fn iobuf_options_round_trip_and_a_failed_pool_build_can_be_retried() {
     );
     assert_eq!(code, -32602, "{msg}");
     assert!(msg.contains("large buffer size 16384 is smaller"), "{msg}");
-    let (code, msg) = err(&sock, &["iobuf_set_options", "--enable-numa"]);
+    let (code, msg) = spdk25().err(&sock, &["iobuf_set_options", "--enable-numa"]);
     assert_eq!(code, -32602, "{msg}");
     assert!(msg.contains("enable_numa"), "{msg}");
 
     // An 8 GiB small pool: the start fails, and the target stays in the startup state.
-    ok(
+    spdk25().ok(
         &sock,
         &["iobuf_set_options", "--small-pool-count", "1048576"],
     );
-    let (code, msg) = err(&sock, &["framework_start_init"]);
+    let (code, msg) = spdk25().err(&sock, &["framework_start_init"]);
     assert_eq!(code, -libc::ENOMEM as i64, "{msg}");
     assert!(msg.contains("cannot build the DMA buffer pool"), "{msg}");
     // Smaller sizes, and the start succeeds.
-    ok(
+    spdk25().ok(
         &sock,
         &[
             "iobuf_set_options",
@@ -162,7 +119,7 @@ fn iobuf_options_round_trip_and_a_failed_pool_build_can_be_retried() {
             "262144",
         ],
     );
-    ok(
+    spdk25().ok(
         &sock,
         &[
             "bdev_set_options",
@@ -172,7 +129,7 @@ fn iobuf_options_round_trip_and_a_failed_pool_build_can_be_retried() {
             "4",
         ],
     );
-    ok(&sock, &["framework_start_init"]);
+    spdk25().ok(&sock, &["framework_start_init"]);
     let text = t.log_text();
     assert!(
         text.contains("DMA buffer pool ready: 2048 x 16 KiB small, 128 x 256 KiB large"),
@@ -190,22 +147,27 @@ fn iobuf_options_round_trip_and_a_failed_pool_build_can_be_retried() {
         "{text}"
     );
     assert!(text.contains("not locked in memory"), "{text}");
-    let (code, _) = err(&sock, &["iobuf_set_options", "--small-pool-count", "4096"]);
+    let (code, _) = spdk25().err(&sock, &["iobuf_set_options", "--small-pool-count", "4096"]);
     assert_eq!(code, -1);
 
     // The sizes are saved in the iobuf subsystem (first, as SPDK orders it) and load back.
-    ok(&sock, &["bdev_malloc_create", "-b", "M0", "8", "4096"]);
+    spdk25().ok(&sock, &["bdev_malloc_create", "-b", "M0", "8", "4096"]);
     let want = json!([{"method": "iobuf_set_options", "params": {
         "small_pool_count": 2048, "large_pool_count": 128,
         "small_bufsize": 16384, "large_bufsize": 262144}}]);
     let doc = t.save_config();
     assert_eq!(doc["subsystems"][0]["subsystem"], "iobuf", "{doc}");
     assert_eq!(doc["subsystems"][0]["config"], want, "{doc}");
-    assert_eq!(ok(&sock, &["framework_get_config", "iobuf"]).json(), want);
+    assert_eq!(
+        spdk25()
+            .ok(&sock, &["framework_get_config", "iobuf"])
+            .json(),
+        want
+    );
     let f = dir.join("saved.json");
     std::fs::write(&f, doc.to_string()).unwrap();
     let d = Target::start_in(&dir, "d", &["--wait-for-rpc"]);
-    ok(&d.sock, &["load_config", "-j", f.to_str().unwrap()]);
+    spdk25().ok(&d.sock, &["load_config", "-j", f.to_str().unwrap()]);
     assert_eq!(d.save_config(), doc);
     assert!(
         d.log_text()

@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -25,98 +23,6 @@ const V26: &str = "26.9";
 const NOT_INITIALIZED: &str =
     "Method may only be called after framework is initialized using framework_start_init RPC.";
 const ALREADY_INITIALIZED: &str = "Method may only be called before framework is initialized";
-
-/// SPDK's client of one version.
-struct SpdkRpc {
-    exe: PathBuf,
-    ver: &'static str,
-}
-
-impl SpdkRpc {
-    fn new(ver: &'static str) -> SpdkRpc {
-        let exe = workspace_root()
-            .join("target/spdk-venv")
-            .join(ver)
-            .join("bin/spdk-rpc");
-        assert!(
-            exe.is_file(),
-            "SPDK's client spdk-rpc {ver} is missing ({}): run scripts/setup-spdk-venvs.sh",
-            exe.display()
-        );
-        SpdkRpc { exe, ver }
-    }
-
-    fn cmd(&self, sock: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.exe);
-        c.arg("-s").arg(sock).arg("-t").arg("30").args(args);
-        c.env("PYTHONDONTWRITEBYTECODE", "1");
-        c
-    }
-
-    fn run(&self, sock: &Path, args: &[&str]) -> Run {
-        run(&mut self.cmd(sock, args), None)
-    }
-
-    fn run_stdin(&self, sock: &Path, args: &[&str], stdin: &str) -> Run {
-        run(&mut self.cmd(sock, args), Some(stdin.as_bytes().to_vec()))
-    }
-
-    fn spawn(&self, sock: &Path, args: &[&str]) -> Bg {
-        Bg::spawn(&mut self.cmd(sock, args), None)
-    }
-
-    /// Must succeed; returns the output.
-    fn ok(&self, sock: &Path, args: &[&str]) -> Run {
-        let r = self.run(sock, args);
-        assert!(
-            r.ok(),
-            "spdk-rpc {} {args:?} failed:\n{}",
-            self.ver,
-            r.all()
-        );
-        r
-    }
-
-    /// Must succeed and print JSON.
-    fn json(&self, sock: &Path, args: &[&str]) -> Value {
-        self.ok(sock, args).json()
-    }
-
-    /// Must succeed and print one line (a name).
-    fn line(&self, sock: &Path, args: &[&str]) -> String {
-        self.ok(sock, args).stdout.trim().to_string()
-    }
-
-    /// Must fail with a JSON-RPC error from the target; returns (code, message).
-    fn err(&self, sock: &Path, args: &[&str]) -> (i64, String) {
-        let r = self.run(sock, args);
-        assert!(
-            !r.ok(),
-            "spdk-rpc {} {args:?} should fail:\n{}",
-            self.ver,
-            r.all()
-        );
-        rpc_error_of(&r).unwrap_or_else(|| {
-            panic!(
-                "spdk-rpc {} {args:?}: no JSON-RPC error in the output:\n{}",
-                self.ver,
-                r.all()
-            )
-        })
-    }
-}
-
-/// The error object spdk-rpc prints after "response:".
-fn rpc_error_of(r: &Run) -> Option<(i64, String)> {
-    let all = r.all();
-    let at = all.rfind("response:")?;
-    let rest = &all[at + "response:".len()..];
-    let v: Value = serde_json::Deserializer::from_str(rest)
-        .into_iter::<Value>()
-        .next()?
-        .ok()?;
-    Some((v["code"].as_i64()?, v["message"].as_str()?.to_string()))
-}
 
 fn strs(v: &Value) -> Vec<String> {
     v.as_array()

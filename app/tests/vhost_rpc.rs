@@ -9,53 +9,9 @@
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn spdk_rpc() -> PathBuf {
-    let exe = workspace_root().join("target/spdk-venv/25.9/bin/spdk-rpc");
-    assert!(
-        exe.is_file(),
-        "SPDK's client spdk-rpc 25.9 is missing ({}): run scripts/setup-spdk-venvs.sh",
-        exe.display()
-    );
-    exe
-}
-
-fn spdk(sock: &Path, args: &[&str]) -> Run {
-    let mut c = Command::new(spdk_rpc());
-    c.arg("-s").arg(sock).arg("-t").arg("30").args(args);
-    c.env("PYTHONDONTWRITEBYTECODE", "1");
-    run(&mut c, None)
-}
-
-fn ok(sock: &Path, args: &[&str]) -> Run {
-    let r = spdk(sock, args);
-    assert!(r.ok(), "spdk-rpc {args:?} failed:\n{}", r.all());
-    r
-}
-
-/// (code, message) of a failing call.
-fn err(sock: &Path, args: &[&str]) -> (i64, String) {
-    let r = spdk(sock, args);
-    assert!(!r.ok(), "spdk-rpc {args:?} should fail:\n{}", r.all());
-    let all = r.all();
-    let at = all
-        .rfind("response:")
-        .unwrap_or_else(|| panic!("no response in {all}"));
-    let v: Value = serde_json::Deserializer::from_str(&all[at + 9..])
-        .into_iter::<Value>()
-        .next()
-        .unwrap()
-        .unwrap();
-    (
-        v["code"].as_i64().unwrap(),
-        v["message"].as_str().unwrap().to_string(),
-    )
-}
 
 fn vhost_entries(doc: &Value) -> Vec<Value> {
     doc["subsystems"]
@@ -75,10 +31,10 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     let vd = vdir.display().to_string();
     let t = Target::start_in(&dir, "t", &["-S", &vd]);
     let s = t.sock.clone();
-    ok(&s, &["bdev_malloc_create", "-b", "Malloc0", "16", "512"]);
-    ok(&s, &["bdev_malloc_create", "-b", "Malloc1", "16", "4096"]);
-    ok(&s, &["bdev_malloc_create", "-b", "Malloc2", "16", "512"]);
-    ok(
+    spdk25().ok(&s, &["bdev_malloc_create", "-b", "Malloc0", "16", "512"]);
+    spdk25().ok(&s, &["bdev_malloc_create", "-b", "Malloc1", "16", "4096"]);
+    spdk25().ok(&s, &["bdev_malloc_create", "-b", "Malloc2", "16", "512"]);
+    spdk25().ok(
         &s,
         &[
             "vhost_create_blk_controller",
@@ -88,11 +44,11 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
             "Malloc0",
         ],
     );
-    ok(
+    spdk25().ok(
         &s,
         &["vhost_create_blk_controller", "-r", "vhost.ro", "Malloc1"],
     );
-    ok(
+    spdk25().ok(
         &s,
         &[
             "vhost_create_blk_controller",
@@ -107,7 +63,9 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
 
     // SPDK's result shape
-    let l = ok(&s, &["vhost_get_controllers", "-n", "vhost.0"]).json();
+    let l = spdk25()
+        .ok(&s, &["vhost_get_controllers", "-n", "vhost.0"])
+        .json();
     let c = &l[0];
     assert_eq!(c["ctrlr"], "vhost.0");
     assert_eq!(c["cpumask"], "0x1");
@@ -119,13 +77,15 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
         c["backend_specific"],
         json!({"block": {"readonly": false, "bdev": "Malloc0", "transport": "vhost_user_blk"}})
     );
-    let all = ok(&s, &["vhost_get_controllers"]).json();
+    let all = spdk25().ok(&s, &["vhost_get_controllers"]).json();
     assert_eq!(all.as_array().unwrap().len(), 3);
-    ok(
+    spdk25().ok(
         &s,
         &["vhost_controller_set_coalescing", "vhost.0", "20", "60000"],
     );
-    let c = ok(&s, &["vhost_get_controllers", "-n", "vhost.0"]).json();
+    let c = spdk25()
+        .ok(&s, &["vhost_get_controllers", "-n", "vhost.0"])
+        .json();
     assert_eq!(
         (
             c[0]["delay_base_us"].clone(),
@@ -135,13 +95,13 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     );
 
     // errors, with SPDK's codes and messages that name the object
-    let (code, msg) = err(&s, &["vhost_create_blk_controller", "vhost.0", "Malloc0"]);
+    let (code, msg) = spdk25().err(&s, &["vhost_create_blk_controller", "vhost.0", "Malloc0"]);
     assert_eq!(code, -17);
     assert!(msg.contains("'vhost.0' already exists"), "{msg}");
-    let (code, msg) = err(&s, &["vhost_create_blk_controller", "vhost.x", "Nope"]);
+    let (code, msg) = spdk25().err(&s, &["vhost_create_blk_controller", "vhost.x", "Nope"]);
     assert_eq!(code, -19);
     assert!(msg.contains("Nope"), "{msg}");
-    let (code, msg) = err(
+    let (code, msg) = spdk25().err(
         &s,
         &[
             "vhost_create_blk_controller",
@@ -153,7 +113,7 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     );
     assert_eq!(code, -22);
     assert!(msg.contains("cpumask"), "{msg}");
-    let (code, msg) = err(
+    let (code, msg) = spdk25().err(
         &s,
         &[
             "vhost_create_blk_controller",
@@ -164,12 +124,12 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
         ],
     );
     assert_eq!(code, -22, "{msg}");
-    let (code, msg) = err(&s, &["vhost_get_controllers", "-n", "none"]);
+    let (code, msg) = spdk25().err(&s, &["vhost_get_controllers", "-n", "none"]);
     assert_eq!(code, -19);
     assert!(msg.contains("'none'"), "{msg}");
-    let (code, _) = err(&s, &["vhost_delete_controller", "none"]);
+    let (code, _) = spdk25().err(&s, &["vhost_delete_controller", "none"]);
     assert_eq!(code, -19);
-    let (code, _) = err(&s, &["vhost_controller_set_coalescing", "none", "1", "1"]);
+    let (code, _) = spdk25().err(&s, &["vhost_controller_set_coalescing", "none", "1", "1"]);
     assert_eq!(code, -19);
     // strict decoding: an unknown parameter
     let e = t
@@ -204,10 +164,12 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     std::fs::write(&conf, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
 
     // hot-remove: deleting the bdev under a controller stops it serving; the controller stays
-    ok(&s, &["bdev_malloc_delete", "Malloc2"]);
-    let c = ok(&s, &["vhost_get_controllers", "-n", "vhost.packed"]).json();
+    spdk25().ok(&s, &["bdev_malloc_delete", "Malloc2"]);
+    let c = spdk25()
+        .ok(&s, &["vhost_get_controllers", "-n", "vhost.packed"])
+        .json();
     assert_eq!(c[0]["backend_specific"]["block"]["bdev"], Value::Null);
-    ok(&s, &["vhost_delete_controller", "vhost.packed"]);
+    spdk25().ok(&s, &["vhost_delete_controller", "vhost.packed"]);
     assert!(!vdir.join("vhost.packed").exists());
     drop(t);
 
@@ -218,8 +180,11 @@ fn vhost_methods_with_spdk_rpc_and_config_round_trip() {
     assert!(vdir.join("vhost.0").exists());
     let s2 = t2.sock.clone();
     for c in ["vhost.0", "vhost.ro", "vhost.packed"] {
-        ok(&s2, &["vhost_delete_controller", c]);
+        spdk25().ok(&s2, &["vhost_delete_controller", c]);
         assert!(!vdir.join(c).exists(), "{c}: socket removed");
     }
-    assert_eq!(ok(&s2, &["vhost_get_controllers"]).json(), json!([]));
+    assert_eq!(
+        spdk25().ok(&s2, &["vhost_get_controllers"]).json(),
+        json!([])
+    );
 }

@@ -491,21 +491,11 @@ fn bench_verify_against_ferrite_target() {
 /// methods with its command-line options: attach prints the created bdev, detach succeeds.
 #[test]
 fn spdk_client_attaches_and_detaches() {
-    let exe = workspace_root().join("target/spdk-venv/25.9/bin/spdk-rpc");
-    assert!(
-        exe.is_file(),
-        "SPDK's client is missing ({}): run scripts/setup-spdk-venvs.sh",
-        exe.display()
-    );
+    let client = spdk25();
     let dir = TempDir::new("virtio-spdk");
     let q = Qsd::null(&dir, "q", 16 << 20, 512, true);
     let t = Target::start_in(&dir, "t", &[]);
-    let spdk = |args: &[&str]| {
-        let mut c = Command::new(&exe);
-        c.arg("-s").arg(&t.sock).arg("-t").arg("30").args(args);
-        c.env("PYTHONDONTWRITEBYTECODE", "1");
-        run(&mut c, None)
-    };
+    let spdk = |args: &[&str]| client.run(&t.sock, args);
     let sock = q.sock.display().to_string();
     let r = spdk(&[
         "bdev_virtio_attach_controller",

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod guest;
+mod spdk_rpc;
+#[allow(unused_imports)]
+pub use spdk_rpc::*;
 
 use std::fs::File;
 use std::io::{Read, Write};

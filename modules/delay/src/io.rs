@@ -312,30 +312,20 @@ pub fn held_on_thread() -> usize {
 /// Runs on a thread by message (a reset of the bdev whose latencies are `lat`): completes
 /// every I/O that the bdev's channels on this thread hold, aborted. Returns how many.
 pub(crate) fn abort_on_thread(lat: &Arc<Latencies>) -> usize {
-    DELAY_THREAD
-        .with(|t| {
-            let mut n = 0;
-            for c in t.chans.borrow_mut().iter_mut().flatten() {
-                if !Arc::ptr_eq(&c.lat, lat) {
-                    continue;
-                }
-                for q in &mut c.q {
-                    while let Some(io) = q.pop_front() {
-                        // Deferred by the bdev layer: the callback runs on a later poll.
-                        io.complete(IoStatus::Aborted);
-                        n += 1;
-                    }
-                }
-            }
-            n
-        })
-        .unwrap_or(0)
+    abort_held_on_thread(lat, |_| true)
 }
 
 /// An abort on this thread (see `HeldIo::abort`): completes Aborted every I/O that the
 /// channels of the bdev whose latencies are `lat` hold on this thread and `target` names.
 /// Returns how many.
 pub(crate) fn abort_named_on_thread(lat: &Arc<Latencies>, target: &AbortTarget) -> usize {
+    abort_held_on_thread(lat, |io| target.names(io))
+}
+
+/// Completes Aborted every I/O that the channels of the bdev whose latencies are `lat` hold on
+/// this thread and `pick` chooses; the others keep their place (their due times). Returns how
+/// many were aborted.
+fn abort_held_on_thread(lat: &Arc<Latencies>, pick: impl Fn(&BdevIo) -> bool) -> usize {
     DELAY_THREAD
         .with(|t| {
             let mut n = 0;
@@ -344,10 +334,9 @@ pub(crate) fn abort_named_on_thread(lat: &Arc<Latencies>, target: &AbortTarget) 
                     continue;
                 }
                 for q in &mut c.q {
-                    // In place, keeping the others in their order (their due times).
                     let mut i = 0;
                     while i < q.len() {
-                        if q.get(i).is_some_and(|io| target.names(io)) {
+                        if q.get(i).is_some_and(|io| pick(io)) {
                             if let Some(io) = q.remove(i) {
                                 // Deferred by the bdev layer: the callback runs on a later poll.
                                 io.complete(IoStatus::Aborted);

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use ferrite_bdev::{Desc, IoStatus};
+use ferrite_bdev::IoStatus;
 use ferrite_error::{ErrorType, InjectIoType, InjectOpts};
 
 fn pending(env: &mut Env, bdev: &str, io_type: InjectIoType, num: u32) {
@@ -78,19 +78,10 @@ fn abort_of_a_pending_io_aborts_only_it() {
 #[test]
 fn abort_does_not_reach_io_of_another_channel() {
     let mut env = Env::error_on_malloc(132, "ErrA2", 64);
-    let t2 = env.h.add_thread("user2");
-    let d2 = env
-        .h
-        .on(t2, || Desc::open("EE_ErrA2", true, |_| {}).unwrap());
-    let c2 = env.h.on(t2, || d2.channel().unwrap());
+    let u2 = env.second_user();
     pending(&mut env, "EE_ErrA2", InjectIoType::Flush, 1);
     let tag2 = (132u64 << 32) | 0xffff;
-    env.h.on(t2, || {
-        let mut io = c2.alloc_io().unwrap();
-        io.prep_flush(0, 8, record);
-        io.user[0] = tag2;
-        c2.submit(io);
-    });
+    u2.flush(&mut env, tag2);
     env.run();
     let a = abort(&mut env, tag2);
     env.run();
@@ -99,34 +90,15 @@ fn abort_does_not_reach_io_of_another_channel() {
     // A clear releases it.
     pending(&mut env, "EE_ErrA2", InjectIoType::Clear, 0);
     assert_eq!(env.status(tag2), Some(IoStatus::Aborted));
-    assert_eq!(env.h.on(t2, || c2.inflight()), 0);
-    env.h.on(t2, move || {
-        drop(c2);
-        drop(d2);
-    });
+    assert_eq!(u2.inflight(&mut env), 0);
+    u2.close(&mut env);
     env.close();
 }
 
 /// An abort submitted to a passthru stacked on the error bdev reaches the I/O held below it.
 #[test]
 fn abort_through_a_stacked_bdev_reaches_io_held_below() {
-    let mut h = ferrite_reactor::harness::Harness::new(2, 133);
-    h.on(APP, || {
-        register_modules();
-        malloc("ErrA3", 64);
-        ferrite_error::create(&ferrite_error::ErrorOpts {
-            base_name: "ErrA3".into(),
-            uuid: None,
-        })
-        .unwrap();
-        ferrite_passthru::create(&ferrite_passthru::PassthruOpts {
-            base_bdev_name: "EE_ErrA3".into(),
-            name: "PtErrA3".into(),
-            uuid: None,
-        })
-        .unwrap();
-    });
-    let mut env = Env::open(h, 133, "PtErrA3");
+    let mut env = Env::passthru_on_error(133, "ErrA3", "PtErrA3");
     pending(&mut env, "EE_ErrA3", InjectIoType::Write, 2);
     let w: Vec<u64> = (0..2).map(|i| env.write(i, 1, 9)).collect();
     env.run();

@@ -164,21 +164,11 @@ fn pending_is_held_until_clear_then_aborted_once() {
 #[test]
 fn pending_on_two_threads_released_by_one_clear() {
     let mut env = Env::error_on_malloc(104, "ErrM4", 256);
-    // A second user thread with its own descriptor and channel.
-    let t2 = env.h.add_thread("user2");
-    let d2 = env
-        .h
-        .on(t2, || Desc::open("EE_ErrM4", true, |_| {}).unwrap());
-    let c2 = env.h.on(t2, || d2.channel().unwrap());
+    let u2 = env.second_user();
     inject(&mut env, opts(InjectIoType::Flush, ErrorType::Pending, 2));
     let f1 = env.flush(0, 8);
     let tag2 = (104u64 << 32) | 0xffff;
-    env.h.on(t2, || {
-        let mut io = c2.alloc_io().unwrap();
-        io.prep_flush(0, 8, record);
-        io.user[0] = tag2;
-        c2.submit(io);
-    });
+    u2.flush(&mut env, tag2);
     env.run();
     assert_eq!(env.status(f1), None);
     assert_eq!(env.status(tag2), None);
@@ -186,11 +176,8 @@ fn pending_on_two_threads_released_by_one_clear() {
     env.run();
     assert_eq!(env.status(f1), Some(IoStatus::Aborted));
     assert_eq!(env.status(tag2), Some(IoStatus::Aborted));
-    assert_eq!(env.h.on(t2, || c2.inflight()), 0);
-    env.h.on(t2, move || {
-        drop(c2);
-        drop(d2);
-    });
+    assert_eq!(u2.inflight(&mut env), 0);
+    u2.close(&mut env);
     env.close();
 }
 
@@ -714,20 +701,11 @@ fn reset_fails_held_io_and_completes() {
 #[test]
 fn reset_fails_held_io_on_two_threads() {
     let mut env = Env::error_on_malloc(116, "ErrM16", 64);
-    let t2 = env.h.add_thread("user2");
-    let d2 = env
-        .h
-        .on(t2, || Desc::open("EE_ErrM16", true, |_| {}).unwrap());
-    let c2 = env.h.on(t2, || d2.channel().unwrap());
+    let u2 = env.second_user();
     inject(&mut env, opts(InjectIoType::Flush, ErrorType::Pending, 2));
     let f1 = env.flush(0, 8);
     let tag2 = (116u64 << 32) | 0xffff;
-    env.h.on(t2, || {
-        let mut io = c2.alloc_io().unwrap();
-        io.prep_flush(0, 8, record);
-        io.user[0] = tag2;
-        c2.submit(io);
-    });
+    u2.flush(&mut env, tag2);
     env.run();
     assert_eq!((env.status(f1), env.status(tag2)), (None, None));
     let reset = env.submit(|io| {
@@ -737,11 +715,8 @@ fn reset_fails_held_io_on_two_threads() {
     assert_eq!(env.status(f1), Some(IoStatus::Failed));
     assert_eq!(env.status(tag2), Some(IoStatus::Failed));
     assert_eq!(env.status(reset), Some(IoStatus::Success));
-    assert_eq!(env.h.on(t2, || c2.inflight()), 0);
-    env.h.on(t2, move || {
-        drop(c2);
-        drop(d2);
-    });
+    assert_eq!(u2.inflight(&mut env), 0);
+    u2.close(&mut env);
     env.close();
 }
 
@@ -749,23 +724,7 @@ fn reset_fails_held_io_on_two_threads() {
 /// SPDK, where the passthru passes its reset down): the held I/O fails, the reset completes.
 #[test]
 fn reset_of_a_stacked_bdev_fails_io_held_below() {
-    let mut h = ferrite_reactor::harness::Harness::new(2, 117);
-    h.on(APP, || {
-        register_modules();
-        malloc("ErrM17", 64);
-        ferrite_error::create(&ferrite_error::ErrorOpts {
-            base_name: "ErrM17".into(),
-            uuid: None,
-        })
-        .unwrap();
-        ferrite_passthru::create(&ferrite_passthru::PassthruOpts {
-            base_bdev_name: "EE_ErrM17".into(),
-            name: "PtErr17".into(),
-            uuid: None,
-        })
-        .unwrap();
-    });
-    let mut env = Env::open(h, 117, "PtErr17");
+    let mut env = Env::passthru_on_error(117, "ErrM17", "PtErr17");
     let name = "EE_ErrM17".to_string();
     let o = opts(InjectIoType::Write, ErrorType::Pending, 2);
     env.app(|| ferrite_error::inject_error(&name, &o)).unwrap();

@@ -32,14 +32,21 @@ fn mirrored_writes_and_reads_spread() {
         assert!(d.read(0, BLOCKS) == s.model);
     }
     // Reads are spread over both members.
+    reads_reach_every_member(&mut h, &s, 16, 500);
+    s.close(&mut h);
+    assert!(call(&mut h, |d| ferrite_raid::delete("M1", d)).is_ok());
+}
+
+/// `n` reads of 8 blocks (tags from `tag`) all succeed, and every member served some.
+fn reads_reach_every_member(h: &mut Harness, s: &Setup, n: u64, tag: u64) {
     let before: Vec<u64> = s
         .disks
         .iter()
         .map(|d| d.reads.load(Ordering::SeqCst))
         .collect();
-    for i in 0..16 {
+    for i in 0..n {
         let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
-        h.on(1, || read_at(ch, arena, i * 8, 8, 500 + i));
+        h.on(1, || read_at(ch, arena, i * 8, 8, tag + i));
     }
     h.run_until_idle();
     all_ok("reads");
@@ -49,8 +56,6 @@ fn mirrored_writes_and_reads_spread() {
             "member {i} never read"
         );
     }
-    s.close(&mut h);
-    assert!(call(&mut h, |d| ferrite_raid::delete("M1", d)).is_ok());
 }
 
 /// Three mirrors: reads take the general least-busy search (two members take an unrolled
@@ -60,23 +65,7 @@ fn three_mirrors_spread_reads_over_every_member() {
     let mut h = Harness::new(2, 27);
     let mut s = raid1(&mut h, "M3", 3);
     s.verify(&mut h);
-    let before: Vec<u64> = s
-        .disks
-        .iter()
-        .map(|d| d.reads.load(Ordering::SeqCst))
-        .collect();
-    for i in 0..24 {
-        let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
-        h.on(1, || read_at(ch, arena, i * 8, 8, 700 + i));
-    }
-    h.run_until_idle();
-    all_ok("reads");
-    for (i, d) in s.disks.iter().enumerate() {
-        assert!(
-            d.reads.load(Ordering::SeqCst) > before[i],
-            "member {i} never read"
-        );
-    }
+    reads_reach_every_member(&mut h, &s, 24, 700);
     s.verify(&mut h);
     s.close(&mut h);
     assert!(call(&mut h, |d| ferrite_raid::delete("M3", d)).is_ok());

@@ -82,6 +82,39 @@ impl Env {
         Env::open(h, test, &name)
     }
 
+    /// Malloc `base` (64 blocks), `EE_<base>` on it and passthru `pt` on that, `pt` opened on
+    /// the user thread.
+    pub fn passthru_on_error(test: u64, base: &str, pt: &str) -> Env {
+        let mut h = Harness::new(2, test);
+        h.on(APP, || {
+            register_modules();
+            malloc(base, 64);
+            ferrite_error::create(&ferrite_error::ErrorOpts {
+                base_name: base.into(),
+                uuid: None,
+            })
+            .unwrap();
+            ferrite_passthru::create(&ferrite_passthru::PassthruOpts {
+                base_bdev_name: format!("EE_{base}"),
+                name: pt.into(),
+                uuid: None,
+            })
+            .unwrap();
+        });
+        Env::open(h, test, pt)
+    }
+
+    /// A second user thread with its own descriptor and channel on the bdev under test.
+    pub fn second_user(&mut self) -> SecondUser {
+        let t = self.h.add_thread("user2");
+        let bdev = self.bdev.clone();
+        let desc = self
+            .h
+            .on(t, move || Desc::open(&bdev, true, |_| {}).unwrap());
+        let ch = self.h.on(t, || desc.channel().unwrap());
+        SecondUser { t, desc, ch }
+    }
+
     /// Opens `bdev` for writing on the user thread of `h`.
     pub fn open(mut h: Harness, test: u64, bdev: &str) -> Env {
         let desc = h.on(USER, || Desc::open(bdev, true, |_| {}).unwrap());
@@ -243,4 +276,37 @@ pub type DoneSlot = Arc<Mutex<Option<Result<(), String>>>>;
 
 pub fn done_slot() -> DoneSlot {
     Arc::new(Mutex::new(None))
+}
+
+/// A second user thread's descriptor and channel (see [`Env::second_user`]).
+pub struct SecondUser {
+    pub t: usize,
+    pub desc: Desc,
+    pub ch: BdevChannel,
+}
+
+impl SecondUser {
+    /// Submits a flush of blocks 0..8 tagged `tag` on this thread's channel.
+    pub fn flush(&self, env: &mut Env, tag: u64) {
+        env.h.on(self.t, || {
+            let mut io = self.ch.alloc_io().unwrap();
+            io.prep_flush(0, 8, record);
+            io.user[0] = tag;
+            self.ch.submit(io);
+        });
+    }
+
+    /// I/O in flight on this thread's channel.
+    pub fn inflight(&self, env: &mut Env) -> u32 {
+        env.h.on(self.t, || self.ch.inflight())
+    }
+
+    /// Closes the channel and descriptor on their thread.
+    pub fn close(self, env: &mut Env) {
+        let SecondUser { t, desc, ch } = self;
+        env.h.on(t, move || {
+            drop(ch);
+            drop(desc);
+        });
+    }
 }
