@@ -7,7 +7,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use common::{register_test, run_until, take_done, Arena, TestCfg};
 use ferrite_bdev::buf::{self, BufPoolConfig};
@@ -22,21 +22,31 @@ fn small_pool() -> BufPoolConfig {
     }
 }
 
-fn configure() {
-    // Until the pool is built the sizes may change (the last call wins).
-    buf::configure(BufPoolConfig::default()).unwrap();
-    buf::configure(small_pool()).unwrap();
-    assert_eq!(buf::config(), small_pool());
-    buf::init().unwrap();
+/// Builds the tiny pool once for the whole process and serializes this binary's tests: the
+/// pool is process-global, and under `cargo test` (one process, a thread per test) a test
+/// counting free buffers would otherwise see another test's. Hold the guard for the test.
+fn configure() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    static BUILT: Once = Once::new();
+    let guard = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    BUILT.call_once(|| {
+        // Until the pool is built the sizes may change (the last call wins).
+        buf::configure(BufPoolConfig::default()).unwrap();
+        buf::configure(small_pool()).unwrap();
+        assert_eq!(buf::config(), small_pool());
+        buf::init().unwrap();
+    });
     // Once built, the same sizes are accepted and others refused.
     buf::configure(small_pool()).unwrap();
     let e = buf::configure(BufPoolConfig::default()).unwrap_err();
     assert_eq!(e.kind(), ferrite_bdev::ErrorKind::Busy);
+    assert_eq!(buf::config(), small_pool());
+    guard
 }
 
 #[test]
 fn five_hundred_reads_on_a_tiny_pool_all_complete() {
-    configure();
+    let _serial = configure();
     let mut h = Harness::new(1, 51);
     h.on(0, || common::malloc("BpMal", 1024, 512, 0));
     let d = h.on(0, || Desc::open("BpMal", true, |_| {}).unwrap());
@@ -91,7 +101,7 @@ fn five_hundred_reads_on_a_tiny_pool_all_complete() {
 
 #[test]
 fn nomem_from_the_backend_is_retried_until_success() {
-    configure();
+    let _serial = configure();
     let mut h = Harness::new(2, 52);
     const N: usize = 40;
     const IOS: u64 = 60;
@@ -167,7 +177,7 @@ fn nomem_from_the_backend_is_retried_until_success() {
 /// writes) competing with reads for the same tiny buffer pool.
 #[test]
 fn compare_and_write_with_the_pool_exhausted() {
-    configure();
+    let _serial = configure();
     let mut h = Harness::new(2, 53);
     h.on(0, || common::malloc("BpCaw", 256, 512, 0));
     let d = h.on(0, || Desc::open("BpCaw", true, |_| {}).unwrap());
@@ -239,7 +249,7 @@ fn compare_and_write_with_the_pool_exhausted() {
 /// quiesced waits (parked for NoMem, not abortable) and resumes once buffers return.
 #[test]
 fn compare_and_write_waiting_for_a_buffer_while_quiesced() {
-    configure();
+    let _serial = configure();
     let mut h = Harness::new(2, 54);
     h.on(0, || common::malloc("BpCawHeld", 256, 512, 0));
     let b = ferrite_bdev::lookup("BpCawHeld").unwrap();
