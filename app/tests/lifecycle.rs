@@ -55,7 +55,8 @@ fn buffer_pool_is_built_at_startup_after_startup_options() {
     let dir = TempDir::new("lc-pool");
     let cfg = dir.join("cfg.json");
     let opts = json!({"method": "bdev_set_options", "params": {
-        "bdev_io_pool_size": 8192, "bdev_io_cache_size": 512, "bdev_auto_examine": true}});
+        "bdev_io_pool_size": 8192, "bdev_io_cache_size": 512, "bdev_auto_examine": true,
+        "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16}});
     let doc = json!({"subsystems": [{"subsystem": "bdev", "config": [
         {"method": "bdev_malloc_create",
          "params": {"name": "M0", "num_blocks": 2048, "block_size": 512}},

@@ -48,6 +48,7 @@ const ALL_METHODS: &[&str] = &[
     "framework_get_subsystems",
     "framework_start_init",
     "framework_wait_init",
+    "iobuf_get_stats",
     "log_get_level",
     "log_set_level",
     "rpc_get_methods",
@@ -73,6 +74,7 @@ const ANY_STATE: &[&str] = &[
     "spdk_kill_instance",
 ];
 const RUNTIME_ONLY: &[&str] = &[
+    "iobuf_get_stats",
     "bdev_get_bdevs",
     "bdev_get_iostat",
     "bdev_malloc_create",
@@ -761,7 +763,27 @@ fn bdev_options(ver: &'static str) {
         msg.contains("bdev_io_cache_size 70000 is out of range"),
         "{msg}"
     );
-    c.ok(&s, &["bdev_set_options", "-p", "8192", "-c", "512"]);
+    let (code, msg) = c.err(
+        &s,
+        &["bdev_set_options", "--iobuf-large-cache-size", "5000000"],
+    );
+    assert_eq!(code, -32602, "{msg}");
+    assert!(
+        msg.contains("iobuf_large_cache_size 5000000 is out of range"),
+        "{msg}"
+    );
+    c.ok(
+        &s,
+        &[
+            "bdev_set_options",
+            "-p",
+            "8192",
+            "-c",
+            "512",
+            "--iobuf-small-cache-size",
+            "256",
+        ],
+    );
     c.ok(&s, &["framework_start_init"]);
     let (code, msg) = c.err(&s, &["bdev_set_options", "-c", "128"]);
     assert_eq!(code, -1);
@@ -772,7 +794,8 @@ fn bdev_options(ver: &'static str) {
     assert_eq!(
         entries[0],
         json!({"method": "bdev_set_options", "params": {
-            "bdev_io_pool_size": 8192, "bdev_io_cache_size": 512, "bdev_auto_examine": true}}),
+            "bdev_io_pool_size": 8192, "bdev_io_cache_size": 512, "bdev_auto_examine": true,
+            "iobuf_small_cache_size": 256, "iobuf_large_cache_size": 16}}),
         "{doc}"
     );
     let f = dir.join("saved.json");

@@ -18,12 +18,12 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crossbeam_queue::ArrayQueue;
 
 use crate::buf_map;
+pub use crate::buf_stats::{iobuf_stats, ClassStats, IobufStats};
 use crate::error::{BdevError, ErrorKind, Result};
 
 /// Pool sizes. Set with [`configure`] before the pool is built ([`init`] or the first buffer).
@@ -38,8 +38,6 @@ pub struct BufPoolConfig {
     pub large_size: usize,
     /// Number of large buffers.
     pub large_count: usize,
-    /// Buffers each thread keeps in its cache, per class.
-    pub cache_size: usize,
 }
 
 impl Default for BufPoolConfig {
@@ -49,7 +47,6 @@ impl Default for BufPoolConfig {
             small_count: 8192,
             large_size: 128 * 1024,
             large_count: 1024,
-            cache_size: 64,
         }
     }
 }
@@ -101,8 +98,6 @@ impl Drop for Class {
 struct Pool {
     cfg: BufPoolConfig,
     classes: [Class; 2],
-    gets: AtomicU64,
-    waits: AtomicU64,
 }
 
 /// The sizes the next build uses (`None`: the defaults). The lock also serialises builds.
@@ -205,12 +200,7 @@ fn build(cfg: BufPoolConfig) -> std::result::Result<Pool, String> {
     let large = mk(cfg.large_size, cfg.large_count)?;
     let classes = [small, large];
     buf_map::warn_unlocked(&[classes[0].region, classes[1].region]);
-    Ok(Pool {
-        cfg,
-        classes,
-        gets: AtomicU64::new(0),
-        waits: AtomicU64::new(0),
-    })
+    Ok(Pool { cfg, classes })
 }
 
 /// The pool, built on first use. The built pool is one atomic load away; building is cold.
@@ -299,7 +289,8 @@ pub struct BufStats {
     pub large_total: usize,
     /// Free large buffers in the global queue.
     pub large_free: usize,
-    /// Buffers handed out since start.
+    /// Buffers handed out since start (both classes, from caches and the global queues; the
+    /// breakdown is in [`iobuf_stats`]).
     pub gets: u64,
     /// Times a request had to wait for a buffer.
     pub waits: u64,
@@ -313,6 +304,7 @@ pub struct BufStats {
 /// Current pool statistics.
 pub fn stats() -> Result<BufStats> {
     let p = pool()?;
+    let c = iobuf_stats();
     Ok(BufStats {
         small_size: p.classes[0].size,
         small_total: p.classes[0].count,
@@ -320,16 +312,18 @@ pub fn stats() -> Result<BufStats> {
         large_size: p.classes[1].size,
         large_total: p.classes[1].count,
         large_free: p.classes[1].free.len(),
-        gets: p.gets.load(Ordering::Relaxed),
-        waits: p.waits.load(Ordering::Relaxed),
+        gets: c.small.cache + c.small.main + c.large.cache + c.large.main,
+        waits: c.small.retry + c.large.retry,
         hugepages: p.classes.iter().all(|c| c.region.hugepages),
         locked: p.classes.iter().all(|c| c.region.locked),
     })
 }
 
-pub(crate) fn note_wait() {
-    if let Ok(p) = pool() {
-        p.waits.fetch_add(1, Ordering::Relaxed);
+/// The class a buffer of `len` bytes comes from (0 small, 1 large), once the pool is built.
+pub(crate) fn class_of(len: usize) -> u8 {
+    match POOL.get() {
+        Some(p) if len > p.classes[0].size => 1,
+        _ => 0,
     }
 }
 
@@ -369,11 +363,8 @@ impl DmaBuf {
                 ),
             ));
         };
-        let addr = crate::thread::cache_get(class).or_else(|| p.classes[class as usize].free.pop());
-        Ok(addr.and_then(|a| {
-            p.gets.fetch_add(1, Ordering::Relaxed);
-            NonNull::new(a as *mut u8).map(|ptr| DmaBuf { ptr, len, class })
-        }))
+        let addr = crate::thread::buf_take(class, || p.classes[class as usize].free.pop());
+        Ok(addr.and_then(|a| NonNull::new(a as *mut u8).map(|ptr| DmaBuf { ptr, len, class })))
     }
 
     /// Length requested.
@@ -432,14 +423,6 @@ impl Drop for DmaBuf {
         }
         let _ = class.free.push(addr);
     }
-}
-
-/// Buffers a thread may cache per class. Called when a buffer is returned, so only once the
-/// pool exists (one atomic load).
-pub(crate) fn cache_limit() -> usize {
-    POOL.get()
-        .map(|p| p.cfg.cache_size)
-        .unwrap_or(BufPoolConfig::default().cache_size)
 }
 
 pub(crate) fn release_to_global(class: u8, addr: usize) {

@@ -1,5 +1,5 @@
-//! SPDK's `iobuf_set_options` on Ferrite's data buffer pool ([`crate::buf`]), and the `iobuf`
-//! subsystem's `save_config` entry.
+//! SPDK's `iobuf_set_options` and `iobuf_get_stats` on Ferrite's data buffer pool
+//! ([`crate::buf`]), and the `iobuf` subsystem's `save_config` entry.
 //!
 //! The parameters map one to one onto [`crate::buf::BufPoolConfig`]: `small_pool_count` and
 //! `large_pool_count` are the buffers of each class, `small_bufsize` and `large_bufsize` their
@@ -9,9 +9,14 @@
 //! state, so the sizes can be lowered and the start retried. `enable_numa` (per-NUMA pools) is
 //! not implemented: `false` is accepted, `true` refused.
 //!
-//! Thread contract: the handler runs on the RPC server's thread (it touches no bdev state).
+//! `iobuf_get_stats` answers SPDK's shape: one entry per module using the pool. Every buffer
+//! of Ferrite's pool is taken through the bdev layer, so there is one entry, `bdev`, with each
+//! class's buffers taken from a thread's cache (`cache`), from the global queue (`main`), the
+//! requests that waited (`retry`) and the per-thread cache size (`cache_size`).
+//!
+//! Thread contract: the handlers run on the RPC server's thread (they touch no bdev state).
 
-use ferrite_rpc::{decode, Params, Registry, Responder, RpcError, STARTUP};
+use ferrite_rpc::{decode, no_params, Params, Registry, Responder, RpcError, RUNTIME, STARTUP};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -19,9 +24,23 @@ use crate::buf::{self, BufPoolConfig};
 use crate::error::ErrorKind;
 use crate::rpc::rpc_err;
 
-/// Registers `iobuf_set_options`.
+/// Registers `iobuf_set_options` and `iobuf_get_stats`.
 pub(crate) fn register(reg: &Registry) {
     reg.register_fn("iobuf_set_options", STARTUP, true, set_options);
+    reg.register_fn("iobuf_get_stats", RUNTIME, false, get_stats);
+}
+
+fn get_stats(p: Params, r: Responder) {
+    if let Err(e) = no_params(&p) {
+        return r.err(e);
+    }
+    let s = buf::iobuf_stats();
+    let class = |c: buf::ClassStats| json!({"cache": c.cache, "main": c.main, "retry": c.retry, "cache_size": c.cache_size});
+    r.ok(json!([{
+        "module": "bdev",
+        "small_pool": class(s.small),
+        "large_pool": class(s.large),
+    }]));
 }
 
 fn set_options(p: Params, r: Responder) {
@@ -58,7 +77,6 @@ fn set_options(p: Params, r: Responder) {
             large_count: pick("large_pool_count", o.large_pool_count, cur.large_count)?,
             small_size: pick("small_bufsize", o.small_bufsize, cur.small_size)?,
             large_size: pick("large_bufsize", o.large_bufsize, cur.large_size)?,
-            cache_size: cur.cache_size,
         })
     })();
     let cfg = match cfg {

@@ -14,6 +14,7 @@ pub mod bdev;
 pub mod buf;
 mod buf_map;
 pub mod buf_rpc;
+mod buf_stats;
 mod channel;
 pub mod config;
 mod desc;

@@ -8,6 +8,12 @@
 //!   set up (its first channel), SPDK's per-thread cache: a workload up to that depth never
 //!   allocates one, even in its first burst. Beyond it a thread's pool grows on demand and keeps
 //!   what it grew (the objects are not handed back to other threads).
+//! - `iobuf_small_cache_size` / `iobuf_large_cache_size`: data buffers of each class
+//!   ([`crate::buf`]) a thread keeps in its cache when it returns them, SPDK's per-thread
+//!   iobuf cache of the bdev layer. As in SPDK a cache is filled by returns; unlike SPDK it is
+//!   not filled up front, so a size larger than the pool cannot fail a thread's start (a
+//!   thread caches only while the global queue holds at least half of the class, see
+//!   [`crate::buf::DmaBuf`]'s drop).
 //!
 //! As in SPDK they apply before the bdev layer is used: the RPC is allowed in the startup state
 //! only, and [`set_options`] refuses a change once any thread has set up its bdev state (its
@@ -30,6 +36,12 @@ pub const DEFAULT_IO_CACHE_SIZE: u32 = 256;
 pub const MAX_IO_POOL_SIZE: u32 = 1 << 24;
 /// Largest `bdev_io_cache_size` accepted: what one thread may have out at once.
 pub const MAX_IO_CACHE_SIZE: u32 = crate::thread::MAX_IOS_PER_THREAD as u32;
+/// SPDK's default `iobuf_small_cache_size`.
+pub const DEFAULT_IOBUF_SMALL_CACHE_SIZE: u32 = 128;
+/// SPDK's default `iobuf_large_cache_size`.
+pub const DEFAULT_IOBUF_LARGE_CACHE_SIZE: u32 = 16;
+/// Largest iobuf cache size accepted (the most buffers a class may have).
+pub const MAX_IOBUF_CACHE_SIZE: u32 = crate::buf::MAX_BUF_COUNT as u32;
 
 /// The options of the bdev layer (SPDK's `spdk_bdev_opts`, the fields Ferrite implements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +50,10 @@ pub struct BdevOptions {
     pub bdev_io_pool_size: u32,
     /// I/O objects each thread creates when its bdev state is set up.
     pub bdev_io_cache_size: u32,
+    /// Small data buffers each thread keeps when it returns them.
+    pub iobuf_small_cache_size: u32,
+    /// Large data buffers each thread keeps when it returns them.
+    pub iobuf_large_cache_size: u32,
 }
 
 impl Default for BdevOptions {
@@ -45,6 +61,8 @@ impl Default for BdevOptions {
         Self {
             bdev_io_pool_size: DEFAULT_IO_POOL_SIZE,
             bdev_io_cache_size: DEFAULT_IO_CACHE_SIZE,
+            iobuf_small_cache_size: DEFAULT_IOBUF_SMALL_CACHE_SIZE,
+            iobuf_large_cache_size: DEFAULT_IOBUF_LARGE_CACHE_SIZE,
         }
     }
 }
@@ -61,6 +79,8 @@ static STATE: Mutex<State> = Mutex::new(State {
     opts: BdevOptions {
         bdev_io_pool_size: DEFAULT_IO_POOL_SIZE,
         bdev_io_cache_size: DEFAULT_IO_CACHE_SIZE,
+        iobuf_small_cache_size: DEFAULT_IOBUF_SMALL_CACHE_SIZE,
+        iobuf_large_cache_size: DEFAULT_IOBUF_LARGE_CACHE_SIZE,
     },
     threads: 0,
     started: false,
@@ -70,6 +90,11 @@ static STATE: Mutex<State> = Mutex::new(State {
 static POOL_LIMIT: AtomicU32 = AtomicU32::new(DEFAULT_IO_POOL_SIZE);
 /// I/O objects created by all threads whose state still exists.
 static CREATED: AtomicUsize = AtomicUsize::new(0);
+/// The iobuf cache sizes (small, large), read where a buffer is returned (without the lock).
+static IOBUF_CACHE: [AtomicU32; 2] = [
+    AtomicU32::new(DEFAULT_IOBUF_SMALL_CACHE_SIZE),
+    AtomicU32::new(DEFAULT_IOBUF_LARGE_CACHE_SIZE),
+];
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     // A panic while holding it cannot leave the plain values inconsistent.
@@ -98,6 +123,16 @@ pub fn validate(o: &BdevOptions) -> Result<()> {
             o.bdev_io_cache_size
         ));
     }
+    for (name, v) in [
+        ("iobuf_small_cache_size", o.iobuf_small_cache_size),
+        ("iobuf_large_cache_size", o.iobuf_large_cache_size),
+    ] {
+        if v > MAX_IOBUF_CACHE_SIZE {
+            return inval(format!(
+                "{name} {v} is out of range (0..={MAX_IOBUF_CACHE_SIZE})"
+            ));
+        }
+    }
     let min_pool = u64::from(o.bdev_io_cache_size) * 2;
     if u64::from(o.bdev_io_pool_size) < min_pool {
         return inval(format!(
@@ -116,11 +151,7 @@ pub fn set_options(o: &BdevOptions) -> Result<()> {
     validate(o)?;
     let mut s = state();
     if s.started && s.opts != *o {
-        let name = if s.opts.bdev_io_pool_size != o.bdev_io_pool_size {
-            "bdev_io_pool_size"
-        } else {
-            "bdev_io_cache_size"
-        };
+        let name = changed_option(&s.opts, o);
         return Err(BdevError::new(
             ErrorKind::Busy,
             format!(
@@ -131,7 +162,29 @@ pub fn set_options(o: &BdevOptions) -> Result<()> {
     }
     s.opts = *o;
     POOL_LIMIT.store(o.bdev_io_pool_size, Ordering::Relaxed);
+    IOBUF_CACHE[0].store(o.iobuf_small_cache_size, Ordering::Relaxed);
+    IOBUF_CACHE[1].store(o.iobuf_large_cache_size, Ordering::Relaxed);
     Ok(())
+}
+
+/// The name of the first option that differs between `a` and `b` (they differ).
+fn changed_option(a: &BdevOptions, b: &BdevOptions) -> &'static str {
+    if a.bdev_io_pool_size != b.bdev_io_pool_size {
+        "bdev_io_pool_size"
+    } else if a.bdev_io_cache_size != b.bdev_io_cache_size {
+        "bdev_io_cache_size"
+    } else if a.iobuf_small_cache_size != b.iobuf_small_cache_size {
+        "iobuf_small_cache_size"
+    } else {
+        "iobuf_large_cache_size"
+    }
+}
+
+/// Data buffers of `class` (0 small, 1 large) a thread may keep in its cache: one atomic load,
+/// where a buffer is returned.
+#[inline]
+pub(crate) fn iobuf_cache_size(class: u8) -> usize {
+    IOBUF_CACHE[usize::from(class & 1)].load(Ordering::Relaxed) as usize
 }
 
 /// A thread sets up its bdev state: fixes the options and returns how many I/O objects it
@@ -180,6 +233,8 @@ pub(crate) fn config_entry() -> Option<serde_json::Value> {
                 "bdev_io_pool_size": o.bdev_io_pool_size,
                 "bdev_io_cache_size": o.bdev_io_cache_size,
                 "bdev_auto_examine": true,
+                "iobuf_small_cache_size": o.iobuf_small_cache_size,
+                "iobuf_large_cache_size": o.iobuf_large_cache_size,
             }
         })
     })
@@ -193,6 +248,7 @@ mod tests {
         BdevOptions {
             bdev_io_pool_size: pool,
             bdev_io_cache_size: cache,
+            ..BdevOptions::default()
         }
     }
 

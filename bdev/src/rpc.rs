@@ -109,9 +109,9 @@ pub fn register_rpcs(reg: &Registry, app: &ThreadHandle) {
     crate::buf_rpc::register(reg);
 }
 
-/// `bdev_set_options`: the I/O pool options take effect (every thread sets up its bdev state
-/// after the startup state); the iobuf cache sizes are accepted, not used (Ferrite's per-thread
-/// buffer caches have one fixed size) and not saved, with a warning in the log saying so.
+/// `bdev_set_options`: every option takes effect (each thread sets up its bdev state after the
+/// startup state, and reads the iobuf cache sizes when it returns a buffer) and is saved by
+/// `save_config` when it differs from SPDK's default.
 fn set_options(p: Params, r: Responder) {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -126,18 +126,6 @@ fn set_options(p: Params, r: Responder) {
         Ok(o) => o,
         Err(e) => return r.err(e),
     };
-    for (name, v) in [
-        ("iobuf_small_cache_size", o.iobuf_small_cache_size),
-        ("iobuf_large_cache_size", o.iobuf_large_cache_size),
-    ] {
-        if let Some(v) = v {
-            tracing::warn!(
-                "bdev_set_options: {name} {v} is accepted but not used (each thread caches up \
-                 to {} buffers of each size; not saved by save_config)",
-                crate::buf::config().cache_size
-            );
-        }
-    }
     if o.bdev_auto_examine == Some(false) {
         return r.err(RpcError::invalid_params(
             "parameter 'bdev_auto_examine': false is not supported (every bdev is examined)",
@@ -147,6 +135,12 @@ fn set_options(p: Params, r: Responder) {
     let new = crate::options::BdevOptions {
         bdev_io_pool_size: o.bdev_io_pool_size.unwrap_or(cur.bdev_io_pool_size),
         bdev_io_cache_size: o.bdev_io_cache_size.unwrap_or(cur.bdev_io_cache_size),
+        iobuf_small_cache_size: o
+            .iobuf_small_cache_size
+            .unwrap_or(cur.iobuf_small_cache_size),
+        iobuf_large_cache_size: o
+            .iobuf_large_cache_size
+            .unwrap_or(cur.iobuf_large_cache_size),
     };
     match crate::options::set_options(&new) {
         Ok(()) => r.ok(true),

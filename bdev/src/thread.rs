@@ -50,6 +50,8 @@ pub(crate) struct BdevThread {
     prefilled: Cell<bool>,
     cq: RefCell<VecDeque<Box<BdevIo>>>,
     buf_cache: [RefCell<Vec<usize>>; 2],
+    /// This thread's buffer pool counters (`iobuf_get_stats`).
+    buf_counts: crate::buf_stats::ThreadCounters,
     pub(crate) buf_waiters: RefCell<VecDeque<Box<BdevIo>>>,
     pub(crate) retry: RefCell<Vec<ChanPtr>>,
     /// The retry list's twin: swapped with it every poll so that taking the list keeps its
@@ -227,8 +229,9 @@ pub(crate) fn ensure_completion_poller() {
 }
 
 pub(crate) fn park_for_buf(io: Box<BdevIo>) {
-    crate::buf::note_wait();
+    let class = crate::buf::class_of(io.num_blocks as usize * io.block_size as usize);
     let _ = with_local(|t| {
+        t.buf_counts.bump_owned(class, crate::buf_stats::RETRY);
         ensure_poller(t);
         t.buf_waiters.borrow_mut().push_back(io);
     });
@@ -366,14 +369,40 @@ pub(crate) fn put_split_scratch(mut v: Vec<Box<BdevIo>>) {
     });
 }
 
-pub(crate) fn cache_get(class: u8) -> Option<usize> {
-    with_local(|t| t.buf_cache[class as usize].borrow_mut().pop()).flatten()
+/// Takes a buffer address of `class`: from this thread's cache, else from `main` (the global
+/// queue), counting where it came from ([`crate::buf_stats`]).
+#[inline]
+pub(crate) fn buf_take(class: u8, main: impl FnOnce() -> Option<usize>) -> Option<usize> {
+    let mut main = Some(main);
+    let local = with_local(|t| {
+        if let Some(a) = t.buf_cache[class as usize].borrow_mut().pop() {
+            t.buf_counts.bump_owned(class, crate::buf_stats::CACHE);
+            return Some(a);
+        }
+        let a = main.take().and_then(|f| f());
+        if a.is_some() {
+            t.buf_counts.bump_owned(class, crate::buf_stats::MAIN);
+        }
+        a
+    });
+    match (local, main) {
+        (Some(a), _) => a,
+        // Not a lightweight thread: the global queue, counted in the shared block.
+        (None, Some(f)) => {
+            let a = f();
+            if a.is_some() {
+                crate::buf_stats::bump_other(class, crate::buf_stats::MAIN);
+            }
+            a
+        }
+        (None, None) => None,
+    }
 }
 
 pub(crate) fn cache_put(class: u8, addr: usize) -> bool {
     with_local(|t| {
         let mut c = t.buf_cache[class as usize].borrow_mut();
-        if c.len() < crate::buf::cache_limit() {
+        if c.len() < crate::options::iobuf_cache_size(class) {
             c.push(addr);
             true
         } else {

@@ -28,7 +28,9 @@ fn small_pool() -> BufPoolConfig {
 fn configure() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     static BUILT: Once = Once::new();
-    let guard = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     BUILT.call_once(|| {
         // Until the pool is built the sizes may change (the last call wins).
         buf::configure(BufPoolConfig::default()).unwrap();

@@ -17,6 +17,7 @@ fn opts(pool: u32, cache: u32) -> BdevOptions {
     BdevOptions {
         bdev_io_pool_size: pool,
         bdev_io_cache_size: cache,
+        ..BdevOptions::default()
     }
 }
 
@@ -38,12 +39,17 @@ fn pool_prefill_and_limit_follow_the_options() {
 
     // A cache of 300 (above the default 256) on a pool of 700: two threads get 300 each, the
     // third the 100 left, and then the pool is used up.
-    ferrite_bdev::set_options(&opts(700, 300)).unwrap();
+    let with_small_cache = |o: BdevOptions| BdevOptions {
+        iobuf_small_cache_size: 3,
+        ..o
+    };
+    ferrite_bdev::set_options(&with_small_cache(opts(700, 300))).unwrap();
     let saved = ferrite_bdev::config::subsystem_config();
     assert_eq!(
         saved[0],
         json!({"method": "bdev_set_options", "params": {
-            "bdev_io_pool_size": 700, "bdev_io_cache_size": 300, "bdev_auto_examine": true}})
+            "bdev_io_pool_size": 700, "bdev_io_cache_size": 300, "bdev_auto_examine": true,
+            "iobuf_small_cache_size": 3, "iobuf_large_cache_size": 16}})
     );
     let mut h = Harness::new(3, 7);
     h.on(0, || register_test("OptT", 512, 64, TestCfg::default()));
@@ -94,7 +100,33 @@ fn pool_prefill_and_limit_follow_the_options() {
             .starts_with("cannot change bdev_io_cache_size"),
         "{e}"
     );
-    ferrite_bdev::set_options(&opts(700, 300)).unwrap();
+    let e = ferrite_bdev::set_options(&opts(700, 300)).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot change iobuf_small_cache_size"),
+        "{e}"
+    );
+    ferrite_bdev::set_options(&with_small_cache(opts(700, 300))).unwrap();
+
+    // The small-buffer cache holds 3: of 10 buffers a thread returns it keeps 3, and of the
+    // next 10 it takes, 3 come from its cache and 7 from the global queue (iobuf_get_stats).
+    let total = ferrite_bdev::buf::stats().unwrap().small_total;
+    let before = ferrite_bdev::buf::iobuf_stats();
+    let take = || {
+        (0..10)
+            .map(|_| ferrite_bdev::DmaBuf::get(4096).unwrap().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let bufs = h.on(1, take);
+    h.on(1, move || drop(bufs));
+    assert_eq!(ferrite_bdev::buf::stats().unwrap().small_free, total - 3);
+    let bufs = h.on(1, take);
+    let after = ferrite_bdev::buf::iobuf_stats();
+    assert_eq!(after.small.cache - before.small.cache, 3, "{after:?}");
+    assert_eq!(after.small.main - before.small.main, 17, "{after:?}");
+    assert_eq!(after.small.cache_size, 3);
+    assert_eq!(after.large.cache_size, 16);
+    h.on(1, move || drop(bufs));
 
     // A thread torn down gives its objects back to the pool: a new thread gets its cache.
     let c2 = chans.pop().unwrap();

@@ -90,6 +90,7 @@ fn nomem_retries_do_not_allocate() {
     ferrite_bdev::set_options(&ferrite_bdev::BdevOptions {
         bdev_io_pool_size: 65_535,
         bdev_io_cache_size: 2 * NOMEM_DEPTH as u32 + 64,
+        ..ferrite_bdev::BdevOptions::default()
     })
     .unwrap();
     let mut h = Harness::new(1, 1);
