@@ -37,6 +37,18 @@ impl BdevChannel {
     /// As [`BdevChannel::forward`], and when the base has completed the I/O, `done` runs (in
     /// the completion poller, with the forwarding layer's view of the I/O restored) with
     /// `ctx`, before the forwarding layer completes it — or not: see [`ForwardDone`].
+    ///
+    /// *Every* end of a forward with a hook goes through the hook, exactly once: an I/O the
+    /// base refuses (range, type, read-only descriptor, block size; a channel without state:
+    /// `Failed`) reaches `done` with `IoStatus::Invalid` (`Failed`), and past the frame stack
+    /// with no I/O object left for the child that would carry it, with `IoStatus::NoMem`
+    /// (return the I/O: the forwarding layer retries it whole, through its backend's `submit`).
+    /// So a module may count what it forwards and uncount it in the hook, and keep other I/O
+    /// pointing at this one until the hook has run.
+    ///
+    /// Thread contract: call on this channel's thread, from the backend's `submit` (or from a
+    /// [`ForwardDone`] hook). Nothing completes and no hook runs before it returns: the hook
+    /// runs later in the thread's completion poller, on this thread.
     #[inline]
     pub fn forward_with(
         &self,
@@ -46,7 +58,7 @@ impl BdevChannel {
         ctx: [u64; 3],
     ) {
         let Some(st) = self.st else {
-            return io.complete(IoStatus::Failed);
+            return refuse(io, offset_blocks, done, ctx, IoStatus::Failed);
         };
         // SAFETY: the state belongs to the channel context this handle keeps alive (see
         // `st`); it is only touched on its own thread, which the check below asserts: the
@@ -315,7 +327,7 @@ fn wrong_thread(st: &crate::channel::ChannelState, io: &BdevIo) -> ! {
 }
 
 /// `forward_with` of an I/O `forwardable` did not pass: the full check, then forwarded or
-/// completed with `IoStatus::Invalid` on the forwarding layer.
+/// refused with `IoStatus::Invalid` (to the hook, if any: [`refuse`]).
 #[cold]
 #[inline(never)]
 fn reject(
@@ -329,7 +341,7 @@ fn reject(
     match base.validate_forward(&io, offset_blocks, b) {
         Some(bad) => {
             tracing::debug!("bdev '{}': rejected forwarded {:?}: {bad}", b.name, io);
-            io.complete(IoStatus::Invalid)
+            refuse(io, offset_blocks, done, ctx, IoStatus::Invalid)
         }
         // Reset, abort, a flush-like type with another block size: accepted after all.
         None => base.forward_checked(io, offset_blocks, done, ctx),
@@ -346,7 +358,7 @@ impl BdevChannel {
         ctx: [u64; 3],
     ) {
         let Some(st) = self.st else {
-            return io.complete(IoStatus::Failed);
+            return refuse(io, offset_blocks, done, ctx, IoStatus::Failed);
         };
         // SAFETY: as in `forward_with`, whose thread check this I/O passed.
         let st = unsafe { st.as_ref() };
@@ -391,7 +403,10 @@ fn forward_with_child(
     ctx: [u64; 3],
 ) {
     let Some(mut child) = crate::thread::alloc_io() else {
-        return io.complete(IoStatus::NoMem);
+        return match done {
+            Some(done) => defer_hook(io, done, ctx, IoStatus::NoMem),
+            None => io.complete(IoStatus::NoMem),
+        };
     };
     io.driver_ctx[..3].copy_from_slice(&ctx);
     io.driver_ctx[3] = done.map_or(0, |f| f as usize as u64);
@@ -423,5 +438,68 @@ fn forward_child_done(mut child: Box<BdevIo>) {
     if let Some(io) = io {
         let st = io.status;
         io.complete(st);
+    }
+}
+
+/// A forward that did not reach the base ends with `status`: without a hook, the I/O
+/// completes on the forwarding layer; with one, it reaches the hook first, as if the base had
+/// completed it — through the completion queue (never inside the submit), uncounted on the
+/// base: a frame is pushed (the forwarding layer's view, the hook and its words) and the I/O
+/// queued without a channel, so the completion poller pops the frame and runs the hook.
+#[cold]
+#[inline(never)]
+fn refuse(
+    mut io: Box<BdevIo>,
+    offset_blocks: u64,
+    done: Option<ForwardDone>,
+    ctx: [u64; 3],
+    status: IoStatus,
+) {
+    let Some(f) = done else {
+        return io.complete(status);
+    };
+    if io.push_frame(offset_blocks, Some(f), ctx) {
+        // `push_frame` cleared the flags: not counted anywhere until the frame is popped.
+        io.chan = None;
+        return io.complete(status);
+    }
+    defer_hook(io, f, ctx, status)
+}
+
+/// An I/O whose hook must run for a forward that took no frame (the frame stack is full):
+/// `refuse` and `forward_with_child`'s out-of-I/O case. The hook, its words and the
+/// forwarding layer's channel and flags wait in `driver_ctx` (the base's while forwarded; no
+/// base has it) and the I/O is queued uncounted with `FLAG_HOOK_DEFERRED`, which the thread's
+/// completion poller hands to [`run_deferred_hook`].
+#[cold]
+#[inline(never)]
+fn defer_hook(mut io: Box<BdevIo>, done: ForwardDone, ctx: [u64; 3], status: IoStatus) {
+    io.driver_ctx[..3].copy_from_slice(&ctx);
+    io.driver_ctx[3] = done as usize as u64;
+    io.driver_ctx[4] = u64::from(io.flags);
+    io.driver_ctx[5] = io.chan.map_or(0, |c| c.as_ptr() as usize as u64);
+    io.flags = FLAG_HOOK_DEFERRED;
+    io.chan = None;
+    io.complete(status);
+}
+
+/// Marks an I/O queued by [`defer_hook`] (only ever on an uncounted I/O in the thread's queue).
+pub(crate) const FLAG_HOOK_DEFERRED: u32 = 256;
+
+/// The completion poller's end of [`defer_hook`]: the forwarding layer's view is restored,
+/// the hook runs, and what it hands back completes on that layer.
+#[cold]
+#[inline(never)]
+pub(crate) fn run_deferred_hook(mut io: Box<BdevIo>) {
+    let ctx = [io.driver_ctx[0], io.driver_ctx[1], io.driver_ctx[2]];
+    // SAFETY: `defer_hook` stored word 3 from a `ForwardDone` function pointer, and the I/O
+    // has been in no one else's hands since (queued uncounted, `FLAG_HOOK_DEFERRED` set).
+    let f: ForwardDone =
+        unsafe { std::mem::transmute::<usize, ForwardDone>(io.driver_ctx[3] as usize) };
+    // The flags were a u32 (`defer_hook`).
+    io.flags = io.driver_ctx[4] as u32;
+    io.chan = NonNull::new(io.driver_ctx[5] as usize as *mut ChannelState);
+    if let Some(io) = f(io, ctx) {
+        crate::channel::finish_io(io);
     }
 }

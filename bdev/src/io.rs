@@ -112,6 +112,7 @@ const _: () = {
         crate::channel::FLAG_UNDRAINED,
         crate::channel::FLAG_QUIESCE_HELD,
         FLAG_TSC_SET,
+        crate::forward::FLAG_HOOK_DEFERRED,
     ];
     let mut seen = 0u32;
     let mut i = 0;
