@@ -114,7 +114,10 @@ fn read(ctx: &ChanCtx, parent: Box<BdevIo>) {
 
 /// Back from member `w[1]` (`w[0]`: this thread's [`ChanCtx`]; `w[2]`: members tried): the
 /// member's read count goes down; a success completes the raid's read at once, a failure
-/// goes to [`read_failed`].
+/// goes to [`read_failed`]. Every read `read` or `read_failed` forwards comes back here
+/// exactly once, whatever its end (success, failure, a refusal by the member, an abort, a
+/// reset of the raid completing what a member held): the bdev layer runs a forward's hook on
+/// every path, so the counts `pick` balances on never drift.
 fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     // SAFETY: `w[0]` is the channel state of the thread that forwarded this read; it is owned
     // by our channel, which the bdev layer frees only when idle, and this read still counts
@@ -129,14 +132,17 @@ fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     read_failed(ctx, io, w)
 }
 
-/// A read failed on member `w[1]` (words as [`read_done`]): try the next member not yet
-/// tried; else the raid completes with the member's status. An aborted read is not retried:
-/// the abort that reached it below answered success, so the read ends aborted.
+/// A read failed on member `w[1]` (words as [`read_done`]; a read the member refused comes
+/// here too, with `Invalid`): try the next member not yet tried; else the raid completes with
+/// the member's status. An aborted read is not retried: the abort that reached it below
+/// answered success, so the read ends aborted. `NoMem` (out of I/O objects for a forward past
+/// the frame stack) goes back to the raid's layer, which parks it and submits it again whole
+/// (`read` counts it again; this hook uncounted it).
 #[cold]
 #[inline(never)]
 fn read_failed(ctx: &ChanCtx, io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let status = io.status();
-    if status == IoStatus::Aborted {
+    if matches!(status, IoStatus::Aborted | IoStatus::NoMem) {
         return Some(io);
     }
     if status == IoStatus::Failed {

@@ -71,6 +71,57 @@ fn three_mirrors_spread_reads_over_every_member() {
     assert!(call(&mut h, |d| ferrite_raid::delete("M3", d)).is_ok());
 }
 
+/// Reads a member refuses (here: past its end, after it shrank under the raid) reach raid1's
+/// hook like any other completion: each is retried on the other member and succeeds, and the
+/// refusing member's read count goes back down. Afterwards, reads issued one at a time still
+/// reach both members (a count left up would send every read to the other member).
+#[test]
+fn refused_reads_leave_the_read_counts_balanced() {
+    let mut h = Harness::new(2, 28);
+    let mut s = raid1(&mut h, "Mr", 2);
+    let reads = |s: &Setup| -> Vec<u64> {
+        s.disks
+            .iter()
+            .map(|d| d.reads.load(Ordering::SeqCst))
+            .collect()
+    };
+    // Member 0 shrinks to half: the raid keeps its size; member 0 refuses reads past it.
+    h.on(0, || {
+        ferrite_bdev::lookup("Mrd0")
+            .unwrap()
+            .notify_resize(BLOCKS / 2)
+    });
+    h.run_until_idle();
+    let before = reads(&s);
+    for i in 0..16 {
+        let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
+        h.on(1, || read_at(ch, arena, BLOCKS / 2 + i * 8, 8, 900 + i));
+        h.run_until_idle();
+    }
+    all_ok("reads refused by member 0, retried on member 1");
+    let mid = reads(&s);
+    assert_eq!(mid[0], before[0], "member 0 refuses them");
+    assert_eq!(mid[1] - before[1], 16, "member 1 served every one");
+    s.verify(&mut h);
+    // Member 0 back to its size: one read at a time, both members serve some.
+    h.on(0, || ferrite_bdev::lookup("Mrd0").unwrap().notify_resize(BLOCKS));
+    h.run_until_idle();
+    let mid = reads(&s);
+    for i in 0..8 {
+        let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
+        h.on(1, || read_at(ch, arena, i * 8, 8, 950 + i));
+        h.run_until_idle();
+    }
+    all_ok("reads after the refusals");
+    let after = reads(&s);
+    assert!(
+        after[0] > mid[0] && after[1] > mid[1],
+        "reads no longer spread: {mid:?} -> {after:?}"
+    );
+    s.close(&mut h);
+    assert!(call(&mut h, |d| ferrite_raid::delete("Mr", d)).is_ok());
+}
+
 #[test]
 fn failing_member_under_load_degrades_without_errors() {
     for (what, read) in [("write failure", false), ("read failure", true)] {
