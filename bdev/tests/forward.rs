@@ -306,7 +306,9 @@ fn a_range_outside_the_base_is_invalid() {
 /// top fill the frame stack (then the refusal takes the deferred path).
 fn refused_forward_runs_the_hook(seed: u64, tag: &str, layers_above: usize) {
     let mut h = Harness::new(1, seed);
-    h.on(0, || base(&format!("FwRef{tag}Base"), 100, TestCfg::default()));
+    h.on(0, || {
+        base(&format!("FwRef{tag}Base"), 100, TestCfg::default())
+    });
     let hooks = h.on(0, || {
         // The stacked bdev claims more blocks than its base has (a module bug, caught).
         stack(

@@ -133,6 +133,7 @@ mod ctlio;
 mod io;
 mod raid0;
 mod raid1;
+mod raid1_write;
 mod raid5f;
 mod rebuild;
 mod rpc;
