@@ -49,7 +49,7 @@ impl BdevChannel {
     /// Thread contract: call on this channel's thread, from the backend's `submit` (or from a
     /// [`ForwardDone`] hook). Nothing completes and no hook runs before it returns: the hook
     /// runs later in the thread's completion poller, on this thread.
-    #[inline]
+    #[inline(always)]
     pub fn forward_with(
         &self,
         io: Box<BdevIo>,
