@@ -118,7 +118,9 @@ impl BdevChannel {
     /// with `IoStatus::Invalid` through the completion queue. The parent must stay in flight
     /// on the stacked bdev's layer (not completed, not forwarded) until its last child's hook
     /// has run; the child's segments must stay valid as long (normally they are pieces of the
-    /// parent's own, see [`BdevIo::append_iovs_from`]).
+    /// parent's own, see [`BdevIo::append_iovs_from`]). The child is linked to the parent for
+    /// an ABORT of the parent, which so reaches the child where a module below holds it
+    /// (see [`BdevIo::set_fanout_parent`]).
     ///
     /// Thread contract: call on this channel's thread, from the backend's `submit` of
     /// `parent` (or from a hook of its children); nothing completes before it returns.
@@ -140,6 +142,8 @@ impl BdevChannel {
         child.submit_tsc = parent.submit_tsc;
         child.chan = None;
         child.flags = 0;
+        // For an abort of the parent (the child is a piece of it): `AbortTarget::names`.
+        child.parent = crate::io::Parent::Fanout(std::ptr::NonNull::from(parent));
         // A fresh I/O has room for one frame: the stacked layer's view is "no channel, no
         // accounting", so when the base is done only `done` runs for it.
         let pushed = child.push_frame(offset_blocks, Some(done), ctx);

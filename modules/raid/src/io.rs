@@ -606,9 +606,12 @@ pub(crate) fn launch(
     parent.driver_ctx[CTX_REMAINING] = staged.len() as u64;
     parent.driver_ctx[CTX_OK] = 0;
     parent.driver_ctx[CTX_WORST] = 0;
-    let pptr = Box::into_raw(parent) as u64;
+    let pptr = Box::into_raw(parent);
     for (slot, mut c) in staged.drain(..) {
-        c.user = [pptr, slot as u64];
+        c.user = [pptr as u64, slot as u64];
+        // SAFETY: the parent, leaked above, stays in flight until its last child is back
+        // (`finish_child`); the link lets an abort of the parent reach this child below.
+        unsafe { c.set_fanout_parent(&*pptr) };
         match bases.get(slot & SLOT_MASK).and_then(Option::as_ref) {
             Some(ch) => ch.submit(c),
             // Staged only for members with a channel; keep the count right regardless.

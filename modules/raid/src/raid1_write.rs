@@ -29,9 +29,13 @@ use crate::io::{prep_as, rank, status_of, usable, ChanCtx, Kids, SPARE_CHILDREN}
 use crate::raid1::{overlaps_lock, write_counted_done};
 
 /// The head's `user[0]`: pieces still out (low 32 bits), pieces that succeeded and count
-/// toward success (next 16), worst status rank (top 16, see [`rank`]).
+/// toward success (next 8), a piece aborted (bit 40), worst status rank (top 16, see
+/// [`rank`]).
 const OK_ONE: u64 = 1 << 32;
+const ABORTED: u64 = 1 << 40;
 const WORST_SHIFT: u32 = 48;
+// Successes (at most one per member) fit their 8 bits.
+const _: () = assert!(crate::types::MAX_BASE_BDEVS < 256);
 
 #[inline(never)]
 pub(crate) fn write(ctx: &ChanCtx, parent: Box<BdevIo>) {
@@ -135,7 +139,8 @@ fn write_cb_unused(c: Box<BdevIo>) {
 #[inline(always)]
 fn piece(ctx: &ChanCtx, slot: usize, status: IoStatus) -> u64 {
     if status != IoStatus::Success {
-        return rank(status) << WORST_SHIFT;
+        let aborted = if status == IoStatus::Aborted { ABORTED } else { 0 };
+        return rank(status) << WORST_SHIFT | aborted;
     }
     if ctx.shared.rebuilding.load(Ordering::Acquire) & (1u64 << slot) == 0 {
         OK_ONE
@@ -151,8 +156,8 @@ fn join(ctx: &ChanCtx, head: &mut BdevIo, slot: usize, status: IoStatus) -> bool
     let j = head.user[0];
     let add = piece(ctx, slot, status);
     let worst = (j >> WORST_SHIFT).max(add >> WORST_SHIFT);
-    let j = ((j & !(u64::MAX << WORST_SHIFT)) + (add & !(u64::MAX << WORST_SHIFT)) - 1)
-        | worst << WORST_SHIFT;
+    let low = !(u64::MAX << WORST_SHIFT) & !ABORTED;
+    let j = ((j & low) + (add & low) - 1) | worst << WORST_SHIFT | ((j | add) & ABORTED);
     head.user[0] = j;
     j & 0xffff_ffff == 0
 }
@@ -167,15 +172,20 @@ fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus) {
 }
 
 /// The parent's final status from the join word `j`: success if an in-sync member took it;
-/// else the worst status. `NoMem` (a piece found no I/O object) always wins: the raid's
-/// layer retries the whole write, so no member is left without it.
+/// else the worst status. An aborted piece (an ABORT of the write reached it below) makes
+/// the write aborted: the abort answered success, and the members may now differ on its
+/// blocks, as for any aborted write. Otherwise `NoMem` (a piece found no I/O object) wins:
+/// the raid's layer retries the whole write, so no member is left without it.
 #[inline(always)]
 fn final_status(j: u64) -> IoStatus {
+    if j & ABORTED != 0 {
+        return IoStatus::Aborted;
+    }
     let worst = j >> WORST_SHIFT;
     if worst == rank(IoStatus::NoMem) {
         return IoStatus::NoMem;
     }
-    if (j >> 32) & 0xffff > 0 {
+    if (j >> 32) & 0xff > 0 {
         return IoStatus::Success;
     }
     match status_of(worst) {
