@@ -29,13 +29,14 @@ use crate::io::{prep_as, rank, status_of, usable, ChanCtx, Kids, SPARE_CHILDREN}
 use crate::raid1::{overlaps_lock, write_counted_done};
 
 /// The head's `user[0]`: pieces still out (low 32 bits), pieces that succeeded and count
-/// toward success (next 8), a piece aborted (bit 40), worst status rank (top 16, see
-/// [`rank`]).
+/// toward success (next 16), and from bit 48 one bit per failure status seen (bit 48 +
+/// [`rank`]: an OR, no comparison per piece).
 const OK_ONE: u64 = 1 << 32;
-const ABORTED: u64 = 1 << 40;
-const WORST_SHIFT: u32 = 48;
-// Successes (at most one per member) fit their 8 bits.
-const _: () = assert!(crate::types::MAX_BASE_BDEVS < 256);
+const SEEN_SHIFT: u32 = 48;
+const COUNTS: u64 = (1 << SEEN_SHIFT) - 1;
+// Successes (at most one per member) fit their 16 bits; every rank has its bit.
+const _: () = assert!(crate::types::MAX_BASE_BDEVS < 1 << 16);
+const _: () = assert!(SEEN_SHIFT as u64 + 5 < 64);
 
 #[inline(never)]
 pub(crate) fn write(ctx: &ChanCtx, parent: Box<BdevIo>) {
@@ -134,13 +135,12 @@ fn write_cb_unused(c: Box<BdevIo>) {
 }
 
 /// What a piece back from member `slot` with `status` adds to a join word: one success
-/// (if the member is in sync: a member being rebuilt is not a valid copy yet), or its rank
-/// as the worst status so far (merged by the caller).
+/// (if the member is in sync: a member being rebuilt is not a valid copy yet), or the bit of
+/// its status.
 #[inline(always)]
 fn piece(ctx: &ChanCtx, slot: usize, status: IoStatus) -> u64 {
     if status != IoStatus::Success {
-        let aborted = if status == IoStatus::Aborted { ABORTED } else { 0 };
-        return rank(status) << WORST_SHIFT | aborted;
+        return 1 << (SEEN_SHIFT as u64 + rank(status));
     }
     if ctx.shared.rebuilding.load(Ordering::Acquire) & (1u64 << slot) == 0 {
         OK_ONE
@@ -153,11 +153,8 @@ fn piece(ctx: &ChanCtx, slot: usize, status: IoStatus) -> u64 {
 /// it was the last piece out.
 #[inline(always)]
 fn join(ctx: &ChanCtx, head: &mut BdevIo, slot: usize, status: IoStatus) -> bool {
-    let j = head.user[0];
     let add = piece(ctx, slot, status);
-    let worst = (j >> WORST_SHIFT).max(add >> WORST_SHIFT);
-    let low = !(u64::MAX << WORST_SHIFT) & !ABORTED;
-    let j = ((j & low) + (add & low) - 1) | worst << WORST_SHIFT | ((j | add) & ABORTED);
+    let j = ((head.user[0] + (add & COUNTS)) | (add & !COUNTS)) - 1;
     head.user[0] = j;
     j & 0xffff_ffff == 0
 }
@@ -178,19 +175,23 @@ fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus) {
 /// the raid's layer retries the whole write, so no member is left without it.
 #[inline(always)]
 fn final_status(j: u64) -> IoStatus {
-    if j & ABORTED != 0 {
+    let seen = j >> SEEN_SHIFT;
+    if seen & (1 << rank(IoStatus::Aborted)) != 0 {
         return IoStatus::Aborted;
     }
-    let worst = j >> WORST_SHIFT;
-    if worst == rank(IoStatus::NoMem) {
+    if seen & (1 << rank(IoStatus::NoMem)) != 0 {
         return IoStatus::NoMem;
     }
-    if (j >> 32) & 0xff > 0 {
+    if (j >> 32) & 0xffff > 0 {
         return IoStatus::Success;
     }
-    match status_of(worst) {
-        IoStatus::Success => IoStatus::Failed,
-        s => s,
+    // The worst status seen: the highest bit (none: every piece was a member being rebuilt).
+    match seen.checked_ilog2().map(u64::from) {
+        Some(worst) => match status_of(worst) {
+            IoStatus::Success => IoStatus::Failed,
+            s => s,
+        },
+        None => IoStatus::Failed,
     }
 }
 
