@@ -9,9 +9,9 @@
 //!
 //! **The join lives in the first child** (the *head*), not in the parent, whose `driver_ctx`
 //! belongs to the member's module while it is forwarded: the head's `user` words (ours: we are
-//! its submitter) hold the pieces still out, those that succeeded, the worst status, and —
-//! once the parent's hook has run while children were still out — the parent, kept as a raw
-//! pointer. Every hook (parent's or a child's) counts its piece there; the last one completes
+//! its submitter) hold the pieces still out, those that succeeded, the failure statuses seen,
+//! and — once the parent's hook has run while children were still out — the parent, kept as
+//! a raw pointer. Every hook (parent's or a child's) counts its piece there; the last one completes
 //! the parent on the raid's layer in the same step. The head stays alive until then (its own
 //! hook leaves it to the last piece when others are still out). Every piece's hook runs
 //! exactly once on every path — success, failure, a member refusing it (`Invalid`), an abort
