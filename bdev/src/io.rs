@@ -117,7 +117,7 @@ const _: () = {
         crate::channel::FLAG_UNDRAINED,
         crate::channel::FLAG_QUIESCE_HELD,
         FLAG_TSC_SET,
-        crate::forward::FLAG_HOOK_DEFERRED,
+        crate::forward_refuse::FLAG_HOOK_DEFERRED,
     ];
     let mut seen = 0u32;
     let mut i = 0;
