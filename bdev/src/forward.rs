@@ -5,6 +5,7 @@
 use std::ptr::NonNull;
 
 use crate::channel::{BdevChannel, ChannelState};
+use crate::forward_refuse::{defer_hook, refuse};
 use crate::io::{BdevIo, ForwardDone, FLAG_COUNTED};
 use crate::types::{IoStatus, IoType};
 use crate::Bdev;
@@ -37,7 +38,19 @@ impl BdevChannel {
     /// As [`BdevChannel::forward`], and when the base has completed the I/O, `done` runs (in
     /// the completion poller, with the forwarding layer's view of the I/O restored) with
     /// `ctx`, before the forwarding layer completes it — or not: see [`ForwardDone`].
-    #[inline]
+    ///
+    /// *Every* end of a forward with a hook goes through the hook, exactly once: an I/O the
+    /// base refuses (range, type, read-only descriptor, block size; a channel without state:
+    /// `Failed`) reaches `done` with `IoStatus::Invalid` (`Failed`), and past the frame stack
+    /// with no I/O object left for the child that would carry it, with `IoStatus::NoMem`
+    /// (return the I/O: the forwarding layer retries it whole, through its backend's `submit`).
+    /// So a module may count what it forwards and uncount it in the hook, and keep other I/O
+    /// pointing at this one until the hook has run.
+    ///
+    /// Thread contract: call on this channel's thread, from the backend's `submit` (or from a
+    /// [`ForwardDone`] hook). Nothing completes and no hook runs before it returns: the hook
+    /// runs later in the thread's completion poller, on this thread.
+    #[inline(always)]
     pub fn forward_with(
         &self,
         io: Box<BdevIo>,
@@ -46,7 +59,7 @@ impl BdevChannel {
         ctx: [u64; 3],
     ) {
         let Some(st) = self.st else {
-            return io.complete(IoStatus::Failed);
+            return refuse(io, offset_blocks, done, ctx, IoStatus::Failed);
         };
         // SAFETY: the state belongs to the channel context this handle keeps alive (see
         // `st`); it is only touched on its own thread, which the check below asserts: the
@@ -106,7 +119,9 @@ impl BdevChannel {
     /// with `IoStatus::Invalid` through the completion queue. The parent must stay in flight
     /// on the stacked bdev's layer (not completed, not forwarded) until its last child's hook
     /// has run; the child's segments must stay valid as long (normally they are pieces of the
-    /// parent's own, see [`BdevIo::append_iovs_from`]).
+    /// parent's own, see [`BdevIo::append_iovs_from`]). The child is linked to the parent for
+    /// an ABORT of the parent, which so reaches the child where a module below holds it
+    /// (see [`BdevIo::set_fanout_parent`]).
     ///
     /// Thread contract: call on this channel's thread, from the backend's `submit` of
     /// `parent` (or from a hook of its children); nothing completes before it returns.
@@ -128,6 +143,8 @@ impl BdevChannel {
         child.submit_tsc = parent.submit_tsc;
         child.chan = None;
         child.flags = 0;
+        // For an abort of the parent (the child is a piece of it): `AbortTarget::names`.
+        child.parent = crate::io::Parent::Fanout(std::ptr::NonNull::from(parent));
         // A fresh I/O has room for one frame: the stacked layer's view is "no channel, no
         // accounting", so when the base is done only `done` runs for it.
         let pushed = child.push_frame(offset_blocks, Some(done), ctx);
@@ -315,7 +332,7 @@ fn wrong_thread(st: &crate::channel::ChannelState, io: &BdevIo) -> ! {
 }
 
 /// `forward_with` of an I/O `forwardable` did not pass: the full check, then forwarded or
-/// completed with `IoStatus::Invalid` on the forwarding layer.
+/// refused with `IoStatus::Invalid` (to the hook, if any: `forward_refuse::refuse`).
 #[cold]
 #[inline(never)]
 fn reject(
@@ -329,7 +346,7 @@ fn reject(
     match base.validate_forward(&io, offset_blocks, b) {
         Some(bad) => {
             tracing::debug!("bdev '{}': rejected forwarded {:?}: {bad}", b.name, io);
-            io.complete(IoStatus::Invalid)
+            refuse(io, offset_blocks, done, ctx, IoStatus::Invalid)
         }
         // Reset, abort, a flush-like type with another block size: accepted after all.
         None => base.forward_checked(io, offset_blocks, done, ctx),
@@ -346,7 +363,7 @@ impl BdevChannel {
         ctx: [u64; 3],
     ) {
         let Some(st) = self.st else {
-            return io.complete(IoStatus::Failed);
+            return refuse(io, offset_blocks, done, ctx, IoStatus::Failed);
         };
         // SAFETY: as in `forward_with`, whose thread check this I/O passed.
         let st = unsafe { st.as_ref() };
@@ -391,7 +408,10 @@ fn forward_with_child(
     ctx: [u64; 3],
 ) {
     let Some(mut child) = crate::thread::alloc_io() else {
-        return io.complete(IoStatus::NoMem);
+        return match done {
+            Some(done) => defer_hook(io, done, ctx, IoStatus::NoMem),
+            None => io.complete(IoStatus::NoMem),
+        };
     };
     io.driver_ctx[..3].copy_from_slice(&ctx);
     io.driver_ctx[3] = done.map_or(0, |f| f as usize as u64);

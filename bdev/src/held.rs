@@ -78,6 +78,10 @@ impl AbortTarget {
                 // descendant of that piece, or the piece) has not completed; it is only
                 // touched on its own thread, the calling one (the trait's contract).
                 Parent::Split(p) => cur = unsafe { p.as_ref() },
+                // SAFETY: a fan-out piece's parent stays in flight until this piece is done
+                // (`forward_child` and `BdevIo::set_fanout_parent` contracts), and `io` has not
+                // completed; it is only touched on its own thread, the calling one.
+                Parent::Fanout(p) => cur = unsafe { p.as_ref() },
                 Parent::None => {
                     // The submitter's view: the bottom frame if forwarded as the same object.
                     let (chan, flags) = if cur.depth > 0 {

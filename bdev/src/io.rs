@@ -30,6 +30,11 @@ pub(crate) enum Parent {
     Owned(Box<BdevIo>),
     /// One child of a split parent; the parent is leaked until its last child completes.
     Split(NonNull<BdevIo>),
+    /// A piece of a stacked module's fan-out (`forward_child`, or a child the module marked
+    /// with [`BdevIo::set_fanout_parent`]): the parent stays in flight on the module's layer
+    /// until this child is done. Not owned, never completed through this link: only an
+    /// abort's matching follows it ([`crate::AbortTarget::names`]).
+    Fanout(NonNull<BdevIo>),
 }
 
 /// Inline capacity kept in every pooled I/O for its segments.
@@ -112,6 +117,7 @@ const _: () = {
         crate::channel::FLAG_UNDRAINED,
         crate::channel::FLAG_QUIESCE_HELD,
         FLAG_TSC_SET,
+        crate::forward_refuse::FLAG_HOOK_DEFERRED,
     ];
     let mut seen = 0u32;
     let mut i = 0;
@@ -450,6 +456,22 @@ impl BdevIo {
     /// step, a few nanoseconds, is not counted).
     pub fn inherit_completion_time(&mut self, child: &BdevIo) {
         self.complete_tsc = child.complete_tsc;
+    }
+
+    /// For a stacked module that sends one I/O of its own as several children it submits
+    /// itself (not with [`crate::BdevChannel::forward_child`], which does this): names
+    /// `parent` as the I/O this fresh child (not yet submitted) is a piece of, so that an
+    /// ABORT of the parent reaches the child where a module below holds it
+    /// ([`crate::AbortTarget::names`] follows the link). The link is only read, by an abort
+    /// on this thread; the child's completion still goes to its own callback. Cleared when
+    /// the child goes back to the pool or is reused. Any thread that owns the I/O.
+    ///
+    /// # Safety
+    /// `parent` must stay alive, at the same address, until this child has completed (its
+    /// callback has run): the module keeps it in flight until its last child is back.
+    #[inline]
+    pub unsafe fn set_fanout_parent(&mut self, parent: &BdevIo) {
+        self.parent = Parent::Fanout(NonNull::from(parent));
     }
 
     /// Takes back the parent given to [`BdevIo::forward`]. The parent takes this I/O's

@@ -21,6 +21,7 @@ mod desc;
 mod emulate;
 mod error;
 mod forward;
+mod forward_refuse;
 mod held;
 mod held_threads;
 mod io;

@@ -311,6 +311,10 @@ fn drain_work(t: &BdevThread) -> usize {
     for _ in 0..CQ_BATCH {
         let io = t.cq.borrow_mut().pop_front();
         match io {
+            Some(io) if io.flags & crate::forward_refuse::FLAG_HOOK_DEFERRED != 0 => {
+                crate::forward_refuse::run_deferred_hook(io);
+                work += 1;
+            }
             Some(io) => {
                 crate::channel::finish_io(io);
                 work += 1;

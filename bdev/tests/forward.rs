@@ -2,8 +2,9 @@
 //! the same I/O object to its base. Checked here with a test-only stacked backend over the
 //! test backend: statistics on both bdevs, completion never inside submit, offsets restored,
 //! reset of the stacked bdev draining I/O held on the base, NOMEM retried on the base, a hook
-//! retrying on another base, stacks deeper than the frame stack, range checks, and a base that
-//! splits what it is forwarded.
+//! retrying on another base, stacks deeper than the frame stack, range checks, a refused
+//! forward reaching its hook (also past the frame stack), and a base that splits what it is
+//! forwarded.
 // Helpers outside #[test] functions unwrap too: this is test code.
 #![allow(clippy::unwrap_used)]
 
@@ -30,7 +31,16 @@ enum Mode {
 struct FwdChannel {
     bases: Vec<BdevChannel>,
     mode: Mode,
-    hooks: Arc<AtomicUsize>,
+    hooks: Arc<Hooks>,
+}
+
+/// What the hooks of one stacked bdev saw.
+#[derive(Default)]
+struct Hooks {
+    /// Hook calls.
+    calls: AtomicUsize,
+    /// Hook calls with `IoStatus::Invalid`.
+    invalid: AtomicUsize,
 }
 
 impl BackendChannel for FwdChannel {
@@ -51,7 +61,10 @@ fn retry_hook(io: Box<BdevIo>, ctx: [u64; 3]) -> Option<Box<BdevIo>> {
     // SAFETY: the channel outlives the I/O it forwarded (channel state is freed only when
     // idle, and this I/O is still counted on it).
     let ch = unsafe { &*(ctx[0] as *const FwdChannel) };
-    ch.hooks.fetch_add(1, Ordering::SeqCst);
+    ch.hooks.calls.fetch_add(1, Ordering::SeqCst);
+    if io.status() == IoStatus::Invalid {
+        ch.hooks.invalid.fetch_add(1, Ordering::SeqCst);
+    }
     let next = ctx[1] as usize + 1;
     if io.status() != IoStatus::Success && next < ch.bases.len() {
         let off = io.offset_blocks();
@@ -68,8 +81,8 @@ const FWD: StackedKind = StackedKind {
 };
 
 /// Registers a stacked bdev `name` of `num_blocks` over `bases` (call on a harness thread).
-fn stack(name: &str, bases: &[&str], num_blocks: u64, mode: Mode) -> Arc<AtomicUsize> {
-    let hooks = Arc::new(AtomicUsize::new(0));
+fn stack(name: &str, bases: &[&str], num_blocks: u64, mode: Mode) -> Arc<Hooks> {
+    let hooks = Arc::new(Hooks::default());
     let h = hooks.clone();
     let make: common::MakeChannel = Box::new(move |bases| {
         Box::new(FwdChannel {
@@ -201,7 +214,7 @@ fn a_hook_sees_the_result_and_can_retry_on_another_base() {
         "read from the second base"
     );
     assert_eq!(
-        hooks.load(Ordering::SeqCst),
+        hooks.calls.load(Ordering::SeqCst),
         2,
         "one hook call per base tried"
     );
@@ -285,6 +298,67 @@ fn a_range_outside_the_base_is_invalid() {
         assert_eq!(ch.inflight(), 0);
         drop(ch)
     });
+}
+
+/// A forward with a hook that the base refuses (here: a range outside it) reaches the hook
+/// once, with `Invalid`, after the submit returned; the hook decides (here: no other base,
+/// so the I/O completes with the base's status). `layers_above` plain forwarders stacked on
+/// top fill the frame stack (then the refusal takes the deferred path).
+fn refused_forward_runs_the_hook(seed: u64, tag: &str, layers_above: usize) {
+    let mut h = Harness::new(1, seed);
+    h.on(0, || {
+        base(&format!("FwRef{tag}Base"), 100, TestCfg::default())
+    });
+    let hooks = h.on(0, || {
+        // The stacked bdev claims more blocks than its base has (a module bug, caught).
+        stack(
+            &format!("FwRef{tag}0"),
+            &[&format!("FwRef{tag}Base")],
+            200,
+            Mode::Retry,
+        )
+    });
+    for k in 1..=layers_above {
+        let below = format!("FwRef{tag}{}", k - 1);
+        let name = format!("FwRef{tag}{k}");
+        h.on(0, || stack(&name, &[&below], 200, Mode::Plain { shift: 0 }));
+    }
+    let (_d, ch) = open_channel(&mut h, &format!("FwRef{tag}{layers_above}"));
+    let arena = Arena::default();
+    h.on(0, || {
+        common::read_at(&ch, &arena, 98, 4, &[], 1);
+        assert_eq!(
+            hooks.calls.load(Ordering::SeqCst),
+            0,
+            "hook ran inside submit"
+        );
+        assert_eq!(common::done_count(), 0, "completed inside submit");
+    });
+    run_until(&mut h, "refused read", || common::done_count() == 1);
+    let done = take_done();
+    assert_eq!(done[0].status, IoStatus::Invalid, "{done:?}");
+    assert_eq!((done[0].offset, done[0].num), (98, 4));
+    assert_eq!(hooks.calls.load(Ordering::SeqCst), 1, "one hook call");
+    assert_eq!(hooks.invalid.load(Ordering::SeqCst), 1, "with Invalid");
+    // Accounted once on the forwarding layer, as a failed read, and not on the base.
+    let top = iostat(&mut h, &format!("FwRef{tag}0"));
+    let bot = iostat(&mut h, &format!("FwRef{tag}Base"));
+    assert_eq!((top.read.ops, top.failed), (1, 1));
+    assert_eq!((bot.read.ops, bot.failed), (0, 0));
+    h.on(0, || {
+        assert_eq!(ch.inflight(), 0);
+        drop(ch)
+    });
+}
+
+#[test]
+fn a_refused_forward_reaches_its_hook_with_invalid() {
+    refused_forward_runs_the_hook(18, "A", 0);
+}
+
+#[test]
+fn a_refused_forward_past_the_frame_stack_reaches_its_hook() {
+    refused_forward_runs_the_hook(19, "B", MAX_FORWARD_DEPTH);
 }
 
 #[test]

@@ -9,12 +9,13 @@
 //! defers every completion to its poller), so the count in the parent's `driver_ctx` needs no
 //! atomics, and nothing completes while the children are being submitted.
 //!
-//! **raid1 writes** take a cheaper fan-out: children (from the channel's [`ChanCtx::spare`]
-//! stock, else the pool; all taken before any is submitted, linked in a [`Kids`] chain) go to
-//! the members with `BdevChannel::forward_child`; the parent pointer, member slot and channel
-//! state ride in each child's frame words, the counts in the parent's `driver_ctx` as above,
-//! and the last child's hook hands the parent back to the bdev layer to complete in the same
-//! step (see `raid1::write_done`).
+//! **raid1 writes** take a cheaper fan-out: the parent itself goes to one member
+//! (`BdevChannel::forward_with`) and children (from the channel's [`ChanCtx::spare`] stock,
+//! else the pool; all taken before any is submitted, linked in a [`Kids`] chain) to the
+//! others with `BdevChannel::forward_child`; the counts live in the first child's `user`
+//! words (the parent's `driver_ctx` is the member's while forwarded), and the last piece's
+//! hook hands the parent back to the bdev layer to complete in the same step (see
+//! `raid1_write`).
 //!
 //! **Channel state from a completion.** The parent's `driver_ctx[CTX_CHAN]` holds a pointer to
 //! the thread's [`ChanCtx`]. That state is owned by our I/O device's channel, referenced by the
@@ -55,8 +56,7 @@ pub(crate) const CTX_OK: usize = 2;
 pub(crate) const CTX_WORST: usize = 3;
 /// Parent `driver_ctx` word: raid5f write: members skipped (absent).
 pub(crate) const CTX_TRIED: usize = 4;
-/// Parent `driver_ctx` word: raid1 write: window-lock generation + 1 (0: not counted);
-/// raid5f write: children submitted.
+/// Parent `driver_ctx` word: raid5f write: children submitted.
 pub(crate) const CTX_GEN: usize = 5;
 /// Parent `driver_ctx` word (raid5f read): byte offset + 1 of the reconstructed range in the
 /// parent's buffer (0: none).
@@ -571,10 +571,6 @@ impl Kids {
         }
         Some((c, slot as usize))
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.head.is_none()
-    }
 }
 
 impl Drop for Kids {
@@ -610,9 +606,12 @@ pub(crate) fn launch(
     parent.driver_ctx[CTX_REMAINING] = staged.len() as u64;
     parent.driver_ctx[CTX_OK] = 0;
     parent.driver_ctx[CTX_WORST] = 0;
-    let pptr = Box::into_raw(parent) as u64;
+    let pptr = Box::into_raw(parent);
     for (slot, mut c) in staged.drain(..) {
-        c.user = [pptr, slot as u64];
+        c.user = [pptr as u64, slot as u64];
+        // SAFETY: the parent, leaked above, stays in flight until its last child is back
+        // (`finish_child`); the link lets an abort of the parent reach this child below.
+        unsafe { c.set_fanout_parent(&*pptr) };
         match bases.get(slot & SLOT_MASK).and_then(Option::as_ref) {
             Some(ch) => ch.submit(c),
             // Staged only for members with a channel; keep the count right regardless.

@@ -34,8 +34,9 @@
 //! 3. **I/O**: see `io`. No lock and no heap allocation per I/O (children from the thread's
 //!    pool or the channel's stock of kept raid1 children, staging pre-sized per channel,
 //!    atomics for member masks), proven by `tests/zero_alloc.rs` for every level.
-//!    Completions only through `io.complete` (raid1 writes: the last child's hook hands the
-//!    parent back to the bdev layer, which completes it in the same step).
+//!    Completions only through `io.complete` (raid1 writes: the parent itself is one of the
+//!    pieces, and the last piece's hook hands it back to the bdev layer, which completes it
+//!    in the same step; see `raid1_write`).
 //! 4. **Member loss**: a raid1 (or raid5f) member that fails I/O is reported by the data path
 //!    and dropped by the control path (I/O continues, degraded); removal by RPC or hot-remove
 //!    does the same. The raid is quiesced while every thread lets go of the member, the other
@@ -133,6 +134,7 @@ mod ctlio;
 mod io;
 mod raid0;
 mod raid1;
+mod raid1_write;
 mod raid5f;
 mod rebuild;
 mod rpc;

@@ -26,10 +26,8 @@ use std::sync::atomic::Ordering;
 use ferrite_bdev::{BdevChannel, BdevIo, IoStatus, IoType};
 use ferrite_reactor::ForEachCont;
 
-use crate::io::{
-    prep_as, rank, status_of, usable, ChanCtx, Kids, CTX_GEN, CTX_OK, CTX_REMAINING, CTX_WORST,
-    SPARE_CHILDREN,
-};
+use crate::io::ChanCtx;
+use crate::raid1_write::write;
 
 #[inline(always)]
 pub(crate) fn submit(ctx: &ChanCtx, parent: Box<BdevIo>) {
@@ -114,7 +112,10 @@ fn read(ctx: &ChanCtx, parent: Box<BdevIo>) {
 
 /// Back from member `w[1]` (`w[0]`: this thread's [`ChanCtx`]; `w[2]`: members tried): the
 /// member's read count goes down; a success completes the raid's read at once, a failure
-/// goes to [`read_failed`].
+/// goes to [`read_failed`]. Every read `read` or `read_failed` forwards comes back here
+/// exactly once, whatever its end (success, failure, a refusal by the member, an abort, a
+/// reset of the raid completing what a member held): the bdev layer runs a forward's hook on
+/// every path, so the counts `pick` balances on never drift.
 fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     // SAFETY: `w[0]` is the channel state of the thread that forwarded this read; it is owned
     // by our channel, which the bdev layer frees only when idle, and this read still counts
@@ -129,14 +130,17 @@ fn read_done(io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     read_failed(ctx, io, w)
 }
 
-/// A read failed on member `w[1]` (words as [`read_done`]): try the next member not yet
-/// tried; else the raid completes with the member's status. An aborted read is not retried:
-/// the abort that reached it below answered success, so the read ends aborted.
+/// A read failed on member `w[1]` (words as [`read_done`]; a read the member refused comes
+/// here too, with `Invalid`): try the next member not yet tried; else the raid completes with
+/// the member's status. An aborted read is not retried: the abort that reached it below
+/// answered success, so the read ends aborted. `NoMem` (out of I/O objects for a forward past
+/// the frame stack) goes back to the raid's layer, which parks it and submits it again whole
+/// (`read` counts it again; this hook uncounted it).
 #[cold]
 #[inline(never)]
 fn read_failed(ctx: &ChanCtx, io: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let status = io.status();
-    if status == IoStatus::Aborted {
+    if matches!(status, IoStatus::Aborted | IoStatus::NoMem) {
         return Some(io);
     }
     if status == IoStatus::Failed {
@@ -160,176 +164,6 @@ pub(crate) fn overlaps_lock(ctx: &ChanCtx, o: u64, l: u64) -> bool {
     match ctx.lock.get() {
         Some((a, b)) => l > 0 && o < b && a < o + l,
         None => false,
-    }
-}
-
-#[inline(never)]
-fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
-    let sh = &*ctx.shared;
-    let (o, l) = (parent.offset_blocks(), parent.num_blocks());
-    if overlaps_lock(ctx, o, l) {
-        ctx.parked.borrow_mut().push_back(parent);
-        return;
-    }
-    let t = parent.io_type();
-    let bytes = l * u64::from(sh.block_size);
-    let bases = ctx.bases.borrow();
-    // `gone` first: the control path activates the bitmap before it marks a member gone, so
-    // a write that skips a member which may come back always marks its regions.
-    let gone = sh.gone.load(Ordering::Acquire);
-    if sh.wib_active.load(Ordering::Acquire) {
-        if sh.wib.mark(o, l) && sh.wib.persisted() {
-            sh.wib_persist_request();
-        }
-        // Persisted bitmap: the write waits until its regions are on disk.
-        if !sh.wib.durable(o, l) {
-            drop(bases);
-            ctx.wib_parked.borrow_mut().push_back(parent);
-            return;
-        }
-    }
-    // Every child first (all or none: out of I/O objects, the raid layer retries the parent).
-    let mut kids = Kids::new();
-    let mut count = 0u64;
-    for slot in (0..sh.n).rev() {
-        if usable(&bases, gone, slot).is_none() {
-            continue;
-        }
-        let spare = ctx.spare.borrow_mut().pop();
-        let Some(c) = spare.or_else(ferrite_bdev::alloc_io) else {
-            drop(kids);
-            drop(bases);
-            return parent.complete(IoStatus::NoMem);
-        };
-        kids.push(c, slot);
-        count += 1;
-    }
-    if kids.is_empty() {
-        drop(bases);
-        return parent.complete(IoStatus::Failed);
-    }
-    let g = ctx.gen.get();
-    ctx.writes[g].set(ctx.writes[g].get() + 1);
-    parent.driver_ctx[CTX_GEN] = g as u64 + 1;
-    parent.driver_ctx[CTX_REMAINING] = count;
-    parent.driver_ctx[CTX_OK] = 0;
-    parent.driver_ctx[CTX_WORST] = 0;
-    // The parent stays ours (boxed, not completed) until its last child's hook rebuilds it;
-    // the children carry it as a raw pointer in their frame words.
-    let pptr = Box::into_raw(parent);
-    // SAFETY: just leaked; read-only use while the children are submitted (nothing completes
-    // inside a submit, so no hook can rebuild it meanwhile).
-    let p: &BdevIo = unsafe { &*pptr };
-    let cptr = ctx as *const ChanCtx as u64;
-    while let Some((mut c, slot)) = kids.pop() {
-        let off = if l == 0 { 0 } else { o + sh.offset_of(slot) };
-        prep_as(&mut c, t, off, l, write_cb_unused);
-        if t.has_data() {
-            // SAFETY: the parent's own segments; it completes only after this child.
-            unsafe { c.append_iovs_from(p.iovs(), 0, bytes) };
-        }
-        match bases.get(slot).and_then(Option::as_ref) {
-            Some(ch) => ch.forward_child(c, p, off, write_done, [pptr as u64, slot as u64, cptr]),
-            // Checked above; the bases cannot change while we hold them.
-            None => unreachable_member(c),
-        }
-    }
-}
-
-/// A member counted as usable had no channel (cannot happen: the bases are borrowed across
-/// the write). Gives the child back; never reached.
-#[cold]
-fn unreachable_member(c: Box<BdevIo>) {
-    ferrite_bdev::free_io(c);
-    unreachable!("raid1: a usable member without a channel");
-}
-
-/// The callback of a mirror child: never runs (the child's completion goes to
-/// [`write_done`], its hook).
-fn write_cb_unused(c: Box<BdevIo>) {
-    ferrite_bdev::free_io(c);
-}
-
-/// Back from member `w[1]` (`w[0]`: the parent, leaked by `write`; `w[2]`: this thread's
-/// [`ChanCtx`]). The last child hands the parent back with its status, to complete on the
-/// raid's layer in this same step.
-fn write_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
-    let slot = w[1] as usize;
-    // SAFETY: `w[2]` is the channel state of the thread that submitted the write; it outlives
-    // the parent, which is still in flight on the raid's channel (module docs of `io`).
-    let ctx = unsafe { &*(w[2] as *const ChanCtx) };
-    let sh = &*ctx.shared;
-    let status = child.status();
-    if status == IoStatus::Failed {
-        sh.fail_slot(slot);
-    }
-    let pptr = w[0] as *mut BdevIo;
-    let parent = {
-        // SAFETY: the parent leaked by `write`, in flight until its last child is back;
-        // children come back one at a time on this thread, so this is the only reference.
-        let p = unsafe { &mut *pptr };
-        if status == IoStatus::Success {
-            // A member being rebuilt does not count toward success: not a valid copy yet.
-            if sh.rebuilding.load(Ordering::Acquire) & (1u64 << slot) == 0 {
-                p.driver_ctx[CTX_OK] += 1;
-            }
-        } else {
-            p.driver_ctx[CTX_WORST] = p.driver_ctx[CTX_WORST].max(rank(status));
-        }
-        p.driver_ctx[CTX_REMAINING] -= 1;
-        if p.driver_ctx[CTX_REMAINING] > 0 {
-            None
-        } else {
-            // SAFETY: the last child: nothing refers to the parent any more; rebuild the Box
-            // leaked by `write`.
-            let mut parent = unsafe { Box::from_raw(pptr) };
-            parent.inherit_completion_time(&child);
-            Some(parent)
-        }
-    };
-    // One call site: inlined.
-    keep_child(ctx, child);
-    let parent = parent?;
-    let g = parent.driver_ctx[CTX_GEN];
-    if g > 0 {
-        let g = (g - 1) as usize;
-        let left = ctx.writes[g].get().saturating_sub(1);
-        ctx.writes[g].set(left);
-        if left == 0 && g != ctx.gen.get() {
-            let w = ctx.lock_waiter.borrow_mut().take();
-            if let Some(w) = w {
-                w.finish(0);
-            }
-        }
-    }
-    let st = if parent.driver_ctx[CTX_OK] > 0 {
-        IoStatus::Success
-    } else {
-        match status_of(parent.driver_ctx[CTX_WORST]) {
-            IoStatus::Success => IoStatus::Failed,
-            s => s,
-        }
-    };
-    Some(parent.with_status(st))
-}
-
-/// A mirror child is back: kept for the next write on this channel, or given back to the
-/// pool when enough are kept — at most [`SPARE_CHILDREN`], and no more than two writes' worth
-/// per write in flight here, so an idle channel keeps only a few (the stock counts against
-/// the thread's pool budget).
-#[inline(always)]
-fn keep_child(ctx: &ChanCtx, mut c: Box<BdevIo>) {
-    let busy = (ctx.writes[0].get() + ctx.writes[1].get()) as usize;
-    let cap = (busy + 1)
-        .saturating_mul(2 * ctx.shared.n)
-        .min(SPARE_CHILDREN);
-    let mut spare = ctx.spare.borrow_mut();
-    if spare.len() < cap {
-        c.clear_for_reuse();
-        spare.push(c);
-    } else {
-        drop(spare);
-        ferrite_bdev::free_io(c);
     }
 }
 

@@ -71,6 +71,111 @@ fn three_mirrors_spread_reads_over_every_member() {
     assert!(call(&mut h, |d| ferrite_raid::delete("M3", d)).is_ok());
 }
 
+/// Reads a member refuses (here: past its end, after it shrank under the raid) reach raid1's
+/// hook like any other completion: each is retried on the other member and succeeds, and the
+/// refusing member's read count goes back down. Afterwards, reads issued one at a time still
+/// reach both members (a count left up would send every read to the other member).
+#[test]
+fn refused_reads_leave_the_read_counts_balanced() {
+    let mut h = Harness::new(2, 28);
+    let mut s = raid1(&mut h, "Mr", 2);
+    let reads = |s: &Setup| -> Vec<u64> {
+        s.disks
+            .iter()
+            .map(|d| d.reads.load(Ordering::SeqCst))
+            .collect()
+    };
+    // Member 0 shrinks to half: the raid keeps its size; member 0 refuses reads past it.
+    h.on(0, || {
+        ferrite_bdev::lookup("Mrd0")
+            .unwrap()
+            .notify_resize(BLOCKS / 2)
+    });
+    h.run_until_idle();
+    let before = reads(&s);
+    for i in 0..16 {
+        let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
+        h.on(1, || read_at(ch, arena, BLOCKS / 2 + i * 8, 8, 900 + i));
+        h.run_until_idle();
+    }
+    all_ok("reads refused by member 0, retried on member 1");
+    let mid = reads(&s);
+    assert_eq!(mid[0], before[0], "member 0 refuses them");
+    assert_eq!(mid[1] - before[1], 16, "member 1 served every one");
+    s.verify(&mut h);
+    // Member 0 back to its size: one read at a time, both members serve some.
+    h.on(0, || {
+        ferrite_bdev::lookup("Mrd0").unwrap().notify_resize(BLOCKS)
+    });
+    h.run_until_idle();
+    let mid = reads(&s);
+    for i in 0..8 {
+        let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
+        h.on(1, || read_at(ch, arena, i * 8, 8, 950 + i));
+        h.run_until_idle();
+    }
+    all_ok("reads after the refusals");
+    let after = reads(&s);
+    assert!(
+        after[0] > mid[0] && after[1] > mid[1],
+        "reads no longer spread: {mid:?} -> {after:?}"
+    );
+    s.close(&mut h);
+    assert!(call(&mut h, |d| ferrite_raid::delete("Mr", d)).is_ok());
+}
+
+/// A write whose piece one member refuses (past its end, after it shrank under the raid)
+/// still completes once, with success from the other member, whether the refused piece is
+/// the parent itself (member 0, the lowest usable, gets it) or the child (member 1): the
+/// parent is never completed while the other piece is out.
+#[test]
+fn a_write_piece_refused_by_one_member_completes_from_the_other() {
+    let mut h = Harness::new(2, 29);
+    let mut s = raid1(&mut h, "Mw", 2);
+    for bad in [0usize, 1] {
+        let name = format!("Mwd{bad}");
+        let n2 = name.clone();
+        h.on(0, move || {
+            ferrite_bdev::lookup(&n2).unwrap().notify_resize(BLOCKS / 2)
+        });
+        h.run_until_idle();
+        let off = BLOCKS / 2 + 8;
+        // The other member holds its piece: the refused one is back first, and the write
+        // waits for the held piece.
+        s.disks[1 - bad].hold.store(true, Ordering::SeqCst);
+        s.write(&mut h, off, 16);
+        h.run_until_idle();
+        assert_eq!(s.disks[1 - bad].held(), 1);
+        assert_eq!(done_count(), 0, "completed before its held piece");
+        s.disks[1 - bad].hold.store(false, Ordering::SeqCst);
+        h.run_until_idle();
+        assert_eq!(done_count(), 1);
+        all_ok("write with one piece refused");
+        let want = &s.model[off as usize * BS..(off + 16) as usize * BS];
+        assert!(s.disks[1 - bad].read(off, 16) == want, "member {}", 1 - bad);
+        assert!(
+            s.disks[bad].read(off, 16) != want,
+            "member {bad} refused it"
+        );
+        let v = info("Mw").unwrap();
+        assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
+        // Back to its size; the same blocks written again reach both members.
+        h.on(0, move || {
+            ferrite_bdev::lookup(&name).unwrap().notify_resize(BLOCKS)
+        });
+        h.run_until_idle();
+        s.write(&mut h, off, 16);
+        h.run_until_idle();
+        all_ok("write again");
+        for d in &s.disks {
+            assert!(d.read(0, BLOCKS) == s.model);
+        }
+    }
+    s.verify(&mut h);
+    s.close(&mut h);
+    assert!(call(&mut h, |d| ferrite_raid::delete("Mw", d)).is_ok());
+}
+
 #[test]
 fn failing_member_under_load_degrades_without_errors() {
     for (what, read) in [("write failure", false), ("read failure", true)] {

@@ -105,7 +105,7 @@ pub(super) fn remove_member(
             if let Some(sh) = st.shared.clone() {
                 if r.level == RaidLevel::Raid1 && why == MemberState::Missing && in_sync {
                     // It may come back: from now on writes mark what it misses. Activated
-                    // before the member is marked gone (see `raid1::write`).
+                    // before the member is marked gone (see `raid1_write::write`).
                     st.slots[slot].away = Some(uuid);
                     sh.wib_active.store(true, Ordering::SeqCst);
                 }
