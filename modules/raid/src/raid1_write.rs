@@ -159,11 +159,14 @@ fn join(ctx: &ChanCtx, head: &mut BdevIo, slot: usize, status: IoStatus) -> bool
     j & 0xffff_ffff == 0
 }
 
-/// A piece from member `slot` is back: a failing member is reported (dropped by the control
-/// path).
+/// A piece from member `slot` is back: a member that failed it or refused it (`Invalid`: it
+/// shrank under the raid, or no longer takes writes) is reported and dropped by the control
+/// path, as SPDK fails a base bdev on any write error. Left in, it would serve later reads of
+/// these blocks with the data it missed. An aborted piece, or one that found no I/O object
+/// (`NoMem`: the whole write is retried), says nothing about the member.
 #[inline(always)]
 fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus) {
-    if status == IoStatus::Failed {
+    if matches!(status, IoStatus::Failed | IoStatus::Invalid) {
         ctx.shared.fail_slot(slot);
     }
 }

@@ -130,13 +130,15 @@ fn refused_reads_leave_the_read_counts_balanced() {
 /// parent is never completed while the other piece is out.
 #[test]
 fn a_write_piece_refused_by_one_member_completes_from_the_other() {
-    let mut h = Harness::new(2, 29);
-    let mut s = raid1(&mut h, "Mw", 2);
     for bad in [0usize, 1] {
-        let name = format!("Mwd{bad}");
-        let n2 = name.clone();
+        let mut h = Harness::new(2, 29 + bad as u64);
+        let raid = format!("Mw{bad}");
+        let mut s = raid1(&mut h, &raid, 2);
+        let name = format!("{raid}d{bad}");
         h.on(0, move || {
-            ferrite_bdev::lookup(&n2).unwrap().notify_resize(BLOCKS / 2)
+            ferrite_bdev::lookup(&name)
+                .unwrap()
+                .notify_resize(BLOCKS / 2)
         });
         h.run_until_idle();
         let off = BLOCKS / 2 + 8;
@@ -157,23 +159,38 @@ fn a_write_piece_refused_by_one_member_completes_from_the_other() {
             s.disks[bad].read(off, 16) != want,
             "member {bad} refused it"
         );
-        let v = info("Mw").unwrap();
-        assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
-        // Back to its size; the same blocks written again reach both members.
+        // The member that missed the write is out: it can never serve those blocks stale,
+        // even once it is back to its size.
+        let v = info(&raid).unwrap();
+        assert_eq!(v["num_base_bdevs_operational"], 1, "{v}");
+        let name = format!("{raid}d{bad}");
         h.on(0, move || {
             ferrite_bdev::lookup(&name).unwrap().notify_resize(BLOCKS)
         });
         h.run_until_idle();
-        s.write(&mut h, off, 16);
-        h.run_until_idle();
-        all_ok("write again");
-        for d in &s.disks {
-            assert!(d.read(0, BLOCKS) == s.model);
-        }
+        reads_reach_every_member_but(&mut h, &s, bad);
+        s.verify(&mut h);
+        s.close(&mut h);
+        assert!(call(&mut h, move |d| ferrite_raid::delete(&raid, d)).is_ok());
     }
-    s.verify(&mut h);
-    s.close(&mut h);
-    assert!(call(&mut h, |d| ferrite_raid::delete("Mw", d)).is_ok());
+}
+
+/// Reads through the raid after member `out` was dropped: all succeed and none reaches it.
+fn reads_reach_every_member_but(h: &mut Harness, s: &Setup, out: usize) {
+    let before = s.disks[out].reads.load(Ordering::SeqCst);
+    for i in 0..16u64 {
+        let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
+        h.on(1, || {
+            read_at(ch, arena, (i * 24) % (BLOCKS - 8), 8, 900 + i)
+        });
+    }
+    h.run_until_idle();
+    all_ok("reads after the member was dropped");
+    assert_eq!(
+        s.disks[out].reads.load(Ordering::SeqCst),
+        before,
+        "a dropped member served reads"
+    );
 }
 
 #[test]
