@@ -55,7 +55,7 @@ fn hostile_chains_fail_with_ioerr_or_break_the_queue() {
         d.request(req_type::IN, 0, &[(0x40000, 512)], true).0,
         status::OK
     );
-    assert_eq!(broken_queues(&env), serde_json::json!([]));
+    assert_eq!(broken_queues(env), serde_json::json!([]));
 
     // no status byte the device may write: a refused chain (data outside memory) whose
     // status is read-only, then a well-formed write request whose status is read-only
@@ -81,7 +81,7 @@ fn hostile_chains_fail_with_ioerr_or_break_the_queue() {
         assert_eq!(d.mem.read(0x9000, 1)[0], 0xff);
         assert_eq!(d.mem.read(0x9100, 1)[0], 0xff);
         // vhost_get_controllers names the broken queue
-        assert_eq!(broken_queues(&env), serde_json::json!([0]), "{bad:x?}");
+        assert_eq!(broken_queues(env), serde_json::json!([0]), "{bad:x?}");
         // the frontend restarts the ring: the bad chain was consumed, the good one was not
         let avail = d.mem.u16(AVAIL + 2);
         let base = d.fe.get_vring_base(0).unwrap();
@@ -91,7 +91,7 @@ fn hostile_chains_fail_with_ioerr_or_break_the_queue() {
         d.fe.set_vring_enable(0, true).unwrap();
         assert_eq!(d.wait_used(), (u32::from(good), 513));
         assert_eq!(d.mem.read(0x9100, 1)[0], status::OK);
-        assert_eq!(broken_queues(&env), serde_json::json!([]), "{bad:x?}");
+        assert_eq!(broken_queues(env), serde_json::json!([]), "{bad:x?}");
     }
     assert_eq!(d.request(req_type::FLUSH, 0, &[], false).0, status::OK);
     drop(d);
