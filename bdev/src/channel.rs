@@ -92,6 +92,8 @@ pub(crate) struct ChannelState {
     /// Completed I/O waiting for the completion poller (intrusive: linked through the I/O).
     cq: IoList,
     queued: Cell<bool>,
+    /// I/O objects the submitter gave back through [`BdevChannel::free_io`].
+    spare: crate::spare::IoStack,
     pub(crate) thread_id: u64,
 }
 
@@ -478,6 +480,7 @@ impl ChannelCtx {
                 in_retry: Cell::new(false),
                 cq: IoList::new(),
                 queued: Cell::new(false),
+                spare: crate::spare::IoStack::new(),
                 thread_id,
             })),
         }
@@ -562,9 +565,49 @@ impl BdevChannel {
         Ok(BdevChannel::new(ch, self.writable, self.bdev.clone()))
     }
 
-    /// Takes an I/O object from this thread's pool (see [`crate::alloc_io`]).
+    /// Takes an I/O object: one this channel got back through [`BdevChannel::free_io`] if it
+    /// has one (no thread-local lookup), otherwise one from the thread's pool (see
+    /// [`crate::alloc_io`]). Thread contract: any lightweight thread; only on the channel's
+    /// own does it look at the channel's objects.
+    #[inline]
     pub fn alloc_io(&self) -> Option<Box<BdevIo>> {
+        if let Some(st) = self.local_state() {
+            if let Some(mut io) = st.spare.pop() {
+                io.reset();
+                return Some(io);
+            }
+        }
         crate::thread::alloc_io()
+    }
+
+    /// Gives back an I/O object its callback received (instead of [`crate::free_io`]): the
+    /// channel keeps up to a poll's worth of them for its next [`BdevChannel::alloc_io`], the
+    /// rest go to the thread's pool, as do the kept ones when the channel goes away. The I/O
+    /// may have been submitted on any channel of this thread. Thread contract: the channel's
+    /// thread (elsewhere the object goes to the calling thread's pool).
+    #[inline]
+    pub fn free_io(&self, mut io: Box<BdevIo>) {
+        if let Some(st) = self.local_state() {
+            io.buf = None;
+            io.parent = crate::io::Parent::None;
+            if let Err(io) = st.spare.push(io) {
+                crate::thread::free_io(io);
+            }
+            return;
+        }
+        crate::thread::free_io(io);
+    }
+
+    /// The channel state, when called on the channel's thread: one thread-local read, not the
+    /// reactor's channel lookup.
+    #[inline(always)]
+    fn local_state(&self) -> Option<&ChannelState> {
+        let st = self.st?;
+        // SAFETY: the state is owned by the channel context `ch` keeps alive as long as this
+        // channel; it is only touched on its own thread, which the comparison checks (thread
+        // ids are never 0 on a lightweight thread, and unique).
+        let st = unsafe { st.as_ref() };
+        (ferrite_reactor::current_id() == st.thread_id && st.thread_id != 0).then_some(st)
     }
 
     /// Submits `io`. Validation failures (range, read-only descriptor, unsupported type,

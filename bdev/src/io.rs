@@ -179,6 +179,7 @@ impl std::fmt::Debug for BdevIo {
 }
 
 impl BdevIo {
+    #[inline]
     pub(crate) fn reset(&mut self) {
         self.iovs.clear();
         self.cmp_iovs.clear();
@@ -344,6 +345,18 @@ impl BdevIo {
         } else {
             self.iovs.extend_from_slice(iovs);
         }
+        self
+    }
+
+    /// Sets one data segment: [`BdevIo::set_iovs`] of `&[iov]` (the common request), small
+    /// enough to inline into the submitter.
+    ///
+    /// # Safety
+    /// As [`BdevIo::set_iovs`].
+    #[inline]
+    pub unsafe fn set_iov(&mut self, iov: IoVec) -> &mut Self {
+        self.iovs.clear();
+        self.iovs.push(iov);
         self
     }
 

@@ -32,6 +32,7 @@ pub mod options;
 pub mod quiesce;
 mod registry;
 pub mod rpc;
+mod spare;
 mod split;
 pub mod stats;
 mod stripe;

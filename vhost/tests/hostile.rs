@@ -10,6 +10,12 @@ use ferrite_vhost::blk::request::{req_type, status};
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::VhostBackend;
 
+/// `broken_queues` of controller `hostile.0` in `vhost_get_controllers`.
+fn broken_queues(env: &Env) -> serde_json::Value {
+    let l = env.app(|| ferrite_vhost::list(Some("hostile.0"))).unwrap();
+    l[0]["broken_queues"].clone()
+}
+
 /// Chains a hostile guest builds: the request fails with IOERR in its status byte when the
 /// ring can find that byte safely; otherwise the queue is broken (nothing is answered, not
 /// even later good requests) until the frontend restarts the ring, which then serves again.
@@ -44,11 +50,12 @@ fn hostile_chains_fail_with_ioerr_or_break_the_queue() {
     ]);
     assert_eq!(d.wait_used(), (u32::from(head), 1));
     assert_eq!(d.mem.read(0x9000, 1)[0], status::IOERR);
-    // the queue goes on
+    // the queue goes on, and is not reported broken
     assert_eq!(
         d.request(req_type::IN, 0, &[(0x40000, 512)], true).0,
         status::OK
     );
+    assert_eq!(broken_queues(env), serde_json::json!([]));
 
     // no status byte the device may write: a refused chain (data outside memory) whose
     // status is read-only, then a well-formed write request whose status is read-only
@@ -73,6 +80,8 @@ fn hostile_chains_fail_with_ioerr_or_break_the_queue() {
         }
         assert_eq!(d.mem.read(0x9000, 1)[0], 0xff);
         assert_eq!(d.mem.read(0x9100, 1)[0], 0xff);
+        // vhost_get_controllers names the broken queue
+        assert_eq!(broken_queues(env), serde_json::json!([0]), "{bad:x?}");
         // the frontend restarts the ring: the bad chain was consumed, the good one was not
         let avail = d.mem.u16(AVAIL + 2);
         let base = d.fe.get_vring_base(0).unwrap();
@@ -82,6 +91,7 @@ fn hostile_chains_fail_with_ioerr_or_break_the_queue() {
         d.fe.set_vring_enable(0, true).unwrap();
         assert_eq!(d.wait_used(), (u32::from(good), 513));
         assert_eq!(d.mem.read(0x9100, 1)[0], status::OK);
+        assert_eq!(broken_queues(env), serde_json::json!([]), "{bad:x?}");
     }
     assert_eq!(d.request(req_type::FLUSH, 0, &[], false).0, status::OK);
     drop(d);

@@ -28,6 +28,11 @@ fn negotiate_read_write_and_fail_cleanly() {
     assert_eq!(u64::from_le_bytes(c[0..8].try_into().unwrap()), 2048);
     assert_eq!(u32::from_le_bytes(c[20..24].try_into().unwrap()), 512);
     assert_eq!(d.config(8), c[..8]);
+    // SPDK's virtio-user asks for the whole 256-byte config window: the structure, then zeros
+    let w = d.config(256);
+    assert_eq!(w.len(), 256);
+    assert_eq!(w[..60], c[..]);
+    assert!(w[60..].iter().all(|&b| b == 0), "{w:?}");
 
     // write 4 KiB at sector 8 in two segments, read it back in one
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();

@@ -337,6 +337,7 @@ impl SplitRing {
         self.walk_into(cache, mem, head, out, &mut batch.other)
     }
 
+    #[inline]
     pub(crate) fn push_used(
         &mut self,
         mem: &GuestMemory,

@@ -212,6 +212,7 @@ impl Vring {
     /// buffers. The entry becomes visible to the driver at the next [`Vring::publish`] (a
     /// packed ring's later entries may be visible earlier, never before the batch's first).
     /// An id that is not in flight is [`crate::ErrorKind::Usage`].
+    #[inline]
     pub fn push_used(&mut self, mem: &GuestMemory, id: u16, written: u32) -> Result<(), RingError> {
         match &mut self.kind {
             Kind::Split(r) => r.push_used(mem, id, written),

@@ -69,6 +69,9 @@ pub fn list(name: Option<&str>) -> Result<Value> {
                 "iops_threshold": s.iops_threshold.load(Ordering::Relaxed),
                 "socket": c.socket.display().to_string(),
                 "sessions": sessions,
+                // Not SPDK's: the queues this target stopped for a hostile descriptor chain
+                // (or a ring it could not access), until the frontend restarts them.
+                "broken_queues": s.broken_queues(),
                 "backend_specific": {"block": {
                     "readonly": s.readonly,
                     "bdev": if s.is_removed() { Value::Null } else { json!(s.bdev_name) },

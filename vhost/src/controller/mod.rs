@@ -80,6 +80,9 @@ pub struct CtrlShared {
     pub(crate) threads: Vec<ThreadHandle>,
     pub(crate) delay_base_us: AtomicU32,
     pub(crate) iops_threshold: AtomicU32,
+    /// Bit `q` set: queue `q` is broken (it refused a chain it could not answer, or its ring
+    /// could not be accessed) until the frontend restarts it; `vhost_get_controllers` shows it.
+    broken_queues: AtomicU32,
     removed: AtomicBool,
     session: Mutex<Option<Arc<Mutex<Device>>>>,
     pub(crate) serial: [u8; crate::blk::request::ID_LEN],
@@ -96,7 +99,27 @@ impl CtrlShared {
         self.removed.load(Ordering::Acquire)
     }
 
+    /// Marks queue `q` broken (`true`, from its poller) or running again (`false`, when the
+    /// frontend restarts the ring). Thread contract: any thread.
+    pub(crate) fn set_queue_broken(&self, q: u16, broken: bool) {
+        let bit = 1u32.checked_shl(u32::from(q)).unwrap_or(0);
+        if broken {
+            self.broken_queues.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.broken_queues.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// The queues that are broken now, in order. Thread contract: any thread.
+    pub fn broken_queues(&self) -> Vec<u16> {
+        let bits = self.broken_queues.load(Ordering::Relaxed);
+        (0..32u16).filter(|q| bits & (1 << q) != 0).collect()
+    }
+
+    /// Sets the connected frontend's device; a new connection or a disconnect forgets which
+    /// queues the previous one had broken.
     pub(crate) fn set_session(&self, s: Option<Arc<Mutex<Device>>>) {
+        self.broken_queues.store(0, Ordering::Relaxed);
         if let Ok(mut g) = self.session.lock() {
             *g = s;
         }
@@ -235,6 +258,7 @@ pub fn create(opts: &CreateOpts) -> Result<()> {
         threads,
         delay_base_us: AtomicU32::new(0),
         iops_threshold: AtomicU32::new(0),
+        broken_queues: AtomicU32::new(0),
         removed: AtomicBool::new(false),
         session: Mutex::new(None),
         serial,

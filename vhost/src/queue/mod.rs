@@ -203,6 +203,8 @@ impl Running {
 }
 
 fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
+    // The frontend (re)starts the ring: whatever broke the previous one is behind it.
+    ctrl.set_queue_broken(spec.index, false);
     // Without a bdev (hot-removed) the ring still runs and fails every request with IOERR.
     let desc = ctrl.desc.lock().ok().and_then(|d| d.clone());
     let chan = match desc.filter(|_| !ctrl.is_removed()) {

@@ -142,6 +142,9 @@ impl Queue {
         }
     }
 
+    /// Stops the queue until the frontend restarts the ring: logged with the controller and
+    /// queue, and listed in `vhost_get_controllers` (`broken_queues`).
+    #[cold]
     pub(super) fn set_broken(&mut self, why: &str) {
         if !self.broken {
             tracing::error!(
@@ -149,6 +152,7 @@ impl Queue {
                 self.ctrl.name,
                 self.index
             );
+            self.ctrl.set_queue_broken(self.index, true);
         }
         self.broken = true;
     }

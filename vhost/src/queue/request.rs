@@ -56,6 +56,7 @@ impl Queue {
     }
 
     /// Completes chain `id` with its status already written.
+    #[inline]
     pub(super) fn push(&mut self, id: u16, written: u32) {
         if let Err(e) = self.vring.push_used(self.mem.guest(), id, written) {
             self.set_broken(&e.to_string());
@@ -107,13 +108,14 @@ impl Queue {
             }
             (offset / bs, len / bs)
         };
-        if matches!(kind, Kind::Read | Kind::Write) && !p.data_host.is_null() {
-            // The one-step parse's one data piece, translated by the ring's walk.
-            self.iovs[0] = IoVec {
-                base: p.data_host,
-                len: p.data_len as usize,
-            };
-        } else if matches!(kind, Kind::Read | Kind::Write) {
+        let rw = matches!(kind, Kind::Read | Kind::Write);
+        // The one-step parse's one data piece, translated by the ring's walk: set as the
+        // I/O's one segment directly, without the segment list.
+        let one = (rw && !p.data_host.is_null()).then_some(IoVec {
+            base: p.data_host,
+            len: p.data_len as usize,
+        });
+        if rw && one.is_none() {
             for (i, s) in p.data().iter().enumerate() {
                 match self.mem.host_ptr(s.gpa, u64::from(s.len)) {
                     Some(h) => {
@@ -160,12 +162,16 @@ impl Queue {
             }
             Kind::GetId => {}
         }
-        if matches!(kind, Kind::Read | Kind::Write) {
-            let n = self.scratch.nsegs;
-            // SAFETY: the segments are guest memory checked to be mapped (host_ptr); the
-            // mapping stays alive until this I/O completes because the queue (holding the
-            // table) cannot finish before `outstanding` is back to zero.
-            unsafe { io.set_iovs(&self.iovs[..n]) };
+        if rw {
+            // SAFETY: the segments are guest memory checked to be mapped (by the ring's walk
+            // or host_ptr); the mapping stays alive until this I/O completes because the queue
+            // (holding the table) cannot finish before `outstanding` is back to zero.
+            unsafe {
+                match one {
+                    Some(v) => io.set_iov(v),
+                    None => io.set_iovs(&self.iovs[..self.scratch.nsegs]),
+                }
+            };
         }
         self.outstanding += 1;
         self.window_ios += 1;
@@ -208,10 +214,15 @@ impl Queue {
 fn io_done(io: Box<BdevIo>) {
     let [ptr, id] = io.user;
     let ok = io.status().is_success();
-    ferrite_bdev::free_io(io);
     // SAFETY: `ptr` is the queue that submitted this I/O; a queue stays alive while it has
     // I/O outstanding (it finishes only when `outstanding` is zero) and completions run on
     // its thread.
     let q = unsafe { &mut *(ptr as *mut Queue) };
+    // The object goes back to the channel the queue submits on, for its next request (the
+    // channel is released only once nothing is outstanding, so it is there).
+    match &q.chan {
+        Some(c) => c.free_io(io),
+        None => ferrite_bdev::free_io(io),
+    }
     q.complete_io(id as u16, ok);
 }
