@@ -135,6 +135,15 @@ const _: () = {
 // backends complete on other OS threads), never shared.
 unsafe impl Send for BdevIo {}
 
+/// A fresh I/O object tagged with `tag` in its first user word, for the unit tests of the
+/// intrusive I/O lists.
+#[cfg(test)]
+pub(crate) fn tagged_io(tag: u64) -> Box<BdevIo> {
+    let mut io = Box::<BdevIo>::default();
+    io.user[0] = tag;
+    io
+}
+
 impl Default for BdevIo {
     fn default() -> Self {
         Self {

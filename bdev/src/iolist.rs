@@ -90,11 +90,7 @@ impl Drop for IoList {
 mod tests {
     use super::*;
 
-    fn io(tag: u64) -> Box<BdevIo> {
-        let mut io = Box::<BdevIo>::default();
-        io.user[0] = tag;
-        io
-    }
+    use crate::io::tagged_io as io;
 
     #[test]
     fn fifo_order_and_reuse() {

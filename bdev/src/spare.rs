@@ -78,11 +78,7 @@ impl Drop for IoStack {
 mod tests {
     use super::*;
 
-    fn io(tag: u64) -> Box<BdevIo> {
-        let mut io = Box::<BdevIo>::default();
-        io.user[0] = tag;
-        io
-    }
+    use crate::io::tagged_io as io;
 
     #[test]
     fn lifo_and_bounded() {

@@ -18,9 +18,6 @@ use ferrite_raid::RaidOpts;
 use ferrite_reactor::harness::Harness;
 
 const BLOCKS: u64 = 4096;
-/// Latency of the delay members: far beyond the test (held until aborted or reset).
-const LONG_US: u64 = 600_000_000;
-
 /// A raid `name` of `level` over disks `{name}d{i}`, a delay bdev stacked on those with
 /// `delayed[i]`; returns the descriptor and channel open on thread 1.
 fn raid_over(
@@ -50,26 +47,7 @@ fn raid_over(
         strip_size_kb,
         ..Default::default()
     };
-    let r = call(h, move |done| ferrite_raid::create(&o, done));
-    assert!(r.is_ok(), "{r:?}");
-    let nm = name.to_string();
-    let desc = h.on(1, move || Desc::open(&nm, true, |_| {}).unwrap());
-    let ch = h.on(1, || desc.channel().unwrap());
-    (desc, ch)
-}
-
-fn delay_on(base: &str) -> String {
-    let name = format!("Dly{base}");
-    ferrite_delay::create(&ferrite_delay::DelayOpts {
-        base_bdev_name: base.into(),
-        name: name.clone(),
-        uuid: None,
-        avg_read_latency: LONG_US,
-        p99_read_latency: LONG_US,
-        avg_write_latency: LONG_US,
-        p99_write_latency: LONG_US,
-    })
-    .unwrap()
+    create_and_open(h, o)
 }
 
 /// Writes `blocks` at `off` (tag 500, held below), aborts it (tag 501): the write ends
@@ -104,12 +82,7 @@ fn abort_held_write(h: &mut Harness, name: &'static str, desc: Desc, ch: BdevCha
     });
     run_until(h, "reset of the raid", || done_count() == 1);
     assert_eq!(take_done()[0].status, IoStatus::Success, "{name}");
-    h.on(1, move || {
-        drop(ch);
-        drop(desc);
-    });
-    h.run_until_idle();
-    assert!(call(h, move |d| ferrite_raid::delete(name, d)).is_ok());
+    close_and_delete(h, name, desc, ch);
 }
 
 /// raid1, member 0 plain (it takes the parent itself and completes it), member 1 delayed

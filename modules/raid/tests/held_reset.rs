@@ -39,12 +39,7 @@ fn raid1_over(h: &mut Harness, name: &str, stack: fn(&str) -> String) -> (Desc, 
         base_bdevs: vec![first, format!("{name}d1")],
         ..Default::default()
     };
-    let r = call(h, move |done| ferrite_raid::create(&o, done));
-    assert!(r.is_ok(), "{r:?}");
-    let nm = name.to_string();
-    let desc = h.on(1, move || Desc::open(&nm, true, |_| {}).unwrap());
-    let ch = h.on(1, || desc.channel().unwrap());
-    (desc, ch)
+    create_and_open(h, o)
 }
 
 fn error_on(base: &str) -> String {
@@ -54,22 +49,6 @@ fn error_on(base: &str) -> String {
     })
     .unwrap()
 }
-
-fn delay_on(base: &str) -> String {
-    let name = format!("Dly{base}");
-    ferrite_delay::create(&ferrite_delay::DelayOpts {
-        base_bdev_name: base.into(),
-        name: name.clone(),
-        uuid: None,
-        avg_read_latency: LONG_US,
-        p99_read_latency: LONG_US,
-        avg_write_latency: LONG_US,
-        p99_write_latency: LONG_US,
-    })
-    .unwrap()
-}
-
-const LONG_US: u64 = 600_000_000;
 
 fn hold_writes(h: &mut Harness, bdev: &str, num: u32) {
     let o = InjectOpts {
@@ -108,15 +87,6 @@ fn write_then_reset(h: &mut Harness, ch: &BdevChannel, arena: &Arena, tag: u64) 
     d
 }
 
-fn close(h: &mut Harness, name: &'static str, desc: Desc, ch: BdevChannel) {
-    h.on(1, move || {
-        drop(ch);
-        drop(desc);
-    });
-    h.run_until_idle();
-    assert!(call(h, move |d| ferrite_raid::delete(name, d)).is_ok());
-}
-
 #[test]
 fn reset_of_raid1_reaches_pending_io_in_an_error_member() {
     let mut h = Harness::new(2, 61);
@@ -129,7 +99,7 @@ fn reset_of_raid1_reaches_pending_io_in_an_error_member() {
     h.on(1, || write_at(&ch, &arena, 16, noise(7, 4096), 110));
     run_until(&mut h, "write after the reset", || done_count() == 1);
     assert_eq!(take_done()[0].status, IoStatus::Success);
-    close(&mut h, "HR1", desc, ch);
+    close_and_delete(&mut h, "HR1", desc, ch);
 }
 
 #[test]
@@ -139,7 +109,7 @@ fn reset_of_raid1_reaches_io_delayed_in_a_delay_member() {
     let arena = Arena::default();
     write_then_reset(&mut h, &ch, &arena, 200);
     assert_eq!(h.on(1, || ch.inflight()), 0);
-    close(&mut h, "HR2", desc, ch);
+    close_and_delete(&mut h, "HR2", desc, ch);
 }
 
 /// The raid names its members as they change: once the error member is removed, a reset of
@@ -202,7 +172,7 @@ fn members_named_as_they_leave_and_come_back() {
     hold_writes(&mut h, "EE_HR3d0", 1);
     write_then_reset(&mut h, &ch, &arena, 310);
     assert_eq!(h.on(1, || ch.inflight()), 0);
-    close(&mut h, "HR3", desc, ch);
+    close_and_delete(&mut h, "HR3", desc, ch);
 }
 
 /// An abort that reaches a raid1 read held in a member ends that read aborted: raid1 does not
@@ -247,5 +217,5 @@ fn aborted_raid1_read_is_not_retried_on_another_member() {
     });
     run_until(&mut h, "reset of the raid", || done_count() == 1);
     assert_eq!(take_done()[0].status, IoStatus::Success);
-    close(&mut h, "HR4", desc, ch);
+    close_and_delete(&mut h, "HR4", desc, ch);
 }

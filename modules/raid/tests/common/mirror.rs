@@ -81,11 +81,7 @@ pub fn raid1(h: &mut Harness, name: &str, n: usize) -> Setup {
         base_bdevs: names,
         ..Default::default()
     };
-    let r = call(h, move |done| ferrite_raid::create(&o, done));
-    assert!(r.is_ok(), "{r:?}");
-    let nm = name.to_string();
-    let desc = h.on(1, move || Desc::open(&nm, true, |_| {}).unwrap());
-    let ch = h.on(1, || desc.channel().unwrap());
+    let (desc, ch) = create_and_open(h, o);
     let mut s = Setup {
         disks,
         desc: Some(desc),

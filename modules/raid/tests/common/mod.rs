@@ -359,3 +359,54 @@ pub fn call(
 
 pub mod mirror;
 pub mod restart;
+
+/// Creates the raid `o` (which must succeed) and opens it for writing on harness thread 1,
+/// with a channel there.
+pub fn create_and_open(
+    h: &mut Harness,
+    o: ferrite_raid::RaidOpts,
+) -> (ferrite_bdev::Desc, BdevChannel) {
+    let nm = o.name.clone();
+    let r = call(h, move |done| ferrite_raid::create(&o, done));
+    assert!(r.is_ok(), "{r:?}");
+    let desc = h.on(1, move || {
+        ferrite_bdev::Desc::open(&nm, true, |_| {}).unwrap()
+    });
+    let ch = h.on(1, || desc.channel().unwrap());
+    (desc, ch)
+}
+
+/// Drops `ch` and `desc` on harness thread 1, then deletes the raid `name` (which must
+/// succeed).
+pub fn close_and_delete(
+    h: &mut Harness,
+    name: &'static str,
+    desc: ferrite_bdev::Desc,
+    ch: BdevChannel,
+) {
+    h.on(1, move || {
+        drop(ch);
+        drop(desc);
+    });
+    h.run_until_idle();
+    assert!(call(h, move |d| ferrite_raid::delete(name, d)).is_ok());
+}
+
+/// A latency no test waits out (10 minutes): I/O in a delay bdev with it stays held until a
+/// reset or an abort releases it.
+pub const LONG_US: u64 = 600_000_000;
+
+/// A delay bdev `Dly{base}` over `base` holding every read and write for [`LONG_US`]; its name.
+pub fn delay_on(base: &str) -> String {
+    let name = format!("Dly{base}");
+    ferrite_delay::create(&ferrite_delay::DelayOpts {
+        base_bdev_name: base.into(),
+        name: name.clone(),
+        uuid: None,
+        avg_read_latency: LONG_US,
+        p99_read_latency: LONG_US,
+        avg_write_latency: LONG_US,
+        p99_write_latency: LONG_US,
+    })
+    .unwrap()
+}
