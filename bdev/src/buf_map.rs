@@ -4,79 +4,39 @@
 //!
 //! Thread contract: called by the pool's build, on whichever thread builds it (one at a time).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
 
 use crate::buf::Region;
-
-fn memfd(len: usize, huge: bool) -> Option<OwnedFd> {
-    let flags = libc::MFD_CLOEXEC | if huge { libc::MFD_HUGETLB } else { 0 };
-    // SAFETY: a valid C string; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"ferrite-dma-pool".as_ptr(), flags) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd was just created and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: fd is a valid memfd.
-    (unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } == 0).then_some(fd)
-}
+use crate::mmap;
 
 pub(crate) fn map_region(len: usize) -> std::result::Result<(Region, Option<OwnedFd>), String> {
     // A shared memfd (hugetlb first, only when the kernel reports enough free hugepages; the
     // length must then be a multiple of the hugepage size), anonymous memory as a last resort.
     let huge_ok =
-        free_hugepages() * hugepage_size() >= len && len.is_multiple_of(hugepage_size().max(1));
+        mmap::free_hugepage_bytes() >= len && len.is_multiple_of(mmap::hugepage_size().max(1));
     for huge in [true, false] {
         if huge && !huge_ok {
             continue;
         }
-        let Some(fd) = memfd(len, huge) else { continue };
-        // SAFETY: shared mapping of the whole memfd, no address hint; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
+        let Ok((fd, p)) = mmap::shared_memfd(c"ferrite-dma-pool", len, huge, false) else {
             continue;
-        }
-        let region = Region {
-            addr: p as usize,
-            len,
-            hugepages: huge,
-            locked: lock(p, len),
         };
-        return Ok((region, Some(fd)));
+        return Ok((region(p, len, huge), Some(fd)));
     }
-    // SAFETY: anonymous private mapping with no address hint; the result is checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(format!(
-            "mmap of {len} bytes for the buffer pool failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let region = Region {
-        addr: p as usize,
+    let p = mmap::map_anonymous(len)
+        .map_err(|e| format!("mmap of {len} bytes for the buffer pool failed: {e}"))?;
+    Ok((region(p, len, false), None))
+}
+
+/// The region of a mapping just made, locked in memory when the limit allows.
+fn region(p: NonNull<u8>, len: usize, hugepages: bool) -> Region {
+    Region {
+        addr: p.as_ptr() as usize,
         len,
-        hugepages: false,
-        locked: lock(p, len),
-    };
-    Ok((region, None))
+        hugepages,
+        locked: lock(p.as_ptr().cast(), len),
+    }
 }
 
 /// Locks `p..p+len` in memory, best effort: locked memory keeps physical addresses stable for
@@ -133,21 +93,4 @@ fn memlock_limit() -> String {
     } else {
         format!("{} KiB", r.rlim_cur / 1024)
     }
-}
-
-fn meminfo_value(key: &str) -> usize {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn free_hugepages() -> usize {
-    meminfo_value("HugePages_Free:")
-}
-
-fn hugepage_size() -> usize {
-    meminfo_value("Hugepagesize:") * 1024
 }

@@ -27,6 +27,7 @@ mod held_threads;
 mod io;
 mod iolist;
 mod iostat;
+pub mod mmap;
 mod module;
 pub mod options;
 pub mod quiesce;

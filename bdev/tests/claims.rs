@@ -7,23 +7,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{done_count, take_done, Arena};
-use ferrite_bdev::{Bdev, BdevError, ClaimKind, Desc, ErrorKind, IoStatus};
+use common::{done_count, null64, take_done, Arena};
+use ferrite_bdev::{BdevError, ClaimKind, Desc, ErrorKind, IoStatus};
 use ferrite_reactor::harness::Harness;
-
-fn null(h: &mut Harness, name: &str) -> Arc<Bdev> {
-    h.on(0, || {
-        ferrite_null::create(&ferrite_null::NullOpts {
-            name: name.to_string(),
-            num_blocks: 64,
-            block_size: 512,
-            uuid: None,
-            md_size: 0,
-        })
-        .unwrap();
-        ferrite_bdev::lookup(name).unwrap()
-    })
-}
 
 fn open(h: &mut Harness, name: &str, write: bool) -> Desc {
     h.on(0, || Desc::open(name, write, |_| {}).unwrap())
@@ -63,7 +49,7 @@ fn cleanup(h: &mut Harness, name: &str) {
 #[test]
 fn exclusive_write() {
     let mut h = Harness::new(1, 11);
-    let b = null(&mut h, "ClEw");
+    let b = null64(&mut h, "ClEw");
     assert_eq!(b.claim(), None);
     let other_writer = open(&mut h, "ClEw", true);
     let holder = open(&mut h, "ClEw", false);
@@ -114,7 +100,7 @@ fn exclusive_write() {
 #[test]
 fn read_many_write_one() {
     let mut h = Harness::new(1, 12);
-    let b = null(&mut h, "ClRwo");
+    let b = null64(&mut h, "ClRwo");
     let writer = open(&mut h, "ClRwo", true);
     let d = open(&mut h, "ClRwo", false);
     // Another descriptor open for writing: refused.
@@ -161,7 +147,7 @@ fn read_many_write_one() {
 #[test]
 fn read_many_write_none() {
     let mut h = Harness::new(1, 13);
-    let b = null(&mut h, "ClRwn");
+    let b = null64(&mut h, "ClRwn");
     // A writable descriptor cannot take it.
     let dw = open(&mut h, "ClRwn", true);
     let e = dw.claim(ClaimKind::ReadManyWriteNone, "modA").unwrap_err();
@@ -214,7 +200,7 @@ fn read_many_write_none() {
 #[test]
 fn read_many_write_shared() {
     let mut h = Harness::new(1, 14);
-    let b = null(&mut h, "ClRws");
+    let b = null64(&mut h, "ClRws");
     let d1 = open(&mut h, "ClRws", false);
     // Key 0 is invalid.
     let e = d1
@@ -274,7 +260,7 @@ fn read_many_write_shared() {
 #[test]
 fn claims_released_when_descriptor_drops_each_kind() {
     let mut h = Harness::new(1, 15);
-    let b = null(&mut h, "ClDrop");
+    let b = null64(&mut h, "ClDrop");
     for kind in [
         ClaimKind::ExclusiveWrite,
         ClaimKind::ReadManyWriteOne,
@@ -300,7 +286,7 @@ fn claims_released_when_descriptor_drops_each_kind() {
 #[test]
 fn passthru_claim_blocks_writers_and_other_claims() {
     let mut h = Harness::new(1, 16);
-    null(&mut h, "ClBase");
+    null64(&mut h, "ClBase");
     h.on(0, || {
         ferrite_bdev::register_module(Arc::new(ferrite_passthru::PassthruModule));
         ferrite_passthru::create(&ferrite_passthru::PassthruOpts {

@@ -4,21 +4,12 @@
 // Helpers outside #[test] functions unwrap too: this is test code.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::null64;
+
 use ferrite_bdev::{ClaimKind, Desc};
 use ferrite_reactor::harness::Harness;
-
-fn null(h: &mut Harness, name: &str) {
-    h.on(0, || {
-        ferrite_null::create(&ferrite_null::NullOpts {
-            name: name.to_string(),
-            num_blocks: 64,
-            block_size: 512,
-            uuid: None,
-            md_size: 0,
-        })
-        .unwrap();
-    });
-}
 
 fn open(h: &mut Harness, name: &str, write: bool) -> Desc {
     h.on(0, || Desc::open(name, write, |_| {}).unwrap())
@@ -32,7 +23,7 @@ fn delete(h: &mut Harness, name: &str) {
 #[test]
 fn write_access_given_to_anyone_else_breaks_the_mark() {
     let mut h = Harness::new(1, 5);
-    null(&mut h, "wm0");
+    null64(&mut h, "wm0");
     let me = open(&mut h, "wm0", true);
     me.claim(ClaimKind::ExclusiveWrite, "test").unwrap();
     let mark = me.write_mark().unwrap();
@@ -76,7 +67,7 @@ fn write_access_given_to_anyone_else_breaks_the_mark() {
     delete(&mut h, "wm0");
 
     // Registered again: a new bdev, counted from its registration whatever the old mark.
-    null(&mut h, "wm0");
+    null64(&mut h, "wm0");
     let fresh = open(&mut h, "wm0", true);
     assert!(fresh.sole_writer_since(Some(&mark)));
     assert!(fresh.sole_writer_since(None));

@@ -49,28 +49,10 @@ pub const GPA_BASE: u64 = 0x10_0000;
 
 impl Mem {
     pub fn new(len: usize) -> Mem {
-        // SAFETY: a valid C string; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"hostile".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0, "memfd_create");
-        // SAFETY: fd was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: valid fd.
-        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), len as i64) }, 0);
-        // SAFETY: shared mapping of the whole memfd; checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
+        let (fd, p) = ferrite_bdev::mmap::shared_memfd(c"hostile", len, false, false).unwrap();
         Mem {
             fd,
-            addr: p as usize,
+            addr: p.as_ptr() as usize,
             len,
         }
     }

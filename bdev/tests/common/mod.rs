@@ -502,6 +502,21 @@ pub fn register_test(
     (b, state)
 }
 
+/// Creates a null bdev `name` of 64 blocks of 512 bytes on harness thread 0 and returns it.
+pub fn null64(h: &mut Harness, name: &str) -> Arc<Bdev> {
+    h.on(0, || {
+        ferrite_null::create(&ferrite_null::NullOpts {
+            name: name.to_string(),
+            num_blocks: 64,
+            block_size: 512,
+            uuid: None,
+            md_size: 0,
+        })
+        .unwrap();
+        ferrite_bdev::lookup(name).unwrap()
+    })
+}
+
 /// Creates a malloc bdev named `name` (call on a harness thread).
 pub fn malloc(name: &str, num_blocks: u64, block_size: u32, boundary: u32) {
     ferrite_malloc::create(&ferrite_malloc::MallocOpts {

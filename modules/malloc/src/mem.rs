@@ -27,30 +27,10 @@ impl Mem {
     /// TLB on most requests. Best effort: where THP is off, or no 2 MiB page can be had, the
     /// kernel backs the range with ordinary pages and nothing else changes.
     pub(crate) fn new(len: usize, name: &str) -> Result<Self> {
-        // SAFETY: anonymous private mapping with no address hint; result checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(BdevError::new(
-                ErrorKind::NoMemory,
-                format!(
-                    "bdev '{name}': cannot allocate {len} bytes: {}",
-                    std::io::Error::last_os_error()
-                ),
-            ));
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| {
+        let ptr = ferrite_bdev::mmap::map_anonymous(len).map_err(|e| {
             BdevError::new(
                 ErrorKind::NoMemory,
-                format!("bdev '{name}': mmap returned null"),
+                format!("bdev '{name}': cannot allocate {len} bytes: {e}"),
             )
         })?;
         populate(ptr, len);

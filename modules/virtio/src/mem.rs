@@ -7,7 +7,7 @@
 //! Thread contract: created and dropped on the control path; the mapping is shared by the
 //! channels through an `Arc` and outlives every request in flight.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use ferrite_bdev::{BdevError, ErrorKind, Result};
 
@@ -28,75 +28,28 @@ unsafe impl Sync for SharedMem {}
 
 const HUGE_2M: usize = 2 * 1024 * 1024;
 
-fn free_hugepage_bytes() -> usize {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let get = |k: &str| -> usize {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    get("HugePages_Free:") * get("Hugepagesize:") * 1024
-}
-
-fn memfd(name: &str, flags: libc::c_uint) -> std::io::Result<OwnedFd> {
-    let cname = std::ffi::CString::new(name).unwrap_or_default();
-    // SAFETY: cname is a valid C string; the result is checked.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags | libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 impl SharedMem {
     /// Creates and maps `len` bytes (rounded up to 2 MiB), zero-filled.
     pub fn new(name: &str, len: usize) -> Result<SharedMem> {
         let len = len.max(1).next_multiple_of(HUGE_2M);
-        let want_huge = free_hugepage_bytes() >= len;
-        let mut tries: Vec<bool> = Vec::with_capacity(2);
-        if want_huge {
-            tries.push(true);
-        }
-        tries.push(false);
+        let want_huge = ferrite_bdev::mmap::free_hugepage_bytes() >= len;
+        let cname = std::ffi::CString::new(name).unwrap_or_default();
         let mut last = String::new();
-        for huge in tries {
-            let flags = if huge { libc::MFD_HUGETLB } else { 0 };
-            let fd = match memfd(name, flags) {
-                Ok(f) => f,
-                Err(e) => {
-                    last = format!("memfd_create: {e}");
-                    continue;
+        for huge in [true, false] {
+            if huge && !want_huge {
+                continue;
+            }
+            match ferrite_bdev::mmap::shared_memfd(&cname, len, huge, true) {
+                Ok((fd, p)) => {
+                    return Ok(SharedMem {
+                        fd,
+                        addr: p.as_ptr() as usize,
+                        len,
+                        hugetlb: huge,
+                    })
                 }
-            };
-            // SAFETY: fd is a valid memfd.
-            if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-                last = format!("ftruncate: {}", std::io::Error::last_os_error());
-                continue;
+                Err(e) => last = e.to_string(),
             }
-            // SAFETY: shared mapping of the whole memfd, no address hint; checked below.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_POPULATE,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                last = format!("mmap: {}", std::io::Error::last_os_error());
-                continue;
-            }
-            return Ok(SharedMem {
-                fd,
-                addr: p as usize,
-                len,
-                hugetlb: huge,
-            });
         }
         Err(BdevError::new(
             ErrorKind::NoMemory,
