@@ -352,6 +352,54 @@ fn inflight_request_is_resubmitted_after_reconnect() {
     env.delete("inf.0").unwrap();
 }
 
+/// `vhost_get_controllers` runs on a reactor while frontends come and go. The control thread
+/// holds its device while it waits for that reactor to start or drain a ring, so the listing
+/// must never wait for the device: it answers every time, and says whether the session's
+/// rings run.
+#[test]
+fn listing_controllers_while_frontends_come_and_go_never_blocks() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let env = env();
+    env.malloc("MallocList", 256, 512);
+    env.create("list.0", "MallocList", false).unwrap();
+    let sock = env.dir.join("list.0");
+    let done = Arc::new(AtomicBool::new(false));
+    let (listed, d2) = (Arc::new(AtomicUsize::new(0)), done.clone());
+    let l2 = listed.clone();
+    let lister = std::thread::spawn(move || {
+        let mut seen_started = false;
+        while !d2.load(Ordering::Relaxed) {
+            // `on` fails the test if the reactor does not answer within WAIT.
+            let l = env.app(|| ferrite_vhost::list(Some("list.0"))).unwrap();
+            let sessions = l[0]["sessions"].as_array().unwrap().clone();
+            assert!(sessions.len() <= 1, "{l}");
+            seen_started |= sessions.first().is_some_and(|s| s["started"] == true);
+            l2.fetch_add(1, Ordering::Relaxed);
+        }
+        seen_started
+    });
+    for round in 0..30u8 {
+        let mut d = Driver::connect(&sock);
+        d.mem.write(0x20000, &[round; 512]);
+        assert_eq!(
+            d.request(req_type::OUT, 0, &[(0x20000, 512)], false).0,
+            status::OK
+        );
+        drop(d);
+    }
+    wait_until_no_session(env, "list.0");
+    done.store(true, Ordering::Relaxed);
+    assert!(lister.join().unwrap(), "a listing saw the rings running");
+    assert!(
+        listed.load(Ordering::Relaxed) > 30,
+        "the lister kept listing"
+    );
+    let l = env.app(|| ferrite_vhost::list(Some("list.0"))).unwrap();
+    assert_eq!(l[0]["sessions"], serde_json::json!([]));
+    env.delete("list.0").unwrap();
+}
+
 fn wait_until_no_session(env: &Env, ctrlr: &'static str) {
     let start = std::time::Instant::now();
     loop {

@@ -53,14 +53,13 @@ pub fn list(name: Option<&str>) -> Result<Value> {
         .filter(|c| name.is_none_or(|n| c.shared.name == n))
         .map(|c| {
             let s = &c.shared;
-            let sessions: Vec<Value> = match s.session() {
-                Some(d) => {
-                    let running = d.lock().map(|d| d.running_rings()).unwrap_or(0);
-                    vec![json!({"vid": 0, "id": 0, "name": format!("{}s0", s.name),
-                        "started": running > 0, "max_queues": s.geometry.num_queues,
-                        "inflight_task_cnt": 0})]
-                }
-                None => Vec::new(),
+            // Never the device lock here (a reactor): see `CtrlShared::started`.
+            let sessions: Vec<Value> = if s.has_session() {
+                vec![json!({"vid": 0, "id": 0, "name": format!("{}s0", s.name),
+                    "started": s.started(), "max_queues": s.geometry.num_queues,
+                    "inflight_task_cnt": 0})]
+            } else {
+                Vec::new()
             };
             json!({
                 "ctrlr": s.name,

@@ -83,6 +83,11 @@ pub struct CtrlShared {
     /// Bit `q` set: queue `q` is broken (it refused a chain it could not answer, or its ring
     /// could not be accessed) until the frontend restarts it; `vhost_get_controllers` shows it.
     broken_queues: AtomicU32,
+    /// Bit `q` set: ring `q` of the connected frontend is running. Written by the control
+    /// thread when it starts or stops a ring, read by `vhost_get_controllers` on a reactor,
+    /// which must never wait for the device lock: the control thread holds it while it waits
+    /// for that reactor to start or drain a ring.
+    running_queues: AtomicU32,
     removed: AtomicBool,
     session: Mutex<Option<Arc<Mutex<Device>>>>,
     pub(crate) serial: [u8; crate::blk::request::ID_LEN],
@@ -116,6 +121,26 @@ impl CtrlShared {
         (0..32u16).filter(|q| bits & (1 << q) != 0).collect()
     }
 
+    /// Records that ring `q` started (`true`) or stopped. Thread contract: the control thread,
+    /// as it starts or stops the ring.
+    pub(crate) fn set_queue_running(&self, q: usize, running: bool) {
+        let bit = u32::try_from(q)
+            .ok()
+            .and_then(|q| 1u32.checked_shl(q))
+            .unwrap_or(0);
+        if running {
+            self.running_queues.fetch_or(bit, Ordering::Release);
+        } else {
+            self.running_queues.fetch_and(!bit, Ordering::Release);
+        }
+    }
+
+    /// True while a ring of the connected frontend runs. Thread contract: any thread; never
+    /// blocks.
+    pub fn started(&self) -> bool {
+        self.running_queues.load(Ordering::Acquire) != 0
+    }
+
     /// Sets the connected frontend's device; a new connection or a disconnect forgets which
     /// queues the previous one had broken.
     pub(crate) fn set_session(&self, s: Option<Arc<Mutex<Device>>>) {
@@ -127,6 +152,12 @@ impl CtrlShared {
 
     pub(crate) fn session(&self) -> Option<Arc<Mutex<Device>>> {
         self.session.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// True while a frontend is connected. Thread contract: any thread (the session slot's
+    /// lock is only ever held to read or replace it).
+    pub(crate) fn has_session(&self) -> bool {
+        self.session.lock().is_ok_and(|g| g.is_some())
     }
 }
 
@@ -259,6 +290,7 @@ pub fn create(opts: &CreateOpts) -> Result<()> {
         delay_base_us: AtomicU32::new(0),
         iops_threshold: AtomicU32::new(0),
         broken_queues: AtomicU32::new(0),
+        running_queues: AtomicU32::new(0),
         removed: AtomicBool::new(false),
         session: Mutex::new(None),
         serial,

@@ -100,10 +100,8 @@ impl Device {
 
     /// Stops every running ring (drains them); used on disconnect and teardown.
     pub fn stop_all(&mut self) {
-        for r in &mut self.rings {
-            if let Some(run) = r.running.take() {
-                r.base = run.stop();
-            }
+        for i in 0..self.rings.len() {
+            self.stop_ring(i);
         }
     }
 
@@ -115,11 +113,6 @@ impl Device {
                 run.detach_bdev();
             }
         }
-    }
-
-    /// Number of rings currently running.
-    pub fn running_rings(&self) -> usize {
-        self.rings.iter().filter(|r| r.running.is_some()).count()
     }
 
     /// The inflight region's layout. QEMU asks for the region (GET_INFLIGHT_FD) before it

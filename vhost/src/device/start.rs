@@ -81,6 +81,7 @@ impl Device {
         let running = crate::queue::start(&self.ctrl, spec)
             .map_err(|e| err(format!("vhost controller '{name}': ring {index}: {e}")))?;
         self.rings[index].running = Some(running);
+        self.ctrl.set_queue_running(index, true);
         Ok(())
     }
 
@@ -88,6 +89,7 @@ impl Device {
         let r = &mut self.rings[index];
         if let Some(run) = r.running.take() {
             r.base = run.stop();
+            self.ctrl.set_queue_running(index, false);
         }
     }
 }
