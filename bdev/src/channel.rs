@@ -834,7 +834,11 @@ pub(crate) fn finish_io(mut io: Box<BdevIo>) {
             }
         }
     }
-    io.flags &= !(FLAG_COUNTED | FLAG_ACCEPTED | FLAG_UNDRAINED | FLAG_QUIESCE_HELD);
+    io.flags &= !(FLAG_COUNTED
+        | FLAG_ACCEPTED
+        | FLAG_UNDRAINED
+        | FLAG_QUIESCE_HELD
+        | crate::io::FLAG_NO_ABORT);
     io.chan = None;
     if io.flags & FLAG_AUTO_BUF != 0 && !io.status.is_success() {
         io.buf = None;

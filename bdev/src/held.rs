@@ -69,9 +69,13 @@ impl AbortTarget {
     /// on its behalf: follows `io` up through the parents it carries to the I/O a user
     /// submitted, and compares that one's channel and tag. Never an internal I/O of the layer
     /// (a child it generated, the reset holding a quiesce): it must finish to release its parent.
+    /// Never an I/O a layer on the way shielded from abort ([`BdevIo::shield_from_abort`]).
     pub fn names(&self, io: &BdevIo) -> bool {
         let mut cur: &BdevIo = io;
         for _ in 0..MAX_PARENTS {
+            if cur.abort_shielded() {
+                return false;
+            }
             match &cur.parent {
                 Parent::Owned(p) => cur = p,
                 // SAFETY: a split parent lives until its last piece completes, and `io` (a

@@ -104,6 +104,10 @@ pub(crate) const FLAG_AUTO_BUF: u32 = 2;
 pub(crate) const FLAG_COUNTED: u32 = 4;
 /// `submit_tsc` was set by `forward` (the parent's): `submit` must not read the clock again.
 pub(crate) const FLAG_TSC_SET: u32 = 64;
+/// An ABORT does not reach this I/O below the layer that set it, nor any piece made of it
+/// ([`BdevIo::shield_from_abort`]). Kept in that layer's view (its frame while forwarded);
+/// cleared when the I/O completes to its submitter.
+pub(crate) const FLAG_NO_ABORT: u32 = 512;
 
 // Every I/O flag, wherever it is defined, has a bit of its own (a shared bit made one flag
 // read as the other: FLAG_TSC_SET and FLAG_QUIESCE_HELD were both 32 once).
@@ -118,6 +122,7 @@ const _: () = {
         crate::channel::FLAG_QUIESCE_HELD,
         FLAG_TSC_SET,
         crate::forward_refuse::FLAG_HOOK_DEFERRED,
+        FLAG_NO_ABORT,
     ];
     let mut seen = 0u32;
     let mut i = 0;
@@ -478,6 +483,31 @@ impl BdevIo {
     /// step, a few nanoseconds, is not counted).
     pub fn inherit_completion_time(&mut self, child: &BdevIo) {
         self.complete_tsc = child.complete_tsc;
+    }
+
+    /// For a stacked module whose pieces of one I/O must all be tried once begun (a mirror's
+    /// write, a parity stripe's): an ABORT of this I/O no longer reaches it where a module
+    /// below holds it — neither this object forwarded nor a piece linked to it
+    /// ([`crate::AbortTarget::names`] stops here). An abort reaching only some pieces would
+    /// leave the copies (or the data and its parity) different while the I/O completes
+    /// aborted; SPDK's raid takes no abort at all. The I/O still ends on every other path
+    /// (completion, failure, a reset). Set on the module's own view, in its `submit`, before
+    /// it forwards the I/O or makes pieces of it; it lasts until the I/O leaves that layer.
+    /// Thread contract: the I/O's thread, while the module owns it.
+    #[inline]
+    pub fn shield_from_abort(&mut self) {
+        self.flags |= FLAG_NO_ABORT;
+    }
+
+    /// True when this I/O, in any layer's view it carries, was shielded from abort
+    /// ([`BdevIo::shield_from_abort`]).
+    pub(crate) fn abort_shielded(&self) -> bool {
+        let d = (self.depth as usize).min(MAX_FORWARD_DEPTH);
+        self.frames[..d]
+            .iter()
+            .fold(self.flags, |acc, f| acc | f.flags)
+            & FLAG_NO_ABORT
+            != 0
     }
 
     /// For a stacked module that sends one I/O of its own as several children it submits

@@ -18,6 +18,11 @@
 //! or a reset: the bdev layer guarantees it for `forward_with` as for `forward_child` —, so
 //! the parent is never completed while a child still points at its segments.
 //!
+//! **No abort reaches the pieces** ([`BdevIo::shield_from_abort`]): an abort that reached the
+//! piece held on one member and not the copy already written on another would end the write
+//! aborted with the mirrors different, each read then answered by either copy. An abort of a
+//! raid1 write finds nothing below; the write ends as its pieces do.
+//!
 //! Frame words of every piece: `[head, slot | (generation + 1) << 32, channel state]` (`head`
 //! 0 when the parent is the only piece: a degraded mirror).
 
@@ -39,7 +44,7 @@ const _: () = assert!(crate::types::MAX_BASE_BDEVS < 1 << 16);
 const _: () = assert!(SEEN_SHIFT as u64 + 5 < 64);
 
 #[inline(never)]
-pub(crate) fn write(ctx: &ChanCtx, parent: Box<BdevIo>) {
+pub(crate) fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     let sh = &*ctx.shared;
     let (o, l) = (parent.offset_blocks(), parent.num_blocks());
     if overlaps_lock(ctx, o, l) {
@@ -84,6 +89,9 @@ pub(crate) fn write(ctx: &ChanCtx, parent: Box<BdevIo>) {
         kids.push(c, slot);
         pieces += 1;
     }
+    // Every mirror takes the write, or the copies differ: an abort must not reach some
+    // pieces and not the others (module docs).
+    parent.shield_from_abort();
     let g = ctx.gen.get();
     ctx.writes[g].set(ctx.writes[g].get() + 1);
     let gen_word = (g as u64 + 1) << 32;
@@ -172,9 +180,10 @@ fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus) {
 }
 
 /// The parent's final status from the join word `j`: success if an in-sync member took it;
-/// else the worst status. An aborted piece (an ABORT of the write reached it below) makes
-/// the write aborted: the abort answered success, and the members may now differ on its
-/// blocks, as for any aborted write. Otherwise `NoMem` (a piece found no I/O object) wins:
+/// else the worst status. An aborted piece (a reset below ended it where a module held it;
+/// an abort no longer reaches the pieces) makes the write aborted: the members may differ on
+/// its blocks, as for any write a reset cut short. Otherwise `NoMem` (a piece found no I/O
+/// object) wins:
 /// the raid's layer retries the whole write, so no member is left without it.
 #[inline(always)]
 fn final_status(j: u64) -> IoStatus {

@@ -167,6 +167,9 @@ pub(crate) fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     parent.driver_ctx[CTX_TRIED] = skipped;
     parent.driver_ctx[CTX_GEN] = staged.len() as u64;
     parent.driver_ctx[CTX_WGEN] = crate::raid1::count_write(ctx);
+    // Data and parity are written together or the stripe is torn: an abort must not reach
+    // some of the strips and not the others.
+    parent.shield_from_abort();
     launch(ctx, &bases, parent, &mut staged);
 }
 

@@ -1,9 +1,11 @@
 //! An ABORT of an I/O submitted to a raid reaches the pieces the raid made of it where a delay
-//! member holds them: a raid1 write's child on the other member (its parent went to a plain
-//! member, or is held too), a raid0 write across two strips and a concat write across two
-//! members (children on each member). The aborted I/O completes `Aborted`, the abort
-//! succeeds, and nothing stays held (the raid completes a fanned-out I/O only once every
-//! piece is back).
+//! member holds them — a raid0 write across two strips, a concat write across two members —
+//! and the aborted I/O completes `Aborted`, the abort succeeds, and nothing stays held (the
+//! raid completes a fanned-out I/O only once every piece is back).
+//!
+//! A raid1 or raid5f write is shielded: an abort reaching the piece held on one member and
+//! not the others would leave the mirrors (or data and parity) different. The abort finds
+//! nothing, the write completes when the delay ends, and every member holds its part.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -18,15 +20,21 @@ use ferrite_raid::RaidOpts;
 use ferrite_reactor::harness::Harness;
 
 const BLOCKS: u64 = 4096;
+/// The latency of a delay member whose held write a test waits out (the harness's clock:
+/// `Harness::advance_us`).
+const SHORT_US: u64 = 1_000;
+
 /// A raid `name` of `level` over disks `{name}d{i}`, a delay bdev stacked on those with
-/// `delayed[i]`; returns the descriptor and channel open on thread 1.
-fn raid_over(
+/// `delayed[i]` (holding I/O for `us`); returns the descriptor, the channel open on thread 1
+/// and the disks.
+fn raid_over_for(
     h: &mut Harness,
     name: &str,
     level: &str,
     strip_size_kb: u32,
     delayed: &[bool],
-) -> (Desc, BdevChannel) {
+    us: u64,
+) -> (Desc, BdevChannel, Vec<Arc<Disk>>) {
     setup(h);
     let disks: Vec<Arc<Disk>> = delayed.iter().map(|_| Disk::new(512, BLOCKS)).collect();
     let (nm, d2, dl) = (name.to_string(), disks.clone(), delayed.to_vec());
@@ -36,7 +44,7 @@ fn raid_over(
         for (i, d) in d2.iter().enumerate() {
             let disk = format!("{nm}d{i}");
             register_disk(&disk, d, None);
-            members.push(if dl[i] { delay_on(&disk) } else { disk });
+            members.push(if dl[i] { delay_for(&disk, us) } else { disk });
         }
         members
     });
@@ -47,7 +55,20 @@ fn raid_over(
         strip_size_kb,
         ..Default::default()
     };
-    create_and_open(h, o)
+    let (desc, ch) = create_and_open(h, o);
+    (desc, ch, disks)
+}
+
+/// As [`raid_over_for`], the delay members holding I/O for [`LONG_US`].
+fn raid_over(
+    h: &mut Harness,
+    name: &str,
+    level: &str,
+    strip_size_kb: u32,
+    delayed: &[bool],
+) -> (Desc, BdevChannel) {
+    let (desc, ch, _) = raid_over_for(h, name, level, strip_size_kb, delayed, LONG_US);
+    (desc, ch)
 }
 
 /// Writes `blocks` at `off` (tag 500, held below), aborts it (tag 501): the write ends
@@ -85,23 +106,6 @@ fn abort_held_write(h: &mut Harness, name: &'static str, desc: Desc, ch: BdevCha
     close_and_delete(h, name, desc, ch);
 }
 
-/// raid1, member 0 plain (it takes the parent itself and completes it), member 1 delayed
-/// (it holds the child): only the child is held, and the abort reaches it.
-#[test]
-fn abort_reaches_a_raid1_write_child_held_in_a_member() {
-    let mut h = Harness::new(2, 81);
-    let (desc, ch) = raid_over(&mut h, "AF1", "raid1", 0, &[false, true]);
-    abort_held_write(&mut h, "AF1", desc, ch, 8);
-}
-
-/// raid1 over two delay members: the parent and the child are both held; both are aborted.
-#[test]
-fn abort_reaches_both_pieces_of_a_raid1_write() {
-    let mut h = Harness::new(2, 82);
-    let (desc, ch) = raid_over(&mut h, "AF2", "raid1", 0, &[true, true]);
-    abort_held_write(&mut h, "AF2", desc, ch, 8);
-}
-
 /// raid0 (strips of 4 KiB = 8 blocks) over two delay members: a 16-block write at block 4
 /// spans three strips on both members.
 #[test]
@@ -118,4 +122,90 @@ fn abort_reaches_a_concat_write_across_members() {
     let (desc, ch) = raid_over(&mut h, "AF4", "concat", 4, &[true, true]);
     // Member 0 holds BLOCKS blocks (no superblock): straddle its end.
     abort_held_write(&mut h, "AF4", desc, ch, BLOCKS - 8);
+}
+
+/// Writes `data` at `off` (tag 600) to a raid whose delay members hold it for [`SHORT_US`],
+/// aborts it (tag 601) while it is held: the abort finds nothing (`Failed`), the write
+/// completes `Success` once the delay has passed, and the raid has nothing in flight. Then
+/// the raid is deleted.
+fn abort_misses_shielded_write(
+    h: &mut Harness,
+    name: &'static str,
+    (desc, ch): (Desc, BdevChannel),
+    off: u64,
+    data: Vec<u8>,
+) {
+    let arena = Arena::default();
+    take_done();
+    h.on(1, || write_at(&ch, &arena, off, data, 600));
+    h.run_until_idle();
+    h.on(1, || {
+        plain(&ch, 601, |io| {
+            io.prep_abort(600, record);
+        })
+    });
+    run_until(h, "the abort", || done_count() >= 1);
+    h.run_until_idle();
+    let got: Vec<(u64, IoStatus)> = take_done().iter().map(|d| (d.tag, d.status)).collect();
+    assert_eq!(
+        got,
+        vec![(601, IoStatus::Failed)],
+        "{name}: the abort found nothing to abort, the write is still held"
+    );
+    h.advance_us(SHORT_US);
+    run_until(h, "the held write, once its delay has passed", || {
+        done_count() == 1
+    });
+    let w = take_done();
+    assert_eq!((w[0].tag, w[0].status), (600, IoStatus::Success), "{name}");
+    assert_eq!(h.on(1, || ch.inflight()), 0, "{name}");
+    close_and_delete(h, name, desc, ch);
+}
+
+/// raid1, member 0 plain (it takes the parent itself and completes it), member 1 delayed
+/// (it holds the child): the abort does not reach the child, and both mirrors get the data.
+#[test]
+fn abort_does_not_reach_a_raid1_write_held_in_one_member() {
+    let mut h = Harness::new(2, 81);
+    let (desc, ch, disks) = raid_over_for(&mut h, "AF1", "raid1", 0, &[false, true], SHORT_US);
+    let data = noise(5, 16 * 512);
+    abort_misses_shielded_write(&mut h, "AF1", (desc, ch), 8, data.clone());
+    for (i, d) in disks.iter().enumerate() {
+        assert_eq!(d.read(8, 16), data, "AF1: mirror {i} holds the write");
+    }
+}
+
+/// raid1 over two delay members: the parent and the child are both held; neither is
+/// aborted, both complete.
+#[test]
+fn abort_does_not_reach_a_raid1_write_held_in_both_members() {
+    let mut h = Harness::new(2, 82);
+    let (desc, ch, disks) = raid_over_for(&mut h, "AF2", "raid1", 0, &[true, true], SHORT_US);
+    let data = noise(6, 16 * 512);
+    abort_misses_shielded_write(&mut h, "AF2", (desc, ch), 8, data.clone());
+    for (i, d) in disks.iter().enumerate() {
+        assert_eq!(d.read(8, 16), data, "AF2: mirror {i} holds the write");
+    }
+}
+
+/// raid5f over three members (strips of 4 KiB = 8 blocks: a stripe is 16 blocks of data),
+/// the third delayed: the full-stripe write's strip held there is not aborted, and the
+/// members end with both data strips and their parity.
+#[test]
+fn abort_does_not_reach_a_raid5f_stripe_write() {
+    let mut h = Harness::new(2, 85);
+    let (desc, ch, disks) =
+        raid_over_for(&mut h, "AF5", "raid5f", 4, &[false, false, true], SHORT_US);
+    let data = noise(7, 16 * 512);
+    abort_misses_shielded_write(&mut h, "AF5", (desc, ch), 0, data.clone());
+    // Stripe 0: every member holds strip 0 of its own (8 blocks); the two data strips are the
+    // write's halves in member order, the third their XOR.
+    let strips: Vec<Vec<u8>> = disks.iter().map(|d| d.read(0, 8)).collect();
+    let (a, b) = data.split_at(8 * 512);
+    let parity: Vec<u8> = a.iter().zip(b).map(|(x, y)| x ^ y).collect();
+    let mut got = strips.clone();
+    got.sort();
+    let mut want = vec![a.to_vec(), b.to_vec(), parity];
+    want.sort();
+    assert_eq!(got, want, "AF5: data and parity written together");
 }

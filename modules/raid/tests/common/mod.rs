@@ -398,15 +398,20 @@ pub const LONG_US: u64 = 600_000_000;
 
 /// A delay bdev `Dly{base}` over `base` holding every read and write for [`LONG_US`]; its name.
 pub fn delay_on(base: &str) -> String {
+    delay_for(base, LONG_US)
+}
+
+/// A delay bdev `Dly{base}` over `base` holding every read and write for `us`; its name.
+pub fn delay_for(base: &str, us: u64) -> String {
     let name = format!("Dly{base}");
     ferrite_delay::create(&ferrite_delay::DelayOpts {
         base_bdev_name: base.into(),
         name: name.clone(),
         uuid: None,
-        avg_read_latency: LONG_US,
-        p99_read_latency: LONG_US,
-        avg_write_latency: LONG_US,
-        p99_write_latency: LONG_US,
+        avg_read_latency: us,
+        p99_read_latency: us,
+        avg_write_latency: us,
+        p99_write_latency: us,
     })
     .unwrap()
 }
