@@ -87,6 +87,18 @@ pub trait BackendChannel: Send {
     fn forward_striped(&mut self) -> Option<crate::StripeMap> {
         None
     }
+
+    /// An ABORT submitted on this channel: complete with [`crate::IoStatus::Aborted`] every
+    /// I/O this backend channel keeps waiting on its own (taken from `submit`, not yet sent
+    /// anywhere: a raid's write parked behind a rebuild window) that `target` names
+    /// ([`crate::AbortTarget::names`]), and return how many. Called on the channel's thread,
+    /// the abort's; the completions are deferred by the bdev layer, so their callbacks run
+    /// after this returns. I/O held by a module *below* is reached through
+    /// [`crate::HeldIo`] instead. The default keeps nothing waiting.
+    fn abort_waiting(&mut self, target: &crate::AbortTarget) -> usize {
+        let _ = target;
+        0
+    }
 }
 
 /// What a module implements to back a bdev (control path; any thread may call these unless

@@ -348,7 +348,13 @@ impl ChannelState {
         // I/O a module holds on purpose (the error bdev's `pending`, the delay bdev's latency
         // queues), in this bdev or down its stack: as SPDK, every I/O the abort names is
         // aborted, wherever it waits. One lookup per abort, none per read or write.
-        found += crate::held::abort(&self.bdev, &crate::held::AbortTarget::new(self.ptr(), tag));
+        let target = crate::held::AbortTarget::new(self.ptr(), tag);
+        // What the backend keeps waiting on its own (not borrowed: an abort is never
+        // dispatched from inside this backend's `submit`; if it were, nothing is lost).
+        if let Ok(mut b) = self.backend.try_borrow_mut() {
+            found += b.abort_waiting(&target);
+        }
+        found += crate::held::abort(&self.bdev, &target);
         io.status = if found > 0 {
             IoStatus::Success
         } else {

@@ -459,6 +459,29 @@ impl BackendChannel for RaidChannel {
         }
     }
 
+    /// Writes this channel parked itself (behind a rebuild window, or until the write-intent
+    /// bitmap is on disk) have no piece on any member yet: an abort naming one completes it
+    /// `Aborted` here, in the queue's order for the rest.
+    fn abort_waiting(&mut self, target: &ferrite_bdev::AbortTarget) -> usize {
+        // SAFETY: as in `submit`: the bdev layer calls this on the channel's own thread.
+        let ctx: &ChanCtx = unsafe { self.state.as_ref() };
+        let mut n = 0;
+        for q in [&ctx.parked, &ctx.wib_parked] {
+            let mut q = q.borrow_mut();
+            for _ in 0..q.len() {
+                let Some(io) = q.pop_front() else { break };
+                if target.names(&io) {
+                    // Deferred by the bdev layer: the callback runs on a later poll.
+                    io.complete(IoStatus::Aborted);
+                    n += 1;
+                } else {
+                    q.push_back(io);
+                }
+            }
+        }
+        n
+    }
+
     /// raid0 over a power-of-two number of members: the bdev layer forwards reads and writes
     /// within one strip to their member itself (no call into this module), with the
     /// per-member checks settled once here; the rest (across strips, flush, unmap,

@@ -5,7 +5,8 @@
 //!
 //! A raid1 or raid5f write is shielded: an abort reaching the piece held on one member and
 //! not the others would leave the mirrors (or data and parity) different. The abort finds
-//! nothing, the write completes when the delay ends, and every member holds its part.
+//! nothing, the write completes when the delay ends, and every member holds its part. A
+//! write the raid parks itself (behind a rebuild's window) is aborted where it waits.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -208,4 +209,58 @@ fn abort_does_not_reach_a_raid5f_stripe_write() {
     let mut want = vec![a.to_vec(), b.to_vec(), parity];
     want.sort();
     assert_eq!(got, want, "AF5: data and parity written together");
+}
+
+/// A raid1 write the raid parks itself, behind the window a rebuild has locked, has no piece
+/// on any member yet: an abort naming it ends it `Aborted` at once and succeeds; the rebuild
+/// then finishes with every member holding the raid's content, without the aborted write.
+#[test]
+fn abort_ends_a_raid1_write_parked_behind_a_rebuild_window() {
+    use common::mirror::{add_disk, raid1, BLOCKS as MB, BS};
+    use ferrite_raid::RebuildState;
+    let mut h = Harness::new(2, 86);
+    let mut s = raid1(&mut h, "AF6", 2);
+    assert!(call(&mut h, |d| ferrite_raid::remove_base_bdev("AF6d1", d)).is_ok());
+    let target = add_disk(&mut h, "AF6t");
+    ferrite_raid::set_rebuild_pause("AF6", Some(RebuildState::Reading));
+    assert!(call(&mut h, |d| ferrite_raid::add_base_bdev("AF6", "AF6t", d)).is_ok());
+    run_until(&mut h, "the rebuild paused, its window locked", || {
+        ferrite_raid::rebuild_state("AF6") == Some((RebuildState::Reading, true))
+    });
+    let at = info("AF6").unwrap()["process"]["progress"]["blocks"]
+        .as_u64()
+        .unwrap();
+    take_done();
+    let (ch, arena) = (s.ch.as_ref().unwrap(), &s.arena);
+    h.on(1, || write_at(ch, arena, at, noise(9, 4 * BS), 900));
+    h.run_until_idle();
+    assert_eq!(done_count(), 0, "the write waits behind the window");
+    h.on(1, || {
+        plain(ch, 901, |io| {
+            io.prep_abort(900, record);
+        })
+    });
+    run_until(&mut h, "the abort", || done_count() == 2);
+    let mut d = take_done();
+    d.sort_by_key(|d| d.tag);
+    let got: Vec<(u64, IoStatus)> = d.iter().map(|d| (d.tag, d.status)).collect();
+    assert_eq!(
+        got,
+        vec![(900, IoStatus::Aborted), (901, IoStatus::Success)]
+    );
+    ferrite_raid::set_rebuild_pause("AF6", None);
+    ferrite_raid::resume_rebuild("AF6");
+    run_until(&mut h, "the rebuild", || {
+        ferrite_raid::rebuild_state("AF6").is_none()
+    });
+    s.verify(&mut h);
+    assert!(
+        s.disks[0].read(0, MB) == s.model,
+        "member 0 holds the content"
+    );
+    assert!(
+        target.read(0, MB) == s.model,
+        "the rebuilt member holds it too"
+    );
+    s.close(&mut h);
 }
