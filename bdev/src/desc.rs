@@ -38,6 +38,26 @@ fn holder_text(c: &ClaimEntry, bdev: &str) -> String {
     )
 }
 
+/// A claim refused because another descriptor has the bdev open for writing: names the
+/// lightweight threads those descriptors were opened on (which say who holds them: a vhost
+/// controller's, a bench job's, the app thread for an RPC's), so an operator can find them.
+fn other_writer_error(bdev: &str, descs: &[DescEntry], me: u64) -> BdevError {
+    let mut on: Vec<&str> = descs
+        .iter()
+        .filter(|d| d.id != me && d.write)
+        .map(|d| d.thread.as_ref().map_or("no reactor thread", |t| t.name()))
+        .collect();
+    on.sort_unstable();
+    on.dedup();
+    BdevError::new(
+        ErrorKind::Claimed,
+        format!(
+            "bdev '{bdev}' is open for writing by another descriptor (opened on thread {})",
+            on.join(", ")
+        ),
+    )
+}
+
 impl Desc {
     /// Opens the bdev named `name` (name, alias or UUID). A write open fails if the bdev has a
     /// claim (the error names the holder); any open fails while the bdev is being removed.
@@ -138,13 +158,7 @@ impl Desc {
                     return Err(conflict(c));
                 }
                 if other_writer {
-                    return Err(BdevError::new(
-                        ErrorKind::Claimed,
-                        format!(
-                            "bdev '{}' is open for writing by another descriptor",
-                            b.name
-                        ),
-                    ));
+                    return Err(other_writer_error(&b.name, &st.descs, self.id));
                 }
             }
             ClaimKind::ReadManyWriteNone => {
@@ -165,13 +179,7 @@ impl Desc {
                     return Err(conflict(c));
                 }
                 if other_writer {
-                    return Err(BdevError::new(
-                        ErrorKind::Claimed,
-                        format!(
-                            "bdev '{}' is open for writing by another descriptor",
-                            b.name
-                        ),
-                    ));
+                    return Err(other_writer_error(&b.name, &st.descs, self.id));
                 }
             }
             ClaimKind::ReadManyWriteShared(key) => {
@@ -190,13 +198,7 @@ impl Desc {
                 // As SPDK: the first shared claim needs no other writer (later ones share
                 // with the writers that the earlier claims promoted).
                 if st.claims.is_empty() && other_writer {
-                    return Err(BdevError::new(
-                        ErrorKind::Claimed,
-                        format!(
-                            "bdev '{}' is open for writing by another descriptor",
-                            b.name
-                        ),
-                    ));
+                    return Err(other_writer_error(&b.name, &st.descs, self.id));
                 }
             }
         }

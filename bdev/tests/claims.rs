@@ -107,6 +107,8 @@ fn read_many_write_one() {
     let e = d.claim(ClaimKind::ReadManyWriteOne, "modA").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Claimed, "{e}");
     assert!(e.message().contains("open for writing"), "{e}");
+    // The writer is found by the thread it was opened on (the harness's `t0`).
+    assert!(e.message().contains("opened on thread t0"), "{e}");
     assert_eq!(b.claim(), None, "a refused claim leaves nothing behind");
     drop(writer);
     // The claiming descriptor may itself be writable.
