@@ -60,6 +60,11 @@ pub struct Controller {
     qids: Mutex<Vec<bool>>,
     max_xfer: usize,
     failed: AtomicBool,
+    /// Between [`Controller::disable`] and the end of [`Controller::enable`]'s wait for
+    /// CSTS.RDY: no queue exists, so admin commands are refused at once (`QueueDown`) instead
+    /// of waiting out their timeout (a reactor creating or dropping a channel during a reset
+    /// would otherwise spin for seconds).
+    disabled: AtomicBool,
 }
 
 fn wait_ready(bar: &dyn Bar, want: bool, timeout_ms: u64) -> Result<()> {
@@ -147,6 +152,7 @@ impl Controller {
             qids: Mutex::new(Vec::new()),
             max_xfer: 0,
             failed: AtomicBool::new(false),
+            disabled: AtomicBool::new(true),
         };
         c.enable()?;
         let ident = c.identify(spec::CNS_CTRLR, 0)?;
@@ -165,6 +171,7 @@ impl Controller {
     /// ([`QueuePair::fail_all`]) before [`enable`](Self::enable) and
     /// [`recreate_io_qpair`](Self::recreate_io_qpair).
     pub fn disable(&self) -> Result<()> {
+        self.disabled.store(true, Ordering::Release);
         let cc = self.bar.read32(regs::CC);
         if cc & regs::CC_EN != 0 {
             self.bar.write32(regs::CC, cc & !regs::CC_EN);
@@ -187,6 +194,7 @@ impl Controller {
         }
         self.bar.write32(regs::CC, regs::cc_value(self.page));
         wait_ready(&*self.bar, true, self.cap.timeout_ms())?;
+        self.disabled.store(false, Ordering::Release);
         let (_, dw0) = self.admin_cmd(spec::set_num_queues(self.opts.io_queues), None)?;
         let granted = ((dw0 & 0xffff) as u16)
             .min((dw0 >> 16) as u16)
@@ -206,13 +214,25 @@ impl Controller {
     }
 
     /// Runs an admin command and waits for it. `buf` is the data region (one page or less).
-    /// A non-success status is an [`ErrorKind::Command`] error naming it.
+    /// A non-success status is an [`ErrorKind::Command`] error naming it; while the controller
+    /// is disabled (a reset between [`disable`](Self::disable) and
+    /// [`enable`](Self::enable)) the command is refused, or given up, at once with
+    /// [`ErrorKind::QueueDown`].
     pub fn admin_cmd(
         &self,
         cmd: Sqe,
         buf: Option<(crate::DmaRegion, DataDir)>,
     ) -> Result<(Status, u32)> {
         let opc = cmd.opcode();
+        let down = || {
+            NvmeError::new(
+                ErrorKind::QueueDown,
+                format!("admin command {opc:#04x}: the controller is disabled (being reset)"),
+            )
+        };
+        if self.disabled.load(Ordering::Acquire) {
+            return Err(down());
+        }
         let mut a = self.admin_lock();
         let (dir, seg) = match buf {
             Some((r, d)) => (d, Some((r.vaddr as *const u8, r.len))),
@@ -244,6 +264,10 @@ impl Controller {
                     ));
                 }
                 return Ok((st, dw0));
+            }
+            if self.disabled.load(Ordering::Acquire) {
+                // Disabled while we waited: the command is gone with the admin queue.
+                return Err(down());
             }
             if start.elapsed() > Duration::from_millis(self.opts.admin_timeout_ms) {
                 return Err(NvmeError::new(
@@ -398,7 +422,11 @@ impl Controller {
     /// with "Command Aborted due to SQ Deletion" (cookies to `f`).
     pub fn delete_io_qpair(&self, mut qp: QueuePair, f: impl FnMut(u64, Status)) {
         let qid = qp.qid();
-        if !self.failed.load(Ordering::Acquire) && !qp.is_down() {
+        // A failed or disabled controller has no queues left to delete.
+        if !self.failed.load(Ordering::Acquire)
+            && !self.disabled.load(Ordering::Acquire)
+            && !qp.is_down()
+        {
             let _ = self.admin_cmd(spec::delete_queue(true, qid), None);
             let _ = self.admin_cmd(spec::delete_queue(false, qid), None);
         }

@@ -360,6 +360,13 @@ fn reset_with_commands_in_flight() {
     m.set_fatal();
     assert!(c.poll_admin(), "fatal status noticed");
     c.disable().unwrap();
+    // Disabled: admin commands are refused at once (`QueueDown`), not after the admin
+    // timeout, so a channel created or dropped during a reset does not spin on its reactor.
+    let Err(e) = c.create_io_qpair() else {
+        panic!("a queue pair created on a disabled controller")
+    };
+    assert_eq!(e.kind(), ErrorKind::QueueDown, "{e}");
+    assert!(e.message().contains("disabled"), "{e}");
     let mut failed = Vec::new();
     qp.fail_all(Status::ABORTED_SQ_DELETION, |ck, s| failed.push((ck, s)));
     assert_eq!(failed.len(), 5);

@@ -93,14 +93,15 @@ impl Poll for QpPoller {
 
 impl CtrlrChannel {
     /// Creates the thread's queue pair (admin commands: control path, at channel creation).
-    /// A queue pair that cannot be created leaves a channel that fails every I/O.
+    /// A queue pair that cannot be created (the controller is being reset, or out of queues)
+    /// leaves a channel that fails every I/O until a reset of the controller creates one.
     pub(crate) fn new(ctrlr: Arc<NvmeCtrlr>) -> CtrlrChannel {
         let o = crate::opts::current();
         let qp = match ctrlr.driver.create_io_qpair() {
             Ok(q) => Some(q),
             Err(e) => {
                 tracing::error!(
-                    "nvme controller '{}': no I/O queue pair for this thread: {e}; its I/O will fail",
+                    "nvme controller '{}': no I/O queue pair for this thread: {e}; its I/O fails until a reset creates one",
                     ctrlr.name
                 );
                 None
@@ -505,13 +506,17 @@ pub(crate) fn fail_all(ch: &CtrlrChannel) {
     }
 }
 
-/// Re-creates this thread's queue pair on the re-enabled controller.
+/// Re-creates this thread's queue pair on the re-enabled controller; a channel that has
+/// none (created while the controller was disabled, or when creation failed) gets one now.
 pub(crate) fn recreate(ch: &CtrlrChannel) -> ferrite_nvme::Result<()> {
     let mut inner = ch.shared.0.borrow_mut();
     let ctrlr = inner.ctrlr.clone();
     match inner.qp.as_mut() {
         Some(qp) => ctrlr.driver.recreate_io_qpair(qp),
-        None => Ok(()),
+        None => {
+            inner.qp = Some(ctrlr.driver.create_io_qpair()?);
+            Ok(())
+        }
     }
 }
 
