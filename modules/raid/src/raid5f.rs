@@ -11,7 +11,9 @@
 //!   `Invalid`. Parity is the XOR of the data strips, computed into a buffer from the DMA pool
 //!   (no heap allocation; none free → NoMem, retried by the bdev layer). Each member gets one
 //!   child; a write succeeds as long as at most one member of the stripe missed it (skipped
-//!   because absent, or failed — that member is then dropped).
+//!   because absent, or failed or refused it — that member is then dropped). A strip that
+//!   ended otherwise (aborted by a reset below) leaves its member in with the old strip: the
+//!   write fails. No abort reaches the strips (`BdevIo::shield_from_abort`).
 //! - **Reads** (within one stripe) go to the members holding the data strips. A strip whose
 //!   member is missing is **reconstructed**: the same range is read from every other member
 //!   (parity included) into pool buffers and XORed into the caller's buffer.
@@ -35,6 +37,12 @@ use crate::io::{
 /// Parent `driver_ctx` word of a write: window-lock generation + 1 (see
 /// `raid1::count_write`); reads use the same word for [`CTX_STRIPE`].
 const CTX_WGEN: usize = CTX_STRIPE;
+/// Parent `driver_ctx` word (raid5f write): pieces that ended neither written nor with their
+/// member dropped (aborted by a reset below, or any other status that says nothing about the
+/// member). Such a member keeps its old strip while it stays in the array, so the write
+/// cannot be acknowledged.
+const CTX_KEPT: usize = 7;
+const _: () = assert!(CTX_KEPT < 8 && CTX_KEPT != CTX_WGEN);
 
 /// `user[1]` flag of a child reading for a reconstruction.
 const RECON: u64 = 1 << 32;
@@ -167,18 +175,32 @@ pub(crate) fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     parent.driver_ctx[CTX_TRIED] = skipped;
     parent.driver_ctx[CTX_GEN] = staged.len() as u64;
     parent.driver_ctx[CTX_WGEN] = crate::raid1::count_write(ctx);
+    parent.driver_ctx[CTX_KEPT] = 0;
     // Data and parity are written together or the stripe is torn: an abort must not reach
     // some of the strips and not the others.
     parent.shield_from_abort();
     launch(ctx, &bases, parent, &mut staged);
 }
 
+/// A strip of a stripe write is back. A member that failed it or refused it (`Invalid`: it
+/// shrank under the raid, or no longer takes writes) is reported and dropped, as in raid1:
+/// left in, it would serve this stripe's old strip as current. Any other failure leaves the
+/// member in without the strip: counted in `CTX_KEPT`, it fails the write.
 fn write_done(child: Box<BdevIo>) {
     let slot = (child.user[1] & 0xffff_ffff) as usize;
-    if child.status() == IoStatus::Failed {
-        // SAFETY: submitted by `launch`; the parent is in flight.
-        let ctx = unsafe { crate::io::ctx_of(parent_of(&child)) };
-        ctx.shared.fail_slot(slot);
+    match child.status() {
+        IoStatus::Success => {}
+        IoStatus::Failed | IoStatus::Invalid => {
+            // SAFETY: submitted by `launch`; the parent is in flight.
+            let ctx = unsafe { crate::io::ctx_of(parent_of(&child)) };
+            ctx.shared.fail_slot(slot);
+        }
+        _ => {
+            // SAFETY: as above; only this callback touches the parent now (one child at a
+            // time on this thread).
+            let p = unsafe { parent_of(&child) };
+            p.driver_ctx[CTX_KEPT] += 1;
+        }
     }
     // SAFETY: as above.
     let Some(parent) = (unsafe { finish_child(child, true) }) else {
@@ -188,7 +210,7 @@ fn write_done(child: Box<BdevIo>) {
     let ctx = unsafe { crate::io::ctx_of(&parent) };
     crate::raid1::write_counted_done(ctx, parent.driver_ctx[CTX_WGEN]);
     let failed = parent.driver_ctx[CTX_GEN] - parent.driver_ctx[CTX_OK];
-    let st = if failed + parent.driver_ctx[CTX_TRIED] <= 1 {
+    let st = if failed + parent.driver_ctx[CTX_TRIED] <= 1 && parent.driver_ctx[CTX_KEPT] == 0 {
         IoStatus::Success
     } else {
         match status_of(parent.driver_ctx[CTX_WORST]) {

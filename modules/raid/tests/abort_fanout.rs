@@ -72,6 +72,13 @@ fn raid_over(
     (desc, ch)
 }
 
+/// The I/O completed so far (taken), as (tag, status) in tag order.
+fn taken_by_tag() -> Vec<(u64, IoStatus)> {
+    let mut d: Vec<(u64, IoStatus)> = take_done().iter().map(|d| (d.tag, d.status)).collect();
+    d.sort_unstable_by_key(|d| d.0);
+    d
+}
+
 /// Writes `blocks` at `off` (tag 500, held below), aborts it (tag 501): the write ends
 /// `Aborted`, the abort `Success`, the raid has nothing in flight; then a reset (which
 /// releases the reads examine left held in the delay members) and the raid is deleted.
@@ -88,9 +95,7 @@ fn abort_held_write(h: &mut Harness, name: &'static str, desc: Desc, ch: BdevCha
     });
     run_until(h, "abort of the held write", || done_count() == 2);
     h.run_until_idle();
-    let mut d = take_done();
-    d.sort_by_key(|d| d.tag);
-    let got: Vec<(u64, IoStatus)> = d.iter().map(|d| (d.tag, d.status)).collect();
+    let got = taken_by_tag();
     assert_eq!(
         got,
         vec![(500, IoStatus::Aborted), (501, IoStatus::Success)],
@@ -147,7 +152,7 @@ fn abort_misses_shielded_write(
     });
     run_until(h, "the abort", || done_count() >= 1);
     h.run_until_idle();
-    let got: Vec<(u64, IoStatus)> = take_done().iter().map(|d| (d.tag, d.status)).collect();
+    let got = taken_by_tag();
     assert_eq!(
         got,
         vec![(601, IoStatus::Failed)],
@@ -157,8 +162,7 @@ fn abort_misses_shielded_write(
     run_until(h, "the held write, once its delay has passed", || {
         done_count() == 1
     });
-    let w = take_done();
-    assert_eq!((w[0].tag, w[0].status), (600, IoStatus::Success), "{name}");
+    assert_eq!(taken_by_tag(), vec![(600, IoStatus::Success)], "{name}");
     assert_eq!(h.on(1, || ch.inflight()), 0, "{name}");
     close_and_delete(h, name, desc, ch);
 }
@@ -241,9 +245,7 @@ fn abort_ends_a_raid1_write_parked_behind_a_rebuild_window() {
         })
     });
     run_until(&mut h, "the abort", || done_count() == 2);
-    let mut d = take_done();
-    d.sort_by_key(|d| d.tag);
-    let got: Vec<(u64, IoStatus)> = d.iter().map(|d| (d.tag, d.status)).collect();
+    let got = taken_by_tag();
     assert_eq!(
         got,
         vec![(900, IoStatus::Aborted), (901, IoStatus::Success)]
@@ -263,4 +265,35 @@ fn abort_ends_a_raid1_write_parked_behind_a_rebuild_window() {
         "the rebuilt member holds it too"
     );
     s.close(&mut h);
+}
+
+/// A reset of a raid5f ends the strip of a stripe write that a delay member holds (aborted
+/// there) while the other strips are written: that member keeps its old strip and stays in
+/// the array, so the write is not acknowledged — it ends `Aborted`, not `Success`.
+#[test]
+fn a_stripe_write_that_lost_a_strip_to_a_reset_is_not_acknowledged() {
+    let mut h = Harness::new(2, 87);
+    let (desc, ch) = raid_over(&mut h, "AF7", "raid5f", 4, &[false, false, true]);
+    let arena = Arena::default();
+    take_done();
+    h.on(1, || write_at(&ch, &arena, 0, noise(8, 16 * 512), 700));
+    h.run_until_idle();
+    assert_eq!(done_count(), 0, "one strip is held below the raid");
+    h.on(1, || {
+        plain(&ch, 701, |io| {
+            io.prep_reset(record);
+        })
+    });
+    run_until(&mut h, "the reset", || done_count() == 2);
+    let got = taken_by_tag();
+    assert_eq!(
+        got,
+        vec![(700, IoStatus::Aborted), (701, IoStatus::Success)]
+    );
+    assert_eq!(
+        info("AF7").unwrap()["num_base_bdevs_operational"],
+        3,
+        "an aborted strip says nothing about its member"
+    );
+    close_and_delete(&mut h, "AF7", desc, ch);
 }
