@@ -162,6 +162,10 @@ fn iobuf_options_round_trip_and_a_failed_pool_build_can_be_retried() {
     }
     let taken = |c: &str| st[0][c]["cache"].as_u64().unwrap() + st[0][c]["main"].as_u64().unwrap();
     assert!(taken("small_pool") + taken("large_pool") > 0, "{st}");
+    // The method takes no parameters (SPDK's client sends none): any are refused, clearly.
+    let e = rpc(&sock, "iobuf_get_stats", json!({"module": "bdev"})).unwrap_err();
+    assert_eq!(e.code, -32602, "{e:?}");
+    assert!(e.message.contains("no parameters"), "{e:?}");
     let want = json!([{"method": "iobuf_set_options", "params": {
         "small_pool_count": 2048, "large_pool_count": 128,
         "small_bufsize": 16384, "large_bufsize": 262144}}]);
