@@ -140,10 +140,13 @@ fn serve(
                 break;
             }
         }
-        ctrl.set_session(None);
+        // The rings first: a session leaves `vhost_get_controllers` only once its rings
+        // have stopped (drained), so a frontend or an operator that sees it gone may touch
+        // the rings.
         if let Ok(mut d) = dev.lock() {
             d.stop_all();
         }
+        ctrl.set_session(None);
         if let Ok(mut g) = conn.lock() {
             *g = None;
         }

@@ -410,8 +410,7 @@ fn wait_until_no_session(env: &Env, ctrlr: &'static str) {
         assert!(start.elapsed() < WAIT, "the controller kept its session");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    // the rings are stopped right after the session is dropped
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // A session is listed until its rings have stopped: they are stopped now.
 }
 
 /// Marks descriptor `head` in flight in the split-ring inflight region of queue 0 (layout of
