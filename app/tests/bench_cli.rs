@@ -622,7 +622,8 @@ fn job_file_with_global_section_runs_both_jobs() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Errors before anything runs: the run time is 10 s, so a quick exit proves no run started.
+// Errors before anything runs: the run time is 600 s, so an exit within `PROCESS_LIMIT`
+// proves no run started.
 
 fn assert_fails_early(conf_text: &str, args: &[&str], code: i32, message: &str) {
     let (_d, c) = conf("err", conf_text);
@@ -634,25 +635,21 @@ fn assert_fails_early(conf_text: &str, args: &[&str], code: i32, message: &str) 
         run.stderr
     );
     assert!(run.stdout.is_empty(), "{args:?}: printed:\n{}", run.stdout);
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "{args:?}: {:?}",
-        run.elapsed
-    );
+    assert!(run.elapsed < PROCESS_LIMIT, "{args:?}: {:?}", run.elapsed);
 }
 
 #[test]
 fn bad_options_are_clear_errors() {
     assert_fails_early(
         CONF_NULL_MALLOC,
-        &["-q", "8", "-o", "4k", "-w", "randomread", "-t", "10"],
+        &["-q", "8", "-o", "4k", "-w", "randomread", "-t", "600"],
         2,
         "ferrite bench: -w/--workload: unknown workload 'randomread'; valid workloads are: \
          read, write, randread, randwrite, rw, randrw, verify, reset, unmap, flush, write_zeroes",
     );
     assert_fails_early(
         CONF_NULL_MALLOC,
-        &["-q", "0", "-o", "4k", "-w", "read", "-t", "10"],
+        &["-q", "0", "-o", "4k", "-w", "read", "-t", "600"],
         2,
         "ferrite bench: -q/--queue-depth: must be between 1 and 65536, got 0",
     );
@@ -664,21 +661,21 @@ fn bad_options_are_clear_errors() {
     );
     assert_fails_early(
         CONF_NULL_MALLOC,
-        &["-q", "8", "-o", "1000", "-w", "read", "-t", "10"],
+        &["-q", "8", "-o", "1000", "-w", "read", "-t", "600"],
         1,
         "ferrite bench: I/O size 1000 is not a multiple of bdev 'Null0' block size 512",
     );
     // The message names the bdev whose block size does not fit.
     assert_fails_early(
         CONF_TWO_BLOCK_SIZES,
-        &["-q", "8", "-o", "2k", "-w", "read", "-t", "10"],
+        &["-q", "8", "-o", "2k", "-w", "read", "-t", "600"],
         1,
         "ferrite bench: I/O size 2048 is not a multiple of bdev 'Null4K' block size 4096",
     );
     assert_fails_early(
         CONF_NULL_MALLOC,
         &[
-            "-q", "8", "-o", "4k", "-w", "read", "-t", "10", "-T", "Nope0",
+            "-q", "8", "-o", "4k", "-w", "read", "-t", "600", "-T", "Nope0",
         ],
         1,
         "ferrite bench: bdev 'Nope0' does not exist",
@@ -686,7 +683,7 @@ fn bad_options_are_clear_errors() {
     assert_fails_early(
         CONF_NULL_MALLOC,
         &[
-            "-q", "8", "-o", "4k", "-w", "read", "-t", "10", "-m", "0x3", "-C", "-T", "Nope0",
+            "-q", "8", "-o", "4k", "-w", "read", "-t", "600", "-m", "0x3", "-C", "-T", "Nope0",
         ],
         1,
         "ferrite bench: bdev 'Nope0' does not exist",
@@ -699,7 +696,7 @@ fn writing_to_a_claimed_bdev_is_a_clear_error() {
     assert_fails_early(
         CONF_EXAMPLE,
         &[
-            "-q", "8", "-o", "4k", "-w", "write", "-t", "10", "-T", "Malloc0",
+            "-q", "8", "-o", "4k", "-w", "write", "-t", "600", "-T", "Malloc0",
         ],
         1,
         "ferrite bench: cannot open bdev 'Malloc0' for job 'Malloc0 (core 0)': cannot open for \
@@ -723,7 +720,7 @@ fn sigint_ends_the_run_with_terminated_results() {
             "-w",
             "randread",
             "-t",
-            "10",
+            "600",
             "-S",
             "0.2",
             "--progress",
@@ -746,14 +743,14 @@ fn sigint_ends_the_run_with_terminated_results() {
     // SAFETY: kill(2) with our own child's pid and a valid signal number; no memory involved.
     let rc = unsafe { libc::kill(pid, libc::SIGINT) };
     assert_eq!(rc, 0);
-    let run = p.wait(Duration::from_secs(10));
+    let run = p.wait(Duration::from_secs(60));
     let after_signal = sent.elapsed();
     assert_eq!(run.code(), 0, "{}", run.stderr);
+    // Ended by the signal, not by the 600 s run time.
     assert!(
-        after_signal < Duration::from_secs(3),
+        after_signal < Duration::from_secs(60),
         "exit took {after_signal:?} after SIGINT"
     );
-    assert!(run.elapsed < Duration::from_secs(8), "{:?}", run.elapsed);
     let doc = run.json();
     let rs = results(&doc);
     assert_eq!(rs.len(), 2, "{doc}");

@@ -59,7 +59,8 @@ fn bdev_removed_during_perform_tests_ends_its_job_and_frees_the_bdev() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // An 8 s verify run on both bdevs (one job each); Malloc0 is deleted 1 s in.
+    // A 20 s verify run on both bdevs (one job each); Malloc0 is deleted once its job is
+    // doing I/O.
     let s2 = sock.clone();
     let started = Instant::now();
     let perf = std::thread::spawn(move || {
@@ -67,10 +68,21 @@ fn bdev_removed_during_perform_tests_ends_its_job_and_frees_the_bdev() {
             &s2,
             "perform_tests",
             json!({"queue_depth": 16, "io_size": "4k", "workload_type": "verify",
-                   "time_in_sec": 8}),
+                   "time_in_sec": 20}),
         )
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    let ops = |name: &str| {
+        rpc(&sock, "bdev_get_iostat", json!({ "name": name }))
+            .ok()
+            .and_then(|v| {
+                let b = &v["bdevs"][0];
+                Some(b["num_read_ops"].as_u64()? + b["num_write_ops"].as_u64()?)
+            })
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(15), "Malloc0's job doing I/O", || {
+        ops("Malloc0") > 0
+    });
     assert!(
         !perf.is_finished(),
         "perform_tests ended before the removal"
@@ -78,12 +90,17 @@ fn bdev_removed_during_perform_tests_ends_its_job_and_frees_the_bdev() {
     let r = rpc(&sock, "bdev_malloc_delete", json!({"name": "Malloc0"}));
     assert!(r.is_ok(), "delete: {:?}", r.err().map(|e| e.message));
     // The removal did not wait for the end of the run: the job let go of the bdev at once
-    // (with the descriptor held to the end, the answer would come ~7 s later, after the run).
+    // (with the descriptor held to the end, the answer would come only after the run), and
+    // the other job goes on.
     assert!(
-        !perf.is_finished() && started.elapsed() < Duration::from_secs(6),
+        !perf.is_finished(),
         "bdev_malloc_delete waited for the run to end ({:?})",
         started.elapsed()
     );
+    let before = ops("Malloc1");
+    wait_until(Duration::from_secs(15), "Malloc1's job going on", || {
+        ops("Malloc1") > before
+    });
     assert_eq!(names(&sock), ["Malloc1"]);
 
     let e = perf.join().unwrap().unwrap_err();

@@ -5,6 +5,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
@@ -43,7 +45,19 @@ fn sigterm_with_io_in_flight_exits_zero_and_cleans_up() {
     let mut c = UnixStream::connect(&sock).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     c.write_all(br#"{"jsonrpc":"2.0","id":1,"method":"perform_tests","params":{"queue_depth":64,"io_size":"4k","workload_type":"verify","time_in_sec":30}}"#).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The run is under way once PT0 has done I/O (asked on a second connection).
+    let ops = || {
+        common::rpc(&sock, "bdev_get_iostat", serde_json::json!({"name": "PT0"}))
+            .ok()
+            .and_then(|v| {
+                let b = &v["bdevs"][0];
+                Some(b["num_read_ops"].as_u64()? + b["num_write_ops"].as_u64()?)
+            })
+            .unwrap_or(0)
+    };
+    common::wait_until(Duration::from_secs(20), "the verify run doing I/O", || {
+        ops() > 0
+    });
     // SAFETY: plain kill(2) on our own child's pid.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(rc, 0);

@@ -505,8 +505,8 @@ fn bdev_methods(ver: &'static str) {
     let w = waiter.wait(Duration::from_secs(30));
     assert!(w.ok(), "{}", w.all());
     let late = one(&w.json());
+    // (Success proves the bdev's arrival ended the wait: its 20 s timeout answers -19.)
     check_common(&late, "Late", "Null disk", 512, 64);
-    assert!(w.elapsed < Duration::from_secs(15), "{:?}", w.elapsed);
     // ... and one that never comes: -19 after the timeout.
     let r = c.run(&s, &["bdev_get_bdevs", "-b", "Never", "-t", "300"]);
     assert!(!r.ok() && r.elapsed >= Duration::from_millis(300), "{r:?}");

@@ -27,7 +27,7 @@ pub use cpumask::CpuMask;
 pub use error::{ErrorKind, ReactorError, Result};
 pub use local::{with_local, LocalKey, MAX_LOCAL_KEYS};
 pub use poller::{Poll, PollerHandle, PollerStats};
-pub use reactor::{PollMode, ReactorInfo, Runtime, RuntimeConfig};
+pub use reactor::{PollMode, ReactorInfo, Runtime, RuntimeConfig, MAX_SLEEP_MS_LIMIT};
 pub use thread::{
     current, current_id, exit_current, now, pin_to_reactor, poller_stats, register_fd,
     register_poller, register_poller_obj, spawn_thread, FdRegistration, Msg, ReactorPin,

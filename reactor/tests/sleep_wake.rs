@@ -160,17 +160,19 @@ fn a_timed_poller_wakes_a_sleeping_reactor() {
         })
         .unwrap()
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // It keeps firing (20 times take 100 ms; a loaded machine may need longer) ...
+    assert!(
+        wait_until(SOON, || fired.load(Ordering::SeqCst) >= 20),
+        "the timed poller stopped firing ({} times)",
+        fired.load(Ordering::SeqCst)
+    );
+    // ... never more often than its period ...
     let n = fired.load(Ordering::SeqCst);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let max = elapsed_ms / 5 + 1;
     assert!(
         n <= max,
         "fired {n} times in {elapsed_ms} ms: more often than every 5 ms"
-    );
-    assert!(
-        n >= max / 4,
-        "fired {n} times in {elapsed_ms} ms: expected about {max}"
     );
     assert!(
         sleeps(&rt, 0) >= n / 2,

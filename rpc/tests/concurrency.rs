@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::{assert_serves, junk, start, Client, Rng, WAIT};
+use common::{assert_serves, junk, release_held, start, Client, Rng, WAIT};
 use serde_json::{json, Value};
 
 #[test]
@@ -16,14 +16,15 @@ fn async_answer_does_not_block_other_requests() {
     let (server, _) = start();
     let mut a = Client::connect(&server);
     let mut b = Client::connect(&server);
-    a.send(r#"{"method":"slow","params":{"ms":2500,"tag":"late"},"id":"slow"}"#);
+    // Answered only when the test says so (by another thread than the server's).
+    a.send(r#"{"method":"held","params":{"tag":"late"},"id":"slow"}"#);
     a.send(r#"{"method":"echo","params":["quick"],"id":"quick"}"#);
     // Same connection: the quick answer is written first (completion order).
     assert_eq!(
         a.recv(),
         json!({"jsonrpc":"2.0","id":"quick","result":["quick"]})
     );
-    // Other connection: served while the slow call is pending.
+    // Other connection: served while the held call is pending.
     for i in 0..10 {
         assert_eq!(b.call("echo", json!([i]), json!(i))["result"], json!([i]));
     }
@@ -33,11 +34,16 @@ fn async_answer_does_not_block_other_requests() {
     );
     assert!(
         a.try_recv_raw(Duration::from_millis(1)).is_none(),
-        "slow answer not yet due"
+        "the held call was not answered yet"
+    );
+    // Answered from this thread now: it reaches its connection.
+    assert_eq!(
+        std::thread::spawn(|| release_held("late")).join().unwrap(),
+        1
     );
     assert_eq!(
         a.recv(),
-        json!({"jsonrpc":"2.0","id":"slow","result":{"slept":2500,"tag":"late"}})
+        json!({"jsonrpc":"2.0","id":"slow","result":{"tag":"late"}})
     );
     server.stop();
 }

@@ -59,7 +59,15 @@ pub struct RuntimeConfig {
     pub queue_depth: usize,
     /// Pin reactors to their cores (turn off only for tests on machines with fewer cores).
     pub pin: bool,
+    /// Longest a sleeping reactor waits with no event and no timer due, in ms (at least 1,
+    /// at most [`MAX_SLEEP_MS_LIMIT`]): a safety net, so a lost wake-up costs at most this,
+    /// never a hang. Tests that detect lost wake-ups raise it, so that one shows as a stall
+    /// no loaded machine would cause.
+    pub max_sleep_ms: u32,
 }
+
+/// Upper bound of [`RuntimeConfig::max_sleep_ms`] (one hour).
+pub const MAX_SLEEP_MS_LIMIT: u32 = 3_600_000;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -70,6 +78,7 @@ impl Default for RuntimeConfig {
             kernel_wait_us: 0,
             queue_depth: crate::thread::DEFAULT_QUEUE_DEPTH,
             pin: true,
+            max_sleep_ms: 1000,
         }
     }
 }

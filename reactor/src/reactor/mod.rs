@@ -14,5 +14,5 @@ mod runtime;
 mod shared;
 mod sleep;
 
-pub use config::{PollMode, RuntimeConfig};
+pub use config::{PollMode, RuntimeConfig, MAX_SLEEP_MS_LIMIT};
 pub use runtime::{ReactorInfo, Runtime};

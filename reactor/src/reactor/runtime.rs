@@ -72,6 +72,8 @@ impl Runtime {
             kernel_wait_ticks: clock::us_to_ticks(cfg.kernel_wait_us),
             queue_depth: cfg.queue_depth,
             next_rr: AtomicUsize::new(0),
+            // Bounded, so the cast below cannot wrap.
+            max_sleep_ms: cfg.max_sleep_ms.clamp(1, super::config::MAX_SLEEP_MS_LIMIT) as i32,
         });
         let app = ThreadInner::new("app_thread", shared.clone(), cfg.queue_depth);
         let app_thread = app.handle();

@@ -35,6 +35,8 @@ pub(crate) struct RuntimeShared {
     pub kernel_wait_ticks: u64,
     pub queue_depth: usize,
     pub next_rr: AtomicUsize,
+    /// [`crate::RuntimeConfig::max_sleep_ms`], bounded.
+    pub max_sleep_ms: i32,
 }
 
 impl RuntimeShared {

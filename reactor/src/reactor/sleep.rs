@@ -39,13 +39,16 @@ impl ReactorLocal {
             .map(|t| t.next_deadline())
             .min()
             .unwrap_or(u64::MAX);
+        // Wake after `max_sleep_ms` anyway (a second by default), so a bug elsewhere cannot
+        // hang us forever.
+        let cap = self.rt.max_sleep_ms;
         let timeout_ms: i32 = if deadline == u64::MAX {
-            1000 // wake once a second anyway, so a bug elsewhere cannot hang us forever
+            cap
         } else if deadline <= now {
             0
         } else {
             let ns = clock::ticks_to_ns(deadline - now);
-            (ns.div_ceil(1_000_000)).min(1000) as i32
+            (ns.div_ceil(1_000_000)).min(cap as u64) as i32
         };
         self.shared.sleeps.fetch_add(1, Ordering::Relaxed);
         self.shared.in_interrupt.store(true, Ordering::Relaxed);

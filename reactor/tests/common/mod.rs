@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use ferrite_reactor::{CpuMask, PollMode, Runtime, RuntimeConfig, ThreadHandle};
 
-/// Generous bound for anything that should happen "soon" on a noisy 2-core machine.
-pub const SOON: Duration = Duration::from_secs(5);
+/// Generous bound for anything that should happen "soon" on a noisy 2-core machine (a
+/// bound, not an expectation: waits end as soon as their condition holds).
+pub const SOON: Duration = Duration::from_secs(30);
 
 /// Serialises the tests of one binary that start a real runtime (they compete for 2 cores).
 pub fn serial() -> MutexGuard<'static, ()> {

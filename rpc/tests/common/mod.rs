@@ -45,7 +45,8 @@ struct SlowParams {
 /// A registry in `state` with the test methods:
 /// echo (any state, returns params), create (RUNTIME, mutates, strict params, returns name),
 /// startup_only, runtime_only, fail (-19), drop (drops the responder), slow {ms, tag}
-/// (answers from another OS thread after `ms`), big {n} (returns a string of n bytes).
+/// (answers from another OS thread after `ms`), held {tag} (answered when the test calls
+/// [`release_held`]), big {n} (returns a string of n bytes).
 pub fn registry(state: u32) -> Registry {
     let reg = Registry::new(Arc::new(ServerState::new(state)));
     reg.register_fn("echo", STARTUP | RUNTIME, false, |p, r| r.ok(p));
@@ -74,6 +75,12 @@ pub fn registry(state: u32) -> Registry {
             Err(e) => r.err(e),
         }
     });
+    reg.register_fn("held", STARTUP | RUNTIME, false, |p, r| {
+        let tag = p
+            .and_then(|p| p.get("tag").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default();
+        HELD.lock().expect("the held calls").push((tag, r));
+    });
     reg.register_fn("big", STARTUP | RUNTIME, false, |p, r| {
         let n = p
             .and_then(|p| p.get("n").and_then(Value::as_u64))
@@ -81,6 +88,27 @@ pub fn registry(state: u32) -> Registry {
         r.ok("x".repeat(n as usize))
     });
     reg
+}
+
+/// The responders of `held` calls not answered yet, with their tags.
+static HELD: std::sync::Mutex<Vec<(String, ferrite_rpc::Responder)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Answers the `held` calls tagged `tag` (with `{"tag": tag}`); returns how many.
+pub fn release_held(tag: &str) -> usize {
+    let mine: Vec<_> = {
+        let mut h = HELD.lock().expect("the held calls");
+        let (mine, rest) = std::mem::take(&mut *h)
+            .into_iter()
+            .partition(|(t, _)| t == tag);
+        *h = rest;
+        mine
+    };
+    let n = mine.len();
+    for (t, r) in mine {
+        r.ok(json!({ "tag": t }));
+    }
+    n
 }
 
 /// Starts a server with the test registry; `tweak` adjusts the config.
@@ -164,6 +192,27 @@ impl Client {
     }
 
     /// Asserts the server closes this connection within `WAIT` (after any pending lines).
+    /// Waits (up to [`WAIT`]) until the server has closed its end, without reading: a
+    /// client that never reads stays one, and unread data does not hide the close (poll's
+    /// `POLLRDHUP`/`POLLHUP` report it with data still buffered).
+    pub fn expect_closed_unread(&self) {
+        use std::os::fd::AsRawFd;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut p = libc::pollfd {
+                fd: self.stream.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for a socket we own, for the call's duration.
+            let n = unsafe { libc::poll(&mut p, 1, 100) };
+            if n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "connection not closed in time");
+        }
+    }
+
     pub fn expect_closed(&mut self) {
         let deadline = Instant::now() + WAIT;
         self.stream
