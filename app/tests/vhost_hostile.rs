@@ -15,7 +15,7 @@ mod hostile;
 
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use hostile::*;
@@ -73,15 +73,42 @@ fn good_io(sock: &std::path::Path) {
     assert_eq!(g.mem.read(DATA + 8192, 4096), pattern, "read back differs");
 }
 
+/// The target's RPC socket (set once the target runs).
+static RPC_SOCK: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// True when `vhost_get_controllers` lists a broken queue on the controller.
+fn queue_broken() -> bool {
+    let sock = RPC_SOCK.get().expect("the target's RPC socket");
+    let l = rpc(sock, "vhost_get_controllers", json!({"name": "vhost.0"})).unwrap();
+    l[0]["broken_queues"]
+        .as_array()
+        .is_some_and(|q| !q.is_empty())
+}
+
 /// Runs one hostile chain on a fresh connection: `build` writes descriptors and returns the
 /// head to publish and how far to advance avail.idx.
 fn chain(sock: &std::path::Path, name: &str, build: impl FnOnce(&Guest) -> (u16, u16)) -> Outcome {
     let mut g = Guest::setup(sock);
     let (head, advance) = build(&g);
     g.publish(head, advance);
-    let out = match g.wait_used(Duration::from_millis(1500)) {
-        Some(_) => Outcome::Status(g.status(0)),
-        None => Outcome::NoCompletion,
+    // Either answered or the queue marked broken (`vhost_get_controllers`), whichever the
+    // target does: waited for, not guessed from a quiet interval.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        if g.wait_used(Duration::from_millis(20)).is_some() {
+            break Outcome::Status(g.status(0));
+        }
+        if queue_broken() {
+            // A completion published just before the queue broke still counts.
+            break match g.wait_used(Duration::from_millis(20)) {
+                Some(_) => Outcome::Status(g.status(0)),
+                None => Outcome::NoCompletion,
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hostile chain '{name}': neither answered nor its queue marked broken"
+        );
     };
     eprintln!("hostile chain {name:45} -> {out:?}");
     assert_ne!(
@@ -107,6 +134,7 @@ const OUTSIDE: u64 = GPA_BASE + MEM_LEN as u64 + 0x10_0000;
 fn hostile_frontend_cannot_break_the_target() {
     let dir = TempDir::new("vhost-hostile");
     let t = start_target(&dir);
+    let _ = RPC_SOCK.set(t.sock.clone());
     let sock = dir.join("vhost.0");
     good_io(&sock);
 
