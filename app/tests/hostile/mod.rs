@@ -192,6 +192,12 @@ impl Raw {
         self.send_raw(req, F_NEED_REPLY, payload.len() as u32, payload, fds)
     }
 
+    /// How long [`Raw::recv`] waits before calling the target silent (1.5 s from `connect`:
+    /// short, for the malformed messages a target may rightly leave unanswered).
+    pub fn set_wait(&self, limit: Duration) {
+        self.s.set_read_timeout(Some(limit)).unwrap();
+    }
+
     /// Reads one reply (header + payload) or notes silence/closure.
     pub fn recv(&mut self) -> Reply {
         let mut h = [0u8; 12];
@@ -343,6 +349,9 @@ impl Guest {
     /// Like `setup_with`; `None` if the target refuses the memory table.
     pub fn try_setup_with(sock: &Path, region_len: u64) -> Option<Guest> {
         let mut raw = Raw::connect(sock);
+        // Every message here is well formed and answered: wait as long as a loaded machine
+        // may need, rather than take a slow answer for none.
+        raw.set_wait(Duration::from_secs(30));
         let mem = Mem::new(MEM_LEN);
         raw.send(SET_OWNER, &[], &[]);
         let offered = raw.get_u64(GET_FEATURES).expect("GET_FEATURES");
