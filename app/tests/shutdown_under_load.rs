@@ -41,11 +41,7 @@ fn sigterm_with_io_in_flight_exits_zero_and_cleans_up() {
         assert!(Instant::now() < deadline, "bench -z did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // A 30 s verify workload through passthru.
-    let mut c = UnixStream::connect(&sock).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(br#"{"jsonrpc":"2.0","id":1,"method":"perform_tests","params":{"queue_depth":64,"io_size":"4k","workload_type":"verify","time_in_sec":30}}"#).unwrap();
-    // The run is under way once PT0 has done I/O (asked on a second connection).
+    // I/O count of PT0 (asked on a connection of its own).
     let ops = || {
         common::rpc(&sock, "bdev_get_iostat", serde_json::json!({"name": "PT0"}))
             .ok()
@@ -55,8 +51,15 @@ fn sigterm_with_io_in_flight_exits_zero_and_cleans_up() {
             })
             .unwrap_or(0)
     };
+    // What examine read before the run (the run's I/O comes on top).
+    let examined = ops();
+    // A 30 s verify workload through passthru.
+    let mut c = UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(br#"{"jsonrpc":"2.0","id":1,"method":"perform_tests","params":{"queue_depth":64,"io_size":"4k","workload_type":"verify","time_in_sec":30}}"#).unwrap();
+    // The run is under way once PT0 has done I/O of its own.
     common::wait_until(Duration::from_secs(20), "the verify run doing I/O", || {
-        ops() > 0
+        ops() > examined
     });
     // SAFETY: plain kill(2) on our own child's pid.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
