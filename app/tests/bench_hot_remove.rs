@@ -59,15 +59,7 @@ fn bdev_removed_during_perform_tests_ends_its_job_and_frees_the_bdev() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let ops = |name: &str| {
-        rpc(&sock, "bdev_get_iostat", json!({ "name": name }))
-            .ok()
-            .and_then(|v| {
-                let b = &v["bdevs"][0];
-                Some(b["num_read_ops"].as_u64()? + b["num_write_ops"].as_u64()?)
-            })
-            .unwrap_or(0)
-    };
+    let ops = |name: &str| bdev_ops(&sock, name);
     // What examine read before any job (the jobs' I/O comes on top).
     let examined = ops("Malloc0");
     // A 20 s verify run on both bdevs (one job each); Malloc0 is deleted once its job is

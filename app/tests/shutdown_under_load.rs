@@ -42,15 +42,7 @@ fn sigterm_with_io_in_flight_exits_zero_and_cleans_up() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // I/O count of PT0 (asked on a connection of its own).
-    let ops = || {
-        common::rpc(&sock, "bdev_get_iostat", serde_json::json!({"name": "PT0"}))
-            .ok()
-            .and_then(|v| {
-                let b = &v["bdevs"][0];
-                Some(b["num_read_ops"].as_u64()? + b["num_write_ops"].as_u64()?)
-            })
-            .unwrap_or(0)
-    };
+    let ops = || common::bdev_ops(&sock, "PT0");
     // What examine read before the run (the run's I/O comes on top).
     let examined = ops();
     // A 30 s verify workload through passthru.

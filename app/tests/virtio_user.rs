@@ -347,13 +347,9 @@ fn detach_while_io_runs() {
     wait_until(START_TIMEOUT, "bench socket", || {
         std::os::unix::net::UnixStream::connect(&bsock).is_ok()
     });
-    // Reads the examine pass did before the run: the run has started (its jobs hold the bdev
+    // I/O the examine pass did before the run: the run has started (its jobs hold the bdev
     // open) once the count grows past this.
-    let reads = |sock: &Path| {
-        let s = rpc(sock, "bdev_get_iostat", json!({"name": "VirtioBlk0"})).unwrap();
-        s["bdevs"][0]["num_read_ops"].as_u64().unwrap()
-    };
-    let before = reads(&bsock);
+    let before = bdev_ops(&bsock, "VirtioBlk0");
     // A long run: the detach always lands during it, and the run ends with its only job
     // (as bdevperf's) instead of at its end time; the answer comes within the client's
     // 60 s read timeout only because of that.
@@ -369,7 +365,7 @@ fn detach_while_io_runs() {
         )
     });
     wait_until(START_TIMEOUT, "perform_tests reads the bdev", || {
-        reads(&bsock) > before
+        bdev_ops(&bsock, "VirtioBlk0") > before
     });
     let r = rpc(
         &bsock,

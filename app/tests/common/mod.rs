@@ -130,6 +130,18 @@ pub fn rpc(sock: &Path, method: &str, params: Value) -> Result<Value, RpcErr> {
     }
 }
 
+/// Reads plus writes completed on bdev `name` (`bdev_get_iostat` on `sock`); 0 if the call
+/// fails.
+pub fn bdev_ops(sock: &Path, name: &str) -> u64 {
+    rpc(sock, "bdev_get_iostat", json!({ "name": name }))
+        .ok()
+        .and_then(|v| {
+            let b = &v["bdevs"][0];
+            Some(b["num_read_ops"].as_u64()? + b["num_write_ops"].as_u64()?)
+        })
+        .unwrap_or(0)
+}
+
 /// A command's outcome.
 #[derive(Debug)]
 pub struct Run {
