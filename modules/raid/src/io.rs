@@ -309,6 +309,25 @@ impl Shared {
         }
     }
 
+    /// A piece of a mirrored or parity write is back from member `slot` with `status` (the
+    /// rule raid1 and raid5f share). A member that failed it or refused it (`Invalid`: it
+    /// shrank under the raid, or no longer takes writes) is dropped ([`Shared::fail_slot`]),
+    /// as SPDK fails a base bdev on any write error: left in, it would serve these blocks
+    /// with the data it missed. Returns true for a piece that missed its member *without*
+    /// saying anything about the member (aborted by a reset below; `NoMem`): that member
+    /// stays in with its old data.
+    #[inline(always)]
+    pub(crate) fn write_piece_back(&self, slot: usize, status: IoStatus) -> bool {
+        match status {
+            IoStatus::Success => false,
+            IoStatus::Failed | IoStatus::Invalid => {
+                self.fail_slot(slot);
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Marks `slot` failed. The first report sends the control path a message to drop the
     /// member (degraded mode); until then and after, no new I/O goes to it.
     pub(crate) fn fail_slot(&self, slot: usize) {

@@ -167,16 +167,13 @@ fn join(ctx: &ChanCtx, head: &mut BdevIo, slot: usize, status: IoStatus) -> bool
     j & 0xffff_ffff == 0
 }
 
-/// A piece from member `slot` is back: a member that failed it or refused it (`Invalid`: it
-/// shrank under the raid, or no longer takes writes) is reported and dropped by the control
-/// path, as SPDK fails a base bdev on any write error. Left in, it would serve later reads of
-/// these blocks with the data it missed. An aborted piece, or one that found no I/O object
-/// (`NoMem`: the whole write is retried), says nothing about the member.
+/// A piece from member `slot` is back: the member is dropped if it failed or refused the
+/// piece ([`crate::io::Shared::write_piece_back`]). An aborted piece, or one that found no
+/// I/O object (`NoMem`: the whole write is retried), says nothing about the member; it makes
+/// the write's status ([`final_status`]).
 #[inline(always)]
 fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus) {
-    if matches!(status, IoStatus::Failed | IoStatus::Invalid) {
-        ctx.shared.fail_slot(slot);
-    }
+    let _ = ctx.shared.write_piece_back(slot, status);
 }
 
 /// The parent's final status from the join word `j`: success if an in-sync member took it;

@@ -182,23 +182,20 @@ pub(crate) fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
     launch(ctx, &bases, parent, &mut staged);
 }
 
-/// A strip of a stripe write is back. A member that failed it or refused it (`Invalid`: it
-/// shrank under the raid, or no longer takes writes) is reported and dropped, as in raid1:
-/// left in, it would serve this stripe's old strip as current. Any other failure leaves the
-/// member in without the strip: counted in `CTX_KEPT`, it fails the write.
+/// A strip of a stripe write is back. A member that failed it or refused it is dropped, as
+/// in raid1 ([`crate::io::Shared::write_piece_back`]): left in, it would serve this stripe's
+/// old strip as current. Any other miss leaves the member in without the strip: counted in
+/// `CTX_KEPT`, it fails the write.
 fn write_done(child: Box<BdevIo>) {
     let slot = (child.user[1] & 0xffff_ffff) as usize;
-    match child.status() {
-        IoStatus::Success => {}
-        IoStatus::Failed | IoStatus::Invalid => {
-            // SAFETY: submitted by `launch`; the parent is in flight.
-            let ctx = unsafe { crate::io::ctx_of(parent_of(&child)) };
-            ctx.shared.fail_slot(slot);
-        }
-        _ => {
-            // SAFETY: as above; only this callback touches the parent now (one child at a
-            // time on this thread).
-            let p = unsafe { parent_of(&child) };
+    let status = child.status();
+    if status != IoStatus::Success {
+        // SAFETY: submitted by `launch`; the parent is in flight, and only this callback
+        // touches it now (one child at a time on this thread).
+        let p = unsafe { parent_of(&child) };
+        // SAFETY: set up by `launch` on the parent just obtained.
+        let ctx = unsafe { crate::io::ctx_of(p) };
+        if ctx.shared.write_piece_back(slot, status) {
             p.driver_ctx[CTX_KEPT] += 1;
         }
     }

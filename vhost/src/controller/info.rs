@@ -54,7 +54,7 @@ pub fn list(name: Option<&str>) -> Result<Value> {
         .map(|c| {
             let s = &c.shared;
             // Never the device lock here (a reactor): see `CtrlShared::started`.
-            let sessions: Vec<Value> = if s.has_session() {
+            let sessions: Vec<Value> = if s.session().is_some() {
                 vec![json!({"vid": 0, "id": 0, "name": format!("{}s0", s.name),
                     "started": s.started(), "max_queues": s.geometry.num_queues,
                     "inflight_task_cnt": 0})]

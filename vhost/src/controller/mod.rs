@@ -107,12 +107,7 @@ impl CtrlShared {
     /// Marks queue `q` broken (`true`, from its poller) or running again (`false`, when the
     /// frontend restarts the ring). Thread contract: any thread.
     pub(crate) fn set_queue_broken(&self, q: u16, broken: bool) {
-        let bit = 1u32.checked_shl(u32::from(q)).unwrap_or(0);
-        if broken {
-            self.broken_queues.fetch_or(bit, Ordering::Relaxed);
-        } else {
-            self.broken_queues.fetch_and(!bit, Ordering::Relaxed);
-        }
+        set_queue_bit(&self.broken_queues, usize::from(q), broken);
     }
 
     /// The queues that are broken now, in order. Thread contract: any thread.
@@ -124,15 +119,7 @@ impl CtrlShared {
     /// Records that ring `q` started (`true`) or stopped. Thread contract: the control thread,
     /// as it starts or stops the ring.
     pub(crate) fn set_queue_running(&self, q: usize, running: bool) {
-        let bit = u32::try_from(q)
-            .ok()
-            .and_then(|q| 1u32.checked_shl(q))
-            .unwrap_or(0);
-        if running {
-            self.running_queues.fetch_or(bit, Ordering::Release);
-        } else {
-            self.running_queues.fetch_and(!bit, Ordering::Release);
-        }
+        set_queue_bit(&self.running_queues, q, running);
     }
 
     /// True while a ring of the connected frontend runs. Thread contract: any thread; never
@@ -150,14 +137,24 @@ impl CtrlShared {
         }
     }
 
+    /// The connected frontend's device. Thread contract: any thread (the session slot's lock
+    /// is only ever held to read or replace it; the device's own lock is the caller's
+    /// business, and never a reactor's: see `started`).
     pub(crate) fn session(&self) -> Option<Arc<Mutex<Device>>> {
         self.session.lock().ok().and_then(|g| g.clone())
     }
+}
 
-    /// True while a frontend is connected. Thread contract: any thread (the session slot's
-    /// lock is only ever held to read or replace it).
-    pub(crate) fn has_session(&self) -> bool {
-        self.session.lock().is_ok_and(|g| g.is_some())
+/// Sets (`on`) or clears bit `q` of a per-queue bitmask (queues beyond 32 have no bit).
+fn set_queue_bit(word: &AtomicU32, q: usize, on: bool) {
+    let bit = u32::try_from(q)
+        .ok()
+        .and_then(|q| 1u32.checked_shl(q))
+        .unwrap_or(0);
+    if on {
+        word.fetch_or(bit, Ordering::AcqRel);
+    } else {
+        word.fetch_and(!bit, Ordering::AcqRel);
     }
 }
 
