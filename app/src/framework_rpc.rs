@@ -278,6 +278,55 @@ fn load_config(reg: &Registry, p: Params, r: Responder) {
     }
 }
 
+/// One thread's entry in `thread_get_stats` (SPDK's fields), on that thread.
+fn thread_stats_json(th: &ferrite_reactor::ThreadHandle) -> Value {
+    let stats = ferrite_reactor::poller_stats();
+    let (busy, idle) = th.busy_idle_ticks();
+    let core = th.reactor().unwrap_or(0);
+    let count = |kind: &str| stats.iter().filter(|s| s.state == kind).count();
+    json!({
+        "name": th.name(), "id": th.id(),
+        "cpumask": ferrite_reactor::CpuMask::from_cores(&[core]).to_string(),
+        "busy": busy, "idle": idle,
+        "active_pollers_count": count("active"),
+        "timed_pollers_count": count("timed"),
+        "paused_pollers_count": count("paused"),
+    })
+}
+
+/// One thread's entry in `thread_get_pollers`, on that thread: exactly SPDK's keys (its
+/// `spdk_top` decodes them strictly), one array per kind of poller. A listed poller is
+/// "waiting" (this runs between polls) or "paused"; only timed ones carry a period.
+fn thread_pollers_json(th: &ferrite_reactor::ThreadHandle) -> Value {
+    let stats = ferrite_reactor::poller_stats();
+    let mut v = json!({"name": th.name(), "id": th.id()});
+    for (key, kind) in [
+        ("active_pollers", "active"),
+        ("timed_pollers", "timed"),
+        ("paused_pollers", "paused"),
+    ] {
+        let list: Vec<Value> = stats
+            .iter()
+            .filter(|s| s.state == kind)
+            .map(|s| {
+                let state = if kind == "paused" {
+                    "paused"
+                } else {
+                    "waiting"
+                };
+                let mut p = json!({"name": s.name, "id": s.id, "state": state,
+                    "run_count": s.run_count, "busy_count": s.busy_count});
+                if s.period_us > 0 {
+                    p["period_ticks"] = json!(clock::us_to_ticks(s.period_us));
+                }
+                p
+            })
+            .collect();
+        v[key] = Value::Array(list);
+    }
+    v
+}
+
 /// Asks every thread for its poller statistics and answers once all have replied.
 fn thread_stats(rt: &Arc<Runtime>, r: Responder, pollers: bool) {
     let threads = rt.threads();
@@ -307,25 +356,11 @@ fn thread_stats(rt: &Arc<Runtime>, r: Responder, pollers: bool) {
         let fin = finish.clone();
         let th = t.clone();
         let sent = t.send(move || {
-            let stats = ferrite_reactor::poller_stats();
-            let (busy, idle) = th.busy_idle_ticks();
-            let core = th.reactor().unwrap_or(0);
-            let mut v = json!({
-                "name": th.name(), "id": th.id(),
-                "cpumask": ferrite_reactor::CpuMask::from_cores(&[core]).to_string(),
-                "busy": busy, "idle": idle,
-                "active_pollers_count": stats.iter().filter(|s| s.state == "active").count(),
-                "timed_pollers_count": stats.iter().filter(|s| s.state == "timed").count(),
-                "paused_pollers_count": stats.iter().filter(|s| s.state == "paused").count(),
-            });
-            if pollers {
-                let list: Vec<Value> = stats
-                    .iter()
-                    .map(|s| json!({"name": s.name, "id": s.id, "state": s.state, "run_count": s.run_count,
-                                    "busy_count": s.busy_count, "period_ticks": clock::us_to_ticks(s.period_us)}))
-                    .collect();
-                v["pollers"] = Value::Array(list);
-            }
+            let v = if pollers {
+                thread_pollers_json(&th)
+            } else {
+                thread_stats_json(&th)
+            };
             if let Ok(mut a) = acc.lock() {
                 a.push((i, v));
             }

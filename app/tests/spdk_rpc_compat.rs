@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -159,9 +159,20 @@ fn framework(ver: &'static str) {
         assert_eq!((code, msg.as_str()), (-1, NOT_INITIALIZED), "{args:?}");
     }
 
-    // framework_wait_init blocks until framework_start_init.
-    let mut waiter = c.spawn(&s, &["framework_wait_init"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // framework_wait_init blocks until framework_start_init. The waiter goes through a
+    // proxy, so the test knows its request reached the target; a later round trip on a new
+    // connection (the server reads connections in the order they became readable) shows the
+    // target has taken it in; and no byte of answer may have come back before init.
+    let proxy = RpcProxy::new(&s, &dir.path);
+    let mut waiter = c.spawn(&proxy.path, &["framework_wait_init"]);
+    let req = proxy.wait_request(Duration::from_secs(60));
+    assert_eq!(req["method"], "framework_wait_init", "{req}");
+    c.ok(&s, &["spdk_get_version"]);
+    assert_eq!(
+        proxy.answered(),
+        0,
+        "framework_wait_init answered before init"
+    );
     assert!(waiter.running(), "framework_wait_init returned before init");
     c.ok(&s, &["framework_start_init"]);
     let w = waiter.wait(Duration::from_secs(20));
@@ -495,8 +506,56 @@ fn bdev_methods(ver: &'static str) {
     );
 
     // -t: wait for a bdev that another client creates meanwhile.
+    // The target shows the wait as a timed poller on the app thread (thread_get_pollers in
+    // SPDK's shape): the bdev is created only once the wait is known to be under way.
     let mut waiter = c.spawn(&s, &["bdev_get_bdevs", "-b", "Late", "-t", "20000"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let wait_poller = loop {
+        let v = c.json(&s, &["thread_get_pollers"]);
+        let found = v["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .find_map(|t| {
+                let mut keys: Vec<&str> = t
+                    .as_object()
+                    .expect("thread")
+                    .keys()
+                    .map(|k| k.as_str())
+                    .collect();
+                keys.sort_unstable();
+                assert_eq!(
+                    keys,
+                    [
+                        "active_pollers",
+                        "id",
+                        "name",
+                        "paused_pollers",
+                        "timed_pollers"
+                    ],
+                    "SPDK's keys, no others: {t}"
+                );
+                t["timed_pollers"]
+                    .as_array()
+                    .expect("timed_pollers")
+                    .iter()
+                    .find(|p| p["name"] == "bdev_get_bdevs_wait")
+                    .cloned()
+            });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no wait poller: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(wait_poller["state"], "waiting", "{wait_poller}");
+    assert!(
+        wait_poller["period_ticks"].as_u64().unwrap() > 0,
+        "{wait_poller}"
+    );
     assert!(waiter.running(), "bdev_get_bdevs -t returned early");
     t.call(
         "bdev_null_create",

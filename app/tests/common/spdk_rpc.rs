@@ -1,8 +1,13 @@
 //! SPDK's own RPC client, `spdk-rpc` from PyPI's `spdk` package, as
 //! `scripts/setup-spdk-venvs.sh` installs it under `target/spdk-venv/<version>`.
 
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -106,4 +111,80 @@ pub fn rpc_error_of(r: &Run) -> Option<(i64, String)> {
         .next()?
         .ok()?;
     Some((v["code"].as_i64()?, v["message"].as_str()?.to_string()))
+}
+
+/// A forwarding socket between one client and the target, so that a test knows when the
+/// client's request has been handed to the target and whether any answer has come back
+/// (`Bg::running` alone cannot tell a client that is waiting for an answer from one that
+/// has not connected yet).
+pub struct RpcProxy {
+    pub path: PathBuf,
+    up: Arc<Mutex<Vec<u8>>>,
+    down: Arc<AtomicUsize>,
+}
+
+impl RpcProxy {
+    /// Listens at `dir/proxy.sock` for one client and forwards it to `target`.
+    pub fn new(target: &Path, dir: &Path) -> RpcProxy {
+        let path = dir.join("proxy.sock");
+        let listener = UnixListener::bind(&path).expect("bind the proxy socket");
+        let up = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(AtomicUsize::new(0));
+        let (up2, down2, target) = (up.clone(), down.clone(), target.to_path_buf());
+        std::thread::spawn(move || {
+            let Ok((mut client, _)) = listener.accept() else {
+                return;
+            };
+            let mut server = UnixStream::connect(&target).expect("proxy: connect to the target");
+            let (mut c2, mut s2) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || {
+                let mut b = [0u8; 4096];
+                while let Ok(n @ 1..) = s2.read(&mut b) {
+                    if c2.write_all(&b[..n]).is_err() {
+                        break;
+                    }
+                    down2.fetch_add(n, Ordering::SeqCst);
+                }
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+            let mut b = [0u8; 4096];
+            while let Ok(n @ 1..) = client.read(&mut b) {
+                if server.write_all(&b[..n]).is_err() {
+                    break;
+                }
+                up2.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+            let _ = server.shutdown(std::net::Shutdown::Write);
+        });
+        RpcProxy { path, up, down }
+    }
+
+    /// Waits until the client has sent one whole JSON request, already written to the
+    /// target's socket; returns it.
+    pub fn wait_request(&self, limit: Duration) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let bytes = self.up.lock().unwrap().clone();
+            if let Some(Ok(v)) = serde_json::Deserializer::from_slice(&bytes)
+                .into_iter::<Value>()
+                .next()
+            {
+                return v;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "no whole request through the proxy in {limit:?}: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Bytes of answer the target has sent back so far.
+    pub fn answered(&self) -> usize {
+        self.down.load(Ordering::SeqCst)
+    }
 }

@@ -343,11 +343,16 @@ impl Guest {
     /// (a region longer than its file: touching the part beyond the file raises SIGBUS in
     /// whoever maps it).
     pub fn setup_with(sock: &Path, region_len: u64) -> Guest {
-        Guest::try_setup_with(sock, region_len).expect("SET_MEM_TABLE refused")
+        match Guest::try_setup_with(sock, region_len) {
+            Ok(g) => g,
+            Err(ack) => panic!("SET_MEM_TABLE refused: {ack:?}"),
+        }
     }
 
-    /// Like `setup_with`; `None` if the target refuses the memory table.
-    pub fn try_setup_with(sock: &Path, region_len: u64) -> Option<Guest> {
+    /// Like `setup_with`; `Err` if the target does not accept the memory table, with its
+    /// answer: `Some(code)` for a reply (non-zero: refused), `None` for no reply in time or a
+    /// closed connection.
+    pub fn try_setup_with(sock: &Path, region_len: u64) -> Result<Guest, Option<u64>> {
         let mut raw = Raw::connect(sock);
         // Every message here is well formed and answered: wait as long as a loaded machine
         // may need, rather than take a slow answer for none.
@@ -363,8 +368,9 @@ impl Guest {
         raw.send(SET_PROTOCOL_FEATURES, &u64b(pf & PROTO), &[]);
         let fd = mem.fd.as_raw_fd();
         let t = mem_table(&[(GPA_BASE, region_len, mem.addr as u64, 0)]);
-        if raw.set_ack(SET_MEM_TABLE, &t, &[fd]) != Some(0) {
-            return None;
+        let ack = raw.set_ack(SET_MEM_TABLE, &t, &[fd]);
+        if ack != Some(0) {
+            return Err(ack);
         }
         assert_eq!(
             raw.set_ack(SET_VRING_NUM, &state(0, u32::from(QSIZE)), &[]),
@@ -388,7 +394,7 @@ impl Guest {
             Some(0)
         );
         assert_eq!(raw.set_ack(SET_VRING_ENABLE, &state(0, 1), &[]), Some(0));
-        Some(Guest {
+        Ok(Guest {
             raw,
             mem,
             kick,
