@@ -315,7 +315,8 @@ impl Shared {
     /// as SPDK fails a base bdev on any write error: left in, it would serve these blocks
     /// with the data it missed. Returns true for a piece that missed its member *without*
     /// saying anything about the member (aborted by a reset below; `NoMem`): that member
-    /// stays in with its old data.
+    /// stays in for now; the level decides once the write is done (raid1
+    /// `settle_kept_misses`, raid5f `write_done`).
     #[inline(always)]
     pub(crate) fn write_piece_back(&self, slot: usize, status: IoStatus) -> bool {
         match status {
@@ -382,6 +383,10 @@ pub(crate) struct ChanCtx {
     pub parked: RefCell<VecDeque<Box<BdevIo>>>,
     /// raid1: writes waiting for their write-intent bitmap regions to be on disk.
     pub wib_parked: RefCell<VecDeque<Box<BdevIo>>>,
+    /// raid1: writes in flight with a piece that missed its member without a verdict on it
+    /// (aborted by a reset below): `(head piece, slots)`. Read when the write's last piece is
+    /// back. Empty but for those rare writes (allocated on the first one, never per I/O).
+    pub kept_misses: RefCell<Vec<(u64, u64)>>,
     /// raid1: mirror children back from their members, kept for the next write (at most
     /// [`SPARE_CHILDREN`], fewer while few writes are in flight; taking one here costs less
     /// than the thread's pool). Given back to the pool when the channel goes.
@@ -415,6 +420,7 @@ impl ChanCtx {
             lock_waiter: RefCell::new(None),
             parked: RefCell::new(VecDeque::with_capacity(64)),
             wib_parked: RefCell::new(VecDeque::with_capacity(64)),
+            kept_misses: RefCell::new(Vec::new()),
             spare: RefCell::new(Vec::with_capacity(if shared.level == RaidLevel::Raid1 {
                 SPARE_CHILDREN
             } else {

@@ -3,7 +3,8 @@
 //! - **Writes** (and unmap, write-zeroes, flush) go to every usable member, including a member
 //!   being rebuilt. The parent succeeds if at least one in-sync member succeeded; a member
 //!   that fails is reported ([`crate::io::Shared::fail_slot`]) and dropped by the control path
-//!   (degraded), and no error reaches the submitter.
+//!   (degraded), and no error reaches the submitter. So is a member whose piece a reset
+//!   below aborted while an in-sync member took the write (`raid1_write`).
 //! - **Reads** go to the in-sync member with the fewest blocks of reads outstanding on this
 //!   channel. A read that fails is retried on the next member not yet tried (the failing
 //!   member is reported as for writes); only when every member failed does the read fail.

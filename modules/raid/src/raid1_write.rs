@@ -168,28 +168,39 @@ fn join(ctx: &ChanCtx, head: &mut BdevIo, slot: usize, status: IoStatus) -> bool
 }
 
 /// A piece from member `slot` is back: the member is dropped if it failed or refused the
-/// piece ([`crate::io::Shared::write_piece_back`]). An aborted piece, or one that found no
-/// I/O object (`NoMem`: the whole write is retried), says nothing about the member; it makes
-/// the write's status ([`final_status`]).
+/// piece ([`crate::io::Shared::write_piece_back`]). A piece that missed its member without a
+/// verdict on it (aborted by a reset below) is noted against the write (`head`, 0 for a
+/// write with one piece), for [`finish`] to settle; one that found no I/O object (`NoMem`)
+/// has the whole write retried.
 #[inline(always)]
-fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus) {
-    let _ = ctx.shared.write_piece_back(slot, status);
+fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus, head: u64) {
+    if ctx.shared.write_piece_back(slot, status) && status == IoStatus::Aborted && head != 0 {
+        note_kept_miss(ctx, head, slot);
+    }
+}
+
+#[cold]
+fn note_kept_miss(ctx: &ChanCtx, head: u64, slot: usize) {
+    let mut kept = ctx.kept_misses.borrow_mut();
+    match kept.iter_mut().find(|(h, _)| *h == head) {
+        Some((_, mask)) => *mask |= 1 << slot,
+        None => kept.push((head, 1 << slot)),
+    }
 }
 
 /// The parent's final status from the join word `j`: success if an in-sync member took it;
-/// else the worst status. An aborted piece (a reset below ended it where a module held it;
-/// an abort no longer reaches the pieces) makes the write aborted: the members may differ on
-/// its blocks, as for any write a reset cut short. Otherwise `NoMem` (a piece found no I/O
-/// object) wins:
-/// the raid's layer retries the whole write, so no member is left without it.
+/// else the worst status. `NoMem` (a piece found no I/O object) first: the raid's layer
+/// retries the whole write, so every member gets it again. An aborted piece (a reset below
+/// ended it where a module held it; an abort no longer reaches the pieces) makes the write
+/// aborted, unless [`finish`] settled it.
 #[inline(always)]
 fn final_status(j: u64) -> IoStatus {
     let seen = j >> SEEN_SHIFT;
-    if seen & (1 << rank(IoStatus::Aborted)) != 0 {
-        return IoStatus::Aborted;
-    }
     if seen & (1 << rank(IoStatus::NoMem)) != 0 {
         return IoStatus::NoMem;
+    }
+    if seen & (1 << rank(IoStatus::Aborted)) != 0 {
+        return IoStatus::Aborted;
     }
     if (j >> 32) & 0xffff > 0 {
         return IoStatus::Success;
@@ -205,11 +216,43 @@ fn final_status(j: u64) -> IoStatus {
 }
 
 /// The write is done (every piece back): its window-lock generation (`w1 >> 32`) drains,
-/// and the parent goes back to the raid's layer with its final status.
+/// and the parent goes back to the raid's layer with its final status. `head` is the
+/// write's head piece (0: one piece).
 #[inline(always)]
-fn finish(ctx: &ChanCtx, parent: Box<BdevIo>, w1: u64, j: u64) -> Option<Box<BdevIo>> {
+fn finish(ctx: &ChanCtx, parent: Box<BdevIo>, w1: u64, head: u64, j: u64) -> Option<Box<BdevIo>> {
     write_counted_done(ctx, w1 >> 32);
-    Some(parent.with_status(final_status(j)))
+    let mut st = final_status(j);
+    if (j >> SEEN_SHIFT) & (1 << rank(IoStatus::Aborted)) != 0 && head != 0 {
+        st = settle_kept_misses(ctx, head, j, st);
+    }
+    Some(parent.with_status(st))
+}
+
+/// A write with pieces aborted below, whose status would be `st`. If an in-sync member took
+/// it and it is not retried (`NoMem`), the members that missed it now hold other data on
+/// these blocks and reads would return either version: they are dropped (as SPDK drops a
+/// member on any write error) and the write succeeds on the members that have it. If none
+/// took it, no member is dropped (a reset that reached every copy) and the write is aborted.
+#[cold]
+fn settle_kept_misses(ctx: &ChanCtx, head: u64, j: u64, st: IoStatus) -> IoStatus {
+    let missed = {
+        let mut kept = ctx.kept_misses.borrow_mut();
+        match kept.iter().position(|(h, _)| *h == head) {
+            Some(i) => kept.swap_remove(i).1,
+            None => 0,
+        }
+    };
+    if st != IoStatus::Aborted || (j >> 32) & 0xffff == 0 {
+        return st;
+    }
+    for slot in (0..ctx.shared.n).filter(|s| missed & (1 << s) != 0) {
+        tracing::warn!(
+            "raid '{}': member in slot {slot} missed a write its mirror took (aborted below); dropping it",
+            ctx.shared.name
+        );
+        ctx.shared.fail_slot(slot);
+    }
+    IoStatus::Success
 }
 
 /// The parent is back from member `w[1]` (words: module docs), with the raid's view restored.
@@ -219,10 +262,10 @@ fn parent_done(parent: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let ctx = unsafe { &*(w[2] as *const ChanCtx) };
     let slot = (w[1] & 0xffff_ffff) as usize;
     let status = parent.status();
-    piece_back(ctx, slot, status);
+    piece_back(ctx, slot, status, w[0]);
     if w[0] == 0 {
         // The only piece (one usable member).
-        return finish(ctx, parent, w[1], piece(ctx, slot, status));
+        return finish(ctx, parent, w[1], 0, piece(ctx, slot, status));
     }
     let hptr = w[0] as *mut BdevIo;
     // SAFETY: the head child, alive until the last piece is back (module docs); pieces come
@@ -238,7 +281,7 @@ fn parent_done(parent: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     // counted then): rebuild the box its hook leaked.
     let head = unsafe { Box::from_raw(hptr) };
     keep_child(ctx, head);
-    finish(ctx, parent, w[1], j)
+    finish(ctx, parent, w[1], w[0], j)
 }
 
 /// A child is back from member `w[1]` (words: module docs). The last piece back hands the
@@ -248,7 +291,7 @@ fn child_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let ctx = unsafe { &*(w[2] as *const ChanCtx) };
     let slot = (w[1] & 0xffff_ffff) as usize;
     let status = child.status();
-    piece_back(ctx, slot, status);
+    piece_back(ctx, slot, status, w[0]);
     let hptr = w[0] as *mut BdevIo;
     let is_head = std::ptr::eq(&*child, hptr);
     let child = if is_head {
@@ -280,7 +323,7 @@ fn child_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
         keep_child(ctx, c);
     }
     keep_child(ctx, head);
-    finish(ctx, parent, w[1], j)
+    finish(ctx, parent, w[1], w[0], j)
 }
 
 /// A mirror child is back: kept for the next write on this channel, or given back to the

@@ -37,10 +37,10 @@ use crate::io::{
 /// Parent `driver_ctx` word of a write: window-lock generation + 1 (see
 /// `raid1::count_write`); reads use the same word for [`CTX_STRIPE`].
 const CTX_WGEN: usize = CTX_STRIPE;
-/// Parent `driver_ctx` word (raid5f write): pieces that ended neither written nor with their
-/// member dropped (aborted by a reset below, or any other status that says nothing about the
-/// member). Such a member keeps its old strip while it stays in the array, so the write
-/// cannot be acknowledged.
+/// Parent `driver_ctx` word (raid5f write): the members (one bit per slot) whose strip ended
+/// neither written nor with the member dropped (aborted by a reset below, or any other
+/// status that says nothing about the member). Such a member keeps its old strip while the
+/// others hold the new stripe: see [`write_done`].
 const CTX_KEPT: usize = 7;
 const _: () = assert!(CTX_KEPT < 8 && CTX_KEPT != CTX_WGEN);
 
@@ -184,8 +184,10 @@ pub(crate) fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
 
 /// A strip of a stripe write is back. A member that failed it or refused it is dropped, as
 /// in raid1 ([`crate::io::Shared::write_piece_back`]): left in, it would serve this stripe's
-/// old strip as current. Any other miss leaves the member in without the strip: counted in
-/// `CTX_KEPT`, it fails the write.
+/// old strip as current. Any other miss leaves the member in without the strip, noted in
+/// `CTX_KEPT`. When the write is done and every other strip is written, the one member that
+/// missed its strip is dropped too (its strip is then rebuilt from the others, which hold the
+/// new stripe) and the write succeeds; with more strips missing the write fails.
 fn write_done(child: Box<BdevIo>) {
     let slot = (child.user[1] & 0xffff_ffff) as usize;
     let status = child.status();
@@ -196,7 +198,7 @@ fn write_done(child: Box<BdevIo>) {
         // SAFETY: set up by `launch` on the parent just obtained.
         let ctx = unsafe { crate::io::ctx_of(p) };
         if ctx.shared.write_piece_back(slot, status) {
-            p.driver_ctx[CTX_KEPT] += 1;
+            p.driver_ctx[CTX_KEPT] |= 1 << slot;
         }
     }
     // SAFETY: as above.
@@ -207,7 +209,11 @@ fn write_done(child: Box<BdevIo>) {
     let ctx = unsafe { crate::io::ctx_of(&parent) };
     crate::raid1::write_counted_done(ctx, parent.driver_ctx[CTX_WGEN]);
     let failed = parent.driver_ctx[CTX_GEN] - parent.driver_ctx[CTX_OK];
-    let st = if failed + parent.driver_ctx[CTX_TRIED] <= 1 && parent.driver_ctx[CTX_KEPT] == 0 {
+    let kept = parent.driver_ctx[CTX_KEPT];
+    let st = if failed + parent.driver_ctx[CTX_TRIED] <= 1 {
+        if kept != 0 {
+            drop_kept_member(ctx, kept);
+        }
         IoStatus::Success
     } else {
         match status_of(parent.driver_ctx[CTX_WORST]) {
@@ -216,6 +222,18 @@ fn write_done(child: Box<BdevIo>) {
         }
     };
     parent.complete(st);
+}
+
+/// The one member (`kept`: its bit) that missed its strip of a write every other member
+/// took: dropped, so its strip is reconstructed from the new stripe rather than read stale.
+#[cold]
+fn drop_kept_member(ctx: &ChanCtx, kept: u64) {
+    let slot = kept.trailing_zeros() as usize;
+    tracing::warn!(
+        "raid '{}': member in slot {slot} missed a stripe write (aborted below); dropping it",
+        ctx.shared.name
+    );
+    ctx.shared.fail_slot(slot);
 }
 
 fn read(ctx: &ChanCtx, mut parent: Box<BdevIo>) {

@@ -267,33 +267,95 @@ fn abort_ends_a_raid1_write_parked_behind_a_rebuild_window() {
     s.close(&mut h);
 }
 
-/// A reset of a raid5f ends the strip of a stripe write that a delay member holds (aborted
-/// there) while the other strips are written: that member keeps its old strip and stays in
-/// the array, so the write is not acknowledged — it ends `Aborted`, not `Success`.
-#[test]
-fn a_stripe_write_that_lost_a_strip_to_a_reset_is_not_acknowledged() {
-    let mut h = Harness::new(2, 87);
-    let (desc, ch) = raid_over(&mut h, "AF7", "raid5f", 4, &[false, false, true]);
+/// Writes `data` at `off` (tag 700) while a delay member holds its piece, resets the raid
+/// (tag 701: the reset ends the held piece, aborted below), and returns the write's status
+/// once both are done.
+fn write_cut_by_reset(h: &mut Harness, ch: &BdevChannel, off: u64, data: Vec<u8>) -> IoStatus {
     let arena = Arena::default();
     take_done();
-    h.on(1, || write_at(&ch, &arena, 0, noise(8, 16 * 512), 700));
+    h.on(1, || write_at(ch, &arena, off, data, 700));
     h.run_until_idle();
-    assert_eq!(done_count(), 0, "one strip is held below the raid");
+    assert_eq!(done_count(), 0, "a piece is held below the raid");
     h.on(1, || {
-        plain(&ch, 701, |io| {
+        plain(ch, 701, |io| {
             io.prep_reset(record);
         })
     });
-    run_until(&mut h, "the reset", || done_count() == 2);
+    run_until(h, "the reset", || done_count() == 2);
     let got = taken_by_tag();
-    assert_eq!(
-        got,
-        vec![(700, IoStatus::Aborted), (701, IoStatus::Success)]
-    );
-    assert_eq!(
-        info("AF7").unwrap()["num_base_bdevs_operational"],
-        3,
-        "an aborted strip says nothing about its member"
-    );
+    assert_eq!(got[1], (701, IoStatus::Success));
+    got[0].1
+}
+
+/// Reads `blocks` at `off` through the raid (thread 1).
+fn read_back(h: &mut Harness, ch: &BdevChannel, off: u64, blocks: u64) -> Vec<u8> {
+    let arena = Arena::default();
+    take_done();
+    let i = h.on(1, || read_at(ch, &arena, off, blocks, 710));
+    run_until(h, "the read", || done_count() == 1);
+    assert_eq!(taken_by_tag(), vec![(710, IoStatus::Success)]);
+    arena.get(i)
+}
+
+/// Waits until the raid reports `n` operational members.
+fn wait_operational(h: &mut Harness, name: &str, n: u64) {
+    run_until(h, "the member count", || {
+        info(name).unwrap()["num_base_bdevs_operational"] == n
+    });
+}
+
+/// A reset of a raid5f ends the strip of a stripe write that a delay member holds (aborted
+/// there) while the other strips are written. Left in, that member would serve its old
+/// strip as current; it is dropped instead, and the write succeeds: reads of its strip are
+/// rebuilt from the new data strip and parity.
+#[test]
+fn a_stripe_write_that_lost_a_strip_to_a_reset_drops_that_member() {
+    let mut h = Harness::new(2, 87);
+    let (desc, ch) = raid_over(&mut h, "AF7", "raid5f", 4, &[false, false, true]);
+    let data = noise(8, 16 * 512);
+    let st = write_cut_by_reset(&mut h, &ch, 0, data.clone());
+    assert_eq!(st, IoStatus::Success, "the other strips hold the stripe");
+    wait_operational(&mut h, "AF7", 2);
+    assert_eq!(read_back(&mut h, &ch, 0, 16), data, "the stripe reads back");
     close_and_delete(&mut h, "AF7", desc, ch);
+}
+
+/// raid1, member 0 plain, member 1 delayed: a reset ends the piece held on member 1 after
+/// member 0 took the write. The mirrors differ on those blocks, so member 1 is dropped and
+/// the write succeeds on member 0; every read returns the new data.
+#[test]
+fn a_mirror_write_cut_by_a_reset_on_one_member_drops_that_member() {
+    let mut h = Harness::new(2, 88);
+    let (desc, ch, disks) = raid_over_for(&mut h, "AF8", "raid1", 0, &[false, true], LONG_US);
+    let data = noise(10, 16 * 512);
+    let st = write_cut_by_reset(&mut h, &ch, 8, data.clone());
+    assert_eq!(st, IoStatus::Success, "member 0 holds the write");
+    wait_operational(&mut h, "AF8", 1);
+    assert_eq!(disks[0].read(8, 16), data, "member 0 holds the write");
+    for _ in 0..4 {
+        assert_eq!(
+            read_back(&mut h, &ch, 8, 16),
+            data,
+            "no read returns the old data"
+        );
+    }
+    close_and_delete(&mut h, "AF8", desc, ch);
+}
+
+/// raid1 over two delay members: a reset ends both pieces. No mirror took the write, so
+/// both stay in (they agree) and the write ends aborted.
+#[test]
+fn a_mirror_write_cut_by_a_reset_on_every_member_keeps_both() {
+    let mut h = Harness::new(2, 89);
+    let (desc, ch, disks) = raid_over_for(&mut h, "AF9", "raid1", 0, &[true, true], LONG_US);
+    let st = write_cut_by_reset(&mut h, &ch, 8, noise(11, 16 * 512));
+    assert_eq!(st, IoStatus::Aborted, "no member took the write");
+    h.run_until_idle();
+    assert_eq!(info("AF9").unwrap()["num_base_bdevs_operational"], 2);
+    assert_eq!(
+        disks[0].read(8, 16),
+        disks[1].read(8, 16),
+        "the mirrors agree"
+    );
+    close_and_delete(&mut h, "AF9", desc, ch);
 }
