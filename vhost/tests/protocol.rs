@@ -403,6 +403,58 @@ fn listing_controllers_while_frontends_come_and_go_never_blocks() {
     env.delete("list.0").unwrap();
 }
 
+/// `vhost_get_controllers` counts a session's requests in flight (`inflight_task_cnt`): a
+/// read that a delay bdev holds shows as 1 until it is answered, then the count is back to 0.
+#[test]
+fn listing_counts_the_requests_in_flight() {
+    let env = env();
+    env.malloc("MallocCnt", 256, 512);
+    env.app(|| {
+        ferrite_bdev::register_module(std::sync::Arc::new(ferrite_delay::DelayModule));
+        ferrite_delay::create(&ferrite_delay::DelayOpts {
+            base_bdev_name: "MallocCnt".into(),
+            name: "DlyCnt".into(),
+            uuid: None,
+            avg_read_latency: 3_000_000,
+            p99_read_latency: 3_000_000,
+            avg_write_latency: 0,
+            p99_write_latency: 0,
+        })
+    })
+    .unwrap();
+    env.create("cnt.0", "DlyCnt", false).unwrap();
+    let mut d = Driver::connect(&env.dir.join("cnt.0"));
+    let count = || {
+        let l = env.app(|| ferrite_vhost::list(Some("cnt.0"))).unwrap();
+        l[0]["sessions"][0]["inflight_task_cnt"].as_u64().unwrap()
+    };
+    let wait_for = |n: u64| {
+        let start = std::time::Instant::now();
+        while count() != n {
+            assert!(start.elapsed() < WAIT, "inflight_task_cnt never {n}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    assert_eq!(count(), 0, "nothing submitted yet");
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&req_type::IN.to_le_bytes());
+    d.mem.write(0x8000, &h);
+    d.mem.write(0x9000, &[0xff]);
+    let head = d.submit(&[
+        (0x8000, 16, 0),
+        (0x40000, 512, F_WRITE),
+        (0x9000, 1, F_WRITE),
+    ]);
+    // The delay holds the read for 3 s: the listing sees it meanwhile.
+    wait_for(1);
+    assert_eq!(d.wait_used().0, u32::from(head));
+    assert_eq!(d.mem.read(0x9000, 1)[0], status::OK);
+    wait_for(0);
+    drop(d);
+    wait_until_no_session(env, "cnt.0");
+    env.delete("cnt.0").unwrap();
+}
+
 fn wait_until_no_session(env: &Env, ctrlr: &'static str) {
     let start = std::time::Instant::now();
     loop {

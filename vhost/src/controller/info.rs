@@ -57,7 +57,7 @@ pub fn list(name: Option<&str>) -> Result<Value> {
             let sessions: Vec<Value> = if s.session().is_some() {
                 vec![json!({"vid": 0, "id": 0, "name": format!("{}s0", s.name),
                     "started": s.started(), "max_queues": s.geometry.num_queues,
-                    "inflight_task_cnt": 0})]
+                    "inflight_task_cnt": s.inflight()})]
             } else {
                 Vec::new()
             };

@@ -91,7 +91,16 @@ pub struct CtrlShared {
     removed: AtomicBool,
     session: Mutex<Option<Arc<Mutex<Device>>>>,
     pub(crate) serial: [u8; crate::blk::request::ID_LEN],
+    /// Requests each queue has in flight (popped, not yet answered), as its poller last saw
+    /// them: written by that poller when the count changed (once per poll, not per request;
+    /// a cache line each), summed by `vhost_get_controllers`.
+    queue_inflight: [QueueCount; MAX_QUEUES as usize],
 }
+
+/// One queue's count, alone on its cache line (queues poll on different reactors).
+#[repr(align(64))]
+#[derive(Default)]
+struct QueueCount(AtomicU32);
 
 impl CtrlShared {
     /// What the device tells the frontend about itself.
@@ -120,6 +129,22 @@ impl CtrlShared {
     /// as it starts or stops the ring.
     pub(crate) fn set_queue_running(&self, q: usize, running: bool) {
         set_queue_bit(&self.running_queues, q, running);
+    }
+
+    /// Records that queue `q` has `n` requests in flight. Thread contract: the queue's poller.
+    pub(crate) fn set_queue_inflight(&self, q: u16, n: usize) {
+        if let Some(c) = self.queue_inflight.get(usize::from(q)) {
+            c.0.store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// Requests in flight on every queue, as their pollers last saw them. Thread contract:
+    /// any thread; never blocks.
+    pub fn inflight(&self) -> u64 {
+        self.queue_inflight
+            .iter()
+            .map(|c| u64::from(c.0.load(Ordering::Relaxed)))
+            .sum()
     }
 
     /// True while a ring of the connected frontend runs. Thread contract: any thread; never
@@ -291,6 +316,7 @@ pub fn create(opts: &CreateOpts) -> Result<()> {
         removed: AtomicBool::new(false),
         session: Mutex::new(None),
         serial,
+        queue_inflight: Default::default(),
     });
     let socket = set.socket_dir.join(name);
     let fail = |shared: &Arc<CtrlShared>, e: VhostError| {

@@ -107,6 +107,8 @@ struct Queue {
     /// A parsed request that found the I/O pool empty: retried before popping more.
     retry: Option<u16>,
     outstanding: usize,
+    /// `outstanding` as last shown in the controller's listing.
+    reported_inflight: usize,
     pending_publish: bool,
     notify_enabled: bool,
     broken: bool,
@@ -273,6 +275,7 @@ fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
         }; MAX_DATA_SEGS],
         retry: None,
         outstanding: 0,
+        reported_inflight: 0,
         pending_publish: false,
         notify_enabled: false,
         broken: false,

@@ -12,6 +12,12 @@ impl Queue {
         if self.finished {
             return 0;
         }
+        // The listing's count, as of this poll (every path below returns through here next
+        // time; a queue finishes only with nothing outstanding, shown first).
+        if self.outstanding != self.reported_inflight {
+            self.reported_inflight = self.outstanding;
+            self.ctrl.set_queue_inflight(self.index, self.outstanding);
+        }
         let mut work = 0;
         if self.notify_enabled {
             self.notify_enabled = false;
@@ -170,6 +176,7 @@ impl Queue {
             let _ = tx.send(base);
         }
         self.finished = true;
+        self.ctrl.set_queue_inflight(self.index, self.outstanding);
         self._kick_reg = None;
         // Unregisters the poller; the poller (and this queue) is dropped by the thread after
         // this poll returns.
