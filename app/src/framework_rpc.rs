@@ -160,8 +160,10 @@ pub fn register(ctx: &FrameworkCtx) {
                         json!({"name": t.name(), "id": t.id(), "cpumask": mask(ri.lcore), "elapsed": b + i})
                     })
                     .collect();
+                // The core's kernel-counted time, as SPDK reports it (0 if unreadable).
+                let (usr, sys, irq) = crate::proc_stat::core_times(ri.lcore).unwrap_or_default();
                 json!({"lcore": ri.lcore, "tid": ri.tid, "busy": ri.busy, "idle": ri.idle,
-                       "in_interrupt": ri.in_interrupt, "irq": 0, "sys": 0, "usr": 0,
+                       "in_interrupt": ri.in_interrupt, "irq": irq, "sys": sys, "usr": usr,
                        "sleeps": ri.sleeps, "lw_threads": lw})
             })
             .collect();

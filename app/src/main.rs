@@ -9,6 +9,7 @@ mod config;
 mod framework_rpc;
 mod logging;
 mod modules;
+mod proc_stat;
 mod rpc_client;
 mod setup;
 mod tgt;
