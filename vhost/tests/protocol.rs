@@ -408,26 +408,10 @@ fn listing_controllers_while_frontends_come_and_go_never_blocks() {
 #[test]
 fn listing_counts_the_requests_in_flight() {
     let env = env();
-    env.malloc("MallocCnt", 256, 512);
-    env.app(|| {
-        ferrite_bdev::register_module(std::sync::Arc::new(ferrite_delay::DelayModule));
-        ferrite_delay::create(&ferrite_delay::DelayOpts {
-            base_bdev_name: "MallocCnt".into(),
-            name: "DlyCnt".into(),
-            uuid: None,
-            avg_read_latency: 3_000_000,
-            p99_read_latency: 3_000_000,
-            avg_write_latency: 0,
-            p99_write_latency: 0,
-        })
-    })
-    .unwrap();
+    slow_reads(env, "MallocCnt", "DlyCnt");
     env.create("cnt.0", "DlyCnt", false).unwrap();
     let mut d = Driver::connect(&env.dir.join("cnt.0"));
-    let count = || {
-        let l = env.app(|| ferrite_vhost::list(Some("cnt.0"))).unwrap();
-        l[0]["sessions"][0]["inflight_task_cnt"].as_u64().unwrap()
-    };
+    let count = || inflight_count(env, "cnt.0");
     let wait_for = |n: u64| {
         let start = std::time::Instant::now();
         while count() != n {
@@ -436,15 +420,7 @@ fn listing_counts_the_requests_in_flight() {
         }
     };
     assert_eq!(count(), 0, "nothing submitted yet");
-    let mut h = [0u8; 16];
-    h[0..4].copy_from_slice(&req_type::IN.to_le_bytes());
-    d.mem.write(0x8000, &h);
-    d.mem.write(0x9000, &[0xff]);
-    let head = d.submit(&[
-        (0x8000, 16, 0),
-        (0x40000, 512, F_WRITE),
-        (0x9000, 1, F_WRITE),
-    ]);
+    let head = submit_read(&mut d);
     // The delay holds the read for 3 s: the listing sees it meanwhile.
     wait_for(1);
     assert_eq!(d.wait_used().0, u32::from(head));
@@ -453,6 +429,103 @@ fn listing_counts_the_requests_in_flight() {
     drop(d);
     wait_until_no_session(env, "cnt.0");
     env.delete("cnt.0").unwrap();
+}
+
+/// A bdev that holds a request longer than the drain timeout does not hold the controller:
+/// GET_VRING_BASE answers the ring's true position (not its start), the frontend can leave
+/// and come back on the same guest memory, the request still out is handed to the new
+/// session through the inflight region and answered once, and the abandoned queue never
+/// writes to the ring again (one used entry for it, not two).
+#[test]
+fn a_ring_stuck_behind_a_held_request_is_abandoned_cleanly() {
+    let env = env();
+    slow_reads(env, "MallocAb", "DlyAb");
+    env.create("ab.0", "DlyAb", false).unwrap();
+    ferrite_vhost::queue::set_drain_timeout(std::time::Duration::from_millis(200));
+    let sock = env.dir.join("ab.0");
+    let mut d = Driver::connect_with(&sock, GuestMem::new(1 << 20), Inflight::Get, 0, 0);
+    let head = submit_read(&mut d);
+    // The read is taken (and held by the delay) before the ring is stopped.
+    let start = std::time::Instant::now();
+    while inflight_count(env, "ab.0") != 1 {
+        assert!(start.elapsed() < WAIT, "the read was never taken");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let base = d.fe.get_vring_base(0).unwrap();
+    assert_eq!(
+        base, 1,
+        "the position after the held request, not the ring's start"
+    );
+    assert_eq!(d.mem.u16(USED + 2), 0, "the held read is not answered");
+    let (mem, region, avail, next) = d.disconnect();
+    assert_eq!(avail, 1);
+    wait_until_no_session(env, "ab.0");
+    // QEMU coming back: the same memory and inflight region, the base it was given.
+    let (info, file) = region.unwrap();
+    let mut d = Driver::connect_with(&sock, mem, Inflight::Set(info, file), 1, next);
+    d.used_seen = 0;
+    let (id, len) = d.wait_used();
+    assert_eq!(
+        (id, len),
+        (u32::from(head), 513),
+        "resubmitted and answered"
+    );
+    assert_eq!(d.mem.read(0x9000, 1)[0], status::OK);
+    // The abandoned queue's read came back before the resubmitted one (same delay, earlier
+    // start, one thread): it wrote nothing. One more request shows the ring in step.
+    assert_eq!(d.mem.u16(USED + 2), 1, "one used entry for the held read");
+    let mut w = [0u8; 16];
+    w[0..4].copy_from_slice(&req_type::FLUSH.to_le_bytes());
+    d.mem.write(0x8000, &w);
+    d.mem.write(0x9000, &[0xff]);
+    let flush = d.submit(&[(0x8000, 16, 0), (0x9000, 1, F_WRITE)]);
+    assert_eq!(d.wait_used().0, u32::from(flush));
+    assert_eq!(d.mem.u16(USED + 2), 2, "the ring is in step");
+    ferrite_vhost::queue::set_drain_timeout(std::time::Duration::from_secs(60));
+    drop(d);
+    wait_until_no_session(env, "ab.0");
+    env.delete("ab.0").unwrap();
+}
+
+/// A malloc bdev `base` under a delay bdev `name` that holds every read for 3 s.
+fn slow_reads(env: &Env, base: &str, name: &str) {
+    env.malloc(base, 256, 512);
+    let (b, n) = (base.to_string(), name.to_string());
+    env.app(move || {
+        ferrite_bdev::register_module(std::sync::Arc::new(ferrite_delay::DelayModule));
+        ferrite_delay::create(&ferrite_delay::DelayOpts {
+            base_bdev_name: b,
+            name: n,
+            uuid: None,
+            avg_read_latency: 3_000_000,
+            p99_read_latency: 3_000_000,
+            avg_write_latency: 0,
+            p99_write_latency: 0,
+        })
+    })
+    .unwrap();
+}
+
+/// Puts a 512-byte read of sector 0 into 0x40000 on the ring (header at 0x8000, status at
+/// 0x9000) without waiting for it; returns its head.
+fn submit_read(d: &mut Driver) -> u16 {
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&req_type::IN.to_le_bytes());
+    d.mem.write(0x8000, &h);
+    d.mem.write(0x9000, &[0xff]);
+    d.submit(&[
+        (0x8000, 16, 0),
+        (0x40000, 512, F_WRITE),
+        (0x9000, 1, F_WRITE),
+    ])
+}
+
+/// `inflight_task_cnt` of the controller's session (0 without one).
+fn inflight_count(env: &Env, ctrlr: &'static str) -> u64 {
+    let l = env.app(move || ferrite_vhost::list(Some(ctrlr))).unwrap();
+    l[0]["sessions"][0]["inflight_task_cnt"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 fn wait_until_no_session(env: &Env, ctrlr: &'static str) {

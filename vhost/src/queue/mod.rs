@@ -20,11 +20,21 @@
 //! Stop (GET_VRING_BASE, disable, new memory table, disconnect, hot-remove, delete): a message
 //! asks the queue to stop; it stops popping, waits for its bdev I/O to complete, publishes,
 //! answers with the ring position and unregisters its poller. The control thread waits for
-//! that answer, so the memory table is never unmapped under an I/O.
+//! that answer, so the memory table is never unmapped under an I/O (the queue holds the
+//! table until its last I/O is back in any case).
+//!
+//! A bdev that holds its I/O longer than the drain timeout ([`set_drain_timeout`], 60 s by
+//! default) does not hold the control thread forever: the queue is *abandoned*. It answers
+//! with the ring position at once and never touches the ring again: the requests still out
+//! stay in flight for the guest (and in the inflight region, so a frontend that reconnects
+//! with it gets them again), and their completions, whenever they come, write neither a
+//! status byte nor a used entry, since a new session may own the ring by then. Only the data
+//! of a read still lands in its buffer, as with any device that completes late.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +48,23 @@ use crate::memory::MemTable;
 
 /// Requests popped per poll before yielding to the thread's other pollers.
 const POP_BATCH: usize = 64;
-/// How long the control thread waits for a queue to start or drain.
+/// How long the control thread waits for a queue's reactor to answer a message.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long stopping a ring waits for its bdev I/O (ms): see the module docs.
+static DRAIN_TIMEOUT_MS: AtomicU64 = AtomicU64::new(60_000);
+
+/// Sets how long stopping a ring waits for the bdev I/O it has in flight before it abandons
+/// that I/O (module docs); default 60 s, at least 1 ms. Thread contract: any thread; applies
+/// to the stops that start after it.
+pub fn set_drain_timeout(d: Duration) {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    DRAIN_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+fn drain_timeout() -> Duration {
+    Duration::from_millis(DRAIN_TIMEOUT_MS.load(Ordering::Relaxed))
+}
 
 /// Everything a ring needs to start.
 pub struct QueueSpec {
@@ -76,6 +101,9 @@ pub struct Running {
     thread: ThreadHandle,
     /// Address of the queue's `Queue`, dereferenced only on `thread` (in messages).
     ptr: usize,
+    /// Set by the queue, on `thread`, as it finishes: a message that finds it set must not
+    /// dereference `ptr` (the queue is freed after that poll).
+    done: Arc<AtomicBool>,
     packed: bool,
     base: u32,
 }
@@ -96,6 +124,10 @@ struct Queue {
     chan: Option<BdevChannel>,
     /// Hot-remove asked to release the channel once the I/O outstanding has completed.
     detach: Option<SyncSender<()>>,
+    /// Gave up waiting for its I/O (module docs): it never touches the ring again.
+    abandoned: bool,
+    /// Shared with [`Running::done`]; set in `finish`.
+    done: Arc<AtomicBool>,
     kick: File,
     call: Option<File>,
     _kick_reg: Option<FdRegistration>,
@@ -136,9 +168,11 @@ pub fn start(ctrl: &Arc<CtrlShared>, spec: QueueSpec) -> Result<Running, String>
     let c = ctrl.clone();
     let packed = spec.packed;
     let base = spec.base;
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
     thread
         .send(move || {
-            let _ = tx.send(build(c, spec));
+            let _ = tx.send(build(c, spec, d2));
         })
         .map_err(|e| format!("cannot reach the queue thread: {e}"))?;
     let ptr = rx
@@ -147,6 +181,7 @@ pub fn start(ctrl: &Arc<CtrlShared>, spec: QueueSpec) -> Result<Running, String>
     Ok(Running {
         thread,
         ptr,
+        done,
         packed,
         base,
     })
@@ -167,13 +202,36 @@ impl Running {
         if sent.is_err() {
             return self.base;
         }
-        match rx.recv_timeout(CONTROL_TIMEOUT) {
+        match rx.recv_timeout(drain_timeout()) {
             Ok(b) => b,
-            Err(_) => {
-                tracing::error!("vhost queue did not drain in {CONTROL_TIMEOUT:?}");
-                RingBase::initial(self.packed).to_vhost(self.packed)
-            }
+            Err(_) => self.abandon(&rx),
         }
+    }
+
+    /// The queue did not drain in time: it is abandoned (module docs) and answers with its
+    /// ring position at once. `rx` is the stop's answer, which a queue that finished just
+    /// now has sent instead.
+    fn abandon(self, rx: &Receiver<u32>) -> u32 {
+        let (tx, rx2) = sync_channel::<u32>(1);
+        let (ptr, done) = (self.ptr, self.done.clone());
+        let sent = self.thread.send(move || {
+            if done.load(Ordering::Acquire) {
+                return; // it finished meanwhile: its answer is in `rx`
+            }
+            // SAFETY: the queue has not finished (checked on its own thread, where it would
+            // finish), so it is alive; we are on its thread.
+            let q = unsafe { &mut *(ptr as *mut Queue) };
+            let _ = tx.send(q.abandon());
+        });
+        let answer = if sent.is_ok() {
+            rx2.recv_timeout(CONTROL_TIMEOUT).ok()
+        } else {
+            None
+        };
+        answer.or_else(|| rx.try_recv().ok()).unwrap_or_else(|| {
+            tracing::error!("vhost queue did not answer its stop in {CONTROL_TIMEOUT:?}");
+            RingBase::initial(self.packed).to_vhost(self.packed)
+        })
     }
 
     /// Releases the queue's bdev channel once its I/O outstanding has completed; later
@@ -186,8 +244,11 @@ impl Running {
             let q = unsafe { &mut *(ptr as *mut Queue) };
             q.detach = Some(tx);
         });
-        if sent.is_ok() && rx.recv_timeout(CONTROL_TIMEOUT).is_err() {
-            tracing::error!("vhost queue did not release its bdev in {CONTROL_TIMEOUT:?}");
+        if sent.is_ok() && rx.recv_timeout(drain_timeout()).is_err() {
+            tracing::error!(
+                "vhost queue did not release its bdev in {:?}",
+                drain_timeout()
+            );
         }
     }
 
@@ -204,7 +265,7 @@ impl Running {
     }
 }
 
-fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
+fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec, done: Arc<AtomicBool>) -> Result<usize, String> {
     // The frontend (re)starts the ring: whatever broke the previous one is behind it.
     ctrl.set_queue_broken(spec.index, false);
     // Without a bdev (hot-removed) the ring still runs and fails every request with IOERR.
@@ -262,6 +323,8 @@ fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec) -> Result<usize, String> {
         mem: spec.mem,
         chan,
         detach: None,
+        abandoned: false,
+        done,
         kick: spec.kick,
         call: spec.call,
         _kick_reg: kick_reg,

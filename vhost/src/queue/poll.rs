@@ -12,6 +12,13 @@ impl Queue {
         if self.finished {
             return 0;
         }
+        if self.abandoned {
+            // Hands off the ring: only waiting for the bdev to give its I/O back.
+            if self.outstanding == 0 {
+                self.finish();
+            }
+            return 0;
+        }
         // The listing's count, as of this poll (every path below returns through here next
         // time; a queue finishes only with nothing outstanding, shown first).
         if self.outstanding != self.reported_inflight {
@@ -96,6 +103,9 @@ impl Queue {
     }
 
     pub(super) fn can_sleep(&mut self) -> bool {
+        if self.abandoned {
+            return true; // nothing to look at: its completions come from the bdev layer
+        }
         if self.finished || self.broken {
             return !self.pending_publish && !self.signal_pending;
         }
@@ -163,6 +173,24 @@ impl Queue {
         self.broken = true;
     }
 
+    /// Stops waiting for the bdev (module docs: abandoned) and returns the ring position.
+    /// The stop it answers is the control thread's; the queue finishes once its I/O is back.
+    pub(super) fn abandon(&mut self) -> u32 {
+        tracing::warn!(
+            "vhost controller '{}': queue {}: {} request(s) still held by the bdev after {:?}; the ring is handed back without them (they stay in flight for the guest)",
+            self.ctrl.name,
+            self.index,
+            self.outstanding,
+            super::drain_timeout()
+        );
+        self.abandoned = true;
+        self.stop = None;
+        self.retry = None;
+        self.signal_pending = false;
+        self.pending_publish = false;
+        self.vring.base().to_vhost(self.packed)
+    }
+
     pub(super) fn finish(&mut self) {
         // Whatever coalescing held back is signalled now: the frontend may stop listening to
         // the call eventfd as soon as it has the base (or the target closes the connection),
@@ -176,7 +204,10 @@ impl Queue {
             let _ = tx.send(base);
         }
         self.finished = true;
-        self.ctrl.set_queue_inflight(self.index, self.outstanding);
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        if !self.abandoned {
+            self.ctrl.set_queue_inflight(self.index, self.outstanding);
+        }
         self._kick_reg = None;
         // Unregisters the poller; the poller (and this queue) is dropped by the thread after
         // this poll returns.

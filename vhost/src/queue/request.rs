@@ -198,6 +198,9 @@ impl Queue {
 
     pub(super) fn complete_io(&mut self, id: u16, ok: bool) {
         self.outstanding -= 1;
+        if self.abandoned {
+            return; // the ring is not ours any more (module docs of `queue`)
+        }
         let slot = *self.slot_mut(id);
         let st = if ok { status::OK } else { status::IOERR };
         if !slot.status.is_null() {
