@@ -7,7 +7,9 @@ engines on the same file with the same depth (O_DIRECT, pinned to CPU 0 like `fe
 Stacked: malloc, raid0 and raid1 over two malloc, null and raid0 over two null, one core, qd 128.
 
 Cases of one group run interleaved (A B C D A B C D ...) ROUNDS times, so machine drift hits
-them alike; the report gives median, min and max of each and ratios between medians.
+them alike; the report gives median, min and max of each and ratios between medians, and for
+the stacked cases also the ratio round by round (median and range), which a slow drift of a
+shared machine disturbs less.
 Usage: scripts/perf_files.py [--bin PATH] [--rounds N] [--seconds S] [--only files|stacked]
                              [--poll-mode poll|adaptive|interrupt]
 --bin is the ferrite binary to measure (default: release/ferrite in $CARGO_TARGET_DIR, or in
@@ -49,7 +51,8 @@ def fio(engine, path, qd, seconds):
 
 
 def group(name, cases, rounds):
-    """cases: list of (label, (cmd, measure)); returns {label: median}"""
+    """cases: list of (label, (cmd, measure)); returns {label: median}; the values of every
+    round stay in LAST_ROUNDS for `paired`."""
     vals = {label: [] for label, _ in cases}
     for _ in range(rounds):
         for label, (_, measure) in cases:
@@ -62,7 +65,19 @@ def group(name, cases, rounds):
         c = " ".join(shown(x) if x == BIN else x for x in cmd)
         print(f"| {label} | `{c}` | {statistics.median(v):,.0f} | {min(v):,.0f} | {max(v):,.0f} |")
     sys.stdout.flush()
+    LAST_ROUNDS.clear()
+    LAST_ROUNDS.update(vals)
     return {k: statistics.median(v) for k, v in vals.items()}
+
+
+LAST_ROUNDS = {}
+
+
+def paired(a, b):
+    """a / b round by round in the last group (the two ran seconds apart, so a drift of the
+    machine hits both): "median (min-max)" of those ratios."""
+    r = [x / y for x, y in zip(LAST_ROUNDS[a], LAST_ROUNDS[b])]
+    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
 
 
 def shown(path):
@@ -115,12 +130,16 @@ def stacked(rounds, seconds):
               f"raid1 / malloc = {m['raid1 over 2 malloc'] / m['malloc']:.2f} (target: >= {tgt}); "
               f"like for like, raid0 over 2 x 64 MiB / malloc = "
               f"{m['raid0 over 2 malloc of 64 MiB'] / m['malloc']:.2f}")
+        print(f"per round (median, min-max): raid0 / malloc = {paired('raid0 over 2 malloc', 'malloc')}, "
+              f"raid1 / malloc = {paired('raid1 over 2 malloc', 'malloc')}, like for like = "
+              f"{paired('raid0 over 2 malloc of 64 MiB', 'malloc')}")
     w = ["-q", "128", "-o", "4k", "-w", "randread"] + t
     m = group("Stacked on null, one core, 4 KiB randread, qd 128 (IOPS)", [
         ("null", ferrite(STACKED_CFG, w + ["-T", "Null0"])),
         ("raid0 over 2 null", ferrite(STACKED_CFG, w + ["-T", "Raid0Null"])),
     ], rounds)
-    print(f"\nraid0 over null / null = {m['raid0 over 2 null'] / m['null']:.2f} (target: >= 0.80)")
+    print(f"\nraid0 over null / null = {m['raid0 over 2 null'] / m['null']:.2f} (target: >= 0.80); "
+          f"per round {paired('raid0 over 2 null', 'null')}")
 
 
 def main():
