@@ -87,6 +87,7 @@ fn serve(o: ServerOpts) -> Result<i32, String> {
         ..Default::default()
     })
     .map_err(|e| e.to_string())?;
+    crate::proc_stat::init();
     crate::modules::register_bdev_modules();
     let state = Arc::new(ServerState::new(STARTUP));
     let registry = Registry::new(state.clone());

@@ -148,6 +148,7 @@ pub fn register(ctx: &FrameworkCtx) {
             return r.err(e);
         }
         let mask = |core: usize| ferrite_reactor::CpuMask::from_cores(&[core]).to_string();
+        let stat = crate::proc_stat::snapshot().unwrap_or_default();
         let reactors: Vec<Value> = rt
             .reactors()
             .into_iter()
@@ -161,7 +162,8 @@ pub fn register(ctx: &FrameworkCtx) {
                     })
                     .collect();
                 // The core's kernel-counted time, as SPDK reports it (0 if unreadable).
-                let (usr, sys, irq) = crate::proc_stat::core_times(ri.lcore).unwrap_or_default();
+                let (usr, sys, irq) =
+                    crate::proc_stat::core_times(&stat, ri.lcore).unwrap_or_default();
                 json!({"lcore": ri.lcore, "tid": ri.tid, "busy": ri.busy, "idle": ri.idle,
                        "in_interrupt": ri.in_interrupt, "irq": irq, "sys": sys, "usr": usr,
                        "sleeps": ri.sleeps, "lw_threads": lw})
@@ -298,7 +300,7 @@ fn thread_stats_json(th: &ferrite_reactor::ThreadHandle) -> Value {
 
 /// One thread's entry in `thread_get_pollers`, on that thread: exactly SPDK's keys (its
 /// `spdk_top` decodes them strictly), one array per kind of poller. A listed poller is
-/// "waiting" (this runs between polls) or "paused"; only timed ones carry a period.
+/// "waiting" (this runs between polls) or "paused"; those with a period carry it.
 fn thread_pollers_json(th: &ferrite_reactor::ThreadHandle) -> Value {
     let stats = ferrite_reactor::poller_stats();
     let mut v = json!({"name": th.name(), "id": th.id()});

@@ -89,6 +89,7 @@ fn start_and_serve(opts: TgtOptions, embedded_default: bool) -> Result<i32, Stri
     // Read the config before starting anything, so a bad file fails fast.
     let config = load_config_text(&opts, embedded_default)?;
     let runtime = Runtime::start(opts.runtime_config(mask, mode)).map_err(|e| e.to_string())?;
+    crate::proc_stat::init();
     crate::modules::register_bdev_modules();
     ferrite_vhost::init(ferrite_vhost::VhostSettings {
         socket_dir: vhost_dir,

@@ -143,10 +143,11 @@ impl RpcProxy {
             std::thread::spawn(move || {
                 let mut b = [0u8; 4096];
                 while let Ok(n @ 1..) = s2.read(&mut b) {
+                    // Counted before it is passed on: an answer is seen as soon as it exists.
+                    down2.fetch_add(n, Ordering::SeqCst);
                     if c2.write_all(&b[..n]).is_err() {
                         break;
                     }
-                    down2.fetch_add(n, Ordering::SeqCst);
                 }
                 let _ = c2.shutdown(std::net::Shutdown::Write);
             });

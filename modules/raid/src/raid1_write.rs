@@ -173,8 +173,13 @@ fn join(ctx: &ChanCtx, head: &mut BdevIo, slot: usize, status: IoStatus) -> bool
 /// write with one piece), for [`finish`] to settle; one that found no I/O object (`NoMem`)
 /// has the whole write retried.
 #[inline(always)]
-fn piece_back(ctx: &ChanCtx, slot: usize, status: IoStatus, head: u64) {
-    if ctx.shared.write_piece_back(slot, status) && status == IoStatus::Aborted && head != 0 {
+fn piece_back(ctx: &ChanCtx, slot: usize, io: &BdevIo, head: u64) {
+    let status = io.status();
+    if ctx.shared.write_piece_back(slot, status)
+        && status == IoStatus::Aborted
+        && head != 0
+        && io.io_type().is_write()
+    {
         note_kept_miss(ctx, head, slot);
     }
 }
@@ -229,10 +234,12 @@ fn finish(ctx: &ChanCtx, parent: Box<BdevIo>, w1: u64, head: u64, j: u64) -> Opt
 }
 
 /// A write with pieces aborted below, whose status would be `st`. If an in-sync member took
-/// it and it is not retried (`NoMem`), the members that missed it now hold other data on
-/// these blocks and reads would return either version: they are dropped (as SPDK drops a
-/// member on any write error) and the write succeeds on the members that have it. If none
-/// took it, no member is dropped (a reset that reached every copy) and the write is aborted.
+/// it and it is not retried (`NoMem`), the members that missed a data-changing piece (write,
+/// unmap, write-zeroes) now hold other data on these blocks and reads would return either
+/// version: they are dropped (as SPDK drops a member on any write error) and the write
+/// succeeds on the members that have it. If none took it, no member is dropped (a reset that
+/// reached every copy) and the write is aborted; so is an aborted flush, which leaves the
+/// copies alike.
 #[cold]
 fn settle_kept_misses(ctx: &ChanCtx, head: u64, j: u64, st: IoStatus) -> IoStatus {
     let missed = {
@@ -242,7 +249,7 @@ fn settle_kept_misses(ctx: &ChanCtx, head: u64, j: u64, st: IoStatus) -> IoStatu
             None => 0,
         }
     };
-    if st != IoStatus::Aborted || (j >> 32) & 0xffff == 0 {
+    if st != IoStatus::Aborted || missed == 0 || (j >> 32) & 0xffff == 0 {
         return st;
     }
     for slot in (0..ctx.shared.n).filter(|s| missed & (1 << s) != 0) {
@@ -262,7 +269,7 @@ fn parent_done(parent: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let ctx = unsafe { &*(w[2] as *const ChanCtx) };
     let slot = (w[1] & 0xffff_ffff) as usize;
     let status = parent.status();
-    piece_back(ctx, slot, status, w[0]);
+    piece_back(ctx, slot, &parent, w[0]);
     if w[0] == 0 {
         // The only piece (one usable member).
         return finish(ctx, parent, w[1], 0, piece(ctx, slot, status));
@@ -291,7 +298,7 @@ fn child_done(child: Box<BdevIo>, w: [u64; 3]) -> Option<Box<BdevIo>> {
     let ctx = unsafe { &*(w[2] as *const ChanCtx) };
     let slot = (w[1] & 0xffff_ffff) as usize;
     let status = child.status();
-    piece_back(ctx, slot, status, w[0]);
+    piece_back(ctx, slot, &child, w[0]);
     let hptr = w[0] as *mut BdevIo;
     let is_head = std::ptr::eq(&*child, hptr);
     let child = if is_head {

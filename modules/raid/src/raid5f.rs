@@ -12,8 +12,10 @@
 //!   (no heap allocation; none free → NoMem, retried by the bdev layer). Each member gets one
 //!   child; a write succeeds as long as at most one member of the stripe missed it (skipped
 //!   because absent, or failed or refused it — that member is then dropped). A strip that
-//!   ended otherwise (aborted by a reset below) leaves its member in with the old strip: the
-//!   write fails. No abort reaches the strips (`BdevIo::shield_from_abort`).
+//!   ended otherwise (aborted by a reset below) left its member with the old strip: when it
+//!   is the only strip missing and no rebuild runs, that member is dropped too and the write
+//!   succeeds (its strip is then rebuilt from the new stripe); otherwise the write fails. No
+//!   abort reaches the strips (`BdevIo::shield_from_abort`).
 //! - **Reads** (within one stripe) go to the members holding the data strips. A strip whose
 //!   member is missing is **reconstructed**: the same range is read from every other member
 //!   (parity included) into pool buffers and XORed into the caller's buffer.
@@ -185,9 +187,9 @@ pub(crate) fn write(ctx: &ChanCtx, mut parent: Box<BdevIo>) {
 /// A strip of a stripe write is back. A member that failed it or refused it is dropped, as
 /// in raid1 ([`crate::io::Shared::write_piece_back`]): left in, it would serve this stripe's
 /// old strip as current. Any other miss leaves the member in without the strip, noted in
-/// `CTX_KEPT`. When the write is done and every other strip is written, the one member that
-/// missed its strip is dropped too (its strip is then rebuilt from the others, which hold the
-/// new stripe) and the write succeeds; with more strips missing the write fails.
+/// `CTX_KEPT`. When the write is done and every other strip is written (and no rebuild
+/// runs), the one member that missed its strip is dropped too (its strip is then rebuilt from
+/// the others, which hold the new stripe) and the write succeeds; otherwise the write fails.
 fn write_done(child: Box<BdevIo>) {
     let slot = (child.user[1] & 0xffff_ffff) as usize;
     let status = child.status();
@@ -210,7 +212,10 @@ fn write_done(child: Box<BdevIo>) {
     crate::raid1::write_counted_done(ctx, parent.driver_ctx[CTX_WGEN]);
     let failed = parent.driver_ctx[CTX_GEN] - parent.driver_ctx[CTX_OK];
     let kept = parent.driver_ctx[CTX_KEPT];
-    let st = if failed + parent.driver_ctx[CTX_TRIED] <= 1 {
+    // Dropping the member that missed its strip leaves the stripe whole only if every other
+    // member is in sync: beside a member being rebuilt it would be a second one missing.
+    let droppable = kept == 0 || ctx.shared.rebuilding.load(Ordering::Acquire) == 0;
+    let st = if failed + parent.driver_ctx[CTX_TRIED] <= 1 && droppable {
         if kept != 0 {
             drop_kept_member(ctx, kept);
         }

@@ -28,8 +28,12 @@
 //! with the ring position at once and never touches the ring again: the requests still out
 //! stay in flight for the guest (and in the inflight region, so a frontend that reconnects
 //! with it gets them again), and their completions, whenever they come, write neither a
-//! status byte nor a used entry, since a new session may own the ring by then. Only the data
-//! of a read still lands in its buffer, as with any device that completes late.
+//! status byte nor a used entry, since a new session may own the ring by then. What the
+//! bdev does with them when it finally acts is beyond the target: a late read still lands in
+//! its buffer, which the guest may have reused by then, and a late write may land after a
+//! newer write of the same blocks (the resubmitted copy, or the guest's next one). That is
+//! the hazard of any device that completes after its driver gave up; the timeout only
+//! bounds how long the control thread waits for it.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -268,6 +272,7 @@ impl Running {
 fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec, done: Arc<AtomicBool>) -> Result<usize, String> {
     // The frontend (re)starts the ring: whatever broke the previous one is behind it.
     ctrl.set_queue_broken(spec.index, false);
+    ctrl.set_queue_inflight(spec.index, 0);
     // Without a bdev (hot-removed) the ring still runs and fails every request with IOERR.
     let desc = ctrl.desc.lock().ok().and_then(|d| d.clone());
     let chan = match desc.filter(|_| !ctrl.is_removed()) {

@@ -46,6 +46,10 @@ impl Queue {
             }
         }
         if self.stop.is_some() {
+            // A popped request waiting for an I/O object is answered before the ring stops.
+            if let Some(id) = self.retry.take() {
+                self.submit_parsed(id);
+            }
             if self.outstanding == 0 && self.retry.is_none() {
                 self.finish();
             }
@@ -174,8 +178,25 @@ impl Queue {
     }
 
     /// Stops waiting for the bdev (module docs: abandoned) and returns the ring position.
-    /// The stop it answers is the control thread's; the queue finishes once its I/O is back.
+    /// What is done is handed over first, as a normal stop does: completions pushed since
+    /// the last poll are published and signalled. A queue that has drained by now finishes
+    /// normally; otherwise it lets go of the ring and its fds and finishes once its I/O is
+    /// back.
     pub(super) fn abandon(&mut self) -> u32 {
+        if self.pending_publish {
+            self.flush_used();
+        }
+        if self.signal_pending {
+            self.signal_pending = false;
+            self.signal_call();
+        }
+        let base = self.vring.base().to_vhost(self.packed);
+        // The control thread waits for this answer, not for the stop's.
+        self.stop = None;
+        if self.outstanding == 0 && self.retry.is_none() {
+            self.finish();
+            return base;
+        }
         tracing::warn!(
             "vhost controller '{}': queue {}: {} request(s) still held by the bdev after {:?}; the ring is handed back without them (they stay in flight for the guest)",
             self.ctrl.name,
@@ -184,11 +205,14 @@ impl Queue {
             super::drain_timeout()
         );
         self.abandoned = true;
-        self.stop = None;
+        // A popped request still waiting for an I/O object stays in flight too.
         self.retry = None;
-        self.signal_pending = false;
-        self.pending_publish = false;
-        self.vring.base().to_vhost(self.packed)
+        // No more kicks to wake us (a pending one would keep the reactor awake) and no
+        // signals to send; the listing counts the new session's requests, not these.
+        self._kick_reg = None;
+        self.call = None;
+        self.ctrl.set_queue_inflight(self.index, 0);
+        base
     }
 
     pub(super) fn finish(&mut self) {
