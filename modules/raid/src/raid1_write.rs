@@ -237,9 +237,9 @@ fn finish(ctx: &ChanCtx, parent: Box<BdevIo>, w1: u64, head: u64, j: u64) -> Opt
 /// it and it is not retried (`NoMem`), the members that missed a data-changing piece (write,
 /// unmap, write-zeroes) now hold other data on these blocks and reads would return either
 /// version: they are dropped (as SPDK drops a member on any write error) and the write
-/// succeeds on the members that have it. If none took it, no member is dropped (a reset that
-/// reached every copy) and the write is aborted; so is an aborted flush, which leaves the
-/// copies alike.
+/// succeeds on the members that have it. If no in-sync member took it, the write is aborted
+/// and only a member being rebuilt that did not miss it is dropped (it may hold data its
+/// sources lack); an aborted flush, which leaves the copies alike, drops nobody.
 #[cold]
 fn settle_kept_misses(ctx: &ChanCtx, head: u64, j: u64, st: IoStatus) -> IoStatus {
     let missed = {
@@ -249,7 +249,21 @@ fn settle_kept_misses(ctx: &ChanCtx, head: u64, j: u64, st: IoStatus) -> IoStatu
             None => 0,
         }
     };
-    if st != IoStatus::Aborted || missed == 0 || (j >> 32) & 0xffff == 0 {
+    if st != IoStatus::Aborted || missed == 0 {
+        return st;
+    }
+    if (j >> 32) & 0xffff == 0 {
+        // No in-sync member took it, but a member being rebuilt may have: it would keep
+        // the new data where the copies it is rebuilt from have the old. It is dropped (its
+        // rebuild starts over when it comes back); one that missed the write too stays.
+        let rebuilding = ctx.shared.rebuilding.load(Ordering::Acquire) & !missed;
+        for slot in (0..ctx.shared.n).filter(|s| rebuilding & (1 << s) != 0) {
+            tracing::warn!(
+                "raid '{}': member in slot {slot}, being rebuilt, may hold a write its source members missed (aborted below); dropping it",
+                ctx.shared.name
+            );
+            ctx.shared.fail_slot(slot);
+        }
         return st;
     }
     for slot in (0..ctx.shared.n).filter(|s| missed & (1 << s) != 0) {

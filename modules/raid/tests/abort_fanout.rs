@@ -359,3 +359,49 @@ fn a_mirror_write_cut_by_a_reset_on_every_member_keeps_both() {
     );
     close_and_delete(&mut h, "AF9", desc, ch);
 }
+
+/// raid1 with its in-sync member delayed and a new member being rebuilt (paused): a write
+/// reaches the new member and is held on the in-sync one; a reset ends that piece aborted.
+/// The write is aborted, and the member being rebuilt, which took data its source lacks, is
+/// dropped rather than left to finish its rebuild with blocks no other copy has.
+#[test]
+fn a_write_only_the_rebuilt_member_took_drops_it() {
+    let mut h = Harness::new(2, 90);
+    let (desc, ch, _disks) = raid_over_for(&mut h, "AFB", "raid1", 0, &[true, false], SHORT_US);
+    // What examine left held in the delay member goes through (the harness's clock).
+    h.advance_us(SHORT_US);
+    h.run_until_idle();
+    assert!(call(&mut h, |d| ferrite_raid::remove_base_bdev("AFBd1", d)).is_ok());
+    let t = Disk::new(512, BLOCKS);
+    let t2 = t.clone();
+    h.on(0, move || {
+        register_disk("AFBt", &t2, None);
+    });
+    ferrite_raid::set_rebuild_pause("AFB", Some(ferrite_raid::RebuildState::Reading));
+    assert!(call(&mut h, |d| ferrite_raid::add_base_bdev("AFB", "AFBt", d)).is_ok());
+    run_until(&mut h, "the rebuild paused", || {
+        ferrite_raid::rebuild_state("AFB") == Some((ferrite_raid::RebuildState::Reading, true))
+    });
+    // Far from the window being copied (at the start): the write is not parked.
+    let data = noise(12, 16 * 512);
+    let st = write_cut_by_reset(&mut h, &ch, BLOCKS - 16, data.clone());
+    assert_eq!(st, IoStatus::Aborted, "the in-sync member did not take it");
+    assert_eq!(
+        t.read(BLOCKS - 16, 16),
+        data,
+        "the member being rebuilt took it"
+    );
+    // The paused rebuild goes on, finds its target gone and ends.
+    ferrite_raid::set_rebuild_pause("AFB", None);
+    ferrite_raid::resume_rebuild("AFB");
+    run_until(&mut h, "the rebuilt member dropped", || {
+        ferrite_raid::rebuild_state("AFB").is_none()
+            && info("AFB").unwrap()["num_base_bdevs_operational"] == 1
+    });
+    let names = info("AFB").unwrap()["base_bdevs_list"].to_string();
+    assert!(
+        !names.contains("AFBt"),
+        "the member being rebuilt is out: {names}"
+    );
+    close_and_delete(&mut h, "AFB", desc, ch);
+}
