@@ -394,10 +394,10 @@ fn a_write_only_the_rebuilt_member_took_drops_it() {
     // The paused rebuild goes on, finds its target gone and ends.
     ferrite_raid::set_rebuild_pause("AFB", None);
     ferrite_raid::resume_rebuild("AFB");
-    run_until(&mut h, "the rebuilt member dropped", || {
+    run_until(&mut h, "the rebuild ended", || {
         ferrite_raid::rebuild_state("AFB").is_none()
-            && info("AFB").unwrap()["num_base_bdevs_operational"] == 1
     });
+    wait_operational(&mut h, "AFB", 1);
     let names = info("AFB").unwrap()["base_bdevs_list"].to_string();
     assert!(
         !names.contains("AFBt"),

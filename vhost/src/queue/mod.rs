@@ -130,7 +130,7 @@ struct Queue {
     detach: Option<SyncSender<()>>,
     /// Gave up waiting for its I/O (module docs): it never touches the ring again.
     abandoned: bool,
-    /// Shared with [`Running::done`]; set in `finish`.
+    /// Finished (set in `finish`, on this thread); shared with [`Running::done`].
     done: Arc<AtomicBool>,
     kick: File,
     call: Option<File>,
@@ -149,7 +149,6 @@ struct Queue {
     notify_enabled: bool,
     broken: bool,
     stop: Option<SyncSender<u32>>,
-    finished: bool,
     packed: bool,
     block_size: u64,
     // coalescing
@@ -348,7 +347,6 @@ fn build(ctrl: Arc<CtrlShared>, spec: QueueSpec, done: Arc<AtomicBool>) -> Resul
         notify_enabled: false,
         broken: false,
         stop: None,
-        finished: false,
         packed: spec.packed,
         block_size,
         signal_pending: false,

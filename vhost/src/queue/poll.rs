@@ -9,7 +9,7 @@ use crate::blk::request::status;
 
 impl Queue {
     pub(super) fn poll(&mut self) -> usize {
-        if self.finished {
+        if self.finished() {
             return 0;
         }
         if self.abandoned {
@@ -110,7 +110,7 @@ impl Queue {
         if self.abandoned {
             return true; // nothing to look at: its completions come from the bdev layer
         }
-        if self.finished || self.broken {
+        if self.finished() || self.broken {
             return !self.pending_publish && !self.signal_pending;
         }
         if self.stop.is_some()
@@ -215,6 +215,11 @@ impl Queue {
         base
     }
 
+    /// True once `finish` ran (the poller is being unregistered).
+    fn finished(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) fn finish(&mut self) {
         // Whatever coalescing held back is signalled now: the frontend may stop listening to
         // the call eventfd as soon as it has the base (or the target closes the connection),
@@ -227,7 +232,6 @@ impl Queue {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(base);
         }
-        self.finished = true;
         self.done.store(true, std::sync::atomic::Ordering::Release);
         if !self.abandoned {
             self.ctrl.set_queue_inflight(self.index, self.outstanding);
