@@ -490,6 +490,84 @@ fn a_ring_stuck_behind_a_held_request_is_abandoned_cleanly() {
     env.delete("ab.0").unwrap();
 }
 
+/// Deleting a controller whose ring was abandoned with a read held by the bdev keeps the
+/// queue's thread until the bdev gives the read back; then the queue is freed, and with it
+/// the target's mapping of the guest's memory, and the thread exits. (Before, the thread
+/// exited at the deletion: the delay bdev's poller went with it, the read never completed and
+/// the queue kept the guest memory mapped until the process exited.)
+#[test]
+fn a_deleted_controller_frees_its_abandoned_queue_once_the_bdev_is_done() {
+    let env = env();
+    slow_reads(env, "MallocLg", "DlyLg");
+    env.create("lg.0", "DlyLg", false).unwrap();
+    let _timeout = DrainTimeout::set(std::time::Duration::from_millis(200));
+    let mut d = Driver::connect(&env.dir.join("lg.0"));
+    submit_read(&mut d);
+    let start = std::time::Instant::now();
+    while inflight_count(env, "lg.0") != 1 {
+        assert!(start.elapsed() < WAIT, "the read was never taken");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // The frontend goes away with the read held: its ring is abandoned after 200 ms.
+    let (mem, ..) = d.disconnect();
+    wait_until_no_session(env, "lg.0");
+    let inode = inode_of(&mem.file);
+    assert_eq!(
+        mappings_of(inode),
+        2,
+        "the guest memory is mapped here and by the abandoned queue"
+    );
+    env.delete("lg.0").unwrap();
+    assert_eq!(
+        reads_done(env, "DlyLg"),
+        0,
+        "the delay still holds the read"
+    );
+    assert!(
+        thread_named("vhost.lg.0.0"),
+        "the queue thread stays while its abandoned queue waits"
+    );
+    let start = std::time::Instant::now();
+    while reads_done(env, "DlyLg") == 0 {
+        assert!(start.elapsed() < WAIT, "the delay never completed the read");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let start = std::time::Instant::now();
+    while mappings_of(inode) != 1 || thread_named("vhost.lg.0.0") {
+        assert!(
+            start.elapsed() < WAIT,
+            "the queue kept the guest memory mapped ({} mappings) or its thread lives on",
+            mappings_of(inode)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The abandoned read's status byte was never written (the ring was handed back).
+    assert_eq!(mem.read(0x9000, 1)[0], 0xff);
+}
+
+fn inode_of(f: &std::fs::File) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    f.metadata().unwrap().ino()
+}
+
+/// Mappings of the file with inode `ino` in this process (the test's own and the target's).
+fn mappings_of(ino: u64) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(4)
+                .and_then(|i| i.parse::<u64>().ok())
+                == Some(ino)
+                && l.contains("memfd:")
+        })
+        .count()
+}
+
+fn thread_named(name: &str) -> bool {
+    env().rt.threads().iter().any(|t| t.name() == name)
+}
+
 /// Sets the process's vhost drain timeout for one test and restores the default after it,
 /// even if the test fails.
 struct DrainTimeout;

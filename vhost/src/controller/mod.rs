@@ -21,7 +21,9 @@ use crate::error::{ErrorKind, Result, VhostError};
 use crate::listener::ControlThread;
 
 mod info;
+mod linger;
 pub use info::{config_json, list, names, set_coalescing};
+use linger::{exit_threads, Lingering};
 
 /// Target-wide settings given by `ferrite tgt` at start-up.
 #[derive(Debug, Clone)]
@@ -95,6 +97,9 @@ pub struct CtrlShared {
     /// them: written by that poller when the count changed (once per poll, not per request;
     /// a cache line each), summed by `vhost_get_controllers`.
     queue_inflight: [QueueCount; MAX_QUEUES as usize],
+    /// Per queue thread (as `threads`): abandoned queues still waiting for their I/O, and
+    /// whether the thread was asked to exit (`linger` module docs).
+    lingering: Vec<Lingering>,
 }
 
 /// One queue's count, alone on its cache line (queues poll on different reactors).
@@ -317,6 +322,7 @@ pub fn create(opts: &CreateOpts) -> Result<()> {
         session: Mutex::new(None),
         serial,
         queue_inflight: Default::default(),
+        lingering: (0..indices.len()).map(|_| Lingering::default()).collect(),
     });
     let socket = set.socket_dir.join(name);
     let fail = |shared: &Arc<CtrlShared>, e: VhostError| {
@@ -391,12 +397,6 @@ fn mask_string(cores: &[usize]) -> String {
         }
     }
     s
-}
-
-fn exit_threads(shared: &CtrlShared) {
-    for t in &shared.threads {
-        let _ = t.send(ferrite_reactor::exit_current);
-    }
 }
 
 /// Stops a controller taken out of the list: control thread (rings drained), queue threads,

@@ -205,6 +205,7 @@ impl Queue {
             super::drain_timeout()
         );
         self.abandoned = true;
+        self.ctrl.linger_begin(self.index);
         // A popped request still waiting for an I/O object stays in flight too.
         self.retry = None;
         // No more kicks to wake us (a pending one would keep the reactor awake) and no
@@ -233,7 +234,10 @@ impl Queue {
             let _ = tx.send(base);
         }
         self.done.store(true, std::sync::atomic::Ordering::Release);
-        if !self.abandoned {
+        if self.abandoned {
+            // Its thread may have been kept for it (controller deleted meanwhile).
+            self.ctrl.linger_end(self.index);
+        } else {
             self.ctrl.set_queue_inflight(self.index, self.outstanding);
         }
         self._kick_reg = None;
