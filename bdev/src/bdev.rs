@@ -195,7 +195,10 @@ pub struct Bdev {
 fn accepts(native: impl Fn(IoType) -> bool, t: IoType) -> bool {
     match t {
         IoType::WriteZeroes => native(IoType::Write) || native(t),
-        IoType::Compare | IoType::CompareAndWrite => native(IoType::Read) || native(t),
+        IoType::Compare => native(IoType::Read) || native(t),
+        // Emulated as a compare then a write: a bdev that cannot write (a readonly file)
+        // does not offer it.
+        IoType::CompareAndWrite => (native(IoType::Read) && native(IoType::Write)) || native(t),
         IoType::Abort | IoType::Reset => true,
         _ => native(t),
     }

@@ -402,9 +402,14 @@ impl FileDisk {
         let raw = self.fd.as_raw_fd();
         match self.kind {
             FileKind::BlockDevice => {
-                // blkdev_fallocate has supported ZERO_RANGE since Linux 4.9; BLKDISCARD is
-                // tried per request (a device without discard fails the unmap).
-                self.can_punch = true;
+                // blkdev_fallocate has supported ZERO_RANGE since Linux 4.9. Unmap (BLKDISCARD)
+                // is offered only where the device can discard: elsewhere every unmap would
+                // fail as an I/O error instead of being unsupported. Where sysfs does not say,
+                // it is offered and tried per request.
+                let rdev = fstat(raw).map(|st| st.st_rdev).ok();
+                self.can_punch = rdev
+                    .and_then(|d| crate::sys::discard_max_bytes(std::path::Path::new("/sys"), d))
+                    .is_none_or(|max| max > 0);
                 self.can_zero_range = true;
             }
             FileKind::Regular => {

@@ -62,6 +62,13 @@ impl<K: Copy + Debug> Slots<K> {
         }
     }
 
+    /// Leaks every slot with what it holds (its I/O, iovec array and bounce buffer): for a
+    /// channel that cannot wait at teardown for the kernel to be done with them.
+    pub fn leak(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.slots));
+        self.free.clear();
+    }
+
     /// A free slot's index, or `None` when every slot is taken (the I/O then completes with
     /// NOMEM and the bdev layer retries it when one of this channel's I/O completes).
     pub fn alloc(&mut self) -> Option<u32> {

@@ -372,9 +372,52 @@ pub fn eventfd_drain(fd: RawFd) -> bool {
     n == 8 && v != 0
 }
 
+/// The most bytes one discard may cover on block device `rdev` (`st_rdev`), from
+/// `ROOT/dev/block/MAJ:MIN/queue/discard_max_bytes` (a partition's queue is its disk's, one
+/// level up); 0: the device cannot discard. `None` when sysfs does not say. `root` is `/sys`
+/// outside tests.
+pub fn discard_max_bytes(root: &std::path::Path, rdev: libc::dev_t) -> Option<u64> {
+    let dev = root
+        .join("dev/block")
+        .join(format!("{}:{}", libc::major(rdev), libc::minor(rdev)));
+    ["queue/discard_max_bytes", "../queue/discard_max_bytes"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dev.join(f)).ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discard_limit_of_disks_and_partitions() {
+        let root = std::env::temp_dir().join(format!("ferrite-sysfs-{}", std::process::id()));
+        let disk = root.join("devices/sda");
+        std::fs::create_dir_all(disk.join("queue")).unwrap();
+        std::fs::create_dir_all(disk.join("sda1")).unwrap();
+        std::fs::create_dir_all(root.join("dev/block")).unwrap();
+        std::fs::write(disk.join("queue/discard_max_bytes"), "0\n").unwrap();
+        std::os::unix::fs::symlink(&disk, root.join("dev/block/8:0")).unwrap();
+        std::os::unix::fs::symlink(disk.join("sda1"), root.join("dev/block/8:1")).unwrap();
+        assert_eq!(discard_max_bytes(&root, libc::makedev(8, 0)), Some(0));
+        assert_eq!(
+            discard_max_bytes(&root, libc::makedev(8, 1)),
+            Some(0),
+            "partition"
+        );
+        std::fs::write(disk.join("queue/discard_max_bytes"), "2147450880\n").unwrap();
+        assert_eq!(
+            discard_max_bytes(&root, libc::makedev(8, 1)),
+            Some(2_147_450_880)
+        );
+        assert_eq!(
+            discard_max_bytes(&root, libc::makedev(9, 9)),
+            None,
+            "unknown device"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn abi_sizes() {

@@ -205,6 +205,11 @@ fn readonly_bdev_refuses_writes() {
         assert_eq!(v["supported_io_types"][t], false, "{t}: {v}");
     }
     assert_eq!(v["supported_io_types"]["read"], true);
+    // The bdev layer emulates compare (a read) but not compare-and-write (it would write).
+    let b = ferrite_bdev::lookup("AioRo").unwrap();
+    assert!(b.io_type_supported(ferrite_bdev::IoType::Compare));
+    assert!(!b.io_type_supported(ferrite_bdev::IoType::CompareAndWrite));
+    drop(b);
     assert_eq!(v["driver_specific"]["aio"]["readonly"], true);
     let w = &env.workers[0];
     assert_eq!(

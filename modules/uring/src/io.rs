@@ -443,17 +443,35 @@ impl Polled for Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Only at thread teardown can requests still be in flight: wait for them before the
-        // slots (and the buffers the kernel may still write) are freed.
+        // slots (and the buffers the kernel may still write) are freed. Closing a ring does
+        // not wait for its requests, so a wait that cannot finish leaks the slots instead.
         if let Some(ring) = self.ring.as_mut() {
-            let mut spins = 0;
-            while self.inflight > 0 && spins < 10_000 {
-                let _ = ring.submit_and_wait(1);
+            let mut failures = 0u32;
+            while self.inflight > 0 {
+                if let Err(e) = ring.submit_and_wait(1) {
+                    let transient = matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                    );
+                    failures += 1;
+                    // A ring that refuses to be entered (not this thread's, or closed) will
+                    // not start working; a transient error is retried a bounded number of
+                    // times (every retry waits for at least one completion when it works).
+                    if !transient || failures > 10_000 {
+                        tracing::error!(
+                            "uring bdev '{}': cannot wait for {} request(s) in flight at teardown ({e}); their buffers are leaked, not freed",
+                            self.disk.name,
+                            self.inflight
+                        );
+                        self.slots.leak();
+                        break;
+                    }
+                }
                 let mut got = 0;
                 for _ in ring.completion() {
                     got += 1;
                 }
                 self.inflight = self.inflight.saturating_sub(got);
-                spins += 1;
             }
         }
         drop(self.ring.take());
