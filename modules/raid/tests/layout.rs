@@ -329,6 +329,16 @@ fn create_errors() {
         ),
         (opts("E0a", "raid0", &["".into()], 4), "cannot be empty"),
         (opts("E0d0", "raid0", &names, 4), "already exists"),
+        // 2^31 KiB on 512-byte blocks is 2^32 blocks: it once became a strip of 0 blocks.
+        (opts("E0a", "raid0", &names, 1 << 31), "too large"),
+        (opts("E0a", "raid5f", &names3(&names), 1 << 21), "too large"),
+        (
+            RaidOpts {
+                uuid: Some("00000000-0000-0000-0000-000000000000".into()),
+                ..opts("E0a", "raid1", &names, 0)
+            },
+            "nil UUID",
+        ),
     ];
     for (o, want) in cases {
         let r = call(&mut h, move |done| ferrite_raid::create(&o, done));
@@ -359,6 +369,13 @@ fn create_errors() {
     assert!(call(&mut h, |done| ferrite_raid::delete("E0c", done)).is_ok());
     let e = call(&mut h, |done| ferrite_raid::delete("E0c", done)).unwrap_err();
     assert_eq!(e.errno(), libc::ENODEV);
+}
+
+/// Three member names for a raid5f case (the third need not exist: validation comes first).
+fn names3(names: &[String]) -> Vec<String> {
+    let mut v = names.to_vec();
+    v.push("E0dx".into());
+    v
 }
 
 /// raid0 over two members (a power of two): reads and writes within one strip take the bdev

@@ -121,6 +121,46 @@ fn raid0_missing_a_member_stays_configuring_after_examine_settles() {
     shutdown(&mut h, "P7", &d);
 }
 
+/// The write-intent bitmap is made durable with a flush on members with a write cache; a
+/// member whose flush fails may hold its bits only in that cache, so it is dropped before
+/// the writes waiting for the bitmap go out (before, the failure was ignored).
+#[test]
+fn a_member_whose_bitmap_flush_fails_is_dropped() {
+    let mut h = Harness::new(2, 39);
+    setup(&mut h);
+    let d = Disks {
+        disks: (0..3).map(|_| Disk::new(512, DISK_BLOCKS)).collect(),
+        names: (0..3).map(|i| format!("PFd{i}")).collect(),
+        uuids: (0..3).map(|_| ferrite_bdev::uuid::Uuid::new_v4()).collect(),
+    };
+    for i in 0..3 {
+        d.disks[i].write_cache.store(true, Ordering::SeqCst);
+        register(&mut h, &d, i);
+    }
+    create(&mut h, "PF", "raid1", 0, &d);
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("PFd2", done)).is_ok());
+    assert_eq!(info("PF").unwrap()["num_base_bdevs_operational"], 2);
+    d.disks[1].fail_flush.store(true, Ordering::SeqCst);
+    let flushes = d.disks[0].flushes.load(Ordering::SeqCst);
+    // A write to a clean region: its bit goes to disk (write, then flush) first.
+    let (desc, ch) = io_channel(&mut h, "PF");
+    let arena = Arena::default();
+    let w = noise(91, 8 * BS);
+    write(&mut h, &ch, &arena, 0, w.clone());
+    assert!(
+        d.disks[0].flushes.load(Ordering::SeqCst) > flushes,
+        "the bitmap was flushed"
+    );
+    let v = info("PF").unwrap();
+    assert_eq!(v["num_base_bdevs_operational"], 1, "{v}");
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(read(&mut h, &ch, 0, 8), w);
+    assert_eq!(d.disks[0].read(OFF, 8), w);
+    close(&mut h, desc, ch);
+    d.disks[1].fail_flush.store(false, Ordering::SeqCst);
+    shutdown(&mut h, "PF", &d);
+}
+
 #[test]
 fn persisted_bitmap_resyncs_a_member_after_restart_and_garbage_means_full_rebuild() {
     let mut h = Harness::new(2, 38);

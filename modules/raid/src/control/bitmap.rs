@@ -311,6 +311,7 @@ pub(crate) fn persist(raid: &Arc<Raid>) {
     let sh0 = shared.clone();
     ctlio::submit(ops, move |res| {
         // Then a flush where a write cache could hold it.
+        let mut flushed_slots = Vec::new();
         let flushes: Vec<CtlOp> = res
             .into_iter()
             .zip(slots)
@@ -327,17 +328,32 @@ pub(crate) fn persist(raid: &Arc<Raid>) {
                     return None;
                 }
                 let buf = x.buf?;
-                x.ch.bdev().write_cache().then_some(CtlOp {
+                let op = x.ch.bdev().write_cache().then_some(CtlOp {
                     ch: x.ch,
                     write: false,
                     offset: 0,
                     buf,
                     flush: true,
-                })
+                })?;
+                flushed_slots.push(slot);
+                Some(op)
             })
             .collect();
         let r2 = r.clone();
-        ctlio::submit(flushes, move |_| {
+        ctlio::submit(flushes, move |res| {
+            for (x, &slot) in res.iter().zip(&flushed_slots) {
+                if x.status != IoStatus::Success {
+                    // Its bitmap may sit in a cache it could not make durable: the writes
+                    // the bitmap lets go now must not count on it.
+                    tracing::error!(
+                        "raid '{}': bitmap flush on '{}' failed ({:?}); dropping the member",
+                        r.name,
+                        x.ch.bdev().name(),
+                        x.status
+                    );
+                    shared.fail_slot(slot);
+                }
+            }
             shared.wib.set_durable(&words);
             let sh = shared.clone();
             let walk = device

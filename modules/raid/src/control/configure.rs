@@ -118,7 +118,12 @@ fn plan_layout(raid: &Arc<Raid>) -> Result<()> {
                 raid.strip_size_kb
             )));
         }
-        (bytes / u64::from(bs)) as u32
+        u32::try_from(bytes / u64::from(bs)).map_err(|_| {
+            einval(format!(
+                "strip size {} KiB is too large for {bs}-byte blocks",
+                raid.strip_size_kb
+            ))
+        })?
     };
     if level == RaidLevel::Raid5f {
         let largest = ferrite_bdev::buf::stats()

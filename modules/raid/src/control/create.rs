@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The largest strip: 1 GiB (a strip larger than any member leaves the raid no blocks; this
+/// bound keeps every strip's block count in 32 bits).
+const MAX_STRIP_KB: u32 = 1 << 20;
+
 /// `bdev_raid_create`: validates, remembers the raid, claims the base bdevs that exist and,
 /// when all are there, configures and registers it (writing superblocks first if asked).
 /// `done` runs once the raid is online, or at once if it waits for bases (state
@@ -35,6 +39,11 @@ fn validate(opts: &RaidOpts) -> Result<Arc<Raid>> {
                 level.name()
             )));
         }
+        if kb > MAX_STRIP_KB {
+            return Err(einval(format!(
+                "strip size {kb} KiB is too large (at most {MAX_STRIP_KB} KiB)"
+            )));
+        }
     } else if kb != 0 {
         return Err(einval(format!(
             "strip size is not supported by raid1 (got {kb} KiB; give 0 or omit it)"
@@ -60,6 +69,12 @@ fn validate(opts: &RaidOpts) -> Result<Arc<Raid>> {
         Some(u) => Uuid::parse(u)?,
         None => Uuid::new_v4(),
     };
+    if uuid == Uuid::default() {
+        // The superblock's reader refuses it: the raid could never be reassembled.
+        return Err(einval(format!(
+            "the raid UUID cannot be the nil UUID ({uuid})"
+        )));
+    }
     if find_uuid(uuid).is_some() {
         return Err(BdevError::new(
             ErrorKind::Exists,

@@ -50,6 +50,10 @@ pub struct Disk {
     pub fail_write: AtomicBool,
     /// Hold every I/O until cleared.
     pub hold: AtomicBool,
+    /// Complete flushes with `IoStatus::Failed` (writes still succeed).
+    pub fail_flush: AtomicBool,
+    /// Registered as having a volatile write cache (read at registration).
+    pub write_cache: AtomicBool,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub unmaps: AtomicU64,
@@ -66,6 +70,8 @@ impl Disk {
             fail_read: AtomicBool::new(false),
             fail_write: AtomicBool::new(false),
             hold: AtomicBool::new(false),
+            fail_flush: AtomicBool::new(false),
+            write_cache: AtomicBool::new(false),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             unmaps: AtomicU64::new(0),
@@ -100,6 +106,9 @@ impl Disk {
             return IoStatus::Failed;
         }
         if t != IoType::Read && self.fail_write.load(Ordering::SeqCst) {
+            return IoStatus::Failed;
+        }
+        if t == IoType::Flush && self.fail_flush.load(Ordering::SeqCst) {
             return IoStatus::Failed;
         }
         let mut d = self.data.lock().unwrap();
@@ -202,6 +211,7 @@ impl BdevBackend for DiskBackend {
 pub fn register_disk(name: &str, disk: &Arc<Disk>, uuid: Option<Uuid>) -> Arc<Bdev> {
     let mut p = BdevProps::new(name, "Test disk", disk.block_size, disk.blocks);
     p.uuid = uuid;
+    p.write_cache = disk.write_cache.load(Ordering::SeqCst);
     ferrite_bdev::register(p, Arc::new(DiskBackend(disk.clone()))).unwrap()
 }
 
