@@ -15,10 +15,12 @@ mod common;
 
 use common::restart::*;
 use common::*;
-use ferrite_bdev::Desc;
+use ferrite_bdev::uuid::Uuid;
+use ferrite_bdev::{Desc, IoType};
 use ferrite_raid::superblock::HEADER_LEN;
 use ferrite_raid::{MemberState, RaidOpts, RebuildState};
 use ferrite_reactor::harness::Harness;
+use std::sync::atomic::Ordering;
 
 #[test]
 fn raid1_reassembles_after_restart_with_the_same_identity() {
@@ -84,6 +86,77 @@ fn raid1_reassembles_after_restart_with_the_same_identity() {
     assert_eq!(read(&mut h, &ch, 10, 64), data);
     close(&mut h, desc, ch);
     shutdown(&mut h, "P1", &d);
+}
+
+/// On members with a volatile write cache, a rebuild's copies are flushed before a
+/// superblock records them (a checkpoint or the final "configured" state): a power loss
+/// cannot leave a superblock that vouches for blocks still in the cache.
+#[test]
+fn rebuild_copies_are_flushed_before_a_superblock_records_them() {
+    let mut h = Harness::new(2, 40);
+    setup(&mut h);
+    let d = Disks {
+        disks: (0..2).map(|_| Disk::new(512, DISK_BLOCKS)).collect(),
+        names: (0..2).map(|i| format!("PCd{i}")).collect(),
+        uuids: (0..2).map(|_| Uuid::new_v4()).collect(),
+    };
+    for i in 0..2 {
+        d.disks[i].write_cache.store(true, Ordering::SeqCst);
+        register(&mut h, &d, i);
+    }
+    create(&mut h, "PC", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let model = noise(12, data_blocks as usize * BS);
+    fill(&mut h, "PC", &model);
+    // Member 1 leaves with a failure (a full rebuild when it is added again).
+    d.disks[1].fail_write.store(true, Ordering::SeqCst);
+    let (desc, ch) = io_channel(&mut h, "PC");
+    let arena = Arena::default();
+    write(&mut h, &ch, &arena, 0, model[..8 * BS].to_vec());
+    close(&mut h, desc, ch);
+    assert_eq!(info("PC").unwrap()["num_base_bdevs_operational"], 1);
+    d.disks[1].fail_write.store(false, Ordering::SeqCst);
+    d.disks[1].log.lock().unwrap().clear();
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "PC", "PCd1", done
+    ))
+    .is_ok());
+    run_until(&mut h, "rebuild", || {
+        ferrite_raid::rebuild_state("PC").is_none() && ferrite_raid::last_rebuild("PC").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("PC").unwrap();
+    assert_eq!(rep.error, None, "{rep:?}");
+    assert_eq!(rep.copied_blocks, data_blocks, "{rep:?}");
+    // The copies run in order, a window at a time, and a checkpoint vouches only for the
+    // windows before it: when a superblock goes out, at most the window being copied now is
+    // unflushed, and none when the last one (the member in sync) does.
+    let log = d.disks[1].log.lock().unwrap().clone();
+    let mut unflushed = 0;
+    let mut at_sb = Vec::new();
+    for &(t, off) in &log {
+        match t {
+            IoType::Write if off >= OFF => unflushed += 1,
+            IoType::Write if off == 0 => at_sb.push(unflushed),
+            IoType::Flush => unflushed = 0,
+            _ => {}
+        }
+    }
+    assert!(
+        at_sb.len() > 2,
+        "checkpoints and the final superblock: {log:?}"
+    );
+    assert!(at_sb.iter().all(|&n| n <= 1), "{at_sb:?}: {log:?}");
+    assert_eq!(at_sb.last(), Some(&0), "{log:?}");
+    assert_eq!(d.disks[1].read(OFF, data_blocks), model);
+    let sb = sb_of(&d.disks[1], d.uuids[1]);
+    assert!(
+        sb.members
+            .iter()
+            .all(|m| m.state == MemberState::Configured),
+        "{sb:?}"
+    );
+    shutdown(&mut h, "PC", &d);
 }
 
 #[test]

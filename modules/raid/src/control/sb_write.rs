@@ -102,23 +102,75 @@ pub(super) fn write_sb_incl(
     }
     let name = raid.name.clone();
     let seq = template.seq;
-    crate::ctlio::submit(ops, move |res| {
-        let bad: Vec<String> = res
-            .iter()
-            .filter(|r| r.status != IoStatus::Success)
-            .map(|r| r.ch.bdev().name().to_string())
-            .collect();
-        if bad.is_empty() {
-            tracing::debug!("raid '{name}': superblock seq {seq} written");
-            then(Ok(()))
+    // Flushed before: what the members were written before (a rebuild's copies, the writes
+    // a removal waited for) is durable before a superblock says it is there. Flushed after:
+    // the superblock itself is.
+    flush_cached(ops, move |ops, mut bad| {
+        crate::ctlio::submit(ops, move |res| {
+            let mut written = Vec::with_capacity(res.len());
+            for r in res {
+                match r.buf {
+                    Some(buf) if r.status == IoStatus::Success => written.push(CtlOp {
+                        ch: r.ch,
+                        write: true,
+                        offset: 0,
+                        buf,
+                        flush: false,
+                    }),
+                    _ => bad.push(r.ch.bdev().name().to_string()),
+                }
+            }
+            flush_cached(written, move |_, after| {
+                bad.extend(after);
+                if bad.is_empty() {
+                    tracing::debug!("raid '{name}': superblock seq {seq} written");
+                    then(Ok(()))
+                } else {
+                    then(Err(BdevError::new(
+                        ErrorKind::Io,
+                        format!(
+                            "raid '{name}': superblock write failed on {}",
+                            bad.join(", ")
+                        ),
+                    )))
+                }
+            });
+        });
+    });
+}
+
+/// Flushes the channel of every op whose bdev has a volatile write cache, then calls `then`
+/// (on this thread, at once if none has one) with the ops whose flush succeeded or was not
+/// needed, and the names of the bdevs whose flush failed (their ops are dropped).
+fn flush_cached(ops: Vec<CtlOp>, then: impl FnOnce(Vec<CtlOp>, Vec<String>) + Send + 'static) {
+    let mut keep = Vec::with_capacity(ops.len());
+    let mut flushes = Vec::new();
+    let mut kinds = Vec::new();
+    for op in ops {
+        if op.ch.bdev().write_cache() {
+            kinds.push((op.write, op.offset));
+            flushes.push(CtlOp { flush: true, ..op });
         } else {
-            then(Err(BdevError::new(
-                ErrorKind::Io,
-                format!(
-                    "raid '{name}': superblock write failed on {}",
-                    bad.join(", ")
-                ),
-            )))
+            keep.push(op);
         }
+    }
+    if flushes.is_empty() {
+        return then(keep, Vec::new());
+    }
+    crate::ctlio::submit(flushes, move |res| {
+        let mut bad = Vec::new();
+        for (r, (write, offset)) in res.into_iter().zip(kinds) {
+            match r.buf {
+                Some(buf) if r.status == IoStatus::Success => keep.push(CtlOp {
+                    ch: r.ch,
+                    write,
+                    offset,
+                    buf,
+                    flush: false,
+                }),
+                _ => bad.push(r.ch.bdev().name().to_string()),
+            }
+        }
+        then(keep, bad)
     });
 }

@@ -54,6 +54,8 @@ pub struct Disk {
     pub fail_flush: AtomicBool,
     /// Registered as having a volatile write cache (read at registration).
     pub write_cache: AtomicBool,
+    /// Writes (with their offset) and flushes that succeeded, in order.
+    pub log: Mutex<Vec<(IoType, u64)>>,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub unmaps: AtomicU64,
@@ -72,6 +74,7 @@ impl Disk {
             hold: AtomicBool::new(false),
             fail_flush: AtomicBool::new(false),
             write_cache: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             unmaps: AtomicU64::new(0),
@@ -125,6 +128,7 @@ impl Disk {
             }
             IoType::Write => {
                 self.writes.fetch_add(1, Ordering::Relaxed);
+                self.log.lock().unwrap().push((t, off));
                 for v in io.iovs() {
                     // SAFETY: as above.
                     let s = unsafe { std::slice::from_raw_parts(v.base, v.len) };
@@ -140,6 +144,7 @@ impl Disk {
             }
             IoType::Flush => {
                 self.flushes.fetch_add(1, Ordering::Relaxed);
+                self.log.lock().unwrap().push((t, off));
             }
             _ => return IoStatus::Invalid,
         }
