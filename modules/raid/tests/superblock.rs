@@ -15,7 +15,6 @@ mod common;
 
 use common::restart::*;
 use common::*;
-use ferrite_bdev::uuid::Uuid;
 use ferrite_bdev::{Desc, IoType};
 use ferrite_raid::superblock::HEADER_LEN;
 use ferrite_raid::{MemberState, RaidOpts, RebuildState};
@@ -95,15 +94,7 @@ fn raid1_reassembles_after_restart_with_the_same_identity() {
 fn rebuild_copies_are_flushed_before_a_superblock_records_them() {
     let mut h = Harness::new(2, 40);
     setup(&mut h);
-    let d = Disks {
-        disks: (0..2).map(|_| Disk::new(512, DISK_BLOCKS)).collect(),
-        names: (0..2).map(|i| format!("PCd{i}")).collect(),
-        uuids: (0..2).map(|_| Uuid::new_v4()).collect(),
-    };
-    for i in 0..2 {
-        d.disks[i].write_cache.store(true, Ordering::SeqCst);
-        register(&mut h, &d, i);
-    }
+    let d = disks_with_cache(&mut h, "PCd", 2, true);
     create(&mut h, "PC", "raid1", 0, &d);
     let data_blocks = DISK_BLOCKS - OFF;
     let model = noise(12, data_blocks as usize * BS);

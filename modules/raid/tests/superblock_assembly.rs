@@ -128,15 +128,7 @@ fn raid0_missing_a_member_stays_configuring_after_examine_settles() {
 fn a_member_whose_bitmap_flush_fails_is_dropped() {
     let mut h = Harness::new(2, 39);
     setup(&mut h);
-    let d = Disks {
-        disks: (0..3).map(|_| Disk::new(512, DISK_BLOCKS)).collect(),
-        names: (0..3).map(|i| format!("PFd{i}")).collect(),
-        uuids: (0..3).map(|_| ferrite_bdev::uuid::Uuid::new_v4()).collect(),
-    };
-    for i in 0..3 {
-        d.disks[i].write_cache.store(true, Ordering::SeqCst);
-        register(&mut h, &d, i);
-    }
+    let d = disks_with_cache(&mut h, "PFd", 3, true);
     create(&mut h, "PF", "raid1", 0, &d);
     assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("PFd2", done)).is_ok());
     assert_eq!(info("PF").unwrap()["num_base_bdevs_operational"], 2);

@@ -22,12 +22,19 @@ pub struct Disks {
 }
 
 pub fn disks(h: &mut Harness, prefix: &str, n: usize) -> Disks {
+    disks_with_cache(h, prefix, n, false)
+}
+
+/// As [`disks`], registered as having a volatile write cache (`write_cache`): flushes then
+/// go to them.
+pub fn disks_with_cache(h: &mut Harness, prefix: &str, n: usize, cache: bool) -> Disks {
     let d = Disks {
         disks: (0..n).map(|_| Disk::new(512, DISK_BLOCKS)).collect(),
         names: (0..n).map(|i| format!("{prefix}{i}")).collect(),
         uuids: (0..n).map(|_| Uuid::new_v4()).collect(),
     };
     for i in 0..n {
+        d.disks[i].write_cache.store(cache, Ordering::SeqCst);
         register(h, &d, i);
     }
     d
