@@ -153,6 +153,65 @@ fn a_member_whose_bitmap_flush_fails_is_dropped() {
     shutdown(&mut h, "PF", &d);
 }
 
+/// A raid assembled from its superblocks and still waiting for a member takes only its
+/// recorded members by `bdev_raid_add_base_bdev`: a blank bdev offered for the slot of a
+/// member recorded missing would have become an in-sync copy, read from when the raid came
+/// online. Once online, the same call adds it and rebuilds it.
+#[test]
+fn an_assembling_raid_refuses_a_bdev_it_does_not_expect() {
+    let mut h = Harness::new(2, 41);
+    setup(&mut h);
+    let d = disks(&mut h, "PAd", 3);
+    create(&mut h, "PA", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let model = noise(41, data_blocks as usize * BS);
+    fill(&mut h, "PA", &model);
+    // Member 2 leaves (recorded missing); after a restart only member 0 is there yet.
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("PAd2", done)).is_ok());
+    shutdown(&mut h, "PA", &d);
+    register(&mut h, &d, 0);
+    assert_eq!(info("PA").unwrap()["state"], "configuring");
+    let blank = Disk::new(512, DISK_BLOCKS);
+    h.on(0, move || {
+        register_disk("PAx", &blank, None);
+    });
+    let e = call(&mut h, |done| {
+        ferrite_raid::add_base_bdev("PA", "PAx", done)
+    })
+    .unwrap_err();
+    assert_eq!(e.errno(), libc::EINVAL);
+    assert!(
+        e.to_string().contains("assembled from its superblocks"),
+        "{e}"
+    );
+    // Its recorded member is taken; the raid comes online with the two in-sync copies.
+    register(&mut h, &d, 1);
+    let v = info("PA").unwrap();
+    assert_eq!(v["state"], "online", "{v}");
+    assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
+    // Now the blank bdev is added as a new member: rebuilt before it is read from.
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "PA", "PAx", done
+    ))
+    .is_ok());
+    run_until(&mut h, "rebuild", || {
+        ferrite_raid::rebuild_state("PA").is_none() && ferrite_raid::last_rebuild("PA").is_some()
+    });
+    h.run_until_idle();
+    assert_eq!(ferrite_raid::last_rebuild("PA").unwrap().error, None);
+    let (desc, ch) = io_channel(&mut h, "PA");
+    for i in 0..8 {
+        let off = i * (data_blocks / 8);
+        assert!(
+            read(&mut h, &ch, off, 8) == model[off as usize * BS..(off as usize + 8) * BS],
+            "raid blocks at {off}"
+        );
+    }
+    close(&mut h, desc, ch);
+    unregister(&mut h, "PAx");
+    shutdown(&mut h, "PA", &d);
+}
+
 #[test]
 fn persisted_bitmap_resyncs_a_member_after_restart_and_garbage_means_full_rebuild() {
     let mut h = Harness::new(2, 38);

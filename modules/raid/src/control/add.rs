@@ -20,23 +20,38 @@ pub fn add_base_bdev(raid_name: &str, base: &str, done: impl FnOnce(Result<()>) 
         let state = r.st().state;
         match state {
             RaidState::Configuring => {
-                let slot = {
+                let (slot, assembled) = {
                     let st = r.st();
-                    st.slots
+                    // A raid assembled from its superblocks holds data: a slot it does not
+                    // expect this bdev in (a member recorded missing or failed) would take
+                    // it as an in-sync copy. Only its recorded members are taken now;
+                    // others are added (and rebuilt) once it is online.
+                    let assembled = st.sb_blocks.is_some();
+                    let slot = st
+                        .slots
                         .iter()
                         .position(|s| s.desc.is_none() && s.matches(&bdev))
                         .or_else(|| {
                             st.slots.iter().position(|s| {
-                                s.desc.is_none() && s.name.is_none() && s.uuid.is_none()
+                                !assembled
+                                    && s.desc.is_none()
+                                    && s.name.is_none()
+                                    && s.uuid.is_none()
                             })
-                        })
+                        });
+                    (slot, assembled)
                 };
                 let Some(i) = slot else {
                     drop(op);
+                    let why = if assembled {
+                        "it is being assembled from its superblocks and takes only its recorded members until it is online (then an added member is rebuilt)"
+                    } else {
+                        "no empty slot"
+                    };
                     return done(Err(einval(format!(
-                        "no empty slot in raid bdev '{}' for base bdev '{}'",
-                        r.name,
-                        bdev.name()
+                        "cannot add base bdev '{}' to raid bdev '{}': {why}",
+                        bdev.name(),
+                        r.name
                     ))));
                 };
                 if let Err(e) = claim_slot(&r, i, &bdev) {
