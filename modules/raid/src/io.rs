@@ -89,6 +89,10 @@ pub(crate) struct Shared {
     pub gone: Arc<AtomicU64>,
     /// Members being rebuilt: written, never read.
     pub rebuilding: AtomicU64,
+    /// Members that failed a write piece (set by [`Shared::fail_slot`], cleared when the
+    /// slot is emptied): a member leaving in sync whose write failed while it left lacks
+    /// data the bitmap may not track, so it is recorded as failed (a full rebuild) instead.
+    pub missed_writes: AtomicU64,
     /// The control object, told about member failures.
     pub raid: Weak<Raid>,
     /// The control thread.
@@ -333,6 +337,7 @@ impl Shared {
     /// member (degraded mode); until then and after, no new I/O goes to it.
     pub(crate) fn fail_slot(&self, slot: usize) {
         let bit = 1u64 << slot;
+        self.missed_writes.fetch_or(bit, Ordering::AcqRel);
         let prev = self.gone.fetch_or(bit, Ordering::AcqRel);
         if prev & bit != 0 {
             return;

@@ -212,6 +212,67 @@ fn an_assembling_raid_refuses_a_bdev_it_does_not_expect() {
     shutdown(&mut h, "PA", &d);
 }
 
+/// A member removed by RPC leaves in sync (writes from then on mark the bitmap, and it is
+/// resynced from it when it comes back), but a write that began before the removal and
+/// fails on it while it leaves is in no bitmap: the member is recorded as failed instead,
+/// and added again it gets a full rebuild, so it does not keep the old data there.
+#[test]
+fn a_member_that_fails_a_write_as_it_leaves_is_recorded_failed() {
+    let mut h = Harness::new(2, 42);
+    setup(&mut h);
+    let d = disks(&mut h, "PMd", 2);
+    create(&mut h, "PM", "raid1", 0, &d);
+    let data_blocks = DISK_BLOCKS - OFF;
+    let mut model = noise(42, data_blocks as usize * BS);
+    fill(&mut h, "PM", &model);
+    // A write reaches member 0 and is held on member 1...
+    let (desc, ch) = io_channel(&mut h, "PM");
+    let arena = Arena::default();
+    d.disks[1].hold.store(true, Ordering::SeqCst);
+    let w = noise(420, 8 * BS);
+    h.on(1, || write_at(&ch, &arena, 64, w.clone(), 1));
+    h.run_until_idle();
+    assert_eq!(d.disks[1].held(), 1);
+    model[64 * BS..72 * BS].copy_from_slice(&w);
+    // ...when member 1 is removed: the removal waits for the write, which fails there.
+    let removed: std::sync::Arc<std::sync::Mutex<Option<bool>>> = Default::default();
+    let r2 = removed.clone();
+    h.on(0, move || {
+        ferrite_raid::remove_base_bdev("PMd1", move |r| *r2.lock().unwrap() = Some(r.is_ok()))
+    });
+    h.run_until_idle();
+    assert!(
+        removed.lock().unwrap().is_none(),
+        "the removal waits for the write"
+    );
+    d.disks[1].fail_write.store(true, Ordering::SeqCst);
+    d.disks[1].hold.store(false, Ordering::SeqCst);
+    run_until(&mut h, "removal", || removed.lock().unwrap().is_some());
+    assert_eq!(*removed.lock().unwrap(), Some(true));
+    assert!(take_done().iter().all(|x| x.status == IoStatus::Success));
+    close(&mut h, desc, ch);
+    let sb = sb_of(&d.disks[0], d.uuids[0]);
+    assert_eq!(sb.members[1].state, MemberState::Failed, "{sb:?}");
+    assert!(!sb.members[1].tracked, "{sb:?}");
+    // Added again: a full rebuild, after which it holds the write it failed.
+    d.disks[1].fail_write.store(false, Ordering::SeqCst);
+    assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
+        "PM", "PMd1", done
+    ))
+    .is_ok());
+    run_until(&mut h, "rebuild", || {
+        ferrite_raid::rebuild_state("PM").is_none() && ferrite_raid::last_rebuild("PM").is_some()
+    });
+    h.run_until_idle();
+    let rep = ferrite_raid::last_rebuild("PM").unwrap();
+    assert_eq!(rep.error, None, "{rep:?}");
+    assert!(!rep.resync, "{rep:?}");
+    for i in 0..2 {
+        assert!(d.disks[i].read(OFF, data_blocks) == model, "member {i}");
+    }
+    shutdown(&mut h, "PM", &d);
+}
+
 #[test]
 fn persisted_bitmap_resyncs_a_member_after_restart_and_garbage_means_full_rebuild() {
     let mut h = Harness::new(2, 38);

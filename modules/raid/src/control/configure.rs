@@ -250,6 +250,7 @@ fn register_raid(raid: &Arc<Raid>) -> Result<()> {
             concat_start,
             gone: Arc::new(AtomicU64::new(gone)),
             rebuilding: AtomicU64::new(rebuilding),
+            missed_writes: AtomicU64::new(0),
             raid: Arc::downgrade(raid),
             app: raid.app.clone(),
             wib: {

@@ -252,14 +252,34 @@ fn remove_online(
                 tracing::error!("raid '{}': cannot reach the channels: {e}", r.name);
             }
         };
-        {
-            // Left in sync: it may come back (see `assemble`).
+        let why = {
             let mut st = raid.st();
+            // Every write that was out has come back (quiesced): one that failed on this
+            // member while it left may be in no bitmap (it began before the bitmap was
+            // activated), so the member did not leave in sync after all.
+            let missed = st.shared.as_ref().is_some_and(|sh| {
+                sh.missed_writes
+                    .fetch_and(!(1u64 << slot), Ordering::AcqRel)
+                    & (1u64 << slot)
+                    != 0
+            });
             let s = &mut st.slots[slot];
+            let why = if missed && why == MemberState::Missing {
+                tracing::warn!(
+                    "raid '{}': member in slot {slot} failed a write as it left; recorded as failed (a full rebuild if it comes back)",
+                    raid.name
+                );
+                s.away = None;
+                MemberState::Failed
+            } else {
+                why
+            };
+            // Left in sync: it may come back (see `assemble`).
             if why == MemberState::Missing && !s.rebuilding {
                 s.left = s.uuid;
             }
-        }
+            why
+        };
         if raid.superblock {
             raid.st().slots[slot].sb_state = why;
             write_sb_incl(&raid, tell_it.then_some(slot), after_sb);
