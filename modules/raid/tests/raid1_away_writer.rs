@@ -141,11 +141,7 @@ fn write_open_after_a_restart_forces_a_full_rebuild() {
         "R8", "R8d1", done
     ))
     .is_ok());
-    run_until(&mut h, "rebuild", || {
-        ferrite_raid::rebuild_state("R8").is_none() && ferrite_raid::last_rebuild("R8").is_some()
-    });
-    h.run_until_idle();
-    let rep = ferrite_raid::last_rebuild("R8").unwrap();
+    let rep = rs::rebuild_report(&mut h, "R8");
     assert_eq!(rep.error, None);
     assert!(!rep.resync, "{rep:?}");
     assert_eq!(rep.copied_blocks, data_blocks, "{rep:?}");

@@ -112,11 +112,7 @@ fn rebuild_copies_are_flushed_before_a_superblock_records_them() {
         "PC", "PCd1", done
     ))
     .is_ok());
-    run_until(&mut h, "rebuild", || {
-        ferrite_raid::rebuild_state("PC").is_none() && ferrite_raid::last_rebuild("PC").is_some()
-    });
-    h.run_until_idle();
-    let rep = ferrite_raid::last_rebuild("PC").unwrap();
+    let rep = rebuild_report(&mut h, "PC");
     assert_eq!(rep.error, None, "{rep:?}");
     assert_eq!(rep.copied_blocks, data_blocks, "{rep:?}");
     // The copies run in order, a window at a time, and a checkpoint vouches only for the

@@ -161,22 +161,22 @@ fn a_member_whose_bitmap_flush_fails_is_dropped() {
 fn an_assembling_raid_refuses_a_bdev_it_does_not_expect() {
     let mut h = Harness::new(2, 41);
     setup(&mut h);
-    let d = disks(&mut h, "PAd", 3);
-    create(&mut h, "PA", "raid1", 0, &d);
+    let d = disks(&mut h, "PQd", 3);
+    create(&mut h, "PQ", "raid1", 0, &d);
     let data_blocks = DISK_BLOCKS - OFF;
     let model = noise(41, data_blocks as usize * BS);
-    fill(&mut h, "PA", &model);
+    fill(&mut h, "PQ", &model);
     // Member 2 leaves (recorded missing); after a restart only member 0 is there yet.
-    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("PAd2", done)).is_ok());
-    shutdown(&mut h, "PA", &d);
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("PQd2", done)).is_ok());
+    shutdown(&mut h, "PQ", &d);
     register(&mut h, &d, 0);
-    assert_eq!(info("PA").unwrap()["state"], "configuring");
+    assert_eq!(info("PQ").unwrap()["state"], "configuring");
     let blank = Disk::new(512, DISK_BLOCKS);
     h.on(0, move || {
-        register_disk("PAx", &blank, None);
+        register_disk("PQx", &blank, None);
     });
     let e = call(&mut h, |done| {
-        ferrite_raid::add_base_bdev("PA", "PAx", done)
+        ferrite_raid::add_base_bdev("PQ", "PQx", done)
     })
     .unwrap_err();
     assert_eq!(e.errno(), libc::EINVAL);
@@ -186,20 +186,16 @@ fn an_assembling_raid_refuses_a_bdev_it_does_not_expect() {
     );
     // Its recorded member is taken; the raid comes online with the two in-sync copies.
     register(&mut h, &d, 1);
-    let v = info("PA").unwrap();
+    let v = info("PQ").unwrap();
     assert_eq!(v["state"], "online", "{v}");
     assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
     // Now the blank bdev is added as a new member: rebuilt before it is read from.
     assert!(call(&mut h, |done| ferrite_raid::add_base_bdev(
-        "PA", "PAx", done
+        "PQ", "PQx", done
     ))
     .is_ok());
-    run_until(&mut h, "rebuild", || {
-        ferrite_raid::rebuild_state("PA").is_none() && ferrite_raid::last_rebuild("PA").is_some()
-    });
-    h.run_until_idle();
-    assert_eq!(ferrite_raid::last_rebuild("PA").unwrap().error, None);
-    let (desc, ch) = io_channel(&mut h, "PA");
+    assert_eq!(rebuild_report(&mut h, "PQ").error, None);
+    let (desc, ch) = io_channel(&mut h, "PQ");
     for i in 0..8 {
         let off = i * (data_blocks / 8);
         assert!(
@@ -208,8 +204,8 @@ fn an_assembling_raid_refuses_a_bdev_it_does_not_expect() {
         );
     }
     close(&mut h, desc, ch);
-    unregister(&mut h, "PAx");
-    shutdown(&mut h, "PA", &d);
+    unregister(&mut h, "PQx");
+    shutdown(&mut h, "PQ", &d);
 }
 
 /// A member removed by RPC leaves in sync (writes from then on mark the bitmap, and it is
@@ -260,11 +256,7 @@ fn a_member_that_fails_a_write_as_it_leaves_is_recorded_failed() {
         "PM", "PMd1", done
     ))
     .is_ok());
-    run_until(&mut h, "rebuild", || {
-        ferrite_raid::rebuild_state("PM").is_none() && ferrite_raid::last_rebuild("PM").is_some()
-    });
-    h.run_until_idle();
-    let rep = ferrite_raid::last_rebuild("PM").unwrap();
+    let rep = rebuild_report(&mut h, "PM");
     assert_eq!(rep.error, None, "{rep:?}");
     assert!(!rep.resync, "{rep:?}");
     for i in 0..2 {
@@ -460,11 +452,7 @@ fn raid5f_missing_a_member_starts_degraded_and_rebuilds_it_when_it_returns() {
     assert!(read(&mut h, &ch, 0, blocks) == model);
     // Member 1 comes back: rebuilt in full (raid5f keeps no bitmap), then read normally.
     register(&mut h, &d, 1);
-    run_until(&mut h, "rebuild", || {
-        ferrite_raid::rebuild_state("PA").is_none() && ferrite_raid::last_rebuild("PA").is_some()
-    });
-    h.run_until_idle();
-    let rep = ferrite_raid::last_rebuild("PA").unwrap();
+    let rep = rebuild_report(&mut h, "PA");
     assert_eq!(rep.error, None);
     assert_eq!(rep.copied_blocks, blocks, "{rep:?}");
     assert_eq!(info("PA").unwrap()["num_base_bdevs_operational"], 3);

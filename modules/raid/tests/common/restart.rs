@@ -142,6 +142,15 @@ pub fn step_rebuild(h: &mut Harness, name: &str, windows: usize) {
     }
 }
 
+/// Runs until raid `name`'s rebuild has ended; its report.
+pub fn rebuild_report(h: &mut Harness, name: &str) -> ferrite_raid::RebuildReport {
+    run_until(h, "rebuild", || {
+        ferrite_raid::rebuild_state(name).is_none() && ferrite_raid::last_rebuild(name).is_some()
+    });
+    h.run_until_idle();
+    ferrite_raid::last_rebuild(name).unwrap()
+}
+
 /// Runs `wait_for_examine` and waits for its callback; returns whether raid `name` was
 /// registered when the waiter ran.
 pub fn settle(h: &mut Harness, name: &str) -> bool {
