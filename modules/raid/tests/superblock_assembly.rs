@@ -265,6 +265,28 @@ fn a_member_that_fails_a_write_as_it_leaves_is_recorded_failed() {
     shutdown(&mut h, "PM", &d);
 }
 
+/// A member whose superblock update fails keeps an older superblock, which may list as in
+/// sync a member that has since left: it is dropped, and the others record it failed.
+#[test]
+fn a_member_whose_superblock_write_fails_is_dropped() {
+    let mut h = Harness::new(2, 43);
+    setup(&mut h);
+    let d = disks(&mut h, "PSd", 3);
+    create(&mut h, "PS", "raid1", 0, &d);
+    d.disks[1].fail_block0.store(true, Ordering::SeqCst);
+    assert!(call(&mut h, |done| ferrite_raid::remove_base_bdev("PSd2", done)).is_ok());
+    run_until(&mut h, "member 1 dropped", || {
+        info("PS").unwrap()["num_base_bdevs_operational"] == 1
+    });
+    h.run_until_idle();
+    let sb = sb_of(&d.disks[0], d.uuids[0]);
+    assert_eq!(sb.members[1].state, MemberState::Failed, "{sb:?}");
+    assert_eq!(sb.members[2].state, MemberState::Missing, "{sb:?}");
+    assert_eq!(info("PS").unwrap()["state"], "online");
+    d.disks[1].fail_block0.store(false, Ordering::SeqCst);
+    shutdown(&mut h, "PS", &d);
+}
+
 #[test]
 fn persisted_bitmap_resyncs_a_member_after_restart_and_garbage_means_full_rebuild() {
     let mut h = Harness::new(2, 38);

@@ -102,6 +102,7 @@ pub(super) fn write_sb_incl(
     }
     let name = raid.name.clone();
     let seq = template.seq;
+    let raid = raid.clone();
     // Flushed before: what the members were written before (a rebuild's copies, the writes
     // a removal waited for) is durable before a superblock says it is there. Flushed after:
     // the superblock itself is.
@@ -117,7 +118,7 @@ pub(super) fn write_sb_incl(
                         buf,
                         flush: false,
                     }),
-                    _ => bad.push(r.ch.bdev().name().to_string()),
+                    _ => bad.push(r.ch.bdev().clone()),
                 }
             }
             flush_cached(written, move |_, after| {
@@ -126,23 +127,54 @@ pub(super) fn write_sb_incl(
                     tracing::debug!("raid '{name}': superblock seq {seq} written");
                     then(Ok(()))
                 } else {
-                    then(Err(BdevError::new(
+                    let names: Vec<&str> = bad.iter().map(|b| b.name()).collect();
+                    let e = BdevError::new(
                         ErrorKind::Io,
                         format!(
                             "raid '{name}': superblock write failed on {}",
-                            bad.join(", ")
+                            names.join(", ")
                         ),
-                    )))
+                    );
+                    drop_stale_members(&raid, departing, &bad);
+                    then(Err(e))
                 }
             });
         });
     });
 }
 
+/// Members (other than `departing`) whose superblock could not be written hold an older
+/// one, which may still list as in sync a member that has left: they are dropped (as a
+/// member that fails a data write is), so that they never assemble the raid with it.
+fn drop_stale_members(raid: &Arc<Raid>, departing: Option<usize>, bad: &[Arc<Bdev>]) {
+    let (shared, slots) = {
+        let st = raid.st();
+        let slots: Vec<usize> = bad
+            .iter()
+            .filter_map(|b| {
+                st.slots
+                    .iter()
+                    .position(|s| s.desc.as_ref().is_some_and(|d| Arc::ptr_eq(d.bdev(), b)))
+            })
+            .filter(|&i| Some(i) != departing)
+            .collect();
+        (st.shared.clone(), slots)
+    };
+    if let Some(sh) = shared {
+        for i in slots {
+            tracing::error!(
+                "raid '{}': member in slot {i} kept an old superblock; dropping it",
+                raid.name
+            );
+            sh.fail_slot(i);
+        }
+    }
+}
+
 /// Flushes the channel of every op whose bdev has a volatile write cache, then calls `then`
 /// (on this thread, at once if none has one) with the ops whose flush succeeded or was not
-/// needed, and the names of the bdevs whose flush failed (their ops are dropped).
-fn flush_cached(ops: Vec<CtlOp>, then: impl FnOnce(Vec<CtlOp>, Vec<String>) + Send + 'static) {
+/// needed, and the bdevs whose flush failed (their ops are dropped).
+fn flush_cached(ops: Vec<CtlOp>, then: impl FnOnce(Vec<CtlOp>, Vec<Arc<Bdev>>) + Send + 'static) {
     let mut keep = Vec::with_capacity(ops.len());
     let mut flushes = Vec::new();
     let mut kinds = Vec::new();
@@ -168,7 +200,7 @@ fn flush_cached(ops: Vec<CtlOp>, then: impl FnOnce(Vec<CtlOp>, Vec<String>) + Se
                     buf,
                     flush: false,
                 }),
-                _ => bad.push(r.ch.bdev().name().to_string()),
+                _ => bad.push(r.ch.bdev().clone()),
             }
         }
         then(keep, bad)

@@ -52,6 +52,8 @@ pub struct Disk {
     pub hold: AtomicBool,
     /// Complete flushes with `IoStatus::Failed` (writes still succeed).
     pub fail_flush: AtomicBool,
+    /// Complete writes to block 0 (a raid superblock) with `IoStatus::Failed`.
+    pub fail_block0: AtomicBool,
     /// Registered as having a volatile write cache (read at registration).
     pub write_cache: AtomicBool,
     /// Writes (with their offset) and flushes that succeeded, in order.
@@ -73,6 +75,7 @@ impl Disk {
             fail_write: AtomicBool::new(false),
             hold: AtomicBool::new(false),
             fail_flush: AtomicBool::new(false),
+            fail_block0: AtomicBool::new(false),
             write_cache: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
             reads: AtomicU64::new(0),
@@ -112,6 +115,9 @@ impl Disk {
             return IoStatus::Failed;
         }
         if t == IoType::Flush && self.fail_flush.load(Ordering::SeqCst) {
+            return IoStatus::Failed;
+        }
+        if t == IoType::Write && off == 0 && self.fail_block0.load(Ordering::SeqCst) {
             return IoStatus::Failed;
         }
         let mut d = self.data.lock().unwrap();
