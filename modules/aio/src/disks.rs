@@ -85,8 +85,9 @@ impl DiskRegistry {
 
 /// Re-reads the size of the file or device behind bdev `name` of `module` and announces a
 /// change to the bdev's descriptors (`BdevEvent::Resize`). A size that is not a multiple of
-/// the block size counts whole blocks. Shrinking a bdev that is open fails with EBUSY (as
-/// SPDK). Returns the new block count.
+/// the block size is refused (EINVAL), as `bdev_*_create` refuses it: the saved config
+/// could not be loaded again. Shrinking a bdev that is open fails with EBUSY (as SPDK).
+/// Returns the new block count.
 pub fn rescan(module: &str, reg: &DiskRegistry, name: &str) -> Result<u64, FileError> {
     let b = ferrite_bdev::lookup(name)
         .filter(|b| b.module_name() == module)
@@ -102,6 +103,15 @@ pub fn rescan(module: &str, reg: &DiskRegistry, name: &str) -> Result<u64, FileE
     })?;
     let blocks = bytes / u64::from(disk.block_size);
     let old = b.num_blocks();
+    if !bytes.is_multiple_of(u64::from(disk.block_size)) {
+        return Err(FileError::new(
+            libc::EINVAL,
+            format!(
+                "bdev '{name}': '{}' is now {bytes} bytes, not a multiple of the block size {}; not resized (try again once it is)",
+                disk.filename, disk.block_size
+            ),
+        ));
+    }
     if blocks == old {
         return Ok(blocks);
     }

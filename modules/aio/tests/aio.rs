@@ -175,6 +175,18 @@ fn rescan_picks_up_a_grown_file() {
         assert!(r.data == data);
         let file = std::fs::read(&path).unwrap();
         assert!(file[6136 * 512..] == data[..]);
+        // A size that create would refuse (not whole blocks) is refused: nothing changes.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len((3 << 20) + 100)
+            .unwrap();
+        let n4 = name.clone();
+        let e = env.app(move || ferrite_aio::rescan(&n4)).unwrap_err();
+        assert_eq!(e.errno(), libc::EINVAL, "{e}");
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+        assert_eq!(info(&name)["num_blocks"], 6144);
         // Shrinking under an open descriptor is refused.
         std::fs::OpenOptions::new()
             .write(true)
