@@ -287,6 +287,45 @@ fn a_member_whose_superblock_write_fails_is_dropped() {
     shutdown(&mut h, "PS", &d);
 }
 
+/// With the buffer pool empty, a removal's superblock update waits for buffers instead of
+/// going ahead unrecorded (which left every superblock listing the departed member in sync).
+#[test]
+fn a_superblock_update_waits_for_a_buffer() {
+    let mut h = Harness::new(2, 44);
+    setup(&mut h);
+    let d = disks(&mut h, "PWd", 3);
+    create(&mut h, "PW", "raid1", 0, &d);
+    let seq = sb_of(&d.disks[0], d.uuids[0]).seq;
+    let held: Vec<ferrite_bdev::DmaBuf> = h.on(0, || {
+        let mut v = Vec::new();
+        while let Ok(Some(b)) = ferrite_bdev::DmaBuf::get(512) {
+            v.push(b);
+        }
+        v
+    });
+    assert!(!held.is_empty());
+    let removed: std::sync::Arc<std::sync::Mutex<Option<bool>>> = Default::default();
+    let r2 = removed.clone();
+    h.on(0, move || {
+        ferrite_raid::remove_base_bdev("PWd2", move |r| *r2.lock().unwrap() = Some(r.is_ok()))
+    });
+    for _ in 0..200 {
+        h.poll_all();
+    }
+    assert!(
+        removed.lock().unwrap().is_none(),
+        "the removal went on without its superblock"
+    );
+    assert_eq!(sb_of(&d.disks[0], d.uuids[0]).seq, seq);
+    h.on(0, move || drop(held));
+    run_until(&mut h, "removal", || removed.lock().unwrap().is_some());
+    assert_eq!(*removed.lock().unwrap(), Some(true));
+    let sb = sb_of(&d.disks[0], d.uuids[0]);
+    assert!(sb.seq > seq);
+    assert_eq!(sb.members[2].state, MemberState::Missing, "{sb:?}");
+    shutdown(&mut h, "PW", &d);
+}
+
 #[test]
 fn persisted_bitmap_resyncs_a_member_after_restart_and_garbage_means_full_rebuild() {
     let mut h = Harness::new(2, 38);

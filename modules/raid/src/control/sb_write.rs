@@ -16,6 +16,19 @@ pub(super) fn write_sb_incl(
     departing: Option<usize>,
     then: impl FnOnce(Result<()>) + Send + 'static,
 ) {
+    write_sb_try(raid, departing, Box::new(then), 0)
+}
+
+/// Turns a superblock write waits for a buffer (the pool is shared with the data path, which
+/// gives buffers back as its I/O completes) before it fails.
+const SB_BUFFER_TRIES: u32 = 10_000;
+
+fn write_sb_try(
+    raid: &Arc<Raid>,
+    departing: Option<usize>,
+    then: Box<dyn FnOnce(Result<()>) + Send>,
+    tries: u32,
+) {
     let (template, targets) = {
         let mut st = raid.st();
         st.seq += 1;
@@ -81,10 +94,24 @@ pub(super) fn write_sb_incl(
         };
         let mut buf = match DmaBuf::get(len) {
             Ok(Some(b)) => b,
+            // None written yet: the whole write is tried again on a later turn of this
+            // thread (nothing may be skipped: a member left with the older superblock
+            // could vouch for a member that has gone).
+            Ok(None) if tries < SB_BUFFER_TRIES && ferrite_reactor::current().is_some() => {
+                let r = raid.clone();
+                let again = move || write_sb_try(&r, departing, then, tries + 1);
+                if let Some(Err(e)) = ferrite_reactor::current().map(|t| t.send(again)) {
+                    tracing::error!("raid '{}': cannot retry the superblock: {e}", raid.name);
+                }
+                return;
+            }
             Ok(None) => {
                 return then(Err(BdevError::new(
                     ErrorKind::NoMemory,
-                    "no buffer for the superblock",
+                    format!(
+                        "raid '{}': no buffer for the superblock after {SB_BUFFER_TRIES} tries",
+                        raid.name
+                    ),
                 )))
             }
             Err(e) => return then(Err(e)),
